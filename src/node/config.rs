@@ -1,0 +1,303 @@
+//! Node configuration: plain fields with named presets.
+//!
+//! Every field documents its default, its unit and where the number comes
+//! from. [`Config::validate`] rejects combinations that cannot work, so a
+//! [`crate::node::Node`] is never built from a broken configuration.
+
+use std::num::{NonZeroU8, NonZeroUsize};
+use std::time::Duration;
+
+use super::delta::StateLimits;
+
+/// Largest QUIC datagram before path-MTU discovery (quinn 0.11's
+/// `Connection::max_datagram_size()` on a fresh connection): every SWIM
+/// packet, envelope included, must fit in it.
+pub const QUIC_MIN_DATAGRAM_BYTES: usize = 1162;
+
+/// How a node runs SWIM, spreads state and checks failures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Time between probes of one random member (SWIM protocol period).
+    /// LAN 1 s, WAN 5 s, local 500 ms: memberlist `ProbeInterval`.
+    pub probe_period: Duration,
+    /// Wait for a direct ack before asking others to probe indirectly.
+    /// LAN 500 ms, WAN 3 s, local 200 ms: memberlist `ProbeTimeout`.
+    /// Must be below `probe_period`.
+    pub probe_rtt: Duration,
+    /// Members asked to probe indirectly when a direct probe times out.
+    /// 3: memberlist `IndirectChecks`.
+    pub num_indirect_probes: NonZeroUsize,
+    /// Times each membership update or state delta is piggybacked before it
+    /// is dropped from the backlog. `4 * log10(n + 1)`: memberlist
+    /// `RetransmitMult` 4.
+    pub max_transmissions: NonZeroU8,
+    /// How long a member stays Suspect before this node starts its final
+    /// check. `suspicion_mult * max(1, log10(n)) * probe_period` with
+    /// `suspicion_mult` 3 on LAN (memberlist uses 4; roster's final check
+    /// adds the confirmation round memberlist lacks), 5 on WAN.
+    pub suspect_to_down_after: Duration,
+    /// How long the final check waits for the suspect's answer.
+    /// Default `2 * probe_rtt`.
+    pub verify_timeout: Duration,
+    /// Members asked to relay the final check besides the direct one. 2.
+    pub verify_relays: usize,
+    /// Time between piggyback-only gossip rounds while there is something
+    /// to spread. LAN 200 ms, WAN 500 ms: memberlist `GossipInterval`.
+    pub gossip_interval: Duration,
+    /// Members each gossip round goes to. LAN 3, WAN 4: memberlist
+    /// `GossipNodes`.
+    pub gossip_fanout: NonZeroUsize,
+    /// Time between push-pull anti-entropy exchanges with one random peer.
+    /// LAN 10 s, WAN 30 s; scaled up for large clusters by
+    /// [`Config::for_cluster`] like memberlist's `pushPullScale`.
+    pub sync_interval: Duration,
+    /// First wait between join attempts; doubles up to `join_retry_max`.
+    /// 1 s.
+    pub join_retry_initial: Duration,
+    /// Longest wait between join attempts. 30 s.
+    pub join_retry_max: Duration,
+    /// Largest datagram the transport carries, envelope included. Default
+    /// [`QUIC_MIN_DATAGRAM_BYTES`]; the runtime lowers or raises it to the
+    /// connection's real `max_datagram_size()`.
+    pub max_datagram_bytes: NonZeroUsize,
+    /// Largest accepted lead of a remote HLC over the local wall clock.
+    /// 500 ms, as CockroachDB's `max-offset`.
+    pub max_drift: Duration,
+    /// Lifeguard layer (local health, final check before Down, no forced
+    /// rejoin after a refutation). On by default; off gives foca's plain
+    /// SWIM behaviour for comparison.
+    pub lifeguard: bool,
+    /// Highest local health score (Lifeguard's LHM `S`): probe timing is
+    /// scaled by `1 + score`. 8, as Lifeguard's paper and memberlist
+    /// `AwarenessMaxMultiplier`.
+    pub max_health_score: u8,
+    /// How long a Down member is remembered. 24 h (foca's default).
+    pub remove_down_after: Duration,
+    /// Limits on each node's state.
+    pub state_limits: StateLimits,
+    /// Members told directly of a graceful leave. 5.
+    pub leave_fanout: usize,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A duration that must be positive is zero.
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
+    /// `probe_rtt` is not below `probe_period`.
+    #[error("probe_rtt ({rtt:?}) must be below probe_period ({period:?})")]
+    RttNotBelowPeriod {
+        /// probe_rtt
+        rtt: Duration,
+        /// probe_period
+        period: Duration,
+    },
+    /// The datagram size cannot hold a SWIM packet.
+    #[error("max_datagram_bytes {0} is below the 512-byte minimum")]
+    DatagramTooSmall(usize),
+    /// A value cannot fit in one datagram.
+    #[error("max_value_bytes + max_key_bytes ({0}) must leave 256 bytes of a datagram for headers")]
+    StateTooLargeForDatagram(usize),
+}
+
+fn log10_at_least_1(n: usize) -> f64 {
+    (n.max(1) as f64).log10().max(1.0)
+}
+
+impl Config {
+    /// A LAN cluster of about 32 nodes (memberlist `DefaultLANConfig`).
+    pub fn lan() -> Self {
+        Self::lan_sized(32)
+    }
+
+    fn lan_sized(n: usize) -> Self {
+        let probe_period = Duration::from_secs(1);
+        let probe_rtt = Duration::from_millis(500);
+        Self {
+            probe_period,
+            probe_rtt,
+            num_indirect_probes: NonZeroUsize::new(3).expect("non-zero"),
+            max_transmissions: max_tx(n),
+            suspect_to_down_after: probe_period.mul_f64(3.0 * log10_at_least_1(n)),
+            verify_timeout: probe_rtt * 2,
+            verify_relays: 2,
+            gossip_interval: Duration::from_millis(200),
+            gossip_fanout: NonZeroUsize::new(3).expect("non-zero"),
+            sync_interval: Duration::from_secs(10),
+            join_retry_initial: Duration::from_secs(1),
+            join_retry_max: Duration::from_secs(30),
+            max_datagram_bytes: NonZeroUsize::new(QUIC_MIN_DATAGRAM_BYTES).expect("non-zero"),
+            max_drift: Duration::from_millis(500),
+            lifeguard: true,
+            max_health_score: 8,
+            remove_down_after: Duration::from_secs(24 * 3600),
+            state_limits: StateLimits::default(),
+            leave_fanout: 5,
+        }
+    }
+
+    /// A WAN cluster (memberlist `DefaultWANConfig`): slower probes, longer
+    /// suspicion, less frequent anti-entropy.
+    pub fn wan() -> Self {
+        let n = 32;
+        let probe_period = Duration::from_secs(5);
+        let probe_rtt = Duration::from_secs(3);
+        Self {
+            probe_period,
+            probe_rtt,
+            suspect_to_down_after: probe_period.mul_f64(5.0 * log10_at_least_1(n)),
+            verify_timeout: probe_rtt * 2,
+            gossip_interval: Duration::from_millis(500),
+            gossip_fanout: NonZeroUsize::new(4).expect("non-zero"),
+            sync_interval: Duration::from_secs(30),
+            ..Self::lan_sized(n)
+        }
+    }
+
+    /// One machine or a test (memberlist `DefaultLocalConfig`): fast probes
+    /// and short suspicion, for loopback clusters.
+    pub fn local() -> Self {
+        let probe_period = Duration::from_millis(500);
+        let probe_rtt = Duration::from_millis(200);
+        Self {
+            probe_period,
+            probe_rtt,
+            suspect_to_down_after: probe_period * 3,
+            verify_timeout: probe_rtt * 2,
+            gossip_interval: Duration::from_millis(100),
+            sync_interval: Duration::from_secs(5),
+            join_retry_initial: Duration::from_millis(200),
+            join_retry_max: Duration::from_secs(5),
+            ..Self::lan_sized(8)
+        }
+    }
+
+    /// The LAN preset sized for a cluster of about `n` nodes: updates are
+    /// retransmitted `4 * log10(n + 1)` times, suspicion lasts
+    /// `3 * max(1, log10(n))` probe periods and push-pull runs less often
+    /// past 32 nodes (`ceil(log2(n) - 5) + 1` times the base interval, as
+    /// memberlist's `pushPullScale`).
+    pub fn for_cluster(n: usize) -> Self {
+        let mut c = Self::lan_sized(n);
+        if n > 32 {
+            let scale = ((n as f64).log2() - 5.0).ceil() + 1.0;
+            c.sync_interval = c.sync_interval.mul_f64(scale);
+        }
+        c
+    }
+
+    /// Checks the configuration. A node is only built from a valid one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (name, d) in [
+            ("probe_period", self.probe_period),
+            ("probe_rtt", self.probe_rtt),
+            ("suspect_to_down_after", self.suspect_to_down_after),
+            ("verify_timeout", self.verify_timeout),
+            ("gossip_interval", self.gossip_interval),
+            ("sync_interval", self.sync_interval),
+            ("join_retry_initial", self.join_retry_initial),
+            ("join_retry_max", self.join_retry_max),
+            ("remove_down_after", self.remove_down_after),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        if self.probe_rtt >= self.probe_period {
+            return Err(ConfigError::RttNotBelowPeriod {
+                rtt: self.probe_rtt,
+                period: self.probe_period,
+            });
+        }
+        if self.max_datagram_bytes.get() < 512 {
+            return Err(ConfigError::DatagramTooSmall(self.max_datagram_bytes.get()));
+        }
+        let item = self.state_limits.max_key_bytes.get() + self.state_limits.max_value_bytes.get();
+        if item + 256 > self.max_datagram_bytes.get() {
+            return Err(ConfigError::StateTooLargeForDatagram(item));
+        }
+        Ok(())
+    }
+
+    /// The foca configuration this one implies.
+    pub(crate) fn foca(&self) -> foca::Config {
+        let mut c = foca::Config::simple();
+        c.probe_period = self.probe_period;
+        c.probe_rtt = self.probe_rtt;
+        c.num_indirect_probes = self.num_indirect_probes;
+        c.max_transmissions = self.max_transmissions;
+        c.suspect_to_down_after = self.suspect_to_down_after;
+        c.remove_down_after = Some(self.remove_down_after);
+        c.max_packet_size = NonZeroUsize::new(
+            self.max_datagram_bytes.get() - crate::wire::ENVELOPE_BYTES,
+        )
+        .expect("validated above 512");
+        // Down members learn it from the final check and push-pull instead.
+        c.notify_down_members = true;
+        c.periodic_announce = None;
+        c.periodic_announce_to_down_members = None;
+        c.periodic_gossip = Some(foca::PeriodicParams {
+            frequency: self.gossip_interval,
+            num_members: self.gossip_fanout,
+        });
+        c
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::lan()
+    }
+}
+
+fn max_tx(n: usize) -> NonZeroU8 {
+    let tx = (4.0 * ((n as f64) + 1.0).log10()).clamp(1.0, 255.0);
+    NonZeroU8::new(tx as u8).unwrap_or(NonZeroU8::MIN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_are_valid() {
+        for c in [
+            Config::lan(),
+            Config::wan(),
+            Config::local(),
+            Config::for_cluster(1),
+            Config::for_cluster(1000),
+            Config::for_cluster(100_000),
+        ] {
+            c.validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn for_cluster_scales_with_size() {
+        let small = Config::for_cluster(10);
+        let big = Config::for_cluster(1000);
+        assert!(big.max_transmissions > small.max_transmissions);
+        assert!(big.suspect_to_down_after > small.suspect_to_down_after);
+        assert_eq!(big.suspect_to_down_after, Duration::from_secs(9));
+        assert_eq!(big.sync_interval, Duration::from_secs(60));
+        assert_eq!(small.sync_interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn invalid_combinations_are_refused() {
+        let mut c = Config::lan();
+        c.probe_rtt = c.probe_period;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::RttNotBelowPeriod { .. })
+        ));
+        let mut c = Config::lan();
+        c.gossip_interval = Duration::ZERO;
+        assert_eq!(c.validate(), Err(ConfigError::Zero("gossip_interval")));
+        let mut c = Config::lan();
+        c.max_datagram_bytes = NonZeroUsize::new(100).unwrap();
+        assert_eq!(c.validate(), Err(ConfigError::DatagramTooSmall(100)));
+    }
+}

@@ -1,0 +1,84 @@
+//! Counters a node keeps about itself. Plain integers: the runtime exports
+//! them to Prometheus, the simulator sums them into its report.
+
+use crate::wire::Kind;
+
+/// Messages and bytes by kind, in one direction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Messages per kind, indexed by `kind as usize - 1`.
+    pub msgs: [u64; Kind::ALL.len()],
+    /// Bytes (envelope included) per kind.
+    pub bytes: [u64; Kind::ALL.len()],
+    /// Messages that could not be encoded (a bug or an over-limit message).
+    pub encode_errors: u64,
+}
+
+impl Traffic {
+    /// Counts one message.
+    pub fn count(&mut self, kind: Kind, len: usize) {
+        let i = kind as usize - 1;
+        self.msgs[i] += 1;
+        self.bytes[i] += len as u64;
+    }
+
+    /// All messages.
+    pub fn total_msgs(&self) -> u64 {
+        self.msgs.iter().sum()
+    }
+
+    /// All bytes.
+    pub fn total_bytes(&self) -> u64 {
+        self.bytes.iter().sum()
+    }
+}
+
+/// Everything a node counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Metrics {
+    /// Sent.
+    pub tx: Traffic,
+    /// Received and decoded.
+    pub rx: Traffic,
+    /// Inputs dropped because they did not decode (bad envelope, version,
+    /// kind, size or payload).
+    pub malformed_dropped: u64,
+    /// Datagrams over the configured datagram size.
+    pub oversized_dropped: u64,
+    /// SWIM packets foca refused.
+    pub swim_errors: u64,
+    /// Remote HLC stamps refused for being too far ahead.
+    pub hlc_drift_rejections: u64,
+    /// Deltas or broadcast items refused (limits, bad encoding).
+    pub invalid_items: u64,
+    /// Members this node started suspecting.
+    pub suspicions_raised: u64,
+    /// Suspicions of other members this node saw refuted.
+    pub suspicions_refuted: u64,
+    /// Times this node refuted a suspicion about itself.
+    pub self_refutations: u64,
+    /// Probes foca reported failed (direct and indirect).
+    pub probe_failures: u64,
+    /// Final checks started, and how many got an answer.
+    pub verifications_started: u64,
+    /// Final checks answered by the suspect.
+    pub verifications_answered: u64,
+    /// Down verdicts deferred because this node's own health was poor.
+    pub downs_deferred: u64,
+    /// Members this node declared Down.
+    pub downs_declared: u64,
+    /// Times this node had to rejoin under a new identity.
+    pub forced_rejoins: u64,
+    /// "You are Down" messages answered with a refutation instead of a rejoin.
+    pub turn_undead_refuted: u64,
+    /// Locally Down members brought back after proving a higher incarnation.
+    pub resurrections: u64,
+    /// Push-pull exchanges started.
+    pub syncs_started: u64,
+    /// Push-pull answers that found both sides in sync.
+    pub syncs_in_sync: u64,
+    /// Join attempts sent.
+    pub join_attempts: u64,
+    /// Current local health score (0 is healthy).
+    pub health_score: u8,
+}

@@ -1,0 +1,112 @@
+//! The sans-IO membership core: SWIM through foca with roster's Lifeguard
+//! layer, HLC-stamped state deltas and push-pull anti-entropy.
+//!
+//! Nothing here performs I/O, reads a clock or uses an unseeded RNG; see
+//! [`Node`] for the driving contract.
+
+pub mod config;
+pub mod delta;
+pub mod hlc;
+pub mod identity;
+pub mod metrics;
+#[allow(clippy::module_inception)]
+mod node;
+mod swim;
+pub mod timers;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use config::{Config, ConfigError};
+pub use delta::{Delta, StateError, StateLimits};
+pub use hlc::{Hlc, HlcClock};
+pub use identity::{Generation, Identity, Incarnation, NodeId};
+pub use metrics::{Metrics, Traffic};
+pub use node::{InputError, Node};
+
+use crate::wire::Kind;
+
+/// The time of an input: monotonic time since any fixed epoch, and the wall
+/// clock in Unix milliseconds (which feeds the HLC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic time; never goes back.
+    pub mono: Duration,
+    /// Wall clock, Unix milliseconds; may jump.
+    pub wall_ms: u64,
+}
+
+/// A message for the driver to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to.
+    pub dst: SocketAddr,
+    /// What it is; [`Kind::is_stream`] tells datagram from stream.
+    pub kind: Kind,
+    /// The encoded message, envelope included.
+    pub bytes: Vec<u8>,
+}
+
+/// A member's state as this node sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MemberState {
+    /// Answering probes.
+    Alive,
+    /// Suspected: not answering lately; still counted as a member.
+    Suspect,
+    /// Declared failed by this node.
+    Down,
+    /// Left gracefully.
+    Left,
+}
+
+/// One member in this node's view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    /// Who (newest known generation).
+    pub identity: Identity,
+    /// State.
+    pub state: MemberState,
+    /// Incarnation under suspicion, while Suspect.
+    pub suspect_incarnation: Option<Incarnation>,
+    /// When this node last changed the member's state (monotonic time).
+    pub since: Duration,
+}
+
+/// What a node reports to its application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// This node joined a cluster (it knows an active member).
+    Joined,
+    /// A member is up (new, restarted with a new generation, or back).
+    MemberUp(Identity),
+    /// A member is suspected of having failed.
+    MemberSuspected(Identity),
+    /// A suspected member proved it is alive.
+    MemberRefuted(Identity),
+    /// This node declared a member Down.
+    MemberDown(Identity),
+    /// A member left gracefully.
+    MemberLeft(Identity),
+    /// A state key changed (`value` is `None` when deleted).
+    StateChanged {
+        /// Whose state.
+        owner: NodeId,
+        /// Key.
+        key: String,
+        /// New value.
+        value: Option<Vec<u8>>,
+        /// Stamp of the write.
+        hlc: Hlc,
+    },
+    /// This node refuted a suspicion about itself.
+    Refuted {
+        /// Its new incarnation.
+        incarnation: Incarnation,
+    },
+    /// The cluster declared this node Down and it rejoined under a new
+    /// identity (a forced rejoin).
+    Rejoined(Identity),
+    /// This node was declared Down and cannot rejoin by itself.
+    Defunct,
+}

@@ -1,0 +1,1119 @@
+//! [`Node`]: the sans-IO membership core.
+//!
+//! # Driving contract
+//!
+//! A driver (the QUIC runtime or the simulator) owns one `Node` and:
+//! 1. calls [`Node::handle_datagram`] / [`Node::handle_message`] for every
+//!    datagram or stream message that arrives, and [`Node::handle_timeout`]
+//!    whenever the time returned by [`Node::poll_timeout`] has passed;
+//! 2. after each call, drains [`Node::poll_transmit`] (sending each message
+//!    on a datagram or a stream as [`Transmit::kind`] says) and
+//!    [`Node::poll_event`];
+//! 3. passes the current [`Now`] to every call: monotonic time (any epoch,
+//!    never going back) and the wall clock in Unix milliseconds.
+//!
+//! The node reads no clock, owns its seeded RNG and keeps every timer in one
+//! table, so the same inputs always produce the same outputs.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use foca::{Member, OwnedNotification, State, Timer};
+use rand::{RngExt, SeedableRng};
+
+use super::config::{Config, ConfigError};
+use super::delta::{Delta, StateError, StateStore};
+use super::hlc::{Hlc, HlcClock};
+use super::identity::{Identity, Incarnation, NodeId};
+use super::metrics::Metrics;
+use super::swim::{
+    self, GossipHandler, Io, Item, RosterCodec, Shared, SharedRef, Swim, TimerKind,
+};
+use super::timers::TimerTable;
+use super::{Event, MemberState, MemberView, Now, Transmit};
+use crate::wire::{
+    self, Kind, Leave, MemberDigest, Message, SyncDeltas, SyncFull, SyncReply, SyncRequest,
+    Verify, VerifyAck, WireError, WireState,
+};
+
+/// Why an input was dropped. The node's state is unchanged by a dropped
+/// input, and every drop is counted in [`Metrics`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    /// The bytes did not decode.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// A datagram larger than the configured datagram size.
+    #[error("datagram of {len} bytes is over the {max}-byte limit")]
+    Oversized {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A stream kind arrived as a datagram, or the reverse.
+    #[error("{0:?} arrived on the wrong channel")]
+    WrongChannel(Kind),
+    /// foca refused the SWIM packet.
+    #[error("SWIM packet refused: {0}")]
+    Swim(String),
+    /// The node has left the cluster and takes no more input.
+    #[error("node has left the cluster")]
+    Left,
+}
+
+/// A final check in progress.
+#[derive(Debug, Clone)]
+struct Verification {
+    identity: Identity,
+    nonce: u64,
+    answered: Option<Incarnation>,
+}
+
+/// The membership core of one node. See the module docs for how to drive it.
+pub struct Node {
+    config: Config,
+    identity: Identity,
+    swim: Swim,
+    io: Io,
+    shared: SharedRef,
+    rng: rand::rngs::Xoshiro256PlusPlus,
+    members: BTreeMap<NodeId, MemberView>,
+    /// Members this node declared Down, with the incarnation they were
+    /// declared at: a packet proving a higher one brings them back.
+    downs: BTreeMap<NodeId, (Identity, Incarnation)>,
+    /// Incarnation of the Down verdict being delivered to foca right now.
+    pending_down: Option<(Identity, Incarnation)>,
+    verifications: BTreeMap<NodeId, Verification>,
+    seeds: Vec<SocketAddr>,
+    joined: bool,
+    join_retry_pending: bool,
+    left: bool,
+    events: VecDeque<Event>,
+    metrics: Metrics,
+    prescan_buf: Vec<Member<Identity>>,
+}
+
+impl Node {
+    /// A node with `identity`, not yet part of any cluster. `seed` drives
+    /// all of its randomness; `now` starts its timers.
+    pub fn new(identity: Identity, config: Config, seed: u64, now: Now) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let shared = SharedRef::new(Shared {
+            store: StateStore::new(config.state_limits),
+            hlc: HlcClock::new(config.max_drift),
+            wall_ms: now.wall_ms,
+            events: VecDeque::new(),
+            pending_leaves: Vec::new(),
+            left: BTreeMap::new(),
+            counters: Default::default(),
+        });
+        let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed);
+        let swim_rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(rng.random());
+        let swim = Swim::with_custom_broadcast(
+            identity.clone(),
+            config.foca(),
+            swim_rng,
+            RosterCodec {
+                lifeguard: config.lifeguard,
+            },
+            GossipHandler {
+                shared: shared.clone(),
+            },
+        );
+        let io = Io {
+            now: now.mono,
+            timers: TimerTable::default(),
+            out: VecDeque::new(),
+            notes: Vec::new(),
+            suspected: Vec::new(),
+            lifeguard: config.lifeguard,
+            health: 0,
+            max_health: config.max_health_score,
+            self_incarnation: 0,
+            probe_failures: 0,
+            tx: Default::default(),
+        };
+        let mut node = Self {
+            config,
+            identity,
+            swim,
+            io,
+            shared,
+            rng,
+            members: BTreeMap::new(),
+            downs: BTreeMap::new(),
+            pending_down: None,
+            verifications: BTreeMap::new(),
+            seeds: Vec::new(),
+            joined: false,
+            join_retry_pending: false,
+            left: false,
+            events: VecDeque::new(),
+            metrics: Metrics::default(),
+            prescan_buf: Vec::new(),
+        };
+        let first_sync = node.jittered(node.config.sync_interval);
+        node.io.schedule(first_sync, TimerKind::Sync);
+        Ok(node)
+    }
+
+    // ----- inputs -----
+
+    /// Starts joining through `seeds` (any members' addresses; none is
+    /// special). Every attempt goes to all seeds and to members already
+    /// known; attempts repeat with exponential backoff until a member
+    /// answers, and again whenever the node finds itself alone.
+    pub fn join(&mut self, now: Now, seeds: impl IntoIterator<Item = SocketAddr>) {
+        self.set_now(now);
+        for s in seeds {
+            if s != self.identity.addr && !self.seeds.contains(&s) {
+                self.seeds.push(s);
+            }
+        }
+        self.send_join();
+        if !self.join_retry_pending {
+            self.join_retry_pending = true;
+            let d = self.config.join_retry_initial;
+            self.io.schedule(d, TimerKind::JoinRetry { attempt: 1 });
+        }
+    }
+
+    /// Leaves gracefully: tells `leave_fanout` members directly and
+    /// piggybacks the leave on one last gossip round. The node takes no
+    /// input afterwards.
+    pub fn leave(&mut self, now: Now) {
+        if self.left {
+            return;
+        }
+        self.set_now(now);
+        let leave = Leave {
+            identity: self.identity.clone(),
+            incarnation: self.io.self_incarnation,
+        };
+        if let Some(bytes) = swim::encode_item(&Item::Left(leave.clone())) {
+            let _ = self.swim.add_broadcast(&bytes);
+            let _ = self.swim.gossip(&mut self.io);
+        }
+        let targets = self.random_members(self.config.leave_fanout, |_| true);
+        for t in targets {
+            self.io.send_msg(t.addr, &Message::Leave(leave.clone()));
+        }
+        self.left = true;
+        self.after_swim();
+    }
+
+    /// Handles one datagram from `from`.
+    pub fn handle_datagram(&mut self, now: Now, from: SocketAddr, bytes: &[u8]) -> Result<(), InputError> {
+        if bytes.len() > self.config.max_datagram_bytes.get() {
+            self.metrics.oversized_dropped += 1;
+            return Err(InputError::Oversized {
+                len: bytes.len(),
+                max: self.config.max_datagram_bytes.get(),
+            });
+        }
+        self.handle_bytes(now, from, bytes, false)
+    }
+
+    /// Handles one message that arrived on a stream from `from`.
+    pub fn handle_message(&mut self, now: Now, from: SocketAddr, bytes: &[u8]) -> Result<(), InputError> {
+        self.handle_bytes(now, from, bytes, true)
+    }
+
+    fn handle_bytes(&mut self, now: Now, from: SocketAddr, bytes: &[u8], stream: bool) -> Result<(), InputError> {
+        if self.left {
+            return Err(InputError::Left);
+        }
+        let msg = match Message::decode(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                self.metrics.malformed_dropped += 1;
+                return Err(e.into());
+            }
+        };
+        let kind = msg.kind();
+        if kind.is_stream() != stream {
+            self.metrics.malformed_dropped += 1;
+            return Err(InputError::WrongChannel(kind));
+        }
+        self.metrics.rx.count(kind, bytes.len());
+        self.set_now(now);
+        let r = match msg {
+            Message::Swim(p) => self.on_swim(p),
+            Message::SyncRequest(r) => {
+                self.on_sync_request(from, r);
+                Ok(())
+            }
+            Message::SyncReply(r) => {
+                self.on_sync_reply(r);
+                Ok(())
+            }
+            Message::SyncDeltas(d) => {
+                self.on_sync_deltas(d);
+                Ok(())
+            }
+            Message::Verify(v) => {
+                self.on_verify(v);
+                Ok(())
+            }
+            Message::VerifyRelay(v) => {
+                if v.target.id != self.identity.id {
+                    self.io.send_msg(v.target.addr, &Message::Verify(v));
+                }
+                Ok(())
+            }
+            Message::VerifyAck(a) => {
+                self.on_verify_ack(a);
+                Ok(())
+            }
+            Message::Leave(l) => {
+                if let Some(bytes) = swim::encode_item(&Item::Left(l)) {
+                    // The handler records it and queues it for apply_leaves.
+                    let _ = self.swim.add_broadcast(&bytes);
+                }
+                Ok(())
+            }
+        };
+        self.after_swim();
+        r
+    }
+
+    /// Fires every timer due at `now`, in deadline order.
+    pub fn handle_timeout(&mut self, now: Now) {
+        if self.left {
+            return;
+        }
+        self.set_now(now);
+        while let Some(t) = self.io.timers.pop_due(now.mono) {
+            self.fire(t);
+            self.after_swim();
+        }
+    }
+
+    /// Writes `key = value` in this node's state and starts spreading it.
+    /// Returns the write's HLC stamp.
+    pub fn set_state(&mut self, now: Now, key: &str, value: &[u8]) -> Result<Hlc, StateError> {
+        self.write(now, key, Some(value.to_vec()))
+    }
+
+    /// Deletes `key` from this node's state (a tombstone that spreads like a
+    /// write). Returns the stamp, or `None` when the key did not exist.
+    pub fn delete_state(&mut self, now: Now, key: &str) -> Result<Option<Hlc>, StateError> {
+        let exists = self.shared.lock().store.get(&self.identity.id, key).is_some();
+        if !exists {
+            return Ok(None);
+        }
+        self.write(now, key, None).map(Some)
+    }
+
+    fn write(&mut self, now: Now, key: &str, value: Option<Vec<u8>>) -> Result<Hlc, StateError> {
+        self.set_now(now);
+        let item = {
+            let mut s = self.shared.lock();
+            s.store.validate(key, value.as_deref())?;
+            s.store.check_room(&self.identity.id, key)?;
+            let hlc = s.hlc.now(now.wall_ms);
+            Item::Delta(Delta {
+                owner: self.identity.id.clone(),
+                key: key.to_owned(),
+                value,
+                hlc,
+            })
+        };
+        let Item::Delta(ref d) = item else {
+            unreachable!("built above")
+        };
+        let hlc = d.hlc;
+        match swim::encode_item(&item) {
+            // add_broadcast hands the item to the handler, which merges it.
+            Some(bytes) => {
+                if self.swim.add_broadcast(&bytes).is_err() {
+                    // Too large to piggyback: keep it locally, push-pull
+                    // carries it.
+                    self.shared.lock().merge_remote(d);
+                }
+            }
+            None => {
+                self.shared.lock().merge_remote(d);
+            }
+        }
+        self.after_swim();
+        Ok(hlc)
+    }
+
+    // ----- outputs -----
+
+    /// Next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.io.out.pop_front()
+    }
+
+    /// Next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Node::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        if self.left {
+            None
+        } else {
+            self.io.timers.next_deadline()
+        }
+    }
+
+    // ----- queries -----
+
+    /// This node's current identity.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// This node's SWIM incarnation.
+    pub fn incarnation(&self) -> Incarnation {
+        self.io.self_incarnation
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Every member this node knows (itself excluded), by `NodeId`.
+    pub fn members(&self) -> impl Iterator<Item = &MemberView> {
+        self.members.values()
+    }
+
+    /// One member's view.
+    pub fn member(&self, id: &NodeId) -> Option<&MemberView> {
+        self.members.get(id)
+    }
+
+    /// Members foca counts as active (Alive or Suspect).
+    pub fn active_members(&self) -> usize {
+        self.swim.num_members()
+    }
+
+    /// foca's member table: `(identity, incarnation, active)` for every
+    /// member, Down ones included. O(members).
+    pub fn swim_members(&self) -> impl Iterator<Item = (&Identity, Incarnation, bool)> {
+        self.swim
+            .iter_membership_state()
+            .map(|m| (m.id(), m.incarnation(), swim::is_active(m.state())))
+    }
+
+    /// Live value of `owner`'s `key`.
+    pub fn state(&self, owner: &NodeId, key: &str) -> Option<Vec<u8>> {
+        self.shared.lock().store.get(owner, key).map(<[u8]>::to_vec)
+    }
+
+    /// The stamp of `owner`'s `key` as held here (tombstones included).
+    pub fn state_stamp(&self, owner: &NodeId, key: &str) -> Option<Hlc> {
+        self.shared.lock().store.entry(owner, key).map(|e| e.hlc)
+    }
+
+    /// Live `(key, value)` pairs of one owner.
+    pub fn state_of(&self, owner: &NodeId) -> Vec<(String, Vec<u8>)> {
+        self.shared
+            .lock()
+            .store
+            .live_entries(owner)
+            .map(|(k, v)| (k.to_owned(), v.to_vec()))
+            .collect()
+    }
+
+    /// Hash of all state held: equal on nodes that hold the same state.
+    pub fn state_hash(&self) -> u64 {
+        self.shared.lock().store.state_hash()
+    }
+
+    /// Last HLC stamp issued or adopted.
+    pub fn hlc(&self) -> Hlc {
+        self.shared.lock().hlc.last()
+    }
+
+    /// Counters.
+    pub fn metrics(&self) -> Metrics {
+        let mut m = self.metrics;
+        m.tx = self.io.tx;
+        m.probe_failures = self.io.probe_failures;
+        m.health_score = self.io.health;
+        let c = self.shared.lock().counters;
+        m.hlc_drift_rejections = c.drift_rejections;
+        m.invalid_items += c.invalid_items;
+        m
+    }
+
+    /// Whether the node is part of a cluster (knows an active member).
+    pub fn is_joined(&self) -> bool {
+        self.joined
+    }
+
+    /// Whether [`Node::leave`] was called.
+    pub fn has_left(&self) -> bool {
+        self.left
+    }
+
+    /// Local health score (Lifeguard): 0 is healthy.
+    pub fn health_score(&self) -> u8 {
+        self.io.health
+    }
+
+    // ----- internals -----
+
+    fn set_now(&mut self, now: Now) {
+        self.io.now = self.io.now.max(now.mono);
+        self.shared.lock().wall_ms = now.wall_ms;
+    }
+
+    fn jittered(&mut self, d: Duration) -> Duration {
+        d.mul_f64(self.rng.random_range(0.9..1.1))
+    }
+
+    /// Up to `n` distinct random members in `Alive`/`Suspect` state.
+    fn random_members(&mut self, n: usize, keep: impl Fn(&Identity) -> bool) -> Vec<Identity> {
+        let mut pool: Vec<&MemberView> = self
+            .members
+            .values()
+            .filter(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect) && keep(&m.identity))
+            .collect();
+        let mut out = Vec::with_capacity(n.min(pool.len()));
+        while out.len() < n && !pool.is_empty() {
+            let i = self.rng.random_range(0..pool.len());
+            out.push(pool.swap_remove(i).identity.clone());
+        }
+        out
+    }
+
+    fn on_swim(&mut self, packet: &[u8]) -> Result<(), InputError> {
+        if self.config.lifeguard {
+            let buf = std::mem::take(&mut self.prescan_buf);
+            if let Some(p) = swim::prescan(packet, buf) {
+                let handled = self.lifeguard_prescan(&p);
+                self.prescan_buf = p.updates;
+                if handled {
+                    return Ok(());
+                }
+            }
+        }
+        match self.swim.handle_data(packet, &mut self.io) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.metrics.swim_errors += 1;
+                Err(InputError::Swim(e.to_string()))
+            }
+        }
+    }
+
+    /// Lifeguard's look at a packet before foca: answers "you are Down"
+    /// with a refutation (returns `true`: foca must not see it), brings back
+    /// locally Down members that prove a higher incarnation, notices
+    /// refuted suspicions and successful probes.
+    fn lifeguard_prescan(&mut self, p: &swim::Prescan) -> bool {
+        let h = &p.header;
+        if h.dst == self.identity && h.message == foca::Message::TurnUndead {
+            self.metrics.turn_undead_refuted += 1;
+            self.refute(self.io.self_incarnation);
+            return true;
+        }
+        if matches!(h.message, foca::Message::Ack(_) | foca::Message::ForwardedAck { .. }) {
+            self.io.health_down();
+        }
+        self.observe(&h.src, h.src_incarnation, true);
+        for m in &p.updates {
+            let active = m.state() != State::Down;
+            self.observe(m.id(), m.incarnation(), active);
+        }
+        false
+    }
+
+    /// A claim that `id` is at `incarnation`: resurrects a locally Down
+    /// member that has moved past its verdict, and clears a refuted
+    /// suspicion in the member view.
+    fn observe(&mut self, id: &Identity, incarnation: Incarnation, active: bool) {
+        if let Some((down_id, at)) = self.downs.get(&id.id)
+            && down_id == id
+            && incarnation > *at
+        {
+            self.downs.remove(&id.id);
+            self.metrics.resurrections += 1;
+            // foca treats Down as terminal: forget the member so the packet
+            // that proved it alive adds it back.
+            let _ = self.swim.handle_timer(Timer::RemoveDown(id.clone()), &mut self.io);
+        }
+        if active
+            && let Some(v) = self.members.get_mut(&id.id)
+            && v.identity == *id
+            && v.state == MemberState::Suspect
+            && v.suspect_incarnation.is_some_and(|s| incarnation > s)
+        {
+            v.state = MemberState::Alive;
+            v.suspect_incarnation = None;
+            v.since = self.io.now;
+            self.metrics.suspicions_refuted += 1;
+            self.events.push_back(Event::MemberRefuted(id.clone()));
+        }
+    }
+
+    /// Refutes a suspicion of this node at `incarnation` (SWIM §4.2): foca
+    /// moves to a higher incarnation and gossips it.
+    fn refute(&mut self, incarnation: Incarnation) {
+        let before = self.io.self_incarnation;
+        let _ = self.swim.apply_many(
+            std::iter::once(Member::new(self.identity.clone(), incarnation, State::Suspect)),
+            true,
+            &mut self.io,
+        );
+        if before <= incarnation {
+            self.io.self_incarnation = incarnation.max(before).saturating_add(1);
+            self.metrics.self_refutations += 1;
+            self.io.health_up();
+            self.events.push_back(Event::Refuted {
+                incarnation: self.io.self_incarnation,
+            });
+        }
+    }
+
+    fn fire(&mut self, t: TimerKind) {
+        match t {
+            TimerKind::Foca(t) => {
+                if let Timer::ChangeSuspectToDown {
+                    ref member_id,
+                    incarnation,
+                    ..
+                } = t
+                {
+                    self.pending_down = Some((member_id.clone(), incarnation));
+                }
+                let _ = self.swim.handle_timer(t, &mut self.io);
+                self.pending_down = None;
+            }
+            TimerKind::Suspect {
+                member,
+                incarnation,
+                token,
+            } => self.on_suspect_timeout(member, incarnation, token),
+            TimerKind::VerifyTimeout {
+                member,
+                incarnation,
+                token,
+                nonce,
+            } => self.on_verify_timeout(member, incarnation, token, nonce),
+            TimerKind::Sync => {
+                let next = self.jittered(self.config.sync_interval);
+                self.io.schedule(next, TimerKind::Sync);
+                self.start_sync();
+            }
+            TimerKind::JoinRetry { attempt } => {
+                if self.swim.num_members() > 0 {
+                    self.join_retry_pending = false;
+                    return;
+                }
+                self.send_join();
+                let exp = attempt.min(16);
+                let wait = (self.config.join_retry_initial * 2u32.pow(exp)).min(self.config.join_retry_max);
+                self.io.schedule(wait, TimerKind::JoinRetry { attempt: attempt + 1 });
+            }
+        }
+    }
+
+    fn still_suspected(&self, member: &Identity, incarnation: Incarnation) -> bool {
+        self.members.get(&member.id).is_some_and(|v| {
+            v.identity == *member
+                && v.state == MemberState::Suspect
+                && v.suspect_incarnation == Some(incarnation)
+        })
+    }
+
+    /// foca's suspicion ran out. Lifeguard first makes sure this node is
+    /// healthy enough to judge, then asks the suspect directly and through
+    /// relays before letting foca declare it Down.
+    fn on_suspect_timeout(&mut self, member: Identity, incarnation: Incarnation, token: foca::TimerToken) {
+        if !self.still_suspected(&member, incarnation) {
+            // Refuted or replaced: foca's own check turns this into a no-op.
+            self.deliver_down(member, incarnation, token);
+            return;
+        }
+        if self.io.health > 0 {
+            self.metrics.downs_deferred += 1;
+            let wait = self.config.probe_period * self.io.health_multiplier();
+            self.io.schedule(
+                wait,
+                TimerKind::Suspect {
+                    member,
+                    incarnation,
+                    token,
+                },
+            );
+            return;
+        }
+        let nonce: u64 = self.rng.random();
+        self.metrics.verifications_started += 1;
+        let v = Verify {
+            origin: self.identity.clone(),
+            target: member.clone(),
+            incarnation,
+            nonce,
+        };
+        self.io.send_msg(member.addr, &Message::Verify(v.clone()));
+        let relays = self.random_members(self.config.verify_relays, |m| m.id != member.id);
+        for r in relays {
+            self.io.send_msg(r.addr, &Message::VerifyRelay(v.clone()));
+        }
+        self.verifications.insert(
+            member.id.clone(),
+            Verification {
+                identity: member.clone(),
+                nonce,
+                answered: None,
+            },
+        );
+        let wait = self.config.verify_timeout * self.io.health_multiplier();
+        self.io.schedule(
+            wait,
+            TimerKind::VerifyTimeout {
+                member,
+                incarnation,
+                token,
+                nonce,
+            },
+        );
+    }
+
+    fn on_verify_timeout(&mut self, member: Identity, incarnation: Incarnation, token: foca::TimerToken, nonce: u64) {
+        let answered = match self.verifications.get(&member.id) {
+            Some(v) if v.nonce == nonce => {
+                let a = v.answered;
+                self.verifications.remove(&member.id);
+                a
+            }
+            _ => None,
+        };
+        match answered {
+            Some(inc) if inc > incarnation => self.deliver_down(member, incarnation, token),
+            Some(_) => {
+                // Answered without refuting yet: give the refutation time.
+                let wait = self.config.suspect_to_down_after;
+                self.io.schedule(
+                    wait,
+                    TimerKind::Suspect {
+                        member,
+                        incarnation,
+                        token,
+                    },
+                );
+            }
+            None if self.io.health > 0 => {
+                self.metrics.downs_deferred += 1;
+                let wait = self.config.probe_period * self.io.health_multiplier();
+                self.io.schedule(
+                    wait,
+                    TimerKind::Suspect {
+                        member,
+                        incarnation,
+                        token,
+                    },
+                );
+            }
+            None => self.deliver_down(member, incarnation, token),
+        }
+    }
+
+    fn deliver_down(&mut self, member: Identity, incarnation: Incarnation, token: foca::TimerToken) {
+        self.fire(TimerKind::Foca(Timer::ChangeSuspectToDown {
+            member_id: member,
+            incarnation,
+            token,
+        }));
+    }
+
+    fn on_verify(&mut self, v: Verify) {
+        if v.target != self.identity {
+            return;
+        }
+        if v.incarnation >= self.io.self_incarnation {
+            self.refute(v.incarnation);
+        }
+        let ack = VerifyAck {
+            from: self.identity.clone(),
+            incarnation: self.io.self_incarnation,
+            nonce: v.nonce,
+        };
+        self.io.send_msg(v.origin.addr, &Message::VerifyAck(ack));
+    }
+
+    fn on_verify_ack(&mut self, a: VerifyAck) {
+        let Some(v) = self.verifications.get_mut(&a.from.id) else {
+            return;
+        };
+        if v.nonce != a.nonce || v.identity != a.from {
+            return;
+        }
+        v.answered = Some(a.incarnation);
+        self.metrics.verifications_answered += 1;
+        self.io.health_down();
+        // The answer proves the member alive at its new incarnation; foca
+        // clears the suspicion and spreads the news.
+        let _ = self.swim.apply_many(
+            std::iter::once(Member::new(a.from.clone(), a.incarnation, State::Alive)),
+            true,
+            &mut self.io,
+        );
+        self.observe(&a.from, a.incarnation, true);
+    }
+
+    // ----- push-pull -----
+
+    fn members_hash(&self) -> u64 {
+        use super::delta::{fnv1a, FNV_OFFSET};
+        // foca's table is in random order: hash an order-independent sum.
+        let mut acc: u64 = 0;
+        for m in self.swim.iter_membership_state() {
+            if swim::is_active(m.state()) {
+                let id = m.id();
+                let h = fnv1a(FNV_OFFSET, id.id.as_str().as_bytes());
+                let h = fnv1a(h, &id.generation.0.to_le_bytes());
+                acc = acc.wrapping_add(fnv1a(h, &m.incarnation().to_le_bytes()));
+            }
+        }
+        // Include ourselves so both sides hash the same set.
+        let h = fnv1a(FNV_OFFSET, self.identity.id.as_str().as_bytes());
+        let h = fnv1a(h, &self.identity.generation.0.to_le_bytes());
+        acc.wrapping_add(fnv1a(h, &self.io.self_incarnation.to_le_bytes()))
+    }
+
+    fn full_view(&self) -> SyncFull {
+        let mut members: Vec<MemberDigest> = self
+            .swim
+            .iter_membership_state()
+            .map(|m| MemberDigest {
+                identity: m.id().clone(),
+                incarnation: m.incarnation(),
+                state: match m.state() {
+                    State::Alive => WireState::Alive,
+                    State::Suspect => WireState::Suspect,
+                    State::Down => WireState::Down,
+                },
+            })
+            .collect();
+        members.push(MemberDigest {
+            identity: self.identity.clone(),
+            incarnation: self.io.self_incarnation,
+            state: WireState::Alive,
+        });
+        members.sort_by(|a, b| a.identity.cmp(&b.identity));
+        SyncFull {
+            members,
+            state: self.shared.lock().store.digest(),
+        }
+    }
+
+    fn sync_request(&self, join: bool) -> SyncRequest {
+        let (state_hash, hlc) = {
+            let s = self.shared.lock();
+            (s.store.state_hash(), s.hlc.last())
+        };
+        SyncRequest {
+            from: self.identity.clone(),
+            incarnation: self.io.self_incarnation,
+            join,
+            members_hash: self.members_hash(),
+            state_hash,
+            full: join.then(|| self.full_view()),
+            hlc,
+        }
+    }
+
+    fn send_join(&mut self) {
+        let req = Message::SyncRequest(self.sync_request(true));
+        let mut targets = self.seeds.clone();
+        for m in self.random_members(3, |_| true) {
+            if !targets.contains(&m.addr) {
+                targets.push(m.addr);
+            }
+        }
+        for t in targets {
+            self.metrics.join_attempts += 1;
+            self.io.send_msg(t, &req);
+        }
+    }
+
+    fn start_sync(&mut self) {
+        // Now and then reach for a member held Down: that is how two sides of
+        // a healed partition find each other again.
+        let down: Vec<Identity> = self
+            .members
+            .values()
+            .filter(|m| m.state == MemberState::Down)
+            .map(|m| m.identity.clone())
+            .collect();
+        let peer = if !down.is_empty() && self.rng.random_bool(0.5) {
+            let i = self.rng.random_range(0..down.len());
+            Some(down[i].clone())
+        } else {
+            self.random_members(1, |_| true).pop()
+        };
+        let Some(peer) = peer else { return };
+        self.metrics.syncs_started += 1;
+        let req = Message::SyncRequest(self.sync_request(false));
+        self.io.send_msg(peer.addr, &req);
+    }
+
+    fn on_sync_request(&mut self, from: SocketAddr, r: SyncRequest) {
+        if r.from.id == self.identity.id {
+            return;
+        }
+        self.introduce(&r.from, r.incarnation, r.join);
+        let mine_hash = self.members_hash();
+        let state_hash = self.shared.lock().store.state_hash();
+        let deltas = match &r.full {
+            Some(full) => {
+                self.merge_members(&full.members);
+                self.shared.lock().store.deltas_missing_from(&full.state)
+            }
+            None => Vec::new(),
+        };
+        let in_sync = !r.join && r.full.is_none() && r.members_hash == mine_hash && r.state_hash == state_hash;
+        if in_sync {
+            self.metrics.syncs_in_sync += 1;
+        }
+        let reply = SyncReply {
+            from: self.identity.clone(),
+            incarnation: self.io.self_incarnation,
+            full: (!in_sync).then(|| self.full_view()),
+            deltas,
+            hlc: self.shared.lock().hlc.last(),
+        };
+        // Reply to the address the request came from: the requester may not
+        // be in the member table yet.
+        self.io.send_msg(from, &Message::SyncReply(reply));
+    }
+
+    fn on_sync_reply(&mut self, r: SyncReply) {
+        if r.from.id == self.identity.id {
+            return;
+        }
+        self.introduce(&r.from, r.incarnation, false);
+        let spread = self.joined;
+        self.merge_deltas(&r.deltas, spread);
+        if let Some(full) = r.full {
+            self.merge_members(&full.members);
+            let deltas = self.shared.lock().store.deltas_missing_from(&full.state);
+            let msg = SyncDeltas {
+                from: self.identity.clone(),
+                deltas,
+                members: self.full_view().members,
+                hlc: self.shared.lock().hlc.last(),
+            };
+            self.io.send_msg(r.from.addr, &Message::SyncDeltas(msg));
+        }
+    }
+
+    fn on_sync_deltas(&mut self, d: SyncDeltas) {
+        if d.from.id == self.identity.id {
+            return;
+        }
+        self.merge_members(&d.members);
+        self.merge_deltas(&d.deltas, true);
+    }
+
+    /// A member that contacted us directly is alive at `incarnation`.
+    fn introduce(&mut self, who: &Identity, incarnation: Incarnation, broadcast: bool) {
+        self.observe(who, incarnation, true);
+        let _ = self.swim.apply_many(
+            std::iter::once(Member::new(who.clone(), incarnation, State::Alive)),
+            broadcast,
+            &mut self.io,
+        );
+    }
+
+    /// Merges a remote member list. A remote `Down` is a suspicion here
+    /// (this node confirms failures itself); a claim about this node that it
+    /// is not alive is refuted.
+    fn merge_members(&mut self, list: &[MemberDigest]) {
+        let mut updates = Vec::with_capacity(list.len());
+        for m in list {
+            if m.identity.id == self.identity.id {
+                if m.identity == self.identity
+                    && m.state != WireState::Alive
+                    && m.incarnation >= self.io.self_incarnation
+                {
+                    self.refute(m.incarnation);
+                }
+                continue;
+            }
+            let active = m.state != WireState::Down;
+            self.observe(&m.identity, m.incarnation, active);
+            let state = match m.state {
+                WireState::Alive => State::Alive,
+                WireState::Suspect => State::Suspect,
+                WireState::Down if self.config.lifeguard => State::Suspect,
+                WireState::Down => State::Down,
+            };
+            updates.push(Member::new(m.identity.clone(), m.incarnation, state));
+        }
+        let _ = self.swim.apply_many(updates.into_iter(), false, &mut self.io);
+    }
+
+    fn merge_deltas(&mut self, deltas: &[Delta], spread: bool) {
+        for d in deltas {
+            let new = self.shared.lock().merge_remote(d);
+            if new && spread
+                && let Some(bytes) = swim::encode_item(&Item::Delta(d.clone()))
+            {
+                // Already merged: the handler sees a duplicate and only
+                // needs to queue it, so re-add through foca's backlog.
+                let _ = self.swim.add_broadcast(&bytes);
+            }
+        }
+    }
+
+    // ----- after every foca call -----
+
+    fn after_swim(&mut self) {
+        for (id, inc) in std::mem::take(&mut self.io.suspected) {
+            self.metrics.suspicions_raised += 1;
+            if let Some(v) = self.members.get_mut(&id.id)
+                && v.identity == id
+                && matches!(v.state, MemberState::Alive | MemberState::Suspect)
+            {
+                v.state = MemberState::Suspect;
+                v.suspect_incarnation = Some(inc);
+                v.since = self.io.now;
+                self.events.push_back(Event::MemberSuspected(id));
+            }
+        }
+        for n in std::mem::take(&mut self.io.notes) {
+            self.on_notification(n);
+        }
+        let (events, leaves) = {
+            let mut s = self.shared.lock();
+            (std::mem::take(&mut s.events), std::mem::take(&mut s.pending_leaves))
+        };
+        self.events.extend(events);
+        for l in leaves {
+            self.apply_leave(l);
+        }
+    }
+
+    fn apply_leave(&mut self, l: Leave) {
+        if l.identity.id == self.identity.id {
+            return;
+        }
+        let known_active = self
+            .members
+            .get(&l.identity.id)
+            .is_some_and(|v| v.identity == l.identity && matches!(v.state, MemberState::Alive | MemberState::Suspect));
+        if known_active {
+            let _ = self.swim.apply_many(
+                std::iter::once(Member::new(l.identity.clone(), l.incarnation, State::Down)),
+                false,
+                &mut self.io,
+            );
+            // The notification foca just queued is classified as a leave.
+            for n in std::mem::take(&mut self.io.notes) {
+                self.on_notification(n);
+            }
+        }
+    }
+
+    fn on_notification(&mut self, n: OwnedNotification<Identity>) {
+        let now = self.io.now;
+        match n {
+            OwnedNotification::MemberUp(id) => {
+                self.downs.remove(&id.id);
+                self.members.insert(
+                    id.id.clone(),
+                    MemberView {
+                        identity: id.clone(),
+                        state: MemberState::Alive,
+                        suspect_incarnation: None,
+                        since: now,
+                    },
+                );
+                self.events.push_back(Event::MemberUp(id));
+            }
+            OwnedNotification::MemberDown(id) => {
+                let left = self
+                    .shared
+                    .lock()
+                    .left
+                    .get(&id.id)
+                    .is_some_and(|g| *g >= id.generation);
+                let state = if left {
+                    MemberState::Left
+                } else {
+                    let at = match &self.pending_down {
+                        Some((m, inc)) if *m == id => *inc,
+                        _ => 0,
+                    };
+                    self.downs.insert(id.id.clone(), (id.clone(), at));
+                    self.metrics.downs_declared += 1;
+                    MemberState::Down
+                };
+                self.members.insert(
+                    id.id.clone(),
+                    MemberView {
+                        identity: id.clone(),
+                        state,
+                        suspect_incarnation: None,
+                        since: now,
+                    },
+                );
+                self.events.push_back(if left {
+                    Event::MemberLeft(id)
+                } else {
+                    Event::MemberDown(id)
+                });
+            }
+            OwnedNotification::Rename(old, new) => {
+                self.downs.remove(&old.id);
+                if let Some(v) = self.members.get_mut(&new.id) {
+                    v.identity = new.clone();
+                    v.suspect_incarnation = None;
+                    if v.state == MemberState::Suspect {
+                        v.state = MemberState::Alive;
+                    }
+                    if matches!(v.state, MemberState::Alive) {
+                        v.since = now;
+                        self.events.push_back(Event::MemberUp(new));
+                    }
+                }
+            }
+            OwnedNotification::Active => {
+                if !self.joined {
+                    self.joined = true;
+                    self.events.push_back(Event::Joined);
+                }
+            }
+            OwnedNotification::Idle => {
+                self.joined = false;
+                if !self.join_retry_pending && !self.left {
+                    self.join_retry_pending = true;
+                    let d = self.config.join_retry_initial;
+                    self.io.schedule(d, TimerKind::JoinRetry { attempt: 1 });
+                }
+            }
+            OwnedNotification::Rejoin(id) => {
+                self.metrics.forced_rejoins += 1;
+                self.identity = id.clone();
+                self.io.self_incarnation = 0;
+                self.events.push_back(Event::Rejoined(id));
+            }
+            OwnedNotification::Defunct => {
+                self.events.push_back(Event::Defunct);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("identity", &self.identity)
+            .field("members", &self.members.len())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,388 @@
+//! Glue between roster and foca: the codec, the custom-broadcast handler
+//! that carries state deltas and leaves, and the runtime adapter that turns
+//! foca's callbacks into transmits, timers and notifications.
+//!
+//! The Lifeguard pieces that live here:
+//! - [`RosterCodec`] reads a gossiped `Down` as `Suspect`: each node confirms
+//!   a failure itself (with its own suspicion timer and final check) instead
+//!   of adopting another node's verdict, which foca would make terminal.
+//! - [`Io`] scales the probe timers by the local health score and routes
+//!   foca's suspicion timers through roster's final check.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut};
+use foca::{Codec, Header, Member, Notification, OwnedNotification, PostcardCodec, State, Timer};
+use serde::{Deserialize, Serialize};
+
+use super::delta::{Delta, StateStore};
+use super::hlc::HlcClock;
+use super::identity::{Generation, Identity, Incarnation, NodeId};
+use super::timers::TimerTable;
+use super::{Event, Transmit};
+use crate::wire::{self, Kind, Leave};
+
+/// The foca instance roster drives.
+pub(crate) type Swim =
+    foca::Foca<Identity, RosterCodec, rand::rngs::Xoshiro256PlusPlus, GossipHandler>;
+
+/// foca's postcard codec, except that with Lifeguard on a received `Down`
+/// update is read as `Suspect` (see the module docs).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RosterCodec {
+    pub(crate) lifeguard: bool,
+}
+
+impl Codec<Identity> for RosterCodec {
+    type Error = postcard::Error;
+
+    fn encode_header(&mut self, h: &Header<Identity>, buf: impl BufMut) -> Result<(), Self::Error> {
+        PostcardCodec.encode_header(h, buf)
+    }
+
+    fn decode_header(&mut self, buf: impl Buf) -> Result<Header<Identity>, Self::Error> {
+        PostcardCodec.decode_header(buf)
+    }
+
+    fn encode_member(&mut self, m: &Member<Identity>, buf: impl BufMut) -> Result<(), Self::Error> {
+        PostcardCodec.encode_member(m, buf)
+    }
+
+    fn decode_member(&mut self, buf: impl Buf) -> Result<Member<Identity>, Self::Error> {
+        let m: Member<Identity> = PostcardCodec.decode_member(buf)?;
+        Ok(if self.lifeguard && m.state() == State::Down {
+            Member::new(m.id().clone(), m.incarnation(), State::Suspect)
+        } else {
+            m
+        })
+    }
+}
+
+/// What a SWIM packet says, read before foca sees it.
+pub(crate) struct Prescan {
+    pub(crate) header: Header<Identity>,
+    pub(crate) updates: Vec<Member<Identity>>,
+}
+
+/// Decodes a foca packet's header and membership updates (as foca lays
+/// them out: header, `u16` count, members). `None` when it does not parse;
+/// foca then refuses the packet itself.
+pub(crate) fn prescan(packet: &[u8], updates: Vec<Member<Identity>>) -> Option<Prescan> {
+    let mut updates = updates;
+    updates.clear();
+    let (header, mut rest): (Header<Identity>, &[u8]) = postcard::take_from_bytes(packet).ok()?;
+    if rest.len() >= 2 && header.message != foca::Message::Broadcast {
+        let n = u16::from_be_bytes([rest[0], rest[1]]);
+        rest = &rest[2..];
+        for _ in 0..n {
+            let (m, r): (Member<Identity>, &[u8]) = postcard::take_from_bytes(rest).ok()?;
+            updates.push(m);
+            rest = r;
+        }
+    }
+    Some(Prescan { header, updates })
+}
+
+/// Items carried as foca custom broadcasts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Item {
+    /// A state write.
+    Delta(Delta),
+    /// A graceful leave.
+    Left(Leave),
+}
+
+/// Dissemination key: a newer item for the same thing replaces an older one
+/// in foca's backlog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ItemKey {
+    Delta {
+        owner: NodeId,
+        key: String,
+        hlc: super::hlc::Hlc,
+    },
+    Left {
+        id: NodeId,
+        generation: Generation,
+    },
+}
+
+impl foca::Invalidates for ItemKey {
+    fn invalidates(&self, other: &Self) -> bool {
+        match (self, other) {
+            (
+                ItemKey::Delta { owner, key, hlc },
+                ItemKey::Delta {
+                    owner: o2,
+                    key: k2,
+                    hlc: h2,
+                },
+            ) => owner == o2 && key == k2 && hlc >= h2,
+            (
+                ItemKey::Left { id, generation },
+                ItemKey::Left {
+                    id: i2,
+                    generation: g2,
+                },
+            ) => id == i2 && generation >= g2,
+            _ => false,
+        }
+    }
+}
+
+/// Counters kept by the parts foca drives.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SharedCounters {
+    pub(crate) drift_rejections: u64,
+    pub(crate) invalid_items: u64,
+}
+
+/// State the broadcast handler (owned by foca) shares with the node.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) store: StateStore,
+    pub(crate) hlc: HlcClock,
+    pub(crate) wall_ms: u64,
+    pub(crate) events: VecDeque<Event>,
+    /// Leaves learned from broadcasts, for the node to apply.
+    pub(crate) pending_leaves: Vec<Leave>,
+    /// Newest generation known to have left, per node.
+    pub(crate) left: std::collections::BTreeMap<NodeId, Generation>,
+    pub(crate) counters: SharedCounters,
+}
+
+impl Shared {
+    /// Merges a remote delta: refused (and counted) if its stamp is too far
+    /// ahead, else merged by LWW. `true` when it was new information.
+    pub(crate) fn merge_remote(&mut self, d: &Delta) -> bool {
+        if self.hlc.update(d.hlc, self.wall_ms).is_err() {
+            self.counters.drift_rejections += 1;
+            return false;
+        }
+        self.merge(d)
+    }
+
+    fn merge(&mut self, d: &Delta) -> bool {
+        match self.store.merge(d) {
+            Ok(true) => {
+                self.events.push_back(Event::StateChanged {
+                    owner: d.owner.clone(),
+                    key: d.key.clone(),
+                    value: d.value.clone(),
+                    hlc: d.hlc,
+                });
+                true
+            }
+            Ok(false) => false,
+            Err(_) => {
+                self.counters.invalid_items += 1;
+                false
+            }
+        }
+    }
+}
+
+/// Handle on [`Shared`].
+#[derive(Debug, Clone)]
+pub(crate) struct SharedRef(Arc<Mutex<Shared>>);
+
+impl SharedRef {
+    pub(crate) fn new(s: Shared) -> Self {
+        Self(Arc::new(Mutex::new(s)))
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Shared> {
+        // A panic while holding the lock would be a bug elsewhere; the data
+        // is still consistent (every update is a single merge), so go on.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A custom broadcast that did not decode.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed broadcast item: {0}")]
+pub(crate) struct ItemError(postcard::Error);
+
+/// foca's custom-broadcast handler: deltas and leaves.
+pub(crate) struct GossipHandler {
+    pub(crate) shared: SharedRef,
+}
+
+impl foca::BroadcastHandler<Identity> for GossipHandler {
+    type Key = ItemKey;
+    type Error = ItemError;
+
+    fn receive_item(
+        &mut self,
+        data: &[u8],
+        sender: Option<&Identity>,
+    ) -> Result<Option<ItemKey>, ItemError> {
+        let item: Item = postcard::from_bytes(data).map_err(ItemError)?;
+        let mut s = self.shared.lock();
+        Ok(match item {
+            Item::Delta(d) => {
+                // Local writes were stamped by this clock already.
+                let new = if sender.is_some() {
+                    s.merge_remote(&d)
+                } else {
+                    s.merge(&d)
+                };
+                new.then_some(ItemKey::Delta {
+                    owner: d.owner,
+                    key: d.key,
+                    hlc: d.hlc,
+                })
+            }
+            Item::Left(l) => {
+                let id = l.identity.id.clone();
+                let generation = l.identity.generation;
+                let newer = s.left.get(&id).is_none_or(|g| *g < generation);
+                if newer {
+                    s.left.insert(id.clone(), generation);
+                    s.pending_leaves.push(l);
+                }
+                newer.then_some(ItemKey::Left { id, generation })
+            }
+        })
+    }
+}
+
+/// Timers in the node's table.
+#[derive(Debug, Clone)]
+pub(crate) enum TimerKind {
+    /// A foca timer, delivered back to foca.
+    Foca(Timer<Identity>),
+    /// foca's suspicion timer, held by Lifeguard for the final check.
+    Suspect {
+        member: Identity,
+        incarnation: Incarnation,
+        token: foca::TimerToken,
+    },
+    /// End of a final check.
+    VerifyTimeout {
+        member: Identity,
+        incarnation: Incarnation,
+        token: foca::TimerToken,
+        nonce: u64,
+    },
+    /// Next push-pull.
+    Sync,
+    /// Next join attempt.
+    JoinRetry { attempt: u32 },
+}
+
+/// foca's runtime: collects what foca asks for.
+pub(crate) struct Io {
+    pub(crate) now: Duration,
+    pub(crate) timers: TimerTable<TimerKind>,
+    pub(crate) out: VecDeque<Transmit>,
+    pub(crate) notes: Vec<OwnedNotification<Identity>>,
+    /// Members foca has just started suspecting.
+    pub(crate) suspected: Vec<(Identity, Incarnation)>,
+    pub(crate) lifeguard: bool,
+    pub(crate) health: u8,
+    pub(crate) max_health: u8,
+    pub(crate) self_incarnation: Incarnation,
+    pub(crate) probe_failures: u64,
+    pub(crate) tx: super::metrics::Traffic,
+}
+
+impl Io {
+    /// Lifeguard's multiplier on probe timing.
+    pub(crate) fn health_multiplier(&self) -> u32 {
+        if self.lifeguard {
+            1 + u32::from(self.health)
+        } else {
+            1
+        }
+    }
+
+    pub(crate) fn health_up(&mut self) {
+        if self.lifeguard {
+            self.health = (self.health + 1).min(self.max_health);
+        }
+    }
+
+    pub(crate) fn health_down(&mut self) {
+        self.health = self.health.saturating_sub(1);
+    }
+
+    /// Queues an encoded message.
+    pub(crate) fn send(&mut self, dst: std::net::SocketAddr, kind: Kind, bytes: Vec<u8>) {
+        self.tx.count(kind, bytes.len());
+        self.out.push_back(Transmit { dst, kind, bytes });
+    }
+
+    /// Encodes and queues a message; an encoding failure is counted.
+    pub(crate) fn send_msg(&mut self, dst: std::net::SocketAddr, msg: &wire::Message<'_>) {
+        match msg.encode() {
+            Ok(bytes) => self.send(dst, msg.kind(), bytes),
+            Err(_) => self.tx.encode_errors += 1,
+        }
+    }
+
+    pub(crate) fn schedule(&mut self, after: Duration, t: TimerKind) {
+        self.timers.insert(self.now + after, t);
+    }
+}
+
+impl foca::Runtime<Identity> for Io {
+    fn notify(&mut self, n: Notification<'_, Identity>) {
+        match n {
+            Notification::DataSent(h) => self.self_incarnation = h.src_incarnation,
+            Notification::DataReceived(_) => {}
+            Notification::ProbeFailed(_, _) => {
+                self.probe_failures += 1;
+                self.health_up();
+            }
+            other => self.notes.push(other.to_owned()),
+        }
+    }
+
+    fn send_to(&mut self, to: Identity, data: &[u8]) {
+        self.send(to.addr, Kind::Swim, wire::encode_swim(data));
+    }
+
+    fn submit_after(&mut self, event: Timer<Identity>, after: Duration) {
+        let mult = self.health_multiplier();
+        match event {
+            Timer::ChangeSuspectToDown {
+                member_id,
+                incarnation,
+                token,
+            } => {
+                self.suspected.push((member_id.clone(), incarnation));
+                let t = if self.lifeguard {
+                    TimerKind::Suspect {
+                        member: member_id,
+                        incarnation,
+                        token,
+                    }
+                } else {
+                    TimerKind::Foca(Timer::ChangeSuspectToDown {
+                        member_id,
+                        incarnation,
+                        token,
+                    })
+                };
+                self.schedule(after, t);
+            }
+            t @ (Timer::ProbeRandomMember(_) | Timer::SendIndirectProbe { .. }) => {
+                self.schedule(after * mult, TimerKind::Foca(t));
+            }
+            t => self.schedule(after, TimerKind::Foca(t)),
+        }
+    }
+}
+
+/// Encodes a broadcast item.
+pub(crate) fn encode_item(item: &Item) -> Option<Vec<u8>> {
+    postcard::to_allocvec(item).ok()
+}
+
+/// Whether a member state counts as active.
+pub(crate) fn is_active(s: State) -> bool {
+    matches!(s, State::Alive | State::Suspect)
+}

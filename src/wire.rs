@@ -1,0 +1,492 @@
+//! The wire format: every datagram and stream message roster sends.
+//!
+//! ```text
+//! +---------+------+---------------------------+
+//! | version | kind | payload (postcard)        |
+//! |  1 byte |1 byte| up to the kind's limit    |
+//! +---------+------+---------------------------+
+//! ```
+//!
+//! `version` is [`VERSION`]; a receiver refuses versions it does not know.
+//! `kind` comes from an append-only list ([`Kind`]): a kind's number is never
+//! reused or changed, new kinds go at the end. A [`Kind::Swim`] payload is a
+//! raw foca packet; every other payload is one postcard-encoded struct.
+//!
+//! Limits: datagram kinds carry at most [`MAX_DATAGRAM_BYTES`]; stream kinds
+//! at most [`MAX_STREAM_MESSAGE_BYTES`]. Decoding never panics on any input
+//! (see the `random_bytes_never_panic` test and the fuzz target).
+
+use serde::{Deserialize, Serialize};
+
+use crate::node::delta::{Delta, OwnerDigest};
+use crate::node::hlc::Hlc;
+use crate::node::identity::{Identity, Incarnation, NodeId};
+
+/// Wire protocol version.
+pub const VERSION: u8 = 1;
+/// Hard ceiling on any datagram (the runtime's path limit is lower).
+pub const MAX_DATAGRAM_BYTES: usize = 65_527;
+/// Hard ceiling on any stream message.
+pub const MAX_STREAM_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+/// Bytes of envelope before the payload.
+pub const ENVELOPE_BYTES: usize = 2;
+
+/// Message kinds. Append-only: never renumber, never reuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum Kind {
+    /// A foca SWIM packet (datagram).
+    Swim = 1,
+    /// Push-pull anti-entropy opening (stream).
+    SyncRequest = 2,
+    /// Push-pull answer (stream).
+    SyncReply = 3,
+    /// Push-pull closing leg: deltas the answering side lacked (stream).
+    SyncDeltas = 4,
+    /// Final check before declaring a suspect Down, sent to the suspect (datagram).
+    Verify = 5,
+    /// Final check asked of a relay, which forwards it to the suspect (datagram).
+    VerifyRelay = 6,
+    /// The suspect's answer to a final check (datagram).
+    VerifyAck = 7,
+    /// A member leaving gracefully (datagram).
+    Leave = 8,
+}
+
+impl Kind {
+    /// Every kind, in number order.
+    pub const ALL: [Kind; 8] = [
+        Kind::Swim,
+        Kind::SyncRequest,
+        Kind::SyncReply,
+        Kind::SyncDeltas,
+        Kind::Verify,
+        Kind::VerifyRelay,
+        Kind::VerifyAck,
+        Kind::Leave,
+    ];
+
+    /// The kind with this number.
+    pub fn from_u8(b: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(b).wrapping_sub(1)).copied()
+    }
+
+    /// Whether the kind travels on a stream (else as a datagram).
+    pub fn is_stream(self) -> bool {
+        matches!(self, Kind::SyncRequest | Kind::SyncReply | Kind::SyncDeltas)
+    }
+
+    /// Largest encoded message of this kind, envelope included.
+    pub fn max_bytes(self) -> usize {
+        if self.is_stream() {
+            MAX_STREAM_MESSAGE_BYTES
+        } else {
+            MAX_DATAGRAM_BYTES
+        }
+    }
+
+    /// Short name for metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Swim => "swim",
+            Kind::SyncRequest => "sync_request",
+            Kind::SyncReply => "sync_reply",
+            Kind::SyncDeltas => "sync_deltas",
+            Kind::Verify => "verify",
+            Kind::VerifyRelay => "verify_relay",
+            Kind::VerifyAck => "verify_ack",
+            Kind::Leave => "leave",
+        }
+    }
+}
+
+/// A member's state as carried in push-pull member lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WireState {
+    /// Alive.
+    Alive,
+    /// Suspected.
+    Suspect,
+    /// Declared Down by the sender.
+    Down,
+}
+
+/// One entry of a push-pull member list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberDigest {
+    /// Who.
+    pub identity: Identity,
+    /// Its incarnation as the sender knows it.
+    pub incarnation: Incarnation,
+    /// Its state as the sender knows it.
+    pub state: WireState,
+}
+
+/// The full view carried when hashes differ or on join.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncFull {
+    /// Every member the sender knows, Down ones included.
+    pub members: Vec<MemberDigest>,
+    /// Per-owner state digests.
+    pub state: Vec<(NodeId, OwnerDigest)>,
+}
+
+/// Push-pull opening.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    /// Sender.
+    pub from: Identity,
+    /// Sender's incarnation.
+    pub incarnation: Incarnation,
+    /// Whether the sender is joining (it then carries its full view).
+    pub join: bool,
+    /// Hash of the sender's active members.
+    pub members_hash: u64,
+    /// Hash of the sender's state digests.
+    pub state_hash: u64,
+    /// The sender's full view, when it sends one.
+    pub full: Option<SyncFull>,
+    /// The sender's HLC.
+    pub hlc: Hlc,
+}
+
+/// Push-pull answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReply {
+    /// Sender.
+    pub from: Identity,
+    /// Sender's incarnation.
+    pub incarnation: Incarnation,
+    /// The sender's full view; `None` when both sides were in sync.
+    pub full: Option<SyncFull>,
+    /// Deltas the requester lacked (known when it sent its full view).
+    pub deltas: Vec<Delta>,
+    /// The sender's HLC.
+    pub hlc: Hlc,
+}
+
+/// Push-pull closing leg.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncDeltas {
+    /// Sender.
+    pub from: Identity,
+    /// Deltas the receiver lacked.
+    pub deltas: Vec<Delta>,
+    /// Members the receiver may hold differently (Down ones included), so it
+    /// learns where others hold it or its peers Down.
+    pub members: Vec<MemberDigest>,
+    /// The sender's HLC.
+    pub hlc: Hlc,
+}
+
+/// A final check on a suspect (both [`Kind::Verify`] and
+/// [`Kind::VerifyRelay`] carry it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verify {
+    /// Who asks; the answer goes straight to it.
+    pub origin: Identity,
+    /// The suspect.
+    pub target: Identity,
+    /// Incarnation at which the target is suspected.
+    pub incarnation: Incarnation,
+    /// Matches the answer to the question.
+    pub nonce: u64,
+}
+
+/// The suspect's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyAck {
+    /// The suspect.
+    pub from: Identity,
+    /// Its incarnation after refuting.
+    pub incarnation: Incarnation,
+    /// From the question.
+    pub nonce: u64,
+}
+
+/// A graceful leave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leave {
+    /// Who leaves.
+    pub identity: Identity,
+    /// Its last incarnation.
+    pub incarnation: Incarnation,
+}
+
+/// A decoded message; a SWIM payload borrows from the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// [`Kind::Swim`]
+    Swim(&'a [u8]),
+    /// [`Kind::SyncRequest`]
+    SyncRequest(SyncRequest),
+    /// [`Kind::SyncReply`]
+    SyncReply(SyncReply),
+    /// [`Kind::SyncDeltas`]
+    SyncDeltas(SyncDeltas),
+    /// [`Kind::Verify`]
+    Verify(Verify),
+    /// [`Kind::VerifyRelay`]
+    VerifyRelay(Verify),
+    /// [`Kind::VerifyAck`]
+    VerifyAck(VerifyAck),
+    /// [`Kind::Leave`]
+    Leave(Leave),
+}
+
+/// Why bytes could not be decoded (or a message encoded). Nothing is changed
+/// by a failed decode; the caller counts the drop.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// Fewer bytes than the envelope.
+    #[error("message of {0} bytes is shorter than the {ENVELOPE_BYTES}-byte envelope")]
+    Truncated(usize),
+    /// A protocol version this build does not speak.
+    #[error("unsupported wire version {0} (this build speaks {VERSION})")]
+    UnknownVersion(u8),
+    /// A kind number not in the list.
+    #[error("unknown message kind {0}")]
+    UnknownKind(u8),
+    /// Over the kind's size limit.
+    #[error("{kind:?} message of {len} bytes is over its {max}-byte limit")]
+    TooLarge {
+        /// The kind.
+        kind: Kind,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The payload does not parse, or has trailing bytes.
+    #[error("malformed {kind:?} payload: {reason}")]
+    Malformed {
+        /// The kind.
+        kind: Kind,
+        /// What the decoder said.
+        reason: String,
+    },
+}
+
+impl Message<'_> {
+    /// The message's kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Message::Swim(_) => Kind::Swim,
+            Message::SyncRequest(_) => Kind::SyncRequest,
+            Message::SyncReply(_) => Kind::SyncReply,
+            Message::SyncDeltas(_) => Kind::SyncDeltas,
+            Message::Verify(_) => Kind::Verify,
+            Message::VerifyRelay(_) => Kind::VerifyRelay,
+            Message::VerifyAck(_) => Kind::VerifyAck,
+            Message::Leave(_) => Kind::Leave,
+        }
+    }
+
+    /// Encodes the message with its envelope.
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        let kind = self.kind();
+        let mut out = vec![VERSION, kind as u8];
+        let encoded = match self {
+            Message::Swim(b) => {
+                out.extend_from_slice(b);
+                Ok(out)
+            }
+            Message::SyncRequest(m) => postcard::to_extend(m, out),
+            Message::SyncReply(m) => postcard::to_extend(m, out),
+            Message::SyncDeltas(m) => postcard::to_extend(m, out),
+            Message::Verify(m) | Message::VerifyRelay(m) => postcard::to_extend(m, out),
+            Message::VerifyAck(m) => postcard::to_extend(m, out),
+            Message::Leave(m) => postcard::to_extend(m, out),
+        };
+        let out = encoded.map_err(|e| WireError::Malformed {
+            kind,
+            reason: e.to_string(),
+        })?;
+        if out.len() > kind.max_bytes() {
+            return Err(WireError::TooLarge {
+                kind,
+                len: out.len(),
+                max: kind.max_bytes(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Decodes one message. Never panics.
+    pub fn decode(bytes: &[u8]) -> Result<Message<'_>, WireError> {
+        let (kind, payload) = split_envelope(bytes)?;
+        fn parse<'de, T: Deserialize<'de>>(kind: Kind, p: &'de [u8]) -> Result<T, WireError> {
+            match postcard::take_from_bytes::<T>(p) {
+                Ok((v, [])) => Ok(v),
+                Ok((_, rest)) => Err(WireError::Malformed {
+                    kind,
+                    reason: format!("{} trailing bytes", rest.len()),
+                }),
+                Err(e) => Err(WireError::Malformed {
+                    kind,
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        Ok(match kind {
+            Kind::Swim => Message::Swim(payload),
+            Kind::SyncRequest => Message::SyncRequest(parse(kind, payload)?),
+            Kind::SyncReply => Message::SyncReply(parse(kind, payload)?),
+            Kind::SyncDeltas => Message::SyncDeltas(parse(kind, payload)?),
+            Kind::Verify => Message::Verify(parse(kind, payload)?),
+            Kind::VerifyRelay => Message::VerifyRelay(parse(kind, payload)?),
+            Kind::VerifyAck => Message::VerifyAck(parse(kind, payload)?),
+            Kind::Leave => Message::Leave(parse(kind, payload)?),
+        })
+    }
+}
+
+/// Checks the envelope and size; returns the kind and the payload.
+pub fn split_envelope(bytes: &[u8]) -> Result<(Kind, &[u8]), WireError> {
+    let [version, kind, payload @ ..] = bytes else {
+        return Err(WireError::Truncated(bytes.len()));
+    };
+    if *version != VERSION {
+        return Err(WireError::UnknownVersion(*version));
+    }
+    let kind = Kind::from_u8(*kind).ok_or(WireError::UnknownKind(*kind))?;
+    if bytes.len() > kind.max_bytes() {
+        return Err(WireError::TooLarge {
+            kind,
+            len: bytes.len(),
+            max: kind.max_bytes(),
+        });
+    }
+    Ok((kind, payload))
+}
+
+/// Encodes a SWIM packet with its envelope, without an intermediate copy.
+pub fn encode_swim(packet: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ENVELOPE_BYTES + packet.len());
+    out.push(VERSION);
+    out.push(Kind::Swim as u8);
+    out.extend_from_slice(packet);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::identity::Generation;
+    use rand::{RngExt, SeedableRng};
+
+    fn ident(n: &str) -> Identity {
+        Identity::new(
+            NodeId::new(n).unwrap(),
+            "127.0.0.1:7000".parse().unwrap(),
+            Generation(2),
+        )
+    }
+
+    #[test]
+    fn kinds_are_append_only_and_numbered_from_one() {
+        for (i, k) in Kind::ALL.iter().enumerate() {
+            assert_eq!(*k as u8 as usize, i + 1);
+            assert_eq!(Kind::from_u8(*k as u8), Some(*k));
+        }
+        assert_eq!(Kind::from_u8(0), None);
+        assert_eq!(Kind::from_u8(9), None);
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        let v = Verify {
+            origin: ident("a"),
+            target: ident("b"),
+            incarnation: 3,
+            nonce: 99,
+        };
+        let msgs = vec![
+            Message::Swim(&[1, 2, 3]),
+            Message::SyncRequest(SyncRequest {
+                from: ident("a"),
+                incarnation: 1,
+                join: true,
+                members_hash: 5,
+                state_hash: 6,
+                full: Some(SyncFull {
+                    members: vec![MemberDigest {
+                        identity: ident("b"),
+                        incarnation: 2,
+                        state: WireState::Down,
+                    }],
+                    state: vec![(NodeId::new("b").unwrap(), OwnerDigest::default())],
+                }),
+                hlc: Hlc(77),
+            }),
+            Message::SyncReply(SyncReply {
+                from: ident("b"),
+                incarnation: 0,
+                full: None,
+                deltas: vec![Delta {
+                    owner: NodeId::new("b").unwrap(),
+                    key: "k".into(),
+                    value: None,
+                    hlc: Hlc(1),
+                }],
+                hlc: Hlc(2),
+            }),
+            Message::SyncDeltas(SyncDeltas {
+                from: ident("a"),
+                deltas: vec![],
+                members: vec![],
+                hlc: Hlc(3),
+            }),
+            Message::Verify(v.clone()),
+            Message::VerifyRelay(v),
+            Message::VerifyAck(VerifyAck {
+                from: ident("b"),
+                incarnation: 4,
+                nonce: 99,
+            }),
+            Message::Leave(Leave {
+                identity: ident("a"),
+                incarnation: 7,
+            }),
+        ];
+        for m in msgs {
+            let bytes = m.encode().unwrap();
+            assert_eq!(bytes[0], VERSION);
+            assert_eq!(Message::decode(&bytes).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn bad_envelopes_are_typed_errors() {
+        assert_eq!(Message::decode(&[]), Err(WireError::Truncated(0)));
+        assert_eq!(Message::decode(&[1]), Err(WireError::Truncated(1)));
+        assert_eq!(Message::decode(&[2, 1]), Err(WireError::UnknownVersion(2)));
+        assert_eq!(Message::decode(&[1, 200]), Err(WireError::UnknownKind(200)));
+        assert!(matches!(
+            Message::decode(&[1, Kind::Verify as u8, 0xff]),
+            Err(WireError::Malformed { .. })
+        ));
+        let big = vec![0u8; MAX_DATAGRAM_BYTES + 1];
+        let mut big = [vec![VERSION, Kind::Swim as u8], big].concat();
+        assert!(matches!(
+            Message::decode(&big),
+            Err(WireError::TooLarge { .. })
+        ));
+        big.truncate(10);
+        assert!(Message::decode(&big).is_ok());
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(7);
+        for _ in 0..20_000 {
+            let len = rng.random_range(0..256);
+            let mut buf: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            if len >= 2 && rng.random_bool(0.8) {
+                buf[0] = VERSION;
+                buf[1] = rng.random_range(1..=8);
+            }
+            let _ = Message::decode(&buf);
+        }
+    }
+}
