@@ -170,8 +170,9 @@ mod tests {
 
     #[test]
     fn update_table() {
-        // (local last, remote, wall, expected)
-        let cases: &[((u64, u16), (u64, u16), u64, (u64, u16))] = &[
+        // (local last, remote, wall, expected); stamps are (wall_ms, logical).
+        type Stamp = (u64, u16);
+        let cases: &[(Stamp, Stamp, u64, Stamp)] = &[
             ((100, 0), (90, 5), 200, (200, 0)),  // wall dominates
             ((300, 4), (90, 5), 200, (300, 5)),  // local dominates
             ((100, 0), (400, 3), 200, (400, 4)), // remote dominates (within drift)

@@ -33,7 +33,7 @@ use super::swim::{
 use super::timers::TimerTable;
 use super::{Event, MemberState, MemberView, Now, Transmit};
 use crate::wire::{
-    self, Kind, Leave, MemberDigest, Message, SyncDeltas, SyncFull, SyncReply, SyncRequest,
+    Kind, Leave, MemberDigest, Message, SyncDeltas, SyncFull, SyncReply, SyncRequest,
     Verify, VerifyAck, WireError, WireState,
 };
 
@@ -1081,11 +1081,9 @@ impl Node {
                     }
                 }
             }
-            OwnedNotification::Active => {
-                if !self.joined {
-                    self.joined = true;
-                    self.events.push_back(Event::Joined);
-                }
+            OwnedNotification::Active if !self.joined => {
+                self.joined = true;
+                self.events.push_back(Event::Joined);
             }
             OwnedNotification::Idle => {
                 self.joined = false;
