@@ -229,10 +229,9 @@ impl Config {
         c.max_transmissions = self.max_transmissions;
         c.suspect_to_down_after = self.suspect_to_down_after;
         c.remove_down_after = Some(self.remove_down_after);
-        c.max_packet_size = NonZeroUsize::new(
-            self.max_datagram_bytes.get() - crate::wire::ENVELOPE_BYTES,
-        )
-        .expect("validated above 512");
+        c.max_packet_size =
+            NonZeroUsize::new(self.max_datagram_bytes.get() - crate::wire::ENVELOPE_BYTES)
+                .expect("validated above 512");
         // Down members learn it from the final check and push-pull instead.
         c.notify_down_members = true;
         c.periodic_announce = None;

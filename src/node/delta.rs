@@ -202,7 +202,10 @@ impl StateStore {
     /// duplicate.
     pub fn merge(&mut self, d: &Delta) -> Result<bool, StateError> {
         self.validate(&d.key, d.value.as_deref())?;
-        if let Some(old) = self.owners.get(&d.owner).and_then(|o| o.entries.get(&d.key))
+        if let Some(old) = self
+            .owners
+            .get(&d.owner)
+            .and_then(|o| o.entries.get(&d.key))
             && !wins(d.hlc, &d.value, old)
         {
             return Ok(false);
@@ -328,14 +331,30 @@ mod tests {
     fn lww_merge_table() {
         // (first, second, expected live value after both)
         let cases = [
-            (d("a", "k", Some("1"), 10), d("a", "k", Some("2"), 11), Some("2")),
-            (d("a", "k", Some("2"), 11), d("a", "k", Some("1"), 10), Some("2")),
+            (
+                d("a", "k", Some("1"), 10),
+                d("a", "k", Some("2"), 11),
+                Some("2"),
+            ),
+            (
+                d("a", "k", Some("2"), 11),
+                d("a", "k", Some("1"), 10),
+                Some("2"),
+            ),
             (d("a", "k", Some("1"), 10), d("a", "k", None, 11), None),
             (d("a", "k", None, 11), d("a", "k", Some("1"), 10), None),
             // Same stamp: tombstone wins, then larger bytes.
             (d("a", "k", Some("x"), 10), d("a", "k", None, 10), None),
-            (d("a", "k", Some("x"), 10), d("a", "k", Some("y"), 10), Some("y")),
-            (d("a", "k", Some("y"), 10), d("a", "k", Some("x"), 10), Some("y")),
+            (
+                d("a", "k", Some("x"), 10),
+                d("a", "k", Some("y"), 10),
+                Some("y"),
+            ),
+            (
+                d("a", "k", Some("y"), 10),
+                d("a", "k", Some("x"), 10),
+                Some("y"),
+            ),
         ];
         for (first, second, expected) in cases {
             for order in [[&first, &second], [&second, &first]] {
@@ -398,7 +417,10 @@ mod tests {
             max_value_bytes: NonZeroUsize::new(3).unwrap(),
         };
         let mut s = StateStore::new(limits);
-        assert_eq!(s.merge(&d("a", "", Some("1"), 1)), Err(StateError::EmptyKey));
+        assert_eq!(
+            s.merge(&d("a", "", Some("1"), 1)),
+            Err(StateError::EmptyKey)
+        );
         assert_eq!(
             s.merge(&d("a", "toolong", Some("1"), 1)),
             Err(StateError::KeyTooLong { len: 7, max: 4 })

@@ -21,9 +21,7 @@ const LOGICAL_MASK: u64 = (1 << LOGICAL_BITS) - 1;
 pub const MAX_WALL_MS: u64 = (1 << 48) - 1;
 
 /// One HLC timestamp.
-#[derive(
-    Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Hlc(pub u64);
 
 impl Hlc {
@@ -58,7 +56,9 @@ impl fmt::Display for Hlc {
 
 /// A remote stamp was too far ahead of the local wall clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("remote HLC {remote} is {ahead_ms} ms ahead of local wall clock; the limit is {max_drift_ms} ms (clock unchanged)")]
+#[error(
+    "remote HLC {remote} is {ahead_ms} ms ahead of local wall clock; the limit is {max_drift_ms} ms (clock unchanged)"
+)]
 pub struct DriftError {
     /// The refused stamp.
     pub remote: Hlc,
@@ -117,7 +117,10 @@ impl HlcClock {
         }
         let max_wall = wall.max(self.last.wall_ms()).max(remote.wall_ms());
         self.last = if max_wall == self.last.wall_ms() && max_wall == remote.wall_ms() {
-            Self::bump(Hlc::new(max_wall, self.last.logical().max(remote.logical())))
+            Self::bump(Hlc::new(
+                max_wall,
+                self.last.logical().max(remote.logical()),
+            ))
         } else if max_wall == self.last.wall_ms() {
             Self::bump(self.last)
         } else if max_wall == remote.wall_ms() {
@@ -173,16 +176,20 @@ mod tests {
         // (local last, remote, wall, expected); stamps are (wall_ms, logical).
         type Stamp = (u64, u16);
         let cases: &[(Stamp, Stamp, u64, Stamp)] = &[
-            ((100, 0), (90, 5), 200, (200, 0)),  // wall dominates
-            ((300, 4), (90, 5), 200, (300, 5)),  // local dominates
-            ((100, 0), (400, 3), 200, (400, 4)), // remote dominates (within drift)
+            ((100, 0), (90, 5), 200, (200, 0)),   // wall dominates
+            ((300, 4), (90, 5), 200, (300, 5)),   // local dominates
+            ((100, 0), (400, 3), 200, (400, 4)),  // remote dominates (within drift)
             ((400, 9), (400, 3), 200, (400, 10)), // tie: max logical + 1
         ];
         for &(local, remote, wall, expected) in cases {
             let mut c = HlcClock::new(DRIFT);
             c.last = Hlc::new(local.0, local.1);
             let got = c.update(Hlc::new(remote.0, remote.1), wall).unwrap();
-            assert_eq!(got, Hlc::new(expected.0, expected.1), "{local:?} {remote:?} {wall}");
+            assert_eq!(
+                got,
+                Hlc::new(expected.0, expected.1),
+                "{local:?} {remote:?} {wall}"
+            );
             assert!(got > Hlc::new(remote.0, remote.1));
         }
     }

@@ -27,14 +27,12 @@ use super::delta::{Delta, StateError, StateStore};
 use super::hlc::{Hlc, HlcClock};
 use super::identity::{Identity, Incarnation, NodeId};
 use super::metrics::Metrics;
-use super::swim::{
-    self, GossipHandler, Io, Item, RosterCodec, Shared, SharedRef, Swim, TimerKind,
-};
+use super::swim::{self, GossipHandler, Io, Item, RosterCodec, Shared, SharedRef, Swim, TimerKind};
 use super::timers::TimerTable;
 use super::{Event, MemberState, MemberView, Now, Transmit};
 use crate::wire::{
-    Kind, Leave, MemberDigest, Message, SyncDeltas, SyncFull, SyncReply, SyncRequest,
-    Verify, VerifyAck, WireError, WireState,
+    Kind, Leave, MemberDigest, Message, SyncDeltas, SyncFull, SyncReply, SyncRequest, Verify,
+    VerifyAck, WireError, WireState,
 };
 
 /// Why an input was dropped. The node's state is unchanged by a dropped
@@ -98,7 +96,12 @@ pub struct Node {
 impl Node {
     /// A node with `identity`, not yet part of any cluster. `seed` drives
     /// all of its randomness; `now` starts its timers.
-    pub fn new(identity: Identity, config: Config, seed: u64, now: Now) -> Result<Self, ConfigError> {
+    pub fn new(
+        identity: Identity,
+        config: Config,
+        seed: u64,
+        now: Now,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
         let shared = SharedRef::new(Shared {
             store: StateStore::new(config.state_limits),
@@ -205,7 +208,12 @@ impl Node {
     }
 
     /// Handles one datagram from `from`.
-    pub fn handle_datagram(&mut self, now: Now, from: SocketAddr, bytes: &[u8]) -> Result<(), InputError> {
+    pub fn handle_datagram(
+        &mut self,
+        now: Now,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), InputError> {
         if bytes.len() > self.config.max_datagram_bytes.get() {
             self.metrics.oversized_dropped += 1;
             return Err(InputError::Oversized {
@@ -217,11 +225,22 @@ impl Node {
     }
 
     /// Handles one message that arrived on a stream from `from`.
-    pub fn handle_message(&mut self, now: Now, from: SocketAddr, bytes: &[u8]) -> Result<(), InputError> {
+    pub fn handle_message(
+        &mut self,
+        now: Now,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), InputError> {
         self.handle_bytes(now, from, bytes, true)
     }
 
-    fn handle_bytes(&mut self, now: Now, from: SocketAddr, bytes: &[u8], stream: bool) -> Result<(), InputError> {
+    fn handle_bytes(
+        &mut self,
+        now: Now,
+        from: SocketAddr,
+        bytes: &[u8],
+        stream: bool,
+    ) -> Result<(), InputError> {
         if self.left {
             return Err(InputError::Left);
         }
@@ -300,7 +319,12 @@ impl Node {
     /// Deletes `key` from this node's state (a tombstone that spreads like a
     /// write). Returns the stamp, or `None` when the key did not exist.
     pub fn delete_state(&mut self, now: Now, key: &str) -> Result<Option<Hlc>, StateError> {
-        let exists = self.shared.lock().store.get(&self.identity.id, key).is_some();
+        let exists = self
+            .shared
+            .lock()
+            .store
+            .get(&self.identity.id, key)
+            .is_some();
         if !exists {
             return Ok(None);
         }
@@ -476,7 +500,9 @@ impl Node {
         let mut pool: Vec<&MemberView> = self
             .members
             .values()
-            .filter(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect) && keep(&m.identity))
+            .filter(|m| {
+                matches!(m.state, MemberState::Alive | MemberState::Suspect) && keep(&m.identity)
+            })
             .collect();
         let mut out = Vec::with_capacity(n.min(pool.len()));
         while out.len() < n && !pool.is_empty() {
@@ -517,7 +543,10 @@ impl Node {
             self.refute(self.io.self_incarnation);
             return true;
         }
-        if matches!(h.message, foca::Message::Ack(_) | foca::Message::ForwardedAck { .. }) {
+        if matches!(
+            h.message,
+            foca::Message::Ack(_) | foca::Message::ForwardedAck { .. }
+        ) {
             self.io.health_down();
         }
         self.observe(&h.src, h.src_incarnation, true);
@@ -540,7 +569,9 @@ impl Node {
             self.metrics.resurrections += 1;
             // foca treats Down as terminal: forget the member so the packet
             // that proved it alive adds it back.
-            let _ = self.swim.handle_timer(Timer::RemoveDown(id.clone()), &mut self.io);
+            let _ = self
+                .swim
+                .handle_timer(Timer::RemoveDown(id.clone()), &mut self.io);
         }
         if active
             && let Some(v) = self.members.get_mut(&id.id)
@@ -561,7 +592,11 @@ impl Node {
     fn refute(&mut self, incarnation: Incarnation) {
         let before = self.io.self_incarnation;
         let _ = self.swim.apply_many(
-            std::iter::once(Member::new(self.identity.clone(), incarnation, State::Suspect)),
+            std::iter::once(Member::new(
+                self.identity.clone(),
+                incarnation,
+                State::Suspect,
+            )),
             true,
             &mut self.io,
         );
@@ -612,8 +647,14 @@ impl Node {
                 }
                 self.send_join();
                 let exp = attempt.min(16);
-                let wait = (self.config.join_retry_initial * 2u32.pow(exp)).min(self.config.join_retry_max);
-                self.io.schedule(wait, TimerKind::JoinRetry { attempt: attempt + 1 });
+                let wait = (self.config.join_retry_initial * 2u32.pow(exp))
+                    .min(self.config.join_retry_max);
+                self.io.schedule(
+                    wait,
+                    TimerKind::JoinRetry {
+                        attempt: attempt + 1,
+                    },
+                );
             }
         }
     }
@@ -629,7 +670,12 @@ impl Node {
     /// foca's suspicion ran out. Lifeguard first makes sure this node is
     /// healthy enough to judge, then asks the suspect directly and through
     /// relays before letting foca declare it Down.
-    fn on_suspect_timeout(&mut self, member: Identity, incarnation: Incarnation, token: foca::TimerToken) {
+    fn on_suspect_timeout(
+        &mut self,
+        member: Identity,
+        incarnation: Incarnation,
+        token: foca::TimerToken,
+    ) {
         if !self.still_suspected(&member, incarnation) {
             // Refuted or replaced: foca's own check turns this into a no-op.
             self.deliver_down(member, incarnation, token);
@@ -681,7 +727,13 @@ impl Node {
         );
     }
 
-    fn on_verify_timeout(&mut self, member: Identity, incarnation: Incarnation, token: foca::TimerToken, nonce: u64) {
+    fn on_verify_timeout(
+        &mut self,
+        member: Identity,
+        incarnation: Incarnation,
+        token: foca::TimerToken,
+        nonce: u64,
+    ) {
         let answered = match self.verifications.get(&member.id) {
             Some(v) if v.nonce == nonce => {
                 let a = v.answered;
@@ -720,7 +772,12 @@ impl Node {
         }
     }
 
-    fn deliver_down(&mut self, member: Identity, incarnation: Incarnation, token: foca::TimerToken) {
+    fn deliver_down(
+        &mut self,
+        member: Identity,
+        incarnation: Incarnation,
+        token: foca::TimerToken,
+    ) {
         self.fire(TimerKind::Foca(Timer::ChangeSuspectToDown {
             member_id: member,
             incarnation,
@@ -766,7 +823,7 @@ impl Node {
     // ----- push-pull -----
 
     fn members_hash(&self) -> u64 {
-        use super::delta::{fnv1a, FNV_OFFSET};
+        use super::delta::{FNV_OFFSET, fnv1a};
         // foca's table is in random order: hash an order-independent sum.
         let mut acc: u64 = 0;
         for m in self.swim.iter_membership_state() {
@@ -874,7 +931,10 @@ impl Node {
             }
             None => Vec::new(),
         };
-        let in_sync = !r.join && r.full.is_none() && r.members_hash == mine_hash && r.state_hash == state_hash;
+        let in_sync = !r.join
+            && r.full.is_none()
+            && r.members_hash == mine_hash
+            && r.state_hash == state_hash;
         if in_sync {
             self.metrics.syncs_in_sync += 1;
         }
@@ -953,13 +1013,16 @@ impl Node {
             };
             updates.push(Member::new(m.identity.clone(), m.incarnation, state));
         }
-        let _ = self.swim.apply_many(updates.into_iter(), false, &mut self.io);
+        let _ = self
+            .swim
+            .apply_many(updates.into_iter(), false, &mut self.io);
     }
 
     fn merge_deltas(&mut self, deltas: &[Delta], spread: bool) {
         for d in deltas {
             let new = self.shared.lock().merge_remote(d);
-            if new && spread
+            if new
+                && spread
                 && let Some(bytes) = swim::encode_item(&Item::Delta(d.clone()))
             {
                 // Already merged: the handler sees a duplicate and only
@@ -989,7 +1052,10 @@ impl Node {
         }
         let (events, leaves) = {
             let mut s = self.shared.lock();
-            (std::mem::take(&mut s.events), std::mem::take(&mut s.pending_leaves))
+            (
+                std::mem::take(&mut s.events),
+                std::mem::take(&mut s.pending_leaves),
+            )
         };
         self.events.extend(events);
         for l in leaves {
@@ -1001,10 +1067,9 @@ impl Node {
         if l.identity.id == self.identity.id {
             return;
         }
-        let known_active = self
-            .members
-            .get(&l.identity.id)
-            .is_some_and(|v| v.identity == l.identity && matches!(v.state, MemberState::Alive | MemberState::Suspect));
+        let known_active = self.members.get(&l.identity.id).is_some_and(|v| {
+            v.identity == l.identity && matches!(v.state, MemberState::Alive | MemberState::Suspect)
+        });
         if known_active {
             let _ = self.swim.apply_many(
                 std::iter::once(Member::new(l.identity.clone(), l.incarnation, State::Down)),
