@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -15,9 +16,17 @@ use serde::{Deserialize, Serialize};
 pub const MAX_NODE_ID_LEN: usize = 64;
 
 /// A node's stable name. It is the subject of the node's certificate and the
-/// key of the member list.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct NodeId(String);
+/// key of the member list. Cloning is cheap (a shared string): foca clones
+/// the address of every member it scans.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct NodeId(Arc<str>);
+
+impl<'de> Deserialize<'de> for NodeId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        NodeId::new(s).map_err(serde::de::Error::custom)
+    }
+}
 
 /// Why a string is not a valid [`NodeId`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,7 +58,7 @@ impl NodeId {
         {
             return Err(NodeIdError::BadChar(c));
         }
-        Ok(Self(name))
+        Ok(Self(name.into()))
     }
 
     /// The name as a string slice.

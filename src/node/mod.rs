@@ -99,6 +99,15 @@ pub enum Event {
         /// Stamp of the write.
         hlc: Hlc,
     },
+    /// A remote write was refused because its HLC stamp was more than
+    /// `max_drift` ahead of this node's wall clock (it may arrive again later
+    /// through push-pull).
+    HlcDriftRejected {
+        /// Whose write.
+        owner: NodeId,
+        /// How far ahead it was.
+        ahead_ms: u64,
+    },
     /// This node refuted a suspicion about itself.
     Refuted {
         /// Its new incarnation.

@@ -61,6 +61,14 @@ pub enum InputError {
     Left,
 }
 
+/// Join attempts made towards seeds that have not answered, once the node
+/// is already part of a cluster.
+const MAX_SEED_RETRIES: u32 = 8;
+
+/// Push-pull rounds run right after joining, at 1, 2 and 4 probe periods'
+/// spacing.
+const CATCH_UP_SYNCS: u32 = 3;
+
 /// A final check in progress.
 #[derive(Debug, Clone)]
 struct Verification {
@@ -85,6 +93,8 @@ pub struct Node {
     pending_down: Option<(Identity, Incarnation)>,
     verifications: BTreeMap<NodeId, Verification>,
     seeds: Vec<SocketAddr>,
+    /// Seeds that answered a join request.
+    answered_seeds: Vec<SocketAddr>,
     joined: bool,
     join_retry_pending: bool,
     left: bool,
@@ -150,6 +160,7 @@ impl Node {
             pending_down: None,
             verifications: BTreeMap::new(),
             seeds: Vec::new(),
+            answered_seeds: Vec::new(),
             joined: false,
             join_retry_pending: false,
             left: false,
@@ -265,7 +276,7 @@ impl Node {
                 Ok(())
             }
             Message::SyncReply(r) => {
-                self.on_sync_reply(r);
+                self.on_sync_reply(from, r);
                 Ok(())
             }
             Message::SyncDeltas(d) => {
@@ -635,20 +646,38 @@ impl Node {
                 token,
                 nonce,
             } => self.on_verify_timeout(member, incarnation, token, nonce),
+            TimerKind::CatchUpSync { round } => {
+                self.start_sync();
+                if round < CATCH_UP_SYNCS {
+                    let wait = self.config.probe_period * 2u32.pow(round);
+                    self.io
+                        .schedule(wait, TimerKind::CatchUpSync { round: round + 1 });
+                }
+            }
             TimerKind::Sync => {
                 let next = self.jittered(self.config.sync_interval);
                 self.io.schedule(next, TimerKind::Sync);
                 self.start_sync();
             }
             TimerKind::JoinRetry { attempt } => {
-                if self.swim.num_members() > 0 {
+                // Keep at it while alone, and for a while until every seed
+                // has answered: stopping at the first answer could leave a
+                // few early nodes in an island of their own.
+                let alone = self.swim.num_members() == 0;
+                let seeds_pending = self.seeds.iter().any(|s| !self.answered_seeds.contains(s));
+                if !alone && (!seeds_pending || attempt > MAX_SEED_RETRIES) {
                     self.join_retry_pending = false;
                     return;
                 }
                 self.send_join();
-                let exp = attempt.min(16);
-                let wait = (self.config.join_retry_initial * 2u32.pow(exp))
-                    .min(self.config.join_retry_max);
+                // Back off only while alone; seeds still to answer are retried
+                // at the initial pace.
+                let wait = if alone {
+                    (self.config.join_retry_initial * 2u32.pow(attempt.min(16)))
+                        .min(self.config.join_retry_max)
+                } else {
+                    self.config.join_retry_initial
+                };
                 self.io.schedule(
                     wait,
                     TimerKind::JoinRetry {
@@ -884,7 +913,13 @@ impl Node {
 
     fn send_join(&mut self) {
         let req = Message::SyncRequest(self.sync_request(true));
-        let mut targets = self.seeds.clone();
+        let alone = self.swim.num_members() == 0;
+        let mut targets: Vec<SocketAddr> = self
+            .seeds
+            .iter()
+            .filter(|s| alone || !self.answered_seeds.contains(s))
+            .copied()
+            .collect();
         for m in self.random_members(3, |_| true) {
             if !targets.contains(&m.addr) {
                 targets.push(m.addr);
@@ -950,9 +985,12 @@ impl Node {
         self.io.send_msg(from, &Message::SyncReply(reply));
     }
 
-    fn on_sync_reply(&mut self, r: SyncReply) {
+    fn on_sync_reply(&mut self, from: SocketAddr, r: SyncReply) {
         if r.from.id == self.identity.id {
             return;
+        }
+        if self.seeds.contains(&from) && !self.answered_seeds.contains(&from) {
+            self.answered_seeds.push(from);
         }
         self.introduce(&r.from, r.incarnation, false);
         let spread = self.joined;
@@ -992,42 +1030,83 @@ impl Node {
     /// (this node confirms failures itself); a claim about this node that it
     /// is not alive is refuted.
     fn merge_members(&mut self, list: &[MemberDigest]) {
-        let mut updates = Vec::with_capacity(list.len());
+        // foca's member table is searched linearly per update: index it once
+        // and hand foca only what would change it, so merging a full view
+        // costs O(n log n) instead of O(n^2).
+        let known: BTreeMap<&NodeId, (&Identity, Incarnation, State)> = self
+            .swim
+            .iter_membership_state()
+            .map(|m| (&m.id().id, (m.id(), m.incarnation(), m.state())))
+            .collect();
+        let mut updates = Vec::new();
+        let mut refute_at = None;
+        let mut observed = Vec::new();
         for m in list {
             if m.identity.id == self.identity.id {
                 if m.identity == self.identity
                     && m.state != WireState::Alive
                     && m.incarnation >= self.io.self_incarnation
                 {
-                    self.refute(m.incarnation);
+                    refute_at = Some(m.incarnation);
                 }
                 continue;
             }
-            let active = m.state != WireState::Down;
-            self.observe(&m.identity, m.incarnation, active);
             let state = match m.state {
                 WireState::Alive => State::Alive,
                 WireState::Suspect => State::Suspect,
                 WireState::Down if self.config.lifeguard => State::Suspect,
                 WireState::Down => State::Down,
             };
-            updates.push(Member::new(m.identity.clone(), m.incarnation, state));
+            let news = match known.get(&m.identity.id) {
+                None => true,
+                Some((id, inc, st)) => {
+                    if **id != m.identity {
+                        true
+                    } else {
+                        observed.push((m.identity.clone(), m.incarnation, state != State::Down));
+                        match (st, state) {
+                            (State::Down, _) => m.incarnation > *inc,
+                            (_, State::Down) => true,
+                            (State::Alive, State::Suspect) => m.incarnation >= *inc,
+                            _ => m.incarnation > *inc,
+                        }
+                    }
+                }
+            };
+            if news {
+                updates.push(Member::new(m.identity.clone(), m.incarnation, state));
+            }
         }
-        let _ = self
-            .swim
-            .apply_many(updates.into_iter(), false, &mut self.io);
+        drop(known);
+        if let Some(inc) = refute_at {
+            self.refute(inc);
+        }
+        for (id, inc, active) in observed {
+            self.observe(&id, inc, active);
+        }
+        if !updates.is_empty() {
+            let _ = self
+                .swim
+                .apply_many(updates.into_iter(), false, &mut self.io);
+        }
     }
 
     fn merge_deltas(&mut self, deltas: &[Delta], spread: bool) {
         for d in deltas {
-            let new = self.shared.lock().merge_remote(d);
-            if new
-                && spread
-                && let Some(bytes) = swim::encode_item(&Item::Delta(d.clone()))
-            {
-                // Already merged: the handler sees a duplicate and only
-                // needs to queue it, so re-add through foca's backlog.
-                let _ = self.swim.add_broadcast(&bytes);
+            if !spread {
+                self.shared.lock().merge_remote(d);
+                continue;
+            }
+            if !self.shared.lock().check_drift(d) {
+                continue;
+            }
+            // Through foca's backlog, so news learned by push-pull spreads
+            // like a fresh write (the handler merges it).
+            match swim::encode_item(&Item::Delta(d.clone())) {
+                Some(bytes) if self.swim.add_broadcast(&bytes).is_ok() => {}
+                _ => {
+                    self.shared.lock().merge(d);
+                }
             }
         }
     }
@@ -1149,6 +1228,12 @@ impl Node {
             OwnedNotification::Active if !self.joined => {
                 self.joined = true;
                 self.events.push_back(Event::Joined);
+                // Gossip alone leaves a few members unknown to a few nodes
+                // when many join at once: a few quick push-pulls right after
+                // joining close those gaps in seconds instead of one sync
+                // interval.
+                let wait = self.config.probe_period;
+                self.io.schedule(wait, TimerKind::CatchUpSync { round: 1 });
             }
             OwnedNotification::Idle => {
                 self.joined = false;

@@ -157,14 +157,26 @@ impl Shared {
     /// Merges a remote delta: refused (and counted) if its stamp is too far
     /// ahead, else merged by LWW. `true` when it was new information.
     pub(crate) fn merge_remote(&mut self, d: &Delta) -> bool {
-        if self.hlc.update(d.hlc, self.wall_ms).is_err() {
-            self.counters.drift_rejections += 1;
-            return false;
-        }
-        self.merge(d)
+        self.check_drift(d) && self.merge(d)
     }
 
-    fn merge(&mut self, d: &Delta) -> bool {
+    /// Feeds a remote stamp to the HLC; `false` (counted, clock unchanged)
+    /// when it is too far ahead.
+    pub(crate) fn check_drift(&mut self, d: &Delta) -> bool {
+        match self.hlc.update(d.hlc, self.wall_ms) {
+            Ok(_) => true,
+            Err(e) => {
+                self.counters.drift_rejections += 1;
+                self.events.push_back(Event::HlcDriftRejected {
+                    owner: d.owner.clone(),
+                    ahead_ms: e.ahead_ms,
+                });
+                false
+            }
+        }
+    }
+
+    pub(crate) fn merge(&mut self, d: &Delta) -> bool {
         match self.store.merge(d) {
             Ok(true) => {
                 self.events.push_back(Event::StateChanged {
@@ -269,6 +281,8 @@ pub(crate) enum TimerKind {
     },
     /// Next push-pull.
     Sync,
+    /// Extra push-pull rounds right after joining (see `Node::on_joined`).
+    CatchUpSync { round: u32 },
     /// Next join attempt.
     JoinRetry { attempt: u32 },
 }

@@ -1,0 +1,89 @@
+//! The run's report: a human summary and one JSON object.
+
+use serde::Serialize;
+
+use crate::net::{Nanos, SEC};
+use crate::world::World;
+
+/// Every figure of a run (`null` where a field does not apply).
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub nodes: usize,
+    pub seed: u64,
+    pub virtual_secs: f64,
+    pub wall_secs: f64,
+    pub events: u64,
+    pub join_converged_secs: Option<f64>,
+    pub detect_first_secs: Option<f64>,
+    pub detect_all_secs: Option<f64>,
+    pub undetected: u64,
+    pub false_downs: u64,
+    pub delta_p50_secs: Option<f64>,
+    pub delta_p99_secs: Option<f64>,
+    pub delta_coverage: Option<f64>,
+    pub heal_converged_secs: Option<f64>,
+    pub bytes_per_node_per_sec: Option<f64>,
+    pub msgs_per_node_per_sec: Option<f64>,
+    pub hlc_drift_rejections: u64,
+    pub hlc_drift_rejections_from_jumper: u64,
+    pub invariant_violations: u64,
+    pub converged_at_end: bool,
+    pub live_nodes_at_end: usize,
+}
+
+fn secs(n: Nanos) -> f64 {
+    (n as f64 / SEC as f64 * 1000.0).round() / 1000.0
+}
+
+fn quantile(sorted: &[Nanos], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    Some(secs(sorted[i]))
+}
+
+impl Report {
+    /// Builds the report of a finished run.
+    pub fn new(scenario: &str, nodes: usize, seed: u64, w: &World, wall_secs: f64) -> Self {
+        let m = &w.m;
+        let mut detect = m.detect.clone();
+        detect.sort_unstable();
+        let mut deltas = m.delta_delays.clone();
+        deltas.sort_unstable();
+        let per_node_sec = |total: u64| {
+            (m.window_secs > 0.0 && m.window_nodes > 0.0)
+                .then(|| (total as f64 / m.window_nodes / m.window_secs * 10.0).round() / 10.0)
+        };
+        let expects_detection = !detect.is_empty() || m.undetected > 0;
+        Self {
+            scenario: scenario.to_owned(),
+            nodes,
+            seed,
+            virtual_secs: secs(w.now),
+            wall_secs: (wall_secs * 1000.0).round() / 1000.0,
+            events: m.events,
+            join_converged_secs: m.join_converged.map(secs),
+            detect_first_secs: detect.first().map(|&d| secs(d)),
+            detect_all_secs: if expects_detection && m.undetected == 0 {
+                detect.last().map(|&d| secs(d))
+            } else {
+                None
+            },
+            undetected: m.undetected,
+            false_downs: m.false_downs,
+            delta_p50_secs: quantile(&deltas, 0.5),
+            delta_p99_secs: quantile(&deltas, 0.99),
+            delta_coverage: m.delta_coverage.map(|c| (c * 10_000.0).round() / 10_000.0),
+            heal_converged_secs: m.heal_converged.map(secs),
+            bytes_per_node_per_sec: per_node_sec(m.window_bytes),
+            msgs_per_node_per_sec: per_node_sec(m.window_msgs),
+            hlc_drift_rejections: m.drift_rejections,
+            hlc_drift_rejections_from_jumper: m.drift_rejections_by_jumper,
+            invariant_violations: w.checks.count,
+            converged_at_end: m.converged_at_end,
+            live_nodes_at_end: m.final_live,
+        }
+    }
+}

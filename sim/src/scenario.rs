@@ -1,0 +1,186 @@
+//! The named scenarios: each schedules starts, faults and writes on a
+//! [`World`], then a quiet phase in which the cluster must converge.
+
+use rand::RngExt;
+
+use crate::net::{Clock, MS, Nanos, SEC};
+use crate::world::{Action, World};
+
+/// A scenario's name, summary and default duration (seconds).
+pub struct Scenario {
+    /// Name used on the command line.
+    pub name: &'static str,
+    /// What it does.
+    pub about: &'static str,
+    /// Default virtual duration, seconds.
+    pub default_secs: u64,
+}
+
+/// Every scenario.
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "steady",
+        about: "all nodes join within the first second, then nothing happens",
+        default_secs: 60,
+    },
+    Scenario {
+        name: "crash-one",
+        about: "one random node crashes at 30 s",
+        default_secs: 60,
+    },
+    Scenario {
+        name: "crash-many",
+        about: "10% of the nodes crash at once at 30 s",
+        default_secs: 75,
+    },
+    Scenario {
+        name: "loss",
+        about: "uniform datagram loss (--loss, default 0.05) until 30 s before the end",
+        default_secs: 300,
+    },
+    Scenario {
+        name: "flaky-node",
+        about: "1% of the nodes lose 80% of datagrams both ways from 20 s until 30 s before the end",
+        default_secs: 300,
+    },
+    Scenario {
+        name: "one-way",
+        about: "2% of the nodes can send but not receive from 20 s until 30 s before the end",
+        default_secs: 120,
+    },
+    Scenario {
+        name: "partition-heal",
+        about: "a 50/50 split at 20 s for 60 s, with writes on both sides, then heal",
+        default_secs: 140,
+    },
+    Scenario {
+        name: "churn",
+        about: "10% of the nodes replaced per minute (half leave, half crash) until 30 s before the end",
+        default_secs: 180,
+    },
+    Scenario {
+        name: "clock-skew",
+        about: "clock offsets within +-400 ms and drift within +-50 ppm, one node jumps +2 s at 30 s; writes throughout",
+        default_secs: 90,
+    },
+    Scenario {
+        name: "delta",
+        about: "writes from random nodes, 2 per second, from 15 s until 15 s before the end",
+        default_secs: 60,
+    },
+];
+
+/// Looks a scenario up by name.
+pub fn find(name: &str) -> Option<&'static Scenario> {
+    SCENARIOS.iter().find(|s| s.name == name)
+}
+
+fn pick(w: &mut World, n: usize, count: usize) -> Vec<usize> {
+    let mut all: Vec<usize> = (0..n).collect();
+    let mut out = Vec::new();
+    while out.len() < count && !all.is_empty() {
+        let i = w.rng().random_range(0..all.len());
+        out.push(all.swap_remove(i));
+    }
+    out
+}
+
+/// Schedules `name` on `w` for `n` nodes over `end` nanoseconds.
+pub fn setup(name: &str, w: &mut World, n: usize, end: Nanos, loss: Option<f64>) {
+    for i in 0..n {
+        let t = w.rng().random_range(0..SEC);
+        w.at(t, Action::Start(i));
+    }
+    let quiet = end.saturating_sub(30 * SEC);
+    match name {
+        "steady" => {}
+        "crash-one" => {
+            let v = pick(w, n, 1)[0];
+            w.at(30 * SEC, Action::Crash(v));
+            w.at(30 * SEC, Action::FaultsEnd);
+        }
+        "crash-many" => {
+            for v in pick(w, n, (n / 10).max(1)) {
+                w.at(30 * SEC, Action::Crash(v));
+            }
+            w.at(30 * SEC, Action::FaultsEnd);
+        }
+        "loss" => {
+            w.at(0, Action::Loss(loss.unwrap_or(0.05)));
+            w.at(quiet, Action::Loss(0.0));
+            w.at(quiet, Action::FaultsEnd);
+        }
+        "flaky-node" => {
+            for v in pick(w, n, (n / 100).max(1)) {
+                w.at(20 * SEC, Action::NodeLoss(v, 0.8));
+                w.at(quiet, Action::NodeLoss(v, 0.0));
+            }
+            if let Some(p) = loss {
+                w.at(0, Action::Loss(p));
+                w.at(quiet, Action::Loss(0.0));
+            }
+            w.at(quiet, Action::FaultsEnd);
+        }
+        "one-way" => {
+            for v in pick(w, n, (n / 50).max(1)) {
+                w.at(20 * SEC, Action::Deaf(v, true));
+                w.at(quiet, Action::Deaf(v, false));
+            }
+            w.at(quiet, Action::FaultsEnd);
+        }
+        "partition-heal" => {
+            let groups: Vec<u8> = (0..n).map(|i| u8::from(i >= n / 2)).collect();
+            w.at(20 * SEC, Action::Partition(Some(groups)));
+            for k in 0..20 {
+                w.at(25 * SEC + k * 2 * SEC, Action::WriteRandom);
+            }
+            w.at(80 * SEC, Action::Partition(None));
+            w.at(80 * SEC, Action::FaultsEnd);
+        }
+        "churn" => {
+            let per_min = (n / 10).max(1) as u64;
+            let step = 60 * SEC / per_min;
+            let mut t = 20 * SEC;
+            let mut crash = false;
+            while t < quiet {
+                w.at(t, Action::Replace { crash });
+                crash = !crash;
+                t += step;
+            }
+            w.at(quiet, Action::FaultsEnd);
+        }
+        "clock-skew" => {
+            for i in 0..n {
+                let offset_ms = w.rng().random_range(-400..=400);
+                let drift_ppm = w.rng().random_range(-50.0..=50.0);
+                w.set_clock(
+                    i,
+                    Clock {
+                        offset_ms,
+                        drift_ppm,
+                        jumped_ms: 0,
+                    },
+                );
+            }
+            let j = pick(w, n, 1)[0];
+            w.set_jumper(j);
+            w.at(30 * SEC, Action::ClockJump(j, 2000));
+            let mut t = 10 * SEC;
+            while t < quiet {
+                w.at(t, Action::WriteRandom);
+                w.at(t + 250 * MS, Action::Write(j));
+                t += SEC;
+            }
+            w.at(quiet, Action::FaultsEnd);
+        }
+        "delta" => {
+            let mut t = 15 * SEC;
+            while t < end.saturating_sub(15 * SEC) {
+                w.at(t, Action::WriteRandom);
+                t += SEC / 2;
+            }
+            w.at(end.saturating_sub(15 * SEC), Action::FaultsEnd);
+        }
+        other => unreachable!("scenario {other} is checked by the caller"),
+    }
+}

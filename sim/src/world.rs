@@ -1,0 +1,764 @@
+//! The simulation engine: one event queue on virtual time driving real
+//! [`roster::node::Node`]s over the simulated [`Network`].
+//!
+//! Checkers run on every step (see [`Checks`]); measurements feed the
+//! [`crate::report::Report`].
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+use rand::rngs::Xoshiro256PlusPlus as Rng;
+use rand::{RngExt, SeedableRng};
+use roster::node::{Config, Event, Generation, Hlc, Identity, MemberState, Node, NodeId, Now};
+
+use crate::net::{Clock, MS, Nanos, Network, SEC};
+
+/// Something the scenario makes happen at a given time.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Start node `n` (first start or restart) and join through 3 random
+    /// running nodes.
+    Start(usize),
+    /// Crash node `n`: its process and memory are gone, no goodbye.
+    Crash(usize),
+    /// Node `n` leaves gracefully and stops.
+    Leave(usize),
+    /// Node `n` writes a fresh key.
+    Write(usize),
+    /// A random running node writes a fresh key.
+    WriteRandom,
+    /// Replace a random running node: it leaves (or crashes) and a brand
+    /// new node joins.
+    Replace { crash: bool },
+    /// Split the network into groups (`None` heals).
+    Partition(Option<Vec<u8>>),
+    /// Set uniform loss.
+    Loss(f64),
+    /// Set per-node loss.
+    NodeLoss(usize, f64),
+    /// Make a node deaf (cannot receive) or hear again.
+    Deaf(usize, bool),
+    /// Jump a node's wall clock.
+    ClockJump(usize, i64),
+    /// Fault phase is over: measurements of convergence start now.
+    FaultsEnd,
+}
+
+#[derive(Debug)]
+enum Ev {
+    Deliver {
+        to: usize,
+        from: usize,
+        stream: bool,
+        bytes: Vec<u8>,
+    },
+    Wake(usize),
+    Act(Action),
+    Check,
+}
+
+struct Slot {
+    id: NodeId,
+    addr: SocketAddr,
+    generation: u64,
+    node: Option<Node>,
+    clock: Clock,
+    next_wake: Option<Nanos>,
+    started_once: bool,
+    /// Largest HLC this node has accepted from a remote delta.
+    max_remote_hlc: Hlc,
+    last_hlc: Hlc,
+    last_incarnation: (u64, u16),
+    /// Newest generation of each member seen in this node's MemberUp events.
+    seen_gen: BTreeMap<NodeId, u64>,
+}
+
+/// Invariant and liveness checkers.
+#[derive(Debug, Default, Clone)]
+pub struct Checks {
+    /// Named violations, first few kept with detail.
+    pub violations: Vec<String>,
+    /// Count of all violations.
+    pub count: u64,
+}
+
+impl Checks {
+    fn fail(&mut self, what: String) {
+        self.count += 1;
+        if self.violations.len() < 20 {
+            self.violations.push(what);
+        }
+    }
+}
+
+/// A write being tracked for spread latency.
+struct WriteTrack {
+    owner: usize,
+    hlc: Hlc,
+    at: Nanos,
+    /// Receipt time per node slot.
+    got: BTreeMap<usize, Nanos>,
+    /// Nodes running when it was written.
+    audience: Vec<usize>,
+}
+
+/// The measurements a run produces.
+#[derive(Debug, Default, Clone)]
+pub struct Measured {
+    pub events: u64,
+    pub join_converged: Option<Nanos>,
+    /// Down detection delays per (crashed, observer).
+    pub detect: Vec<Nanos>,
+    /// Observers that never detected a crash.
+    pub undetected: u64,
+    pub false_downs: u64,
+    pub false_down_detail: Vec<String>,
+    pub delta_delays: Vec<Nanos>,
+    pub delta_coverage: Option<f64>,
+    pub heal_converged: Option<Nanos>,
+    pub window_bytes: u64,
+    pub window_msgs: u64,
+    pub window_secs: f64,
+    pub window_nodes: f64,
+    pub drift_rejections: u64,
+    pub drift_rejections_by_jumper: u64,
+    pub converged_at_end: bool,
+    pub peak_live: usize,
+    pub final_live: usize,
+}
+
+/// A simulation in progress.
+pub struct World {
+    pub now: Nanos,
+    rng: Rng,
+    seed: u64,
+    queue: BinaryHeap<Reverse<(Nanos, u64)>>,
+    events: BTreeMap<u64, Ev>,
+    seq: u64,
+    slots: Vec<Slot>,
+    by_addr: BTreeMap<SocketAddr, usize>,
+    pub net: Network,
+    config: Config,
+    pub checks: Checks,
+    pub m: Measured,
+    writes: Vec<WriteTrack>,
+    write_index: BTreeMap<(usize, String), usize>,
+    write_seq: u64,
+    crashes: Vec<(usize, Identity, Nanos, Vec<usize>)>,
+    faults_end: Option<Nanos>,
+    heal_at: Option<Nanos>,
+    window_start: Option<(Nanos, u64, u64)>,
+    jumper: Option<usize>,
+    end: Nanos,
+}
+
+fn addr_of(i: usize) -> SocketAddr {
+    let i = i as u32 + 1;
+    let ip = Ipv4Addr::new(127, 10 + (i >> 16) as u8, (i >> 8) as u8, i as u8);
+    SocketAddr::V4(SocketAddrV4::new(ip, 7946))
+}
+
+impl World {
+    /// A world of `nodes` slots (none started), ending at `end`.
+    pub fn new(nodes: usize, seed: u64, config: Config, end: Nanos) -> Self {
+        let mut w = Self {
+            now: 0,
+            rng: Rng::seed_from_u64(seed),
+            seed,
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            seq: 0,
+            slots: Vec::new(),
+            by_addr: BTreeMap::new(),
+            net: Network::lan(0),
+            config,
+            checks: Checks::default(),
+            m: Measured::default(),
+            writes: Vec::new(),
+            write_index: BTreeMap::new(),
+            write_seq: 0,
+            crashes: Vec::new(),
+            faults_end: None,
+            heal_at: None,
+            window_start: None,
+            jumper: None,
+            end,
+        };
+        for _ in 0..nodes {
+            w.add_slot();
+        }
+        let mut t = 100 * MS;
+        while t < end {
+            w.push(t, Ev::Check);
+            t += 100 * MS;
+        }
+        w
+    }
+
+    fn add_slot(&mut self) -> usize {
+        let i = self.slots.len();
+        let addr = addr_of(i);
+        self.slots.push(Slot {
+            id: NodeId::new(format!("n{i}")).expect("valid id"),
+            addr,
+            generation: 0,
+            node: None,
+            clock: Clock::default(),
+            next_wake: None,
+            started_once: false,
+            max_remote_hlc: Hlc::default(),
+            last_hlc: Hlc::default(),
+            last_incarnation: (0, 0),
+            seen_gen: BTreeMap::new(),
+        });
+        self.by_addr.insert(addr, i);
+        self.net.add_node();
+        i
+    }
+
+    /// Number of slots.
+    pub fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Sets a node's clock model.
+    pub fn set_clock(&mut self, n: usize, clock: Clock) {
+        self.slots[n].clock = clock;
+    }
+
+    /// Marks the node whose clock jumps (for drift accounting).
+    pub fn set_jumper(&mut self, n: usize) {
+        self.jumper = Some(n);
+    }
+
+    /// The scenario's RNG.
+    pub fn rng(&mut self) -> &mut Rng {
+        &mut self.rng
+    }
+
+    /// Schedules an action.
+    pub fn at(&mut self, t: Nanos, a: Action) {
+        self.push(t, Ev::Act(a));
+    }
+
+    fn push(&mut self, t: Nanos, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse((t, self.seq)));
+        self.events.insert(self.seq, ev);
+    }
+
+    fn running(&self) -> Vec<usize> {
+        (0..self.slots.len())
+            .filter(|&i| self.slots[i].node.is_some())
+            .collect()
+    }
+
+    fn now_of(&self, n: usize) -> Now {
+        Now {
+            mono: Duration::from_nanos(self.now),
+            wall_ms: self.slots[n].clock.wall_ms(self.now),
+        }
+    }
+
+    /// Runs to the end.
+    pub fn run(&mut self) {
+        while let Some(Reverse((t, seq))) = self.queue.pop() {
+            if t > self.end {
+                break;
+            }
+            self.now = t;
+            let ev = self.events.remove(&seq).expect("queued event exists");
+            self.m.events += 1;
+            match ev {
+                Ev::Deliver {
+                    to,
+                    from,
+                    stream,
+                    bytes,
+                } => self.deliver(to, from, stream, &bytes),
+                Ev::Wake(n) => {
+                    if self.slots[n].next_wake == Some(t) {
+                        self.slots[n].next_wake = None;
+                        let now = self.now_of(n);
+                        if let Some(node) = self.slots[n].node.as_mut() {
+                            node.handle_timeout(now);
+                        }
+                        self.after(n);
+                    }
+                }
+                Ev::Act(a) => self.act(a),
+                Ev::Check => self.periodic_check(),
+            }
+        }
+        self.now = self.end;
+        self.finish();
+    }
+
+    fn deliver(&mut self, to: usize, from: usize, stream: bool, bytes: &[u8]) {
+        let now = self.now_of(to);
+        let from_addr = self.slots[from].addr;
+        let Some(node) = self.slots[to].node.as_mut() else {
+            return;
+        };
+        let _ = if stream {
+            node.handle_message(now, from_addr, bytes)
+        } else {
+            node.handle_datagram(now, from_addr, bytes)
+        };
+        self.after(to);
+    }
+
+    /// Drains a node's outputs, runs the per-step checkers and schedules its
+    /// next wake-up.
+    fn after(&mut self, n: usize) {
+        let Some(node) = self.slots[n].node.as_mut() else {
+            return;
+        };
+        let mut out = Vec::new();
+        while let Some(t) = node.poll_transmit() {
+            out.push(t);
+        }
+        let mut events = Vec::new();
+        while let Some(e) = node.poll_event() {
+            events.push(e);
+        }
+        let deadline = node.poll_timeout();
+        let hlc = node.hlc();
+        let gen_inc = (node.identity().generation.0, node.incarnation());
+        for t in out {
+            let Some(&to) = self.by_addr.get(&t.dst) else {
+                continue;
+            };
+            let stream = t.kind.is_stream();
+            if let Some(delay) = self.net.route(n, to, stream, &mut self.rng) {
+                self.push(
+                    self.now + delay,
+                    Ev::Deliver {
+                        to,
+                        from: n,
+                        stream,
+                        bytes: t.bytes,
+                    },
+                );
+            }
+        }
+        // Checker: HLC monotonic per node.
+        let slot = &mut self.slots[n];
+        if hlc < slot.last_hlc {
+            let msg = format!("hlc went back on {}: {} -> {}", slot.id, slot.last_hlc, hlc);
+            self.checks.fail(msg);
+        }
+        let slot = &mut self.slots[n];
+        slot.last_hlc = hlc;
+        // Checker: (generation, incarnation) of a node only grows.
+        if gen_inc < slot.last_incarnation {
+            let msg = format!(
+                "incarnation went back on {}: {:?} -> {:?}",
+                slot.id, slot.last_incarnation, gen_inc
+            );
+            self.checks.fail(msg);
+        }
+        self.slots[n].last_incarnation = gen_inc;
+        for e in events {
+            self.on_event(n, e);
+        }
+        if let Some(d) = deadline {
+            let d = d.as_nanos() as Nanos;
+            let slot = &mut self.slots[n];
+            if slot.next_wake.is_none_or(|w| d < w) {
+                slot.next_wake = Some(d);
+                self.push(d.max(self.now), Ev::Wake(n));
+            }
+        }
+    }
+
+    fn slot_of(&self, id: &NodeId) -> Option<usize> {
+        // Ids are "n{index}".
+        id.as_str()
+            .strip_prefix('n')
+            .and_then(|s| s.parse::<usize>().ok())
+            .filter(|&i| i < self.slots.len())
+    }
+
+    fn on_event(&mut self, n: usize, e: Event) {
+        match e {
+            Event::MemberUp(id) => {
+                let prev = self.slots[n]
+                    .seen_gen
+                    .insert(id.id.clone(), id.generation.0);
+                if prev.is_some_and(|g| g > id.generation.0) {
+                    let msg = format!(
+                        "{} saw generation of {} go back: {:?} -> {}",
+                        self.slots[n].id, id.id, prev, id.generation
+                    );
+                    self.checks.fail(msg);
+                }
+            }
+            Event::MemberDown(id) => {
+                if let Some(j) = self.slot_of(&id.id) {
+                    let alive = self.slots[j]
+                        .node
+                        .as_ref()
+                        .is_some_and(|x| x.identity().generation == id.generation && !x.has_left());
+                    if alive
+                        && !self.net.impaired(j)
+                        && self.net.connected(n, j)
+                        && self.net.connected(j, n)
+                    {
+                        self.m.false_downs += 1;
+                        if self.m.false_down_detail.len() < 10 {
+                            self.m.false_down_detail.push(format!(
+                                "t={:.1}s {} declared {} Down",
+                                self.now as f64 / SEC as f64,
+                                self.slots[n].id,
+                                id
+                            ));
+                        }
+                    }
+                }
+                for (_, crashed, at, observers) in &mut self.crashes {
+                    if *crashed == id
+                        && let Some(pos) = observers.iter().position(|&o| o == n)
+                    {
+                        observers.swap_remove(pos);
+                        self.m.detect.push(self.now - *at);
+                    }
+                }
+            }
+            Event::HlcDriftRejected { owner, .. } => {
+                if self.jumper.is_some_and(|j| self.slots[j].id == owner) {
+                    self.m.drift_rejections_by_jumper += 1;
+                }
+            }
+            Event::Rejoined(id) => {
+                self.m.false_downs += 1;
+                if self.m.false_down_detail.len() < 10 {
+                    self.m.false_down_detail.push(format!(
+                        "t={:.1}s {} was forced to rejoin",
+                        self.now as f64 / SEC as f64,
+                        id
+                    ));
+                }
+            }
+            Event::StateChanged {
+                owner, key, hlc, ..
+            } => {
+                let Some(o) = self.slot_of(&owner) else {
+                    return;
+                };
+                if o != n {
+                    let slot = &mut self.slots[n];
+                    slot.max_remote_hlc = slot.max_remote_hlc.max(hlc);
+                }
+                if let Some(&wi) = self.write_index.get(&(o, key)) {
+                    let w = &mut self.writes[wi];
+                    if hlc >= w.hlc && n != w.owner {
+                        w.got.entry(n).or_insert(self.now);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn start(&mut self, n: usize) {
+        if self.slots[n].node.is_some() {
+            return;
+        }
+        let slot = &mut self.slots[n];
+        slot.generation += 1;
+        let identity = Identity::new(slot.id.clone(), slot.addr, Generation(slot.generation));
+        let node_seed =
+            self.seed ^ (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ slot.generation;
+        let now = self.now_of(n);
+        let node = Node::new(identity, self.config.clone(), node_seed, now).expect("valid config");
+        self.slots[n].node = Some(node);
+        self.slots[n].next_wake = None;
+        self.slots[n].started_once = true;
+        self.slots[n].seen_gen.clear();
+        self.slots[n].max_remote_hlc = Hlc::default();
+        // Every node starts knowing the addresses of 3 random others.
+        let candidates: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| i != n && (self.slots[i].node.is_some() || !self.slots[i].started_once))
+            .collect();
+        let mut seeds = Vec::new();
+        for _ in 0..3.min(candidates.len()) {
+            let c = candidates[self.rng.random_range(0..candidates.len())];
+            seeds.push(self.slots[c].addr);
+        }
+        if let Some(node) = self.slots[n].node.as_mut() {
+            node.join(now, seeds);
+        }
+        self.after(n);
+    }
+
+    fn act(&mut self, a: Action) {
+        match a {
+            Action::Start(n) => self.start(n),
+            Action::Crash(n) => {
+                if let Some(node) = self.slots[n].node.take() {
+                    let identity = node.identity().clone();
+                    let observers: Vec<usize> = self.running();
+                    self.crashes.push((n, identity, self.now, observers));
+                }
+            }
+            Action::Leave(n) => {
+                let now = self.now_of(n);
+                if let Some(node) = self.slots[n].node.as_mut() {
+                    node.leave(now);
+                }
+                self.after(n);
+                self.slots[n].node = None;
+            }
+            Action::Write(n) => self.write(n),
+            Action::WriteRandom => {
+                let running = self.running();
+                if !running.is_empty() {
+                    let n = running[self.rng.random_range(0..running.len())];
+                    self.write(n);
+                }
+            }
+            Action::Replace { crash } => {
+                let running = self.running();
+                if running.len() > 1 {
+                    let n = running[self.rng.random_range(0..running.len())];
+                    self.act(if crash {
+                        Action::Crash(n)
+                    } else {
+                        Action::Leave(n)
+                    });
+                    let fresh = self.add_slot();
+                    self.start(fresh);
+                }
+            }
+            Action::Partition(p) => {
+                if p.is_none() && self.net.partition.is_some() {
+                    self.heal_at = Some(self.now);
+                }
+                self.net.partition = p;
+            }
+            Action::Loss(p) => self.net.loss = p,
+            Action::NodeLoss(n, p) => self.net.node_loss[n] = p,
+            Action::Deaf(n, d) => self.net.deaf[n] = d,
+            Action::ClockJump(n, ms) => self.slots[n].clock.jumped_ms += ms,
+            Action::FaultsEnd => self.faults_end = Some(self.now),
+        }
+    }
+
+    fn write(&mut self, n: usize) {
+        let now = self.now_of(n);
+        self.write_seq += 1;
+        let key = format!("k{}", self.write_seq);
+        let Some(node) = self.slots[n].node.as_mut() else {
+            return;
+        };
+        match node.set_state(now, &key, b"value") {
+            Ok(hlc) => {
+                // Checker: HLC causality — a write is stamped after every
+                // remote write this node has accepted.
+                let slot = &self.slots[n];
+                if hlc <= slot.max_remote_hlc {
+                    let msg = format!(
+                        "causality: {} wrote {} at {} after accepting {}",
+                        slot.id, key, hlc, slot.max_remote_hlc
+                    );
+                    self.checks.fail(msg);
+                }
+                let audience = self.running().into_iter().filter(|&i| i != n).collect();
+                self.write_index.insert((n, key), self.writes.len());
+                self.writes.push(WriteTrack {
+                    owner: n,
+                    hlc,
+                    at: self.now,
+                    got: BTreeMap::new(),
+                    audience,
+                });
+            }
+            Err(e) => self.checks.fail(format!("write refused on n{n}: {e}")),
+        }
+        self.after(n);
+    }
+
+    /// Whether every running node sees every other running node Alive and
+    /// no running node as Down, and holds the same state.
+    fn converged(&self, with_state: bool) -> bool {
+        let running = self.running();
+        let live = running.len();
+        let mut hash = None;
+        for &i in &running {
+            let node = self.slots[i].node.as_ref().expect("running");
+            if node.active_members() != live - 1 {
+                return false;
+            }
+            if with_state {
+                let h = node.state_hash();
+                if *hash.get_or_insert(h) != h {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn periodic_check(&mut self) {
+        let running = self.running();
+        if running.is_empty() {
+            return;
+        }
+        if std::env::var_os("ROSTER_SIM_DEBUG").is_some() && self.now % (2 * SEC) == 0 {
+            let counts: Vec<usize> = running
+                .iter()
+                .map(|&i| {
+                    self.slots[i]
+                        .node
+                        .as_ref()
+                        .expect("running")
+                        .active_members()
+                })
+                .collect();
+            let min = counts.iter().min().copied().unwrap_or(0);
+            let lagging = counts.iter().filter(|&&c| c + 1 < running.len()).count();
+            eprintln!(
+                "t={}s live={} min_active={} lagging={}",
+                self.now / SEC,
+                running.len(),
+                min,
+                lagging
+            );
+        }
+        if self.m.join_converged.is_none() && self.converged(false) {
+            self.m.join_converged = Some(self.now);
+            self.start_window();
+        }
+        if self.window_start.is_none() && self.now >= 30 * SEC {
+            self.start_window();
+        }
+        if let Some(h) = self.heal_at
+            && self.m.heal_converged.is_none()
+            && self.converged(true)
+        {
+            self.m.heal_converged = Some(self.now - h);
+        }
+        self.m.peak_live = self.m.peak_live.max(running.len());
+    }
+
+    fn totals(&self) -> (u64, u64) {
+        let mut b = 0;
+        let mut m = 0;
+        for s in &self.slots {
+            if let Some(n) = &s.node {
+                let x = n.metrics();
+                b += x.tx.total_bytes();
+                m += x.tx.total_msgs();
+            }
+        }
+        (b, m)
+    }
+
+    fn start_window(&mut self) {
+        if self.window_start.is_none() {
+            let (b, m) = self.totals();
+            self.window_start = Some((self.now, b, m));
+        }
+    }
+
+    fn finish(&mut self) {
+        let running = self.running();
+        self.m.final_live = running.len();
+        // Bandwidth over the measurement window, counted on nodes that ran
+        // through it (a crashed node's counters leave with it, so crash
+        // scenarios slightly undercount).
+        if let Some((t0, b0, m0)) = self.window_start {
+            let (b, m) = self.totals();
+            self.m.window_bytes = b.saturating_sub(b0);
+            self.m.window_msgs = m.saturating_sub(m0);
+            self.m.window_secs = (self.end - t0) as f64 / SEC as f64;
+            self.m.window_nodes = running.len() as f64;
+        }
+        for s in &self.slots {
+            if let Some(n) = &s.node {
+                self.m.drift_rejections += n.metrics().hlc_drift_rejections;
+            }
+        }
+        // Crash detection: observers still running that never saw the Down.
+        for (_, _, _, observers) in &self.crashes {
+            for &o in observers {
+                if self.slots[o].node.is_some() {
+                    self.m.undetected += 1;
+                }
+            }
+        }
+        // Delta spread.
+        let mut pairs = 0u64;
+        let mut got = 0u64;
+        for w in &self.writes {
+            for &a in &w.audience {
+                if self.slots[a].node.is_none() {
+                    continue;
+                }
+                pairs += 1;
+                if let Some(&t) = w.got.get(&a) {
+                    got += 1;
+                    self.m.delta_delays.push(t - w.at);
+                }
+            }
+        }
+        if pairs > 0 {
+            self.m.delta_coverage = Some(got as f64 / pairs as f64);
+        }
+        self.m.converged_at_end = self.converged(true);
+        if std::env::var_os("ROSTER_SIM_DEBUG").is_some() {
+            for &i in running.iter().take(5) {
+                let node = self.slots[i].node.as_ref().expect("running");
+                eprintln!(
+                    "{:?} active={} joined={} metrics={:?}",
+                    node.identity(),
+                    node.active_members(),
+                    node.is_joined(),
+                    node.metrics()
+                );
+            }
+        }
+        // Checker: after the faults end, every live node converges.
+        if self.faults_end.is_some() && !self.m.converged_at_end {
+            let detail = self.divergence();
+            self.checks
+                .fail(format!("live nodes did not converge by the end: {detail}"));
+        }
+    }
+
+    fn divergence(&self) -> String {
+        let running = self.running();
+        let live = running.len();
+        let mut short = 0;
+        let mut example = String::new();
+        for &i in &running {
+            let node = self.slots[i].node.as_ref().expect("running");
+            if node.active_members() != live - 1 {
+                short += 1;
+                if example.is_empty() {
+                    let downs: Vec<String> = node
+                        .members()
+                        .filter(|m| m.state == MemberState::Down)
+                        .filter(|m| {
+                            self.slot_of(&m.identity.id)
+                                .is_some_and(|j| self.slots[j].node.is_some())
+                        })
+                        .map(|m| m.identity.to_string())
+                        .take(3)
+                        .collect();
+                    example = format!(
+                        "{} sees {} active of {} (running held Down: {:?})",
+                        self.slots[i].id,
+                        node.active_members(),
+                        live - 1,
+                        downs
+                    );
+                }
+            }
+        }
+        format!("{short} nodes with a wrong member count; {example}")
+    }
+}
