@@ -67,6 +67,8 @@ pub struct MemberView {
     pub identity: Identity,
     /// State.
     pub state: MemberState,
+    /// Highest incarnation this node has seen the member at.
+    pub incarnation: Incarnation,
     /// Incarnation under suspicion, while Suspect.
     pub suspect_incarnation: Option<Incarnation>,
     /// When this node last changed the member's state (monotonic time).

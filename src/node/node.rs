@@ -101,6 +101,8 @@ pub struct Node {
     events: VecDeque<Event>,
     metrics: Metrics,
     prescan_buf: Vec<Member<Identity>>,
+    /// Suspicions read from a packet, acted on once foca has applied it.
+    gossiped_suspects: Vec<(Identity, Incarnation)>,
 }
 
 impl Node {
@@ -145,6 +147,7 @@ impl Node {
             health: 0,
             max_health: config.max_health_score,
             self_incarnation: 0,
+            token: 0,
             probe_failures: 0,
             tx: Default::default(),
         };
@@ -167,6 +170,7 @@ impl Node {
             events: VecDeque::new(),
             metrics: Metrics::default(),
             prescan_buf: Vec::new(),
+            gossiped_suspects: Vec::new(),
         };
         let first_sync = node.jittered(node.config.sync_interval);
         node.io.schedule(first_sync, TimerKind::Sync);
@@ -534,7 +538,11 @@ impl Node {
                 }
             }
         }
-        match self.swim.handle_data(packet, &mut self.io) {
+        let r = self.swim.handle_data(packet, &mut self.io);
+        for (id, inc) in std::mem::take(&mut self.gossiped_suspects) {
+            self.suspect_from_gossip(id, inc);
+        }
+        match r {
             Ok(()) => Ok(()),
             Err(e) => {
                 self.metrics.swim_errors += 1;
@@ -564,6 +572,10 @@ impl Node {
         for m in &p.updates {
             let active = m.state() != State::Down;
             self.observe(m.id(), m.incarnation(), active);
+            if m.state() != State::Alive {
+                self.gossiped_suspects
+                    .push((m.id().clone(), m.incarnation()));
+            }
         }
         false
     }
@@ -572,6 +584,11 @@ impl Node {
     /// member that has moved past its verdict, and clears a refuted
     /// suspicion in the member view.
     fn observe(&mut self, id: &Identity, incarnation: Incarnation, active: bool) {
+        if let Some(v) = self.members.get_mut(&id.id)
+            && v.identity == *id
+        {
+            v.incarnation = v.incarnation.max(incarnation);
+        }
         if let Some((down_id, at)) = self.downs.get(&id.id)
             && down_id == id
             && incarnation > *at
@@ -694,6 +711,35 @@ impl Node {
                 && v.state == MemberState::Suspect
                 && v.suspect_incarnation == Some(incarnation)
         })
+    }
+
+    /// Another member suspects (or declared Down) `id` at `incarnation`.
+    /// foca only times out suspicions its own probes raised; with Lifeguard
+    /// every node confirms a failure itself, so it starts its own suspicion
+    /// timer here (SWIM §4.2: a suspected member has the suspicion timeout
+    /// to refute).
+    fn suspect_from_gossip(&mut self, id: Identity, incarnation: Incarnation) {
+        let Some(v) = self.members.get_mut(&id.id) else {
+            return;
+        };
+        if v.identity != id || v.state != MemberState::Alive || incarnation < v.incarnation {
+            return;
+        }
+        v.state = MemberState::Suspect;
+        v.suspect_incarnation = Some(incarnation);
+        v.since = self.io.now;
+        self.metrics.suspicions_raised += 1;
+        self.events.push_back(Event::MemberSuspected(id.clone()));
+        let token = self.io.token;
+        let wait = self.config.suspect_to_down_after;
+        self.io.schedule(
+            wait,
+            TimerKind::Suspect {
+                member: id,
+                incarnation,
+                token,
+            },
+        );
     }
 
     /// foca's suspicion ran out. Lifeguard first makes sure this node is
@@ -1081,6 +1127,11 @@ impl Node {
         if let Some(inc) = refute_at {
             self.refute(inc);
         }
+        let suspects: Vec<(Identity, Incarnation)> = updates
+            .iter()
+            .filter(|m| m.state() == State::Suspect)
+            .map(|m| (m.id().clone(), m.incarnation()))
+            .collect();
         for (id, inc, active) in observed {
             self.observe(&id, inc, active);
         }
@@ -1088,6 +1139,11 @@ impl Node {
             let _ = self
                 .swim
                 .apply_many(updates.into_iter(), false, &mut self.io);
+        }
+        if self.config.lifeguard {
+            for (id, inc) in suspects {
+                self.suspect_from_gossip(id, inc);
+            }
         }
     }
 
@@ -1171,6 +1227,7 @@ impl Node {
                     id.id.clone(),
                     MemberView {
                         identity: id.clone(),
+                        incarnation: 0,
                         state: MemberState::Alive,
                         suspect_incarnation: None,
                         since: now,
@@ -1200,6 +1257,7 @@ impl Node {
                     id.id.clone(),
                     MemberView {
                         identity: id.clone(),
+                        incarnation: 0,
                         state,
                         suspect_incarnation: None,
                         since: now,

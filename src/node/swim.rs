@@ -299,6 +299,8 @@ pub(crate) struct Io {
     pub(crate) health: u8,
     pub(crate) max_health: u8,
     pub(crate) self_incarnation: Incarnation,
+    /// foca's current timer token, as seen on the timers it submits.
+    pub(crate) token: foca::TimerToken,
     pub(crate) probe_failures: u64,
     pub(crate) tx: super::metrics::Traffic,
 }
@@ -361,6 +363,15 @@ impl foca::Runtime<Identity> for Io {
 
     fn submit_after(&mut self, event: Timer<Identity>, after: Duration) {
         let mult = self.health_multiplier();
+        match &event {
+            Timer::ProbeRandomMember(t)
+            | Timer::PeriodicGossip(t)
+            | Timer::PeriodicAnnounce(t)
+            | Timer::PeriodicAnnounceDown(t)
+            | Timer::SendIndirectProbe { token: t, .. }
+            | Timer::ChangeSuspectToDown { token: t, .. } => self.token = *t,
+            Timer::RemoveDown(_) => {}
+        }
         match event {
             Timer::ChangeSuspectToDown {
                 member_id,
