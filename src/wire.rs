@@ -175,6 +175,9 @@ pub struct SyncDeltas {
     /// Members the receiver may hold differently (Down ones included), so it
     /// learns where others hold it or its peers Down.
     pub members: Vec<MemberDigest>,
+    /// The sender's state digests, when it wants the deltas it lacks back
+    /// (answered with a `SyncDeltas` without digests).
+    pub state: Option<Vec<(NodeId, OwnerDigest)>>,
     /// The sender's HLC.
     pub hlc: Hlc,
 }
@@ -435,6 +438,7 @@ mod tests {
                 from: ident("a"),
                 deltas: vec![],
                 members: vec![],
+                state: Some(vec![]),
                 hlc: Hlc(3),
             }),
             Message::Verify(v.clone()),

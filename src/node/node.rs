@@ -103,6 +103,7 @@ pub struct Node {
     prescan_buf: Vec<Member<Identity>>,
     /// Suspicions read from a packet, acted on once foca has applied it.
     gossiped_suspects: Vec<(Identity, Incarnation)>,
+    unpark_pending: bool,
 }
 
 impl Node {
@@ -123,6 +124,7 @@ impl Node {
             pending_leaves: Vec::new(),
             left: BTreeMap::new(),
             counters: Default::default(),
+            parked: Vec::new(),
         });
         let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed);
         let swim_rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(rng.random());
@@ -171,6 +173,7 @@ impl Node {
             metrics: Metrics::default(),
             prescan_buf: Vec::new(),
             gossiped_suspects: Vec::new(),
+            unpark_pending: false,
         };
         let first_sync = node.jittered(node.config.sync_interval);
         node.io.schedule(first_sync, TimerKind::Sync);
@@ -671,6 +674,12 @@ impl Node {
                         .schedule(wait, TimerKind::CatchUpSync { round: round + 1 });
                 }
             }
+            TimerKind::Unpark => {
+                self.unpark_pending = false;
+                let max_drift_ms = self.config.max_drift.as_millis() as u64;
+                let ready = self.shared.lock().unpark_ready(max_drift_ms);
+                self.merge_deltas(&ready, true);
+            }
             TimerKind::Sync => {
                 let next = self.jittered(self.config.sync_interval);
                 self.io.schedule(next, TimerKind::Sync);
@@ -1043,11 +1052,18 @@ impl Node {
         self.merge_deltas(&r.deltas, spread);
         if let Some(full) = r.full {
             self.merge_members(&full.members);
-            let deltas = self.shared.lock().store.deltas_missing_from(&full.state);
+            let (deltas, state) = {
+                let s = self.shared.lock();
+                let mine = s.store.digest();
+                // Ask for the owners where the two sides differ.
+                let want = (mine != full.state).then_some(mine);
+                (s.store.deltas_missing_from(&full.state), want)
+            };
             let msg = SyncDeltas {
                 from: self.identity.clone(),
                 deltas,
                 members: self.full_view().members,
+                state,
                 hlc: self.shared.lock().hlc.last(),
             };
             self.io.send_msg(r.from.addr, &Message::SyncDeltas(msg));
@@ -1060,6 +1076,19 @@ impl Node {
         }
         self.merge_members(&d.members);
         self.merge_deltas(&d.deltas, true);
+        if let Some(theirs) = d.state {
+            let deltas = self.shared.lock().store.deltas_missing_from(&theirs);
+            if !deltas.is_empty() {
+                let msg = SyncDeltas {
+                    from: self.identity.clone(),
+                    deltas,
+                    members: Vec::new(),
+                    state: None,
+                    hlc: self.shared.lock().hlc.last(),
+                };
+                self.io.send_msg(d.from.addr, &Message::SyncDeltas(msg));
+            }
+        }
     }
 
     /// A member that contacted us directly is alive at `incarnation`.
@@ -1185,14 +1214,20 @@ impl Node {
         for n in std::mem::take(&mut self.io.notes) {
             self.on_notification(n);
         }
-        let (events, leaves) = {
+        let (events, leaves, parked) = {
             let mut s = self.shared.lock();
             (
                 std::mem::take(&mut s.events),
                 std::mem::take(&mut s.pending_leaves),
+                !s.parked.is_empty(),
             )
         };
         self.events.extend(events);
+        if parked && !self.unpark_pending && !self.left {
+            self.unpark_pending = true;
+            let wait = self.config.max_drift / 4;
+            self.io.schedule(wait, TimerKind::Unpark);
+        }
         for l in leaves {
             self.apply_leave(l);
         }

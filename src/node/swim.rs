@@ -151,11 +151,28 @@ pub(crate) struct Shared {
     /// Newest generation known to have left, per node.
     pub(crate) left: std::collections::BTreeMap<NodeId, Generation>,
     pub(crate) counters: SharedCounters,
+    /// Remote deltas refused for drift, kept until the local wall clock
+    /// has caught up with their stamp (at most [`MAX_PARKED`]).
+    pub(crate) parked: Vec<Delta>,
 }
+
+/// Most deltas parked for drift at once; past it they wait for push-pull.
+pub(crate) const MAX_PARKED: usize = 1024;
 
 impl Shared {
     /// Merges a remote delta: refused (and counted) if its stamp is too far
     /// ahead, else merged by LWW. `true` when it was new information.
+    /// Parked deltas whose stamps are now within `max_drift` of the wall
+    /// clock; the rest stay parked.
+    pub(crate) fn unpark_ready(&mut self, max_drift_ms: u64) -> Vec<Delta> {
+        let limit = self.wall_ms.saturating_add(max_drift_ms);
+        let (ready, wait) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|d| d.hlc.wall_ms() <= limit);
+        self.parked = wait;
+        ready
+    }
+
     pub(crate) fn merge_remote(&mut self, d: &Delta) -> bool {
         self.check_drift(d) && self.merge(d)
     }
@@ -171,6 +188,10 @@ impl Shared {
                     owner: d.owner.clone(),
                     ahead_ms: e.ahead_ms,
                 });
+                // Not lost: parked until this clock has caught up with it.
+                if self.parked.len() < MAX_PARKED {
+                    self.parked.push(d.clone());
+                }
                 false
             }
         }
@@ -281,6 +302,8 @@ pub(crate) enum TimerKind {
     },
     /// Next push-pull.
     Sync,
+    /// Retry deltas parked for clock drift.
+    Unpark,
     /// Extra push-pull rounds right after joining (see `Node::on_joined`).
     CatchUpSync { round: u32 },
     /// Next join attempt.
