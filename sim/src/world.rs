@@ -739,6 +739,26 @@ impl World {
             if node.active_members() != live - 1 {
                 short += 1;
                 if example.is_empty() {
+                    let ghosts: Vec<String> = node
+                        .swim_members()
+                        .filter(|(id, _, active)| {
+                            *active
+                                && self.slot_of(&id.id).is_none_or(|j| {
+                                    self.slots[j]
+                                        .node
+                                        .as_ref()
+                                        .is_none_or(|x| x.identity() != *id)
+                                })
+                        })
+                        .map(|(id, inc, _)| {
+                            let view = node
+                                .member(&id.id)
+                                .map(|v| (v.state, v.suspect_incarnation));
+                            format!("{id} inc={inc} view={view:?}")
+                        })
+                        .take(3)
+                        .collect();
+                    example.push_str(&format!("ghosts {ghosts:?}; "));
                     let downs: Vec<String> = node
                         .members()
                         .filter(|m| m.state == MemberState::Down)
@@ -749,7 +769,7 @@ impl World {
                         .map(|m| m.identity.to_string())
                         .take(3)
                         .collect();
-                    example = format!(
+                    example += &format!(
                         "{} sees {} active of {} (running held Down: {:?})",
                         self.slots[i].id,
                         node.active_members(),

@@ -542,6 +542,7 @@ impl Node {
             }
         }
         let r = self.swim.handle_data(packet, &mut self.io);
+        self.drain_notifications();
         for (id, inc) in std::mem::take(&mut self.gossiped_suspects) {
             self.suspect_from_gossip(id, inc);
         }
@@ -1169,6 +1170,7 @@ impl Node {
                 .swim
                 .apply_many(updates.into_iter(), false, &mut self.io);
         }
+        self.drain_notifications();
         if self.config.lifeguard {
             for (id, inc) in suspects {
                 self.suspect_from_gossip(id, inc);
@@ -1211,9 +1213,7 @@ impl Node {
                 self.events.push_back(Event::MemberSuspected(id));
             }
         }
-        for n in std::mem::take(&mut self.io.notes) {
-            self.on_notification(n);
-        }
+        self.drain_notifications();
         let (events, leaves, parked) = {
             let mut s = self.shared.lock();
             (
@@ -1247,9 +1247,14 @@ impl Node {
                 &mut self.io,
             );
             // The notification foca just queued is classified as a leave.
-            for n in std::mem::take(&mut self.io.notes) {
-                self.on_notification(n);
-            }
+            self.drain_notifications();
+        }
+    }
+
+    /// Brings the member view up to date with what foca reported.
+    fn drain_notifications(&mut self) {
+        for n in std::mem::take(&mut self.io.notes) {
+            self.on_notification(n);
         }
     }
 
