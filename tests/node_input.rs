@@ -1,0 +1,135 @@
+//! Bad input to a node: random bytes, truncated and oversized datagrams
+//! never panic, are counted, and leave the node working.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rand::{RngExt, SeedableRng};
+use roster::node::{Config, Generation, Identity, Node, NodeId, Now};
+use roster::wire::{Kind, VERSION};
+
+fn now(ms: u64) -> Now {
+    Now {
+        mono: Duration::from_millis(ms),
+        wall_ms: 1_767_225_600_000 + ms,
+    }
+}
+
+fn node(name: &str, port: u16) -> Node {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let id = Identity::new(NodeId::new(name).unwrap(), addr, Generation(1));
+    Node::new(id, Config::local(), 1, now(0)).unwrap()
+}
+
+fn shuttle(x: &mut Node, y: &mut Node, t: u64) {
+    while let Some(tx) = x.poll_transmit() {
+        if tx.dst == y.identity().addr {
+            let from = x.identity().addr;
+            let _ = if tx.kind.is_stream() {
+                y.handle_message(now(t), from, &tx.bytes)
+            } else {
+                y.handle_datagram(now(t), from, &tx.bytes)
+            };
+        }
+    }
+}
+
+/// Shuttles messages between two nodes until `done` or the step budget ends.
+fn pump(a: &mut Node, b: &mut Node, until_ms: u64, done: impl Fn(&Node, &Node) -> bool) -> u64 {
+    let mut t = 0;
+    while t < until_ms {
+        shuttle(a, b, t);
+        shuttle(b, a, t);
+        if done(a, b) {
+            return t;
+        }
+        t += 10;
+        a.handle_timeout(now(t));
+        b.handle_timeout(now(t));
+    }
+    panic!("condition not reached within {until_ms} ms");
+}
+
+#[test]
+fn random_bytes_never_panic_and_are_counted() {
+    let mut n = node("a", 7000);
+    let from: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(3);
+    let mut refused = 0u64;
+    for i in 0..20_000u64 {
+        let len = rng.random_range(0..1300);
+        let mut buf: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        if len >= 2 && rng.random_bool(0.7) {
+            buf[0] = VERSION;
+            buf[1] = rng.random_range(1..=8);
+        }
+        if n.handle_datagram(now(i), from, &buf).is_err() {
+            refused += 1;
+        }
+        let _ = n.handle_message(now(i), from, &buf);
+        while n.poll_transmit().is_some() {}
+    }
+    let m = n.metrics();
+    assert!(refused > 0);
+    assert!(m.malformed_dropped + m.swim_errors + m.oversized_dropped > 0);
+}
+
+#[test]
+fn oversized_datagrams_are_refused_and_counted() {
+    let mut n = node("a", 7000);
+    let from: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let mut big = vec![VERSION, Kind::Swim as u8];
+    big.resize(5000, 0);
+    assert!(n.handle_datagram(now(1), from, &big).is_err());
+    assert_eq!(n.metrics().oversized_dropped, 1);
+}
+
+#[test]
+fn two_nodes_join_share_state_and_survive_garbage() {
+    let mut a = node("a", 7000);
+    let mut b = node("b", 7001);
+    a.join(now(0), [b.identity().addr]);
+    pump(&mut a, &mut b, 10_000, |a, b| {
+        a.active_members() == 1 && b.active_members() == 1
+    });
+    // Garbage in between does not disturb the pair.
+    let junk = [VERSION, Kind::Swim as u8, 0xff, 0xff, 0xff];
+    assert!(
+        b.handle_datagram(now(20_000), a.identity().addr, &junk)
+            .is_err()
+    );
+    a.set_state(now(20_000), "role", b"web").unwrap();
+    let a_id = a.identity().id.clone();
+    pump(&mut a, &mut b, 30_000, |_, b| {
+        b.state(&a_id, "role").as_deref() == Some(b"web")
+    });
+    assert_eq!(b.active_members(), 1);
+}
+
+#[test]
+fn state_limits_are_typed_errors() {
+    let mut n = node("a", 7000);
+    let err = n.set_state(now(1), "", b"x").unwrap_err();
+    assert_eq!(err, roster::node::StateError::EmptyKey);
+    let big = vec![0u8; 10_000];
+    assert!(matches!(
+        n.set_state(now(1), "k", &big),
+        Err(roster::node::StateError::ValueTooLarge { .. })
+    ));
+}
+
+#[test]
+fn a_graceful_leave_is_seen_as_left() {
+    let mut a = node("a", 7000);
+    let mut b = node("b", 7001);
+    a.join(now(0), [b.identity().addr]);
+    pump(&mut a, &mut b, 10_000, |a, b| {
+        a.active_members() == 1 && b.active_members() == 1
+    });
+    b.leave(now(10_000));
+    let b_id = b.identity().id.clone();
+    pump(&mut a, &mut b, 15_000, |a, _| {
+        a.member(&b_id).map(|m| m.state) == Some(roster::node::MemberState::Left)
+    });
+    assert_eq!(a.active_members(), 0);
+}

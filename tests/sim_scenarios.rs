@@ -1,0 +1,140 @@
+//! Small versions of every simulator scenario, with assertions on the
+//! report's figures. Each run is deterministic: a failure names its seed,
+//! and `roster-sim run --scenario NAME --nodes N --seed S` replays it.
+
+use std::time::Duration;
+
+use roster_sim::{Outcome, RunSpec, run};
+
+fn sim(scenario: &str, nodes: usize, seed: u64, secs: Option<u64>, loss: Option<f64>) -> Outcome {
+    let spec = RunSpec {
+        scenario: scenario.into(),
+        nodes,
+        seed,
+        duration: secs.map(Duration::from_secs),
+        loss,
+        no_lifeguard: false,
+    };
+    let out = run(&spec).expect("valid spec");
+    assert!(
+        out.violations.is_empty(),
+        "{scenario} seed {seed}: invariants violated: {:?}",
+        out.violations
+    );
+    assert_eq!(out.report.invariant_violations, 0);
+    assert!(
+        out.liveness_failed.is_none(),
+        "{scenario} seed {seed}: {:?}",
+        out.liveness_failed
+    );
+    assert_eq!(
+        out.report.false_downs, 0,
+        "{scenario} seed {seed}: {:?}",
+        out.false_down_detail
+    );
+    out
+}
+
+#[test]
+fn steady_cluster_converges_quickly_and_stays_cheap() {
+    let r = sim("steady", 100, 1, Some(40), None).report;
+    assert!(r.join_converged_secs.unwrap() <= 10.0, "{r:?}");
+    assert!(r.bytes_per_node_per_sec.unwrap() <= 1500.0, "{r:?}");
+    assert!(r.converged_at_end);
+}
+
+#[test]
+fn a_crashed_node_is_declared_down_everywhere() {
+    for seed in 1..=3 {
+        let r = sim("crash-one", 100, seed, None, None).report;
+        let all = r.detect_all_secs.expect("every survivor detects the crash");
+        assert!(all <= 15.0, "seed {seed}: {r:?}");
+        assert!(r.detect_first_secs.unwrap() <= all);
+    }
+}
+
+#[test]
+fn ten_percent_crashing_at_once_is_detected() {
+    let r = sim("crash-many", 100, 1, None, None).report;
+    assert!(r.detect_all_secs.unwrap() <= 20.0, "{r:?}");
+    assert_eq!(r.live_nodes_at_end, 90);
+}
+
+#[test]
+fn packet_loss_causes_no_false_downs() {
+    for loss in [0.05, 0.10] {
+        let r = sim("loss", 60, 1, Some(180), Some(loss)).report;
+        assert!(r.converged_at_end, "loss {loss}: {r:?}");
+    }
+}
+
+#[test]
+fn a_flaky_node_never_gets_a_healthy_node_declared_down() {
+    let r = sim("flaky-node", 100, 1, Some(180), None).report;
+    assert!(r.converged_at_end, "{r:?}");
+}
+
+#[test]
+fn a_node_that_cannot_receive_gets_no_healthy_node_declared_down() {
+    let r = sim("one-way", 60, 1, None, None).report;
+    assert!(r.converged_at_end, "{r:?}");
+}
+
+#[test]
+fn a_healed_partition_reconverges_with_the_writes_made_during_the_split() {
+    let r = sim("partition-heal", 60, 1, None, None).report;
+    assert!(r.heal_converged_secs.unwrap() <= 30.0, "{r:?}");
+    assert_eq!(r.delta_coverage, Some(1.0), "{r:?}");
+}
+
+#[test]
+fn churn_keeps_the_member_list_correct() {
+    let r = sim("churn", 60, 1, Some(120), None).report;
+    assert!(r.converged_at_end, "{r:?}");
+    assert!(r.detect_all_secs.is_some(), "{r:?}");
+}
+
+#[test]
+fn clock_skew_refuses_runaway_stamps_without_losing_writes() {
+    let r = sim("clock-skew", 60, 1, None, None).report;
+    assert!(r.hlc_drift_rejections_from_jumper > 0, "{r:?}");
+    assert_eq!(r.delta_coverage, Some(1.0), "{r:?}");
+    assert!(r.converged_at_end);
+}
+
+#[test]
+fn deltas_reach_every_node_fast() {
+    let r = sim("delta", 100, 1, None, None).report;
+    assert_eq!(r.delta_coverage, Some(1.0), "{r:?}");
+    assert!(r.delta_p99_secs.unwrap() <= 2.0, "{r:?}");
+}
+
+#[test]
+fn same_seed_same_report() {
+    let a = sim("crash-one", 50, 7, Some(50), None).report;
+    let b = sim("crash-one", 50, 7, Some(50), None).report;
+    let strip = |r: &roster_sim::Report| {
+        let mut v = serde_json::to_value(r).unwrap();
+        v.as_object_mut().unwrap().remove("wall_secs");
+        v
+    };
+    assert_eq!(strip(&a), strip(&b));
+    let c = sim("crash-one", 50, 8, Some(50), None).report;
+    assert_ne!(strip(&a), strip(&c), "another seed should give another run");
+}
+
+#[test]
+fn bad_specs_are_refused() {
+    let mut spec = RunSpec {
+        scenario: "nope".into(),
+        nodes: 10,
+        seed: 1,
+        duration: None,
+        loss: None,
+        no_lifeguard: false,
+    };
+    assert!(run(&spec).is_err());
+    spec.scenario = "loss".into();
+    spec.loss = Some(1.5);
+    assert!(run(&spec).is_err());
+}
