@@ -133,6 +133,7 @@ fn bench_wire(c: &mut Criterion) {
                 from: identity(0),
                 deltas: deltas(),
                 members: members(),
+                state: Some(full_view().state),
                 hlc: Hlc::new(WALL_MS, 5),
             }),
         ),

@@ -427,10 +427,10 @@ impl World {
                     }
                 }
             }
-            Event::HlcDriftRejected { owner, .. } => {
-                if self.jumper.is_some_and(|j| self.slots[j].id == owner) {
-                    self.m.drift_rejections_by_jumper += 1;
-                }
+            Event::HlcDriftRejected { owner, .. }
+                if self.jumper.is_some_and(|j| self.slots[j].id == owner) =>
+            {
+                self.m.drift_rejections_by_jumper += 1;
             }
             Event::Rejoined(id) => {
                 self.m.false_downs += 1;
@@ -607,7 +607,7 @@ impl World {
         if running.is_empty() {
             return;
         }
-        if std::env::var_os("ROSTER_SIM_DEBUG").is_some() && self.now % (2 * SEC) == 0 {
+        if std::env::var_os("ROSTER_SIM_DEBUG").is_some() && self.now.is_multiple_of(2 * SEC) {
             let counts: Vec<usize> = running
                 .iter()
                 .map(|&i| {
