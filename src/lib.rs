@@ -21,5 +21,9 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod cli;
 pub mod node;
+pub mod runtime;
 pub mod wire;
+
+pub use runtime::{Builder, Events, Member, Roster, StartError};

@@ -344,6 +344,27 @@ impl Message<'_> {
     }
 }
 
+impl Message<'_> {
+    /// The node a message says it comes from, where the sender must be that
+    /// node (a relayed [`Message::Verify`] comes from the relay, so it has
+    /// none). `None` too when a SWIM header does not parse; foca then
+    /// refuses the packet.
+    pub fn claimed_sender(&self) -> Option<NodeId> {
+        match self {
+            Message::Swim(p) => postcard::take_from_bytes::<foca::Header<Identity>>(p)
+                .ok()
+                .map(|(h, _)| h.src.id),
+            Message::SyncRequest(r) => Some(r.from.id.clone()),
+            Message::SyncReply(r) => Some(r.from.id.clone()),
+            Message::SyncDeltas(r) => Some(r.from.id.clone()),
+            Message::Verify(_) => None,
+            Message::VerifyRelay(v) => Some(v.origin.id.clone()),
+            Message::VerifyAck(a) => Some(a.from.id.clone()),
+            Message::Leave(l) => Some(l.identity.id.clone()),
+        }
+    }
+}
+
 /// Checks the envelope and size; returns the kind and the payload.
 pub fn split_envelope(bytes: &[u8]) -> Result<(Kind, &[u8]), WireError> {
     let [version, kind, payload @ ..] = bytes else {

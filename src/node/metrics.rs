@@ -45,6 +45,8 @@ pub struct Metrics {
     pub malformed_dropped: u64,
     /// Datagrams over the configured datagram size.
     pub oversized_dropped: u64,
+    /// Messages whose claimed sender was not the authenticated peer.
+    pub wrong_sender_dropped: u64,
     /// SWIM packets foca refused.
     pub swim_errors: u64,
     /// Remote HLC stamps refused for being too far ahead.

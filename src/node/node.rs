@@ -56,6 +56,15 @@ pub enum InputError {
     /// foca refused the SWIM packet.
     #[error("SWIM packet refused: {0}")]
     Swim(String),
+    /// The message claims to come from another node than the one the
+    /// transport authenticated.
+    #[error("message claims to come from {claimed} but the peer is {peer}")]
+    WrongSender {
+        /// The `NodeId` in the message.
+        claimed: NodeId,
+        /// The `NodeId` in the peer's certificate.
+        peer: NodeId,
+    },
     /// The node has left the cluster and takes no more input.
     #[error("node has left the cluster")]
     Left,
@@ -232,14 +241,8 @@ impl Node {
         from: SocketAddr,
         bytes: &[u8],
     ) -> Result<(), InputError> {
-        if bytes.len() > self.config.max_datagram_bytes.get() {
-            self.metrics.oversized_dropped += 1;
-            return Err(InputError::Oversized {
-                len: bytes.len(),
-                max: self.config.max_datagram_bytes.get(),
-            });
-        }
-        self.handle_bytes(now, from, bytes, false)
+        self.check_datagram_size(bytes)?;
+        self.handle_bytes(now, from, None, bytes, false)
     }
 
     /// Handles one message that arrived on a stream from `from`.
@@ -249,13 +252,50 @@ impl Node {
         from: SocketAddr,
         bytes: &[u8],
     ) -> Result<(), InputError> {
-        self.handle_bytes(now, from, bytes, true)
+        self.handle_bytes(now, from, None, bytes, true)
+    }
+
+    /// Like [`Node::handle_datagram`], from a peer whose `NodeId` the
+    /// transport authenticated (its certificate): a message claiming to come
+    /// from another node is refused and counted.
+    pub fn handle_datagram_from(
+        &mut self,
+        now: Now,
+        from: SocketAddr,
+        peer: &NodeId,
+        bytes: &[u8],
+    ) -> Result<(), InputError> {
+        self.check_datagram_size(bytes)?;
+        self.handle_bytes(now, from, Some(peer), bytes, false)
+    }
+
+    /// Like [`Node::handle_message`], from an authenticated peer.
+    pub fn handle_message_from(
+        &mut self,
+        now: Now,
+        from: SocketAddr,
+        peer: &NodeId,
+        bytes: &[u8],
+    ) -> Result<(), InputError> {
+        self.handle_bytes(now, from, Some(peer), bytes, true)
+    }
+
+    fn check_datagram_size(&mut self, bytes: &[u8]) -> Result<(), InputError> {
+        if bytes.len() > self.config.max_datagram_bytes.get() {
+            self.metrics.oversized_dropped += 1;
+            return Err(InputError::Oversized {
+                len: bytes.len(),
+                max: self.config.max_datagram_bytes.get(),
+            });
+        }
+        Ok(())
     }
 
     fn handle_bytes(
         &mut self,
         now: Now,
         from: SocketAddr,
+        peer: Option<&NodeId>,
         bytes: &[u8],
         stream: bool,
     ) -> Result<(), InputError> {
@@ -273,6 +313,16 @@ impl Node {
         if kind.is_stream() != stream {
             self.metrics.malformed_dropped += 1;
             return Err(InputError::WrongChannel(kind));
+        }
+        if let Some(peer) = peer
+            && let Some(claimed) = msg.claimed_sender()
+            && claimed != *peer
+        {
+            self.metrics.wrong_sender_dropped += 1;
+            return Err(InputError::WrongSender {
+                claimed,
+                peer: peer.clone(),
+            });
         }
         self.metrics.rx.count(kind, bytes.len());
         self.set_now(now);

@@ -1,0 +1,275 @@
+//! `roster agent`: run one node until SIGINT or SIGTERM, then leave.
+//!
+//! Settings come from flags, then `ROSTER_*` environment variables, then the
+//! TOML file given with `--config` (same keys, `join` and `tag` as arrays),
+//! then defaults. Everything is checked before any socket opens.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+use crate::node::{Config, NodeId};
+use crate::runtime::Roster;
+
+/// Membership timing profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// A data-centre network (`Config::lan`).
+    Lan,
+    /// Across regions (`Config::wan`).
+    Wan,
+    /// One machine (`Config::local`).
+    Local,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `roster agent` flags.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// TOML file with the same keys as the flags.
+    #[arg(long, env = "ROSTER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// NodeId (default: the name in the certificate).
+    #[arg(long, env = "ROSTER_NAME")]
+    pub name: Option<String>,
+    /// Address to bind (default 0.0.0.0:7946).
+    #[arg(long, env = "ROSTER_BIND")]
+    pub bind: Option<SocketAddr>,
+    /// Address peers reach this node at (default: the bind address).
+    #[arg(long, env = "ROSTER_ADVERTISE")]
+    pub advertise: Option<SocketAddr>,
+    /// A member to join through (repeatable; any member will do).
+    #[arg(long, env = "ROSTER_JOIN", value_delimiter = ',')]
+    pub join: Vec<SocketAddr>,
+    /// Directory for identity, generation and member cache.
+    #[arg(long, env = "ROSTER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Directory with `ca.crt`, `node.crt`, `node.key`.
+    #[arg(long, env = "ROSTER_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// A tag `key=value` (repeatable).
+    #[arg(long = "tag", env = "ROSTER_TAG", value_delimiter = ',')]
+    pub tags: Vec<String>,
+    /// Timing profile.
+    #[arg(long, env = "ROSTER_PROFILE", value_enum)]
+    pub profile: Option<Profile>,
+    /// Log format.
+    #[arg(long, env = "ROSTER_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The `--config` file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+struct FileConfig {
+    name: Option<String>,
+    bind: Option<SocketAddr>,
+    advertise: Option<SocketAddr>,
+    #[serde(default)]
+    join: Vec<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    tls_dir: Option<PathBuf>,
+    #[serde(default)]
+    tag: Vec<String>,
+    profile: Option<Profile>,
+    log_format: Option<LogFormat>,
+}
+
+/// Settings after merging flags, environment and file.
+#[derive(Debug)]
+pub struct Settings {
+    /// NodeId, if set.
+    pub name: Option<NodeId>,
+    /// Bind address.
+    pub bind: SocketAddr,
+    /// Advertised address.
+    pub advertise: Option<SocketAddr>,
+    /// Join addresses.
+    pub join: Vec<SocketAddr>,
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// TLS directory.
+    pub tls_dir: PathBuf,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Profile.
+    pub profile: Profile,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))
+}
+
+/// Merges flags/env over the file and checks every value.
+pub fn settings(args: AgentArgs) -> Result<Settings, String> {
+    let file = match &args.config {
+        Some(p) => load_file(p)?,
+        None => FileConfig::default(),
+    };
+    let name = args
+        .name
+        .or(file.name)
+        .map(|n| NodeId::new(n.clone()).map_err(|e| format!("--name {n:?}: {e}")))
+        .transpose()?;
+    let tls_dir = args
+        .tls_dir
+        .or(file.tls_dir)
+        .ok_or("--tls-dir is required (create certificates with `roster cert`)")?;
+    let mut tags = BTreeMap::new();
+    let tag_list = if args.tags.is_empty() {
+        file.tag
+    } else {
+        args.tags
+    };
+    for t in tag_list {
+        let (k, v) = t
+            .split_once('=')
+            .ok_or_else(|| format!("--tag {t:?}: expected key=value"))?;
+        if k.is_empty() {
+            return Err(format!("--tag {t:?}: empty key"));
+        }
+        tags.insert(k.to_owned(), v.to_owned());
+    }
+    Ok(Settings {
+        name,
+        bind: args
+            .bind
+            .or(file.bind)
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 7946))),
+        advertise: args.advertise.or(file.advertise),
+        join: if args.join.is_empty() {
+            file.join
+        } else {
+            args.join
+        },
+        data_dir: args.data_dir.or(file.data_dir),
+        tls_dir,
+        tags,
+        profile: args.profile.or(file.profile).unwrap_or(Profile::Lan),
+        log_format: args
+            .log_format
+            .or(file.log_format)
+            .unwrap_or(LogFormat::Text),
+    })
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => b.try_init(),
+        LogFormat::Json => b.json().try_init(),
+    };
+}
+
+/// Runs the agent; returns the exit code.
+pub fn run(args: AgentArgs) -> ExitCode {
+    let s = match settings(args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logs(s.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(serve(s))
+}
+
+async fn serve(s: Settings) -> ExitCode {
+    let mut b = Roster::builder()
+        .tls_dir(&s.tls_dir)
+        .bind(s.bind)
+        .config(match s.profile {
+            Profile::Lan => Config::lan(),
+            Profile::Wan => Config::wan(),
+            Profile::Local => Config::local(),
+        });
+    if let Some(n) = s.name {
+        b = b.name(n);
+    }
+    if let Some(a) = s.advertise {
+        b = b.advertise(a);
+    }
+    for j in s.join {
+        b = b.join(j);
+    }
+    if let Some(d) = s.data_dir {
+        b = b.data_dir(d);
+    }
+    for (k, v) in s.tags {
+        b = b.tag(k, v);
+    }
+    let roster = match b.start().await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(node = %roster.identity(), addr = %roster.local_addr(), "agent running");
+    wait_for_signal().await;
+    tracing::info!("signal received, leaving the cluster");
+    if tokio::time::timeout(Duration::from_millis(2500), roster.leave())
+        .await
+        .is_err()
+    {
+        tracing::warn!("leave did not finish in time; exiting");
+    }
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,35 @@
+//! `roster cert ca` and `roster cert node`.
+
+use std::process::ExitCode;
+
+use super::CertCmd;
+use crate::node::NodeId;
+use crate::runtime::tls::ClusterCa;
+
+/// Runs a `cert` subcommand.
+pub fn run(cmd: CertCmd) -> ExitCode {
+    let result = match cmd {
+        CertCmd::Ca { dir, name } => ClusterCa::generate(&name)
+            .and_then(|ca| ca.save(&dir))
+            .map(|()| format!("cluster CA written to {}", dir.display()))
+            .map_err(|e| e.to_string()),
+        CertCmd::Node { name, ca, out } => {
+            NodeId::new(name).map_err(|e| e.to_string()).and_then(|id| {
+                let ca = ClusterCa::load(&ca).map_err(|e| e.to_string())?;
+                let cert = ca.issue(&id).map_err(|e| e.to_string())?;
+                cert.save(&out).map_err(|e| e.to_string())?;
+                Ok(format!("certificate for {id} written to {}", out.display()))
+            })
+        }
+    };
+    match result {
+        Ok(msg) => {
+            println!("{msg}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

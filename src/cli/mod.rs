@@ -1,0 +1,77 @@
+//! The `roster` command line: `agent`, `cert`, `demo`.
+
+pub mod agent;
+pub mod cert;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Gossip-based peer-to-peer membership.
+#[derive(Debug, Parser)]
+#[command(name = "roster", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run a node.
+    Agent(agent::AgentArgs),
+    /// Create a cluster CA or issue node certificates.
+    Cert {
+        /// Which.
+        #[command(subcommand)]
+        cmd: CertCmd,
+    },
+    /// Run a local 5-node cluster with its dashboard.
+    Demo,
+}
+
+/// `roster cert` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CertCmd {
+    /// Create a cluster CA (`ca.crt`, `ca.key`) in a directory.
+    Ca {
+        /// Directory to write into.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The CA's name.
+        #[arg(long, default_value = "roster cluster CA")]
+        name: String,
+    },
+    /// Issue a node certificate whose subject is the node's NodeId.
+    Node {
+        /// The NodeId.
+        #[arg(long)]
+        name: String,
+        /// Directory holding the CA.
+        #[arg(long)]
+        ca: PathBuf,
+        /// Directory to write `ca.crt`, `node.crt`, `node.key` into.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Agent(args) => agent::run(args),
+        Cmd::Cert { cmd } => cert::run(cmd),
+        Cmd::Demo => {
+            eprintln!(
+                "error: `roster demo` needs the local cluster orchestration and the dashboard, \
+                 which this build does not have yet.\nStart nodes by hand with `roster cert` and \
+                 `roster agent` (see the README), or watch a simulated cluster: \
+                 cargo run --release -p roster-sim -- run --scenario crash-one --nodes 200"
+            );
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,578 @@
+//! The task that drives one [`Node`] from a quinn endpoint.
+//!
+//! It only moves bytes and time: datagrams and stream messages from
+//! connection tasks go into the node, the node's transmits go out on cached
+//! connections (SWIM as QUIC datagrams, push-pull on unidirectional
+//! streams), and the node's next deadline becomes a sleep.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::metrics::RuntimeMetrics;
+use super::store::Store;
+use super::tls::{CLUSTER_SERVER_NAME, peer_node_id};
+use crate::node::{
+    Event, Hlc, MemberState, MemberView, Metrics, Node, NodeId, Now, StateError, Transmit,
+};
+use crate::wire::MAX_STREAM_MESSAGE_BYTES;
+
+/// Transmits waiting for a connection to one peer; more are dropped.
+const MAX_PENDING_PER_PEER: usize = 64;
+/// Longest wait after failed connection attempts to a peer.
+const MAX_CONNECT_BACKOFF: Duration = Duration::from_secs(5);
+/// How often the member cache is written to disk at most, after the member
+/// list changed.
+const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Requests from the [`crate::Roster`] handle.
+pub(crate) enum Command {
+    SetState {
+        key: String,
+        value: Vec<u8>,
+        reply: oneshot::Sender<Result<Hlc, StateError>>,
+    },
+    DeleteState {
+        key: String,
+        reply: oneshot::Sender<Result<Option<Hlc>, StateError>>,
+    },
+    Members {
+        reply: oneshot::Sender<Vec<MemberView>>,
+    },
+    StateOf {
+        node: NodeId,
+        reply: oneshot::Sender<Vec<(String, Vec<u8>)>>,
+    },
+    Metrics {
+        reply: oneshot::Sender<Metrics>,
+    },
+    Leave {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// What connection tasks report.
+pub(crate) enum Input {
+    Datagram {
+        from: SocketAddr,
+        peer: NodeId,
+        bytes: Bytes,
+    },
+    Message {
+        from: SocketAddr,
+        peer: NodeId,
+        bytes: Vec<u8>,
+    },
+    Connected {
+        addr: SocketAddr,
+        conn: quinn::Connection,
+    },
+    ConnectFailed {
+        addr: SocketAddr,
+    },
+    Closed {
+        addr: SocketAddr,
+        id: usize,
+    },
+}
+
+struct Peer {
+    conn: quinn::Connection,
+    last_used: Instant,
+}
+
+struct Backoff {
+    until: Instant,
+    wait: Duration,
+}
+
+pub(crate) struct Driver {
+    pub(crate) node: Node,
+    pub(crate) endpoint: quinn::Endpoint,
+    pub(crate) started: Instant,
+    pub(crate) inputs_tx: mpsc::Sender<Input>,
+    pub(crate) inputs: mpsc::Receiver<Input>,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) metrics: Arc<RuntimeMetrics>,
+    pub(crate) store: Option<Store>,
+    pub(crate) max_connections: usize,
+    peers: BTreeMap<SocketAddr, Peer>,
+    pending: BTreeMap<SocketAddr, VecDeque<Transmit>>,
+    backoff: BTreeMap<SocketAddr, Backoff>,
+    /// The member list changed since the cache was last written.
+    members_dirty: bool,
+}
+
+impl Driver {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        node: Node,
+        endpoint: quinn::Endpoint,
+        started: Instant,
+        inputs: (mpsc::Sender<Input>, mpsc::Receiver<Input>),
+        commands: mpsc::Receiver<Command>,
+        events: broadcast::Sender<Event>,
+        metrics: Arc<RuntimeMetrics>,
+        store: Option<Store>,
+        max_connections: usize,
+    ) -> Self {
+        Self {
+            node,
+            endpoint,
+            started,
+            inputs_tx: inputs.0,
+            inputs: inputs.1,
+            commands,
+            events,
+            metrics,
+            store,
+            max_connections,
+            peers: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            backoff: BTreeMap::new(),
+            members_dirty: false,
+        }
+    }
+
+    /// The runtime is the clock the core is driven by.
+    #[allow(clippy::disallowed_methods)]
+    fn now(&self) -> Now {
+        now_from(self.started)
+    }
+
+    /// Runs until the node has left.
+    pub(crate) async fn run(mut self) {
+        let accept = tokio::spawn(accept_loop(
+            self.endpoint.clone(),
+            self.inputs_tx.clone(),
+            self.metrics.clone(),
+        ));
+        #[allow(clippy::disallowed_methods)]
+        let mut next_persist = Instant::now() + PERSIST_INTERVAL;
+        loop {
+            let deadline = self
+                .node
+                .poll_timeout()
+                .map(|d| self.started + d)
+                .unwrap_or_else(|| self.started + Duration::from_secs(86_400 * 365));
+            let deadline = if self.members_dirty {
+                deadline.min(next_persist)
+            } else {
+                deadline
+            };
+            tokio::select! {
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Leave { reply }) => {
+                        self.leave().await;
+                        let _ = reply.send(());
+                        break;
+                    }
+                    Some(cmd) => self.command(cmd),
+                    // Every handle dropped: leave quietly.
+                    None => {
+                        self.leave().await;
+                        break;
+                    }
+                },
+                Some(input) = self.inputs.recv() => self.input(input),
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    let now = self.now();
+                    self.node.handle_timeout(now);
+                    #[allow(clippy::disallowed_methods)]
+                    let wall = Instant::now();
+                    if self.members_dirty && wall >= next_persist {
+                        next_persist = wall + PERSIST_INTERVAL;
+                        self.members_dirty = false;
+                        self.persist_members();
+                    }
+                }
+            }
+            self.flush();
+        }
+        accept.abort();
+    }
+
+    fn command(&mut self, cmd: Command) {
+        let now = self.now();
+        match cmd {
+            Command::SetState { key, value, reply } => {
+                let _ = reply.send(self.node.set_state(now, &key, &value));
+            }
+            Command::DeleteState { key, reply } => {
+                let _ = reply.send(self.node.delete_state(now, &key));
+            }
+            Command::Members { reply } => {
+                let _ = reply.send(self.node.members().cloned().collect());
+            }
+            Command::StateOf { node, reply } => {
+                let _ = reply.send(self.node.state_of(&node));
+            }
+            Command::Metrics { reply } => {
+                let _ = reply.send(self.node.metrics());
+            }
+            Command::Leave { .. } => unreachable!("handled by run"),
+        }
+    }
+
+    fn input(&mut self, input: Input) {
+        let now = self.now();
+        match input {
+            Input::Datagram { from, peer, bytes } => {
+                if let Err(e) = self.node.handle_datagram_from(now, from, &peer, &bytes) {
+                    self.refused(&peer, from, &e);
+                }
+            }
+            Input::Message { from, peer, bytes } => {
+                if let Err(e) = self.node.handle_message_from(now, from, &peer, &bytes) {
+                    self.refused(&peer, from, &e);
+                }
+            }
+            Input::Connected { addr, conn } => {
+                self.backoff.remove(&addr);
+                self.add_peer(addr, conn);
+                if let Some(queue) = self.pending.remove(&addr) {
+                    for t in queue {
+                        self.send(t);
+                    }
+                }
+            }
+            Input::ConnectFailed { addr } => {
+                let dropped = self.pending.remove(&addr).map_or(0, |q| q.len());
+                self.metrics
+                    .transmits_dropped
+                    .fetch_add(dropped as u64, Ordering::Relaxed);
+                #[allow(clippy::disallowed_methods)]
+                let now = Instant::now();
+                let wait = self
+                    .backoff
+                    .get(&addr)
+                    .map_or(Duration::from_millis(100), |b| {
+                        (b.wait * 2).min(MAX_CONNECT_BACKOFF)
+                    });
+                self.backoff.insert(
+                    addr,
+                    Backoff {
+                        until: now + wait,
+                        wait,
+                    },
+                );
+            }
+            Input::Closed { addr, id } => {
+                if self
+                    .peers
+                    .get(&addr)
+                    .is_some_and(|p| p.conn.stable_id() == id)
+                {
+                    self.peers.remove(&addr);
+                    self.metrics
+                        .open_connections
+                        .store(self.peers.len() as u64, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    fn refused(&self, peer: &NodeId, from: SocketAddr, e: &crate::node::InputError) {
+        if matches!(e, crate::node::InputError::WrongSender { .. }) {
+            tracing::warn!(%peer, %from, error = %e, "refused a message from a peer claiming another identity");
+        } else {
+            tracing::debug!(%peer, %from, error = %e, "dropped input");
+        }
+    }
+
+    fn add_peer(&mut self, addr: SocketAddr, conn: quinn::Connection) {
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        if !self.peers.contains_key(&addr) && self.peers.len() >= self.max_connections {
+            // Close the least recently used connection.
+            if let Some(lru) = self
+                .peers
+                .iter()
+                .min_by_key(|(_, p)| p.last_used)
+                .map(|(a, _)| *a)
+                && let Some(p) = self.peers.remove(&lru)
+            {
+                p.conn.close(0u32.into(), b"connection limit");
+                self.metrics
+                    .connections_evicted
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.peers.insert(
+            addr,
+            Peer {
+                conn,
+                last_used: now,
+            },
+        );
+        self.metrics
+            .open_connections
+            .store(self.peers.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Sends everything the node queued and hands its events out.
+    fn flush(&mut self) {
+        while let Some(t) = self.node.poll_transmit() {
+            self.send(t);
+        }
+        while let Some(e) = self.node.poll_event() {
+            log_event(&e);
+            if matches!(
+                e,
+                Event::MemberUp(_) | Event::MemberDown(_) | Event::MemberLeft(_)
+            ) {
+                self.members_dirty = true;
+            }
+            let _ = self.events.send(e);
+        }
+    }
+
+    fn send(&mut self, t: Transmit) {
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        if let Some(peer) = self.peers.get_mut(&t.dst) {
+            if peer.conn.close_reason().is_none() {
+                peer.last_used = now;
+                let conn = peer.conn.clone();
+                self.send_on(&conn, t);
+                return;
+            }
+            self.peers.remove(&t.dst);
+        }
+        if self.backoff.get(&t.dst).is_some_and(|b| now < b.until) {
+            self.metrics
+                .transmits_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let dst = t.dst;
+        let queue = self.pending.entry(dst).or_default();
+        let first = queue.is_empty();
+        if queue.len() >= MAX_PENDING_PER_PEER {
+            self.metrics
+                .transmits_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        queue.push_back(t);
+        if first {
+            self.connect(dst);
+        }
+    }
+
+    fn send_on(&self, conn: &quinn::Connection, t: Transmit) {
+        if t.kind.is_stream() {
+            let conn = conn.clone();
+            let metrics = self.metrics.clone();
+            tokio::spawn(async move {
+                let sent = async {
+                    let mut s = conn.open_uni().await.ok()?;
+                    s.write_all(&t.bytes).await.ok()?;
+                    s.finish().ok()
+                };
+                if sent.await.is_none() {
+                    metrics.stream_send_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            return;
+        }
+        let max = conn.max_datagram_size().unwrap_or(0);
+        if t.bytes.len() > max {
+            self.metrics
+                .datagrams_too_large
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(len = t.bytes.len(), max, dst = %t.dst, "datagram over the path limit dropped");
+            return;
+        }
+        if conn.send_datagram(Bytes::from(t.bytes)).is_err() {
+            self.metrics
+                .datagram_send_errors
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn connect(&self, addr: SocketAddr) {
+        let endpoint = self.endpoint.clone();
+        let tx = self.inputs_tx.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let attempt = async {
+                let connecting = endpoint
+                    .connect(addr, CLUSTER_SERVER_NAME)
+                    .map_err(|e| e.to_string())?;
+                let conn = connecting.await.map_err(|e| e.to_string())?;
+                let peer = peer_node_id(&conn)?;
+                Ok::<_, String>((conn, peer))
+            };
+            match attempt.await {
+                Ok((conn, peer)) => {
+                    metrics.connections_opened.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(read_loop(conn.clone(), addr, peer, tx.clone()));
+                    let _ = tx.send(Input::Connected { addr, conn }).await;
+                }
+                Err(e) => {
+                    metrics.connect_failures.fetch_add(1, Ordering::Relaxed);
+                    if e.contains("certificate") || e.contains("TLS") || e.contains("crypto") {
+                        metrics.tls_refusals.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%addr, error = %e, "refused peer: TLS handshake failed");
+                    } else {
+                        tracing::debug!(%addr, error = %e, "connection failed");
+                    }
+                    let _ = tx.send(Input::ConnectFailed { addr }).await;
+                }
+            }
+        });
+    }
+
+    async fn leave(&mut self) {
+        let now = self.now();
+        self.node.leave(now);
+        self.flush();
+        // Give the goodbye datagrams a moment on connections being opened.
+        let until = tokio::time::Instant::now() + Duration::from_millis(300);
+        while tokio::time::Instant::now() < until {
+            tokio::select! {
+                Some(input) = self.inputs.recv() => {
+                    if let Input::Connected { addr, conn } = input {
+                        self.add_peer(addr, conn);
+                        for t in self.pending.remove(&addr).unwrap_or_default() {
+                            self.send(t);
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(until) => {}
+            }
+        }
+        self.persist_members();
+        self.endpoint.close(0u32.into(), b"leaving");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+
+    fn persist_members(&self) {
+        let Some(store) = &self.store else { return };
+        let members: Vec<(NodeId, SocketAddr)> = self
+            .node
+            .members()
+            .filter(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
+            .map(|m| (m.identity.id.clone(), m.identity.addr))
+            .collect();
+        if let Err(e) = store.save_members(&members) {
+            tracing::warn!(error = %e, "could not save the member cache");
+        }
+    }
+}
+
+/// Builds a [`Now`] from the driver's start instant and the wall clock.
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn now_from(started: Instant) -> Now {
+    let wall_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Now {
+        mono: started.elapsed(),
+        wall_ms,
+    }
+}
+
+fn log_event(e: &Event) {
+    match e {
+        Event::MemberUp(id) => tracing::info!(member = %id, "member up"),
+        Event::MemberSuspected(id) => tracing::info!(member = %id, "member suspected"),
+        Event::MemberRefuted(id) => tracing::info!(member = %id, "suspicion refuted"),
+        Event::MemberDown(id) => tracing::warn!(member = %id, "member down"),
+        Event::MemberLeft(id) => tracing::info!(member = %id, "member left"),
+        Event::Joined => tracing::info!("joined the cluster"),
+        Event::Rejoined(id) => tracing::warn!(identity = %id, "forced to rejoin"),
+        Event::Defunct => tracing::error!("declared down and unable to rejoin"),
+        Event::HlcDriftRejected { owner, ahead_ms } => {
+            tracing::warn!(%owner, ahead_ms, "refused a write stamped too far ahead")
+        }
+        Event::Refuted { incarnation } => tracing::info!(incarnation, "refuted a suspicion"),
+        Event::StateChanged { .. } => {}
+    }
+}
+
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    tx: mpsc::Sender<Input>,
+    metrics: Arc<RuntimeMetrics>,
+) {
+    while let Some(incoming) = endpoint.accept().await {
+        let tx = tx.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let addr = incoming.remote_address();
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    metrics.tls_refusals.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%addr, error = %e, "refused peer: TLS handshake failed");
+                    return;
+                }
+            };
+            let peer = match peer_node_id(&conn) {
+                Ok(p) => p,
+                Err(e) => {
+                    metrics.tls_refusals.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%addr, error = %e, "refused peer: certificate names no node");
+                    conn.close(1u32.into(), b"bad certificate");
+                    return;
+                }
+            };
+            metrics.connections_accepted.fetch_add(1, Ordering::Relaxed);
+            let _ = tx
+                .send(Input::Connected {
+                    addr,
+                    conn: conn.clone(),
+                })
+                .await;
+            read_loop(conn, addr, peer, tx).await;
+        });
+    }
+}
+
+async fn read_loop(
+    conn: quinn::Connection,
+    addr: SocketAddr,
+    peer: NodeId,
+    tx: mpsc::Sender<Input>,
+) {
+    loop {
+        tokio::select! {
+            d = conn.read_datagram() => match d {
+                Ok(bytes) => {
+                    let peer = peer.clone();
+                    if tx.send(Input::Datagram { from: addr, peer, bytes }).await.is_err() {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            },
+            s = conn.accept_uni() => match s {
+                Ok(mut recv) => {
+                    let tx = tx.clone();
+                    let peer = peer.clone();
+                    tokio::spawn(async move {
+                        if let Ok(bytes) = recv.read_to_end(MAX_STREAM_MESSAGE_BYTES).await {
+                            let _ = tx.send(Input::Message { from: addr, peer, bytes }).await;
+                        }
+                    });
+                }
+                Err(_) => break,
+            },
+        }
+    }
+    let _ = tx
+        .send(Input::Closed {
+            addr,
+            id: conn.stable_id(),
+        })
+        .await;
+}

@@ -1,0 +1,442 @@
+//! The QUIC runtime: drives one [`Node`] from a quinn endpoint, with mutual
+//! TLS under a cluster CA and an optional data directory.
+//!
+//! [`Roster`] is the embeddable handle; the `roster agent` command is a thin
+//! wrapper around it.
+
+mod driver;
+pub mod metrics;
+pub mod store;
+pub mod tls;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::node::{
+    Config, ConfigError, Event, Generation, Hlc, Identity, MemberState, MemberView, Metrics, Node,
+    NodeId, StateError,
+};
+use driver::{Command, Driver};
+pub use metrics::{RuntimeMetrics, RuntimeSnapshot};
+use store::{Store, StoreError};
+use tls::{NodeCert, TlsError};
+
+/// Events kept for a slow subscriber before it starts missing some.
+pub const EVENT_BUFFER: usize = 4096;
+/// Default bound on open QUIC connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// How long an unused connection stays open.
+pub const CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a node could not start. Nothing was left running.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// No certificate was given.
+    #[error("no TLS certificate: set one with .tls() or .tls_dir()")]
+    NoCertificate,
+    /// The certificates could not be loaded or used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The certificate names another node than the one configured.
+    #[error("certificate is for node {cert}, but this node is {name}")]
+    NameMismatch {
+        /// In the certificate.
+        cert: NodeId,
+        /// Configured.
+        name: NodeId,
+    },
+    /// The certificate names no valid node.
+    #[error("certificate: {0}")]
+    BadCertificate(String),
+    /// The data directory could not be used.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The socket could not be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// The node is no longer running (it left or was stopped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the node is not running")]
+pub struct Stopped;
+
+/// Why a state write failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// Refused by the state limits; state unchanged.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The node is not running.
+    #[error(transparent)]
+    Stopped(#[from] Stopped),
+}
+
+/// A member as the handle reports it (this node included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Name.
+    pub id: NodeId,
+    /// Address.
+    pub addr: SocketAddr,
+    /// Start count.
+    pub generation: Generation,
+    /// State as this node sees it.
+    pub state: MemberState,
+}
+
+impl From<&MemberView> for Member {
+    fn from(v: &MemberView) -> Self {
+        Self {
+            id: v.identity.id.clone(),
+            addr: v.identity.addr,
+            generation: v.identity.generation,
+            state: v.state,
+        }
+    }
+}
+
+/// Builds and starts a node. See [`Roster::builder`].
+#[derive(Debug, Clone)]
+pub struct Builder {
+    name: Option<NodeId>,
+    bind: SocketAddr,
+    advertise: Option<SocketAddr>,
+    join: Vec<SocketAddr>,
+    cert: Option<NodeCert>,
+    tls_dir: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    tags: BTreeMap<String, String>,
+    config: Config,
+    max_connections: usize,
+    seed: Option<u64>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            name: None,
+            bind: SocketAddr::from(([127, 0, 0, 1], 7946)),
+            advertise: None,
+            join: Vec::new(),
+            cert: None,
+            tls_dir: None,
+            data_dir: None,
+            tags: BTreeMap::new(),
+            config: Config::lan(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            seed: None,
+        }
+    }
+}
+
+impl Builder {
+    /// The node's name (default: the name in its certificate).
+    pub fn name(mut self, name: NodeId) -> Self {
+        self.name = Some(name);
+        self
+    }
+
+    /// Address to bind (default 127.0.0.1:7946; port 0 picks a free one).
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = addr;
+        self
+    }
+
+    /// Address peers reach this node at (default: the bound address).
+    pub fn advertise(mut self, addr: SocketAddr) -> Self {
+        self.advertise = Some(addr);
+        self
+    }
+
+    /// A member to join through (repeatable; any member will do).
+    pub fn join(mut self, addr: SocketAddr) -> Self {
+        self.join.push(addr);
+        self
+    }
+
+    /// The node's certificate.
+    pub fn tls(mut self, cert: NodeCert) -> Self {
+        self.cert = Some(cert);
+        self
+    }
+
+    /// Directory holding `ca.crt`, `node.crt` and `node.key`.
+    pub fn tls_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.tls_dir = Some(dir.into());
+        self
+    }
+
+    /// Directory for the node's identity, generation and member cache.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// A tag, spread as state key `tag:{key}`.
+    pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.tags.insert(key.into(), value.into());
+        self
+    }
+
+    /// Membership configuration (default [`Config::lan`]).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Bound on open QUIC connections (default 512).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// Seed of the node's RNG (default: from the OS).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Starts the node: binds, loads certificates and the data directory,
+    /// and begins joining. Must run inside a tokio runtime.
+    pub async fn start(self) -> Result<Roster, StartError> {
+        self.config.validate()?;
+        let cert = match (&self.cert, &self.tls_dir) {
+            (Some(c), _) => c.clone(),
+            (None, Some(dir)) => NodeCert::load(dir)?,
+            (None, None) => return Err(StartError::NoCertificate),
+        };
+        let cert_id = cert.node_id().map_err(StartError::BadCertificate)?;
+        let name = self.name.clone().unwrap_or_else(|| cert_id.clone());
+        if cert_id != name {
+            return Err(StartError::NameMismatch {
+                cert: cert_id,
+                name,
+            });
+        }
+        let store = self.data_dir.as_deref().map(Store::open).transpose()?;
+        let generation = match &store {
+            Some(s) => s.start(&name)?,
+            None => Generation(1),
+        };
+        let mut join = self.join.clone();
+        if let Some(s) = &store {
+            for a in s.members()? {
+                if !join.contains(&a) {
+                    join.push(a);
+                }
+            }
+        }
+
+        let mut server = cert.server_config()?;
+        let mut transport = quinn::TransportConfig::default();
+        transport.max_idle_timeout(Some(
+            CONNECTION_IDLE_TIMEOUT
+                .try_into()
+                .expect("30 s fits a QUIC idle timeout"),
+        ));
+        let transport = Arc::new(transport);
+        server.transport_config(transport.clone());
+        let mut client = cert.client_config()?;
+        client.transport_config(transport);
+        let mut endpoint =
+            quinn::Endpoint::server(server, self.bind).map_err(|source| StartError::Bind {
+                addr: self.bind,
+                source,
+            })?;
+        endpoint.set_default_client_config(client);
+        let local = endpoint.local_addr().map_err(|source| StartError::Bind {
+            addr: self.bind,
+            source,
+        })?;
+        let advertise = self.advertise.unwrap_or(local);
+
+        #[allow(clippy::disallowed_methods)] // the runtime is the node's clock
+        let started = Instant::now();
+        let now = driver::now_from(started);
+        let seed = self.seed.unwrap_or_else(|| {
+            // Distinct per node and run; determinism is the simulator's job.
+            let t = now.wall_ms ^ u64::from(advertise.port()) << 48;
+            t ^ (std::process::id() as u64) << 32
+        });
+        let identity = Identity::new(name.clone(), advertise, generation);
+        let mut node = Node::new(identity.clone(), self.config.clone(), seed, now)?;
+        for (k, v) in &self.tags {
+            if let Err(e) = node.set_state(now, &format!("tag:{k}"), v.as_bytes()) {
+                tracing::warn!(tag = %k, error = %e, "tag refused");
+            }
+        }
+        node.join(now, join);
+
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let (cmd_tx, cmd_rx) = mpsc::channel(256);
+        let metrics = Arc::new(RuntimeMetrics::default());
+        let drv = Driver::new(
+            node,
+            endpoint.clone(),
+            started,
+            mpsc::channel(4096),
+            cmd_rx,
+            events.clone(),
+            metrics.clone(),
+            store,
+            self.max_connections,
+        );
+        let task = tokio::spawn(drv.run());
+        tracing::info!(node = %identity, "started");
+        Ok(Roster {
+            identity,
+            local_addr: local,
+            commands: cmd_tx,
+            events,
+            metrics,
+            endpoint,
+            task,
+        })
+    }
+}
+
+/// A running node. Dropping every clone of the command channel (i.e. this
+/// handle) makes the node leave.
+#[derive(Debug)]
+pub struct Roster {
+    identity: Identity,
+    local_addr: SocketAddr,
+    commands: mpsc::Sender<Command>,
+    events: broadcast::Sender<Event>,
+    metrics: Arc<RuntimeMetrics>,
+    endpoint: quinn::Endpoint,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A stream of a node's events. Lagging far behind (more than
+/// [`EVENT_BUFFER`] events) skips the oldest ones.
+#[derive(Debug)]
+pub struct Events {
+    rx: broadcast::Receiver<Event>,
+}
+
+impl Events {
+    /// The next event, or `None` once the node has stopped.
+    pub async fn next(&mut self) -> Option<Event> {
+        loop {
+            match self.rx.recv().await {
+                Ok(e) => return Some(e),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(skipped = n, "event subscriber fell behind");
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+impl Roster {
+    /// A builder with defaults.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// This node's identity.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Stopped> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    /// Every member this node knows, itself included (first).
+    pub async fn members(&self) -> Result<Vec<Member>, Stopped> {
+        let views = self.ask(|reply| Command::Members { reply }).await?;
+        let mut out = vec![Member {
+            id: self.identity.id.clone(),
+            addr: self.identity.addr,
+            generation: self.identity.generation,
+            state: MemberState::Alive,
+        }];
+        out.extend(views.iter().map(Member::from));
+        Ok(out)
+    }
+
+    /// Events from now on.
+    pub fn subscribe(&self) -> Events {
+        Events {
+            rx: self.events.subscribe(),
+        }
+    }
+
+    /// Writes a key of this node's state; it spreads to every member.
+    pub async fn set_state(&self, key: &str, value: &[u8]) -> Result<Hlc, WriteError> {
+        let (key, value) = (key.to_owned(), value.to_vec());
+        Ok(self
+            .ask(|reply| Command::SetState { key, value, reply })
+            .await??)
+    }
+
+    /// Deletes a key of this node's state; `None` when it did not exist.
+    pub async fn delete_state(&self, key: &str) -> Result<Option<Hlc>, WriteError> {
+        let key = key.to_owned();
+        Ok(self
+            .ask(|reply| Command::DeleteState { key, reply })
+            .await??)
+    }
+
+    /// The live state of `node` as known here.
+    pub async fn state_of(&self, node: &NodeId) -> Result<Vec<(String, Vec<u8>)>, Stopped> {
+        let node = node.clone();
+        self.ask(|reply| Command::StateOf { node, reply }).await
+    }
+
+    /// The node core's counters.
+    pub async fn node_metrics(&self) -> Result<Metrics, Stopped> {
+        self.ask(|reply| Command::Metrics { reply }).await
+    }
+
+    /// The transport's counters.
+    pub fn runtime_metrics(&self) -> RuntimeSnapshot {
+        self.metrics.snapshot()
+    }
+
+    /// Leaves the cluster gracefully and stops (within about 1.5 s).
+    pub async fn leave(self) {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Leave { reply: tx })
+            .await
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+        let _ = self.task.await;
+    }
+
+    /// Stops abruptly, as a crash would: tasks aborted and the endpoint
+    /// closed, with no goodbye. For failure drills and tests.
+    pub async fn kill(self) {
+        self.task.abort();
+        self.endpoint.close(0u32.into(), b"killed");
+        let _ = self.task.await;
+    }
+}

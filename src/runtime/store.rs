@@ -1,0 +1,158 @@
+//! What a node keeps on disk (redb, in `--data-dir`): its `NodeId`, its
+//! generation (raised on every start) and the addresses of the members it
+//! last knew, so a restarted node rejoins through them even without `--join`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableTable, TableDefinition};
+
+use crate::node::{Generation, NodeId};
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const MEMBERS: TableDefinition<&str, &str> = TableDefinition::new("members");
+
+/// Most member addresses kept.
+pub const MAX_CACHED_MEMBERS: usize = 1024;
+
+/// Why the data directory could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The directory could not be created.
+    #[error("data dir {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The database failed.
+    #[error("data dir database: {0}")]
+    Db(#[from] redb::Error),
+    /// The data dir belongs to another node.
+    #[error("data dir belongs to node {stored}, not {requested}; use another --data-dir")]
+    OtherNode {
+        /// The NodeId on disk.
+        stored: String,
+        /// The NodeId asked for.
+        requested: NodeId,
+    },
+}
+
+fn dberr<E: Into<redb::Error>>(e: E) -> StoreError {
+    StoreError::Db(e.into())
+}
+
+/// A node's on-disk state.
+pub struct Store {
+    db: Database,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store { .. }")
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let db = Database::create(dir.join("roster.redb")).map_err(dberr)?;
+        let tx = db.begin_write().map_err(dberr)?;
+        tx.open_table(META).map_err(dberr)?;
+        tx.open_table(MEMBERS).map_err(dberr)?;
+        tx.commit().map_err(dberr)?;
+        Ok(Self { db })
+    }
+
+    /// Records a start of node `id`: checks the directory is this node's and
+    /// returns the new, higher generation.
+    pub fn start(&self, id: &NodeId) -> Result<Generation, StoreError> {
+        let tx = self.db.begin_write().map_err(dberr)?;
+        let generation = {
+            let mut t = tx.open_table(META).map_err(dberr)?;
+            if let Some(stored) = t.get("node_id").map_err(dberr)? {
+                let stored = String::from_utf8_lossy(stored.value()).into_owned();
+                if stored != id.as_str() {
+                    return Err(StoreError::OtherNode {
+                        stored,
+                        requested: id.clone(),
+                    });
+                }
+            }
+            let last = t
+                .get("generation")
+                .map_err(dberr)?
+                .and_then(|g| <[u8; 8]>::try_from(g.value()).ok())
+                .map(u64::from_le_bytes)
+                .unwrap_or(0);
+            let next = Generation(last).next();
+            t.insert("node_id", id.as_str().as_bytes()).map_err(dberr)?;
+            t.insert("generation", next.0.to_le_bytes().as_slice())
+                .map_err(dberr)?;
+            next
+        };
+        tx.commit().map_err(dberr)?;
+        Ok(generation)
+    }
+
+    /// Replaces the cached member addresses (at most [`MAX_CACHED_MEMBERS`]).
+    pub fn save_members(&self, members: &[(NodeId, SocketAddr)]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(dberr)?;
+        {
+            let mut t = tx.open_table(MEMBERS).map_err(dberr)?;
+            t.retain(|_, _| false).map_err(dberr)?;
+            for (id, addr) in members.iter().take(MAX_CACHED_MEMBERS) {
+                t.insert(id.as_str(), addr.to_string().as_str())
+                    .map_err(dberr)?;
+            }
+        }
+        tx.commit().map_err(dberr)
+    }
+
+    /// The cached member addresses.
+    pub fn members(&self) -> Result<Vec<SocketAddr>, StoreError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(MEMBERS).map_err(dberr)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(dberr)? {
+            let (_, v) = row.map_err(dberr)?;
+            if let Ok(a) = v.value().parse() {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_grows_and_members_persist() {
+        let dir = std::env::temp_dir().join(format!("roster-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let a = NodeId::new("a").unwrap();
+        {
+            let s = Store::open(&dir).unwrap();
+            assert_eq!(s.start(&a).unwrap(), Generation(1));
+            let addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+            s.save_members(&[(NodeId::new("b").unwrap(), addr)])
+                .unwrap();
+        }
+        let s = Store::open(&dir).unwrap();
+        assert_eq!(s.start(&a).unwrap(), Generation(2));
+        assert_eq!(s.members().unwrap().len(), 1);
+        assert!(matches!(
+            s.start(&NodeId::new("other").unwrap()),
+            Err(StoreError::OtherNode { .. })
+        ));
+        drop(s);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,340 @@
+//! Mutual TLS under a cluster CA.
+//!
+//! Every node holds a certificate signed by the cluster CA. The certificate's
+//! common name is the node's [`NodeId`]; every certificate also names
+//! [`CLUSTER_SERVER_NAME`] so that a node can dial a peer by address alone
+//! (it does not know the peer's `NodeId` before the handshake) and still
+//! check the chain with the standard verifier. The peer's `NodeId` is read
+//! from its certificate after the handshake; a message claiming another
+//! `NodeId` is refused by the node core.
+//!
+//! Files: a CA directory holds `ca.crt` and `ca.key`; a node directory holds
+//! `ca.crt`, `node.crt` and `node.key` (PEM).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+use rustls::RootCertStore;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+
+use crate::node::NodeId;
+
+/// Name every node certificate carries besides its `NodeId`.
+pub const CLUSTER_SERVER_NAME: &str = "roster.cluster";
+/// ALPN protocol of roster's QUIC connections.
+pub const ALPN: &[u8] = b"roster/1";
+
+/// Why certificates could not be made, loaded or used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// A file did not hold what was expected.
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Certificate generation failed.
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// rustls refused the configuration.
+    #[error("TLS configuration refused: {0}")]
+    Config(String),
+    /// A certificate already exists where a new one would be written.
+    #[error("{0} already exists; remove it or choose another directory")]
+    Exists(PathBuf),
+}
+
+fn read(path: &Path) -> Result<String, TlsError> {
+    std::fs::read_to_string(path).map_err(|source| TlsError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn write(path: &Path, data: &str) -> Result<(), TlsError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| TlsError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
+    std::fs::write(path, data).map_err(|source| TlsError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// A cluster certificate authority.
+#[derive(Clone)]
+pub struct ClusterCa {
+    cert_pem: String,
+    key_pem: String,
+}
+
+impl std::fmt::Debug for ClusterCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterCa { .. }")
+    }
+}
+
+impl ClusterCa {
+    /// A new CA named `name`.
+    pub fn generate(name: &str) -> Result<Self, TlsError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, name);
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        Ok(Self {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// Loads `ca.crt` and `ca.key` from `dir`.
+    pub fn load(dir: &Path) -> Result<Self, TlsError> {
+        Ok(Self {
+            cert_pem: read(&dir.join("ca.crt"))?,
+            key_pem: read(&dir.join("ca.key"))?,
+        })
+    }
+
+    /// Writes `ca.crt` and `ca.key` into `dir`, refusing to overwrite.
+    pub fn save(&self, dir: &Path) -> Result<(), TlsError> {
+        for f in ["ca.crt", "ca.key"] {
+            if dir.join(f).exists() {
+                return Err(TlsError::Exists(dir.join(f)));
+            }
+        }
+        write(&dir.join("ca.crt"), &self.cert_pem)?;
+        write(&dir.join("ca.key"), &self.key_pem)
+    }
+
+    /// The CA certificate, PEM.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// Issues a certificate for node `id`.
+    pub fn issue(&self, id: &NodeId) -> Result<NodeCert, TlsError> {
+        let ca_key = KeyPair::from_pem(&self.key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, ca_key)?;
+        let mut params = CertificateParams::new(vec![CLUSTER_SERVER_NAME.to_owned()])?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, id.as_str());
+        params.distinguished_name = dn;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &issuer)?;
+        Ok(NodeCert {
+            ca_pem: self.cert_pem.clone(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+/// A node's certificate, key and the CA it trusts.
+#[derive(Clone)]
+pub struct NodeCert {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+impl std::fmt::Debug for NodeCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NodeCert { .. }")
+    }
+}
+
+impl NodeCert {
+    /// Loads `ca.crt`, `node.crt` and `node.key` from `dir`, checking they
+    /// parse.
+    pub fn load(dir: &Path) -> Result<Self, TlsError> {
+        let c = Self {
+            ca_pem: read(&dir.join("ca.crt"))?,
+            cert_pem: read(&dir.join("node.crt"))?,
+            key_pem: read(&dir.join("node.key"))?,
+        };
+        c.node_id().map_err(|reason| TlsError::Invalid {
+            path: dir.join("node.crt"),
+            reason,
+        })?;
+        PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes()).map_err(|e| TlsError::Invalid {
+            path: dir.join("node.key"),
+            reason: e.to_string(),
+        })?;
+        CertificateDer::from_pem_slice(c.ca_pem.as_bytes()).map_err(|e| TlsError::Invalid {
+            path: dir.join("ca.crt"),
+            reason: e.to_string(),
+        })?;
+        Ok(c)
+    }
+
+    /// Writes the three files into `dir`, refusing to overwrite.
+    pub fn save(&self, dir: &Path) -> Result<(), TlsError> {
+        for f in ["node.crt", "node.key"] {
+            if dir.join(f).exists() {
+                return Err(TlsError::Exists(dir.join(f)));
+            }
+        }
+        write(&dir.join("ca.crt"), &self.ca_pem)?;
+        write(&dir.join("node.crt"), &self.cert_pem)?;
+        write(&dir.join("node.key"), &self.key_pem)
+    }
+
+    /// The `NodeId` this certificate names.
+    pub fn node_id(&self) -> Result<NodeId, String> {
+        let der =
+            CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).map_err(|e| e.to_string())?;
+        node_id_of(&der)
+    }
+
+    fn parts(
+        &self,
+    ) -> Result<
+        (
+            RootCertStore,
+            Vec<CertificateDer<'static>>,
+            PrivateKeyDer<'static>,
+        ),
+        TlsError,
+    > {
+        let bad = |what: &str, e: String| TlsError::Config(format!("{what}: {e}"));
+        let ca = CertificateDer::from_pem_slice(self.ca_pem.as_bytes())
+            .map_err(|e| bad("CA certificate", e.to_string()))?;
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(ca)
+            .map_err(|e| bad("CA certificate", e.to_string()))?;
+        let cert = CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
+            .map_err(|e| bad("node certificate", e.to_string()))?;
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+            .map_err(|e| bad("node key", e.to_string()))?;
+        Ok((roots, vec![cert], key))
+    }
+
+    /// QUIC server configuration: requires a client certificate from the CA.
+    pub fn server_config(&self) -> Result<quinn::ServerConfig, TlsError> {
+        let (roots, chain, key) = self.parts()?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        Ok(quinn::ServerConfig::with_crypto(Arc::new(quic)))
+    }
+
+    /// QUIC client configuration: presents this node's certificate and
+    /// accepts only servers certified by the CA.
+    pub fn client_config(&self) -> Result<quinn::ClientConfig, TlsError> {
+        let (roots, chain, key) = self.parts()?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        Ok(quinn::ClientConfig::new(Arc::new(quic)))
+    }
+}
+
+/// The `NodeId` in a certificate's common name.
+pub fn node_id_of(der: &CertificateDer<'_>) -> Result<NodeId, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|e| format!("certificate does not parse: {e}"))?;
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .ok_or("certificate has no common name")?
+        .as_str()
+        .map_err(|e| format!("common name is not text: {e}"))?;
+    NodeId::new(cn).map_err(|e| format!("common name {cn:?} is not a node id: {e}"))
+}
+
+/// The `NodeId` a QUIC peer's certificate names.
+pub fn peer_node_id(conn: &quinn::Connection) -> Result<NodeId, String> {
+    let identity = conn
+        .peer_identity()
+        .ok_or("peer presented no certificate")?;
+    let chain = identity
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .map_err(|_| "peer identity is not a certificate chain")?;
+    let first = chain.first().ok_or("peer certificate chain is empty")?;
+    node_id_of(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_certificates_name_their_node() {
+        let ca = ClusterCa::generate("test").unwrap();
+        let id = NodeId::new("node-7").unwrap();
+        let cert = ca.issue(&id).unwrap();
+        assert_eq!(cert.node_id().unwrap(), id);
+        cert.server_config().unwrap();
+        cert.client_config().unwrap();
+    }
+
+    #[test]
+    fn files_round_trip_and_are_not_overwritten() {
+        let dir = std::env::temp_dir().join(format!("roster-tls-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ca = ClusterCa::generate("test").unwrap();
+        ca.save(&dir.join("ca")).unwrap();
+        assert!(matches!(ca.save(&dir.join("ca")), Err(TlsError::Exists(_))));
+        let ca = ClusterCa::load(&dir.join("ca")).unwrap();
+        let id = NodeId::new("a").unwrap();
+        ca.issue(&id).unwrap().save(&dir.join("a")).unwrap();
+        assert_eq!(
+            NodeCert::load(&dir.join("a")).unwrap().node_id().unwrap(),
+            id
+        );
+        assert!(NodeCert::load(&dir.join("missing")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,282 @@
+//! Real nodes over QUIC on 127.0.0.1, in one process.
+//!
+//! Every wait is on a condition with a deadline; nothing sleeps and hopes.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use roster::node::{Config, MemberState, NodeId};
+use roster::runtime::tls::ClusterCa;
+use roster::{Member, Roster};
+
+fn id(s: &str) -> NodeId {
+    NodeId::new(s).unwrap()
+}
+
+fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+async fn start(ca: &ClusterCa, name: &str, join: Option<SocketAddr>, config: Config) -> Roster {
+    let mut b = Roster::builder()
+        .tls(ca.issue(&id(name)).unwrap())
+        .bind(loopback())
+        .config(config);
+    if let Some(j) = join {
+        b = b.join(j);
+    }
+    b.start().await.unwrap()
+}
+
+/// Polls `check` every 50 ms until it holds; panics with `what` after
+/// `limit`. Returns the time it took.
+async fn wait_for<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what}: not reached within {limit:?}");
+}
+
+async fn states(r: &Roster) -> Vec<Member> {
+    r.members().await.unwrap_or_default()
+}
+
+async fn all_see(
+    nodes: &[&Roster],
+    expect: usize,
+    state: MemberState,
+    who: Option<&NodeId>,
+) -> bool {
+    for n in nodes {
+        let m = states(n).await;
+        let count = m
+            .iter()
+            .filter(|m| m.state == state && who.is_none_or(|w| &m.id == w))
+            .count();
+        if count != expect {
+            return false;
+        }
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_nodes_join_through_different_members_and_see_each_other() {
+    let ca = ClusterCa::generate("test").unwrap();
+    let mut nodes: Vec<Roster> = Vec::new();
+    for i in 0..10 {
+        // Each node joins through a different earlier node.
+        let join = (i > 0).then(|| nodes[i - 1].local_addr());
+        nodes.push(start(&ca, &format!("n{i}"), join, Config::lan()).await);
+    }
+    let refs: Vec<&Roster> = nodes.iter().collect();
+    let took = wait_for(Duration::from_secs(3), "10 Alive everywhere", || {
+        all_see(&refs, 10, MemberState::Alive, None)
+    })
+    .await;
+    eprintln!("all 10 nodes saw 10 Alive members {took:?} after the last start");
+    for n in nodes {
+        n.leave().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_leave_state_and_restart() {
+    let ca = ClusterCa::generate("test").unwrap();
+    let dir = std::env::temp_dir().join(format!("roster-cluster-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut nodes: Vec<Roster> = Vec::new();
+    for i in 0..5 {
+        let join = (i > 0).then(|| nodes[0].local_addr());
+        let b = Roster::builder()
+            .tls(ca.issue(&id(&format!("n{i}"))).unwrap())
+            .bind(loopback())
+            .data_dir(dir.join(format!("n{i}")))
+            .config(Config::lan());
+        let b = match join {
+            Some(j) => b.join(j),
+            None => b,
+        };
+        nodes.push(b.start().await.unwrap());
+    }
+    {
+        let refs: Vec<&Roster> = nodes.iter().collect();
+        wait_for(Duration::from_secs(5), "5 Alive", || {
+            all_see(&refs, 5, MemberState::Alive, None)
+        })
+        .await;
+    }
+
+    // State spreads.
+    nodes[1].set_state("service", b"web").await.unwrap();
+    let n1 = id("n1");
+    let took = wait_for(Duration::from_secs(2), "state everywhere", || async {
+        for n in &nodes {
+            let s = n.state_of(&n1).await.unwrap();
+            if !s.iter().any(|(k, v)| k == "service" && v == b"web") {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    eprintln!("state key visible on all nodes after {took:?}");
+
+    // A crash (no goodbye) is Down everywhere.
+    let crashed = nodes.pop().unwrap();
+    let crashed_id = crashed.identity().id.clone();
+    let crashed_addr = crashed.local_addr();
+    crashed.kill().await;
+    {
+        let refs: Vec<&Roster> = nodes.iter().collect();
+        let took = wait_for(
+            Duration::from_secs(15),
+            "crashed node Down everywhere",
+            || all_see(&refs, 1, MemberState::Down, Some(&crashed_id)),
+        )
+        .await;
+        eprintln!("crashed node Down on every survivor after {took:?}");
+    }
+
+    // Restart on the same data dir: same NodeId, higher generation, Alive
+    // again everywhere; no --join needed (the member cache is used).
+    let restarted = Roster::builder()
+        .tls(ca.issue(&crashed_id).unwrap())
+        .bind(crashed_addr)
+        .data_dir(dir.join(crashed_id.as_str()))
+        .config(Config::lan())
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(restarted.identity().id, crashed_id);
+    assert!(
+        restarted.identity().generation.0 >= 2,
+        "{:?}",
+        restarted.identity()
+    );
+    let generation = restarted.identity().generation;
+    nodes.push(restarted);
+    {
+        let refs: Vec<&Roster> = nodes.iter().collect();
+        let took = wait_for(
+            Duration::from_secs(10),
+            "restarted node Alive everywhere",
+            || async {
+                for n in &refs {
+                    let m = states(n).await;
+                    if !m.iter().any(|m| {
+                        m.id == crashed_id
+                            && m.state == MemberState::Alive
+                            && m.generation == generation
+                    }) {
+                        return false;
+                    }
+                }
+                true
+            },
+        )
+        .await;
+        eprintln!("restarted node (generation {generation}) Alive everywhere after {took:?}");
+    }
+
+    // A graceful leave is Left everywhere.
+    let leaver = nodes.remove(2);
+    let leaver_id = leaver.identity().id.clone();
+    leaver.leave().await;
+    {
+        let refs: Vec<&Roster> = nodes.iter().collect();
+        let took = wait_for(Duration::from_secs(3), "leaver Left everywhere", || {
+            all_see(&refs, 1, MemberState::Left, Some(&leaver_id))
+        })
+        .await;
+        eprintln!("left node Left everywhere after {took:?}");
+    }
+    for n in nodes {
+        n.leave().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_from_another_ca_never_appears() {
+    let ca = ClusterCa::generate("cluster").unwrap();
+    let rogue_ca = ClusterCa::generate("rogue").unwrap();
+    let a = start(&ca, "a", None, Config::local()).await;
+    let b = start(&ca, "b", Some(a.local_addr()), Config::local()).await;
+    let rogue = start(&rogue_ca, "rogue", Some(a.local_addr()), Config::local()).await;
+    let ab = [&a, &b];
+    wait_for(Duration::from_secs(5), "a and b see each other", || {
+        all_see(&ab, 2, MemberState::Alive, None)
+    })
+    .await;
+    wait_for(Duration::from_secs(5), "refusal counted", || async {
+        a.runtime_metrics().tls_refusals + rogue.runtime_metrics().tls_refusals > 0
+    })
+    .await;
+    // Give the rogue several join retries, then check it never got in.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        for n in [&a, &b] {
+            let m = states(n).await;
+            assert!(
+                !m.iter().any(|m| m.id.as_str() == "rogue"),
+                "rogue appeared in {:?}",
+                n.identity()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(states(&rogue).await.len(), 1, "the rogue sees no one");
+    eprintln!(
+        "tls refusals: a={} b={} rogue={}",
+        a.runtime_metrics().tls_refusals,
+        b.runtime_metrics().tls_refusals,
+        rogue.runtime_metrics().tls_refusals
+    );
+    for n in [a, b, rogue] {
+        n.leave().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_keys_spread_without_oversized_datagrams() {
+    let ca = ClusterCa::generate("test").unwrap();
+    let a = start(&ca, "a", None, Config::local()).await;
+    let b = start(&ca, "b", Some(a.local_addr()), Config::local()).await;
+    let c = start(&ca, "c", Some(b.local_addr()), Config::local()).await;
+    let abc = [&a, &b, &c];
+    wait_for(Duration::from_secs(5), "3 Alive", || {
+        all_see(&abc, 3, MemberState::Alive, None)
+    })
+    .await;
+    let value = vec![b'x'; 100];
+    for i in 0..200 {
+        a.set_state(&format!("key-{i:03}"), &value).await.unwrap();
+    }
+    let a_id = a.identity().id.clone();
+    let took = wait_for(Duration::from_secs(20), "200 keys everywhere", || async {
+        for n in [&b, &c] {
+            if n.state_of(&a_id).await.unwrap().len() != 200 {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    eprintln!("200 keys of 100 bytes on every node after {took:?}");
+    for n in [&a, &b, &c] {
+        assert_eq!(n.runtime_metrics().datagrams_too_large, 0);
+    }
+    for n in [a, b, c] {
+        n.leave().await;
+    }
+}
