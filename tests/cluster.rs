@@ -4,7 +4,9 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use roster::node::{Config, MemberState, NodeId};
 use roster::runtime::tls::ClusterCa;

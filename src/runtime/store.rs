@@ -28,7 +28,7 @@ pub enum StoreError {
     },
     /// The database failed.
     #[error("data dir database: {0}")]
-    Db(#[from] redb::Error),
+    Db(Box<redb::Error>),
     /// The data dir belongs to another node.
     #[error("data dir belongs to node {stored}, not {requested}; use another --data-dir")]
     OtherNode {
@@ -40,7 +40,7 @@ pub enum StoreError {
 }
 
 fn dberr<E: Into<redb::Error>>(e: E) -> StoreError {
-    StoreError::Db(e.into())
+    StoreError::Db(Box::new(e.into()))
 }
 
 /// A node's on-disk state.

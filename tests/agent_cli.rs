@@ -1,0 +1,189 @@
+//! The `roster` binary as a user runs it: certificates, agents as real
+//! processes, bad configuration, and a graceful stop on SIGTERM.
+//!
+//! These tests wait on real processes, so they read the real clock.
+#![allow(clippy::disallowed_methods)]
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn roster() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_roster"))
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("roster-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn certs(dir: &Path, names: &[&str]) {
+    let ok = roster()
+        .args(["cert", "ca", "--dir"])
+        .arg(dir.join("ca"))
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    for n in names {
+        let ok = roster()
+            .args(["cert", "node", "--name", n, "--ca"])
+            .arg(dir.join("ca"))
+            .arg("--out")
+            .arg(dir.join(n))
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn bad_configuration_is_one_clear_error_line_and_a_non_zero_exit() {
+    let dir = tmp("bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases: Vec<Vec<String>> = vec![
+        vec!["agent".into()],
+        vec![
+            "agent".into(),
+            "--tls-dir".into(),
+            dir.join("missing").display().to_string(),
+        ],
+        vec![
+            "agent".into(),
+            "--tls-dir".into(),
+            "x".into(),
+            "--tag".into(),
+            "novalue".into(),
+        ],
+        vec![
+            "agent".into(),
+            "--tls-dir".into(),
+            "x".into(),
+            "--name".into(),
+            "bad name".into(),
+        ],
+    ];
+    for args in cases {
+        let out = roster().args(&args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} should fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+    }
+    let bad_toml = dir.join("bad.toml");
+    std::fs::write(&bad_toml, "nmae = \"a\"\n").unwrap();
+    let out = roster()
+        .arg("agent")
+        .arg("--config")
+        .arg(&bad_toml)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn agents_join_and_stop_gracefully_on_sigterm() {
+    let dir = tmp("agents");
+    certs(&dir, &["a", "b"]);
+    let pa = free_port();
+    let pb = free_port();
+    let config = dir.join("a.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "bind = \"127.0.0.1:{pa}\"\ntls_dir = \"{}\"\nprofile = \"local\"\ntag = [\"role=web\"]\n",
+            dir.join("a").display()
+        ),
+    )
+    .unwrap();
+    let mut a = roster()
+        .arg("agent")
+        .arg("--config")
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut b = roster()
+        .args([
+            "agent",
+            "--profile",
+            "local",
+            "--bind",
+            &format!("127.0.0.1:{pb}"),
+        ])
+        .args(["--join", &format!("127.0.0.1:{pa}")])
+        .arg("--tls-dir")
+        .arg(dir.join("b"))
+        .arg("--data-dir")
+        .arg(dir.join("b-data"))
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for b to log that a is up (read its stderr on a thread).
+    let stderr = b.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let start = Instant::now();
+    let mut saw_a = false;
+    while start.elapsed() < Duration::from_secs(10) && !saw_a {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            saw_a = line.contains("member up") && line.contains("a#1");
+        }
+    }
+    assert!(saw_a, "b never saw a");
+
+    // SIGTERM: leave gracefully, exit 0 within 3 s.
+    let t = Instant::now();
+    let pid = b.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = wait_exit(&mut b, Duration::from_secs(3)).expect("b exits within 3 s");
+    assert!(status.success(), "{status:?}");
+    eprintln!("agent exited 0 {:?} after SIGTERM", t.elapsed());
+    let pid = a.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = wait_exit(&mut a, Duration::from_secs(3)).expect("a exits within 3 s");
+    assert!(status.success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
