@@ -74,9 +74,9 @@ pub enum InputError {
 /// is already part of a cluster.
 const MAX_SEED_RETRIES: u32 = 8;
 
-/// Push-pull rounds run right after joining, at 1, 2 and 4 probe periods'
-/// spacing.
-const CATCH_UP_SYNCS: u32 = 3;
+/// Push-pull rounds run right after joining: two gossip intervals after
+/// joining, then after 2, 4 and 8 more (0.4, 0.8, 1.6 and 3.2 s on LAN).
+const CATCH_UP_SYNCS: u32 = 4;
 
 /// A final check in progress.
 #[derive(Debug, Clone)]
@@ -720,7 +720,7 @@ impl Node {
             TimerKind::CatchUpSync { round } => {
                 self.start_sync();
                 if round < CATCH_UP_SYNCS {
-                    let wait = self.config.probe_period * 2u32.pow(round);
+                    let wait = self.config.gossip_interval * 2u32.pow(round);
                     self.io
                         .schedule(wait, TimerKind::CatchUpSync { round: round + 1 });
                 }
@@ -1380,7 +1380,7 @@ impl Node {
                 // when many join at once: a few quick push-pulls right after
                 // joining close those gaps in seconds instead of one sync
                 // interval.
-                let wait = self.config.probe_period;
+                let wait = self.config.gossip_interval * 2;
                 self.io.schedule(wait, TimerKind::CatchUpSync { round: 1 });
             }
             OwnedNotification::Idle => {
