@@ -209,6 +209,9 @@ pub fn run(args: AgentArgs) -> ExitCode {
 }
 
 async fn serve(s: Settings) -> ExitCode {
+    // Installed before starting, so a signal during start-up is graceful too.
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
     let mut b = Roster::builder()
         .tls_dir(&s.tls_dir)
         .bind(s.bind)
@@ -240,7 +243,13 @@ async fn serve(s: Settings) -> ExitCode {
         }
     };
     tracing::info!(node = %roster.identity(), addr = %roster.local_addr(), "agent running");
-    wait_for_signal().await;
+    tokio::select! {
+        _ = &mut signal => {}
+        _ = roster.stopped() => {
+            tracing::error!("the node stopped unexpectedly");
+            return ExitCode::FAILURE;
+        }
+    }
     tracing::info!("signal received, leaving the cluster");
     if tokio::time::timeout(Duration::from_millis(2500), roster.leave())
         .await
@@ -251,25 +260,32 @@ async fn serve(s: Settings) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGINT or SIGTERM. The handlers are registered when this is called, not
+/// when the future is first polled.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            match (term, int) {
+                (Some(mut t), Some(mut i)) => {
+                    tokio::select! {
+                        _ = t.recv() => {}
+                        _ = i.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

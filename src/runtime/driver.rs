@@ -26,6 +26,8 @@ use crate::wire::MAX_STREAM_MESSAGE_BYTES;
 const MAX_PENDING_PER_PEER: usize = 64;
 /// Longest wait after failed connection attempts to a peer.
 const MAX_CONNECT_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest wait for a QUIC handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the member cache is written to disk at most, after the member
 /// list changed.
 const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
@@ -100,7 +102,7 @@ pub(crate) struct Driver {
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) metrics: Arc<RuntimeMetrics>,
-    pub(crate) store: Option<Store>,
+    pub(crate) store: Option<Arc<Store>>,
     pub(crate) max_connections: usize,
     peers: BTreeMap<SocketAddr, Peer>,
     pending: BTreeMap<SocketAddr, VecDeque<Transmit>>,
@@ -119,7 +121,7 @@ impl Driver {
         commands: mpsc::Receiver<Command>,
         events: broadcast::Sender<Event>,
         metrics: Arc<RuntimeMetrics>,
-        store: Option<Store>,
+        store: Option<Arc<Store>>,
         max_connections: usize,
     ) -> Self {
         Self {
@@ -156,11 +158,12 @@ impl Driver {
         #[allow(clippy::disallowed_methods)]
         let mut next_persist = Instant::now() + PERSIST_INTERVAL;
         loop {
+            let far = self.started + Duration::from_secs(86_400 * 365);
             let deadline = self
                 .node
                 .poll_timeout()
-                .map(|d| self.started + d)
-                .unwrap_or_else(|| self.started + Duration::from_secs(86_400 * 365));
+                .and_then(|d| self.started.checked_add(d))
+                .map_or(far, |d| d.min(far));
             let deadline = if self.members_dirty {
                 deadline.min(next_persist)
             } else {
@@ -323,11 +326,20 @@ impl Driver {
         }
         while let Some(e) = self.node.poll_event() {
             log_event(&e);
-            if matches!(
-                e,
-                Event::MemberUp(_) | Event::MemberDown(_) | Event::MemberLeft(_)
-            ) {
-                self.members_dirty = true;
+            match &e {
+                Event::MemberUp(_) | Event::MemberDown(_) | Event::MemberLeft(_) => {
+                    self.members_dirty = true;
+                }
+                Event::Rejoined(id) => {
+                    // Keep the renewed generation, so the next start is
+                    // higher still.
+                    if let Some(store) = &self.store
+                        && let Err(err) = store.raise_generation(id.generation)
+                    {
+                        tracing::warn!(error = %err, "could not save the renewed generation");
+                    }
+                }
+                _ => {}
             }
             let _ = self.events.send(e);
         }
@@ -406,7 +418,10 @@ impl Driver {
                 let connecting = endpoint
                     .connect(addr, CLUSTER_SERVER_NAME)
                     .map_err(|e| e.to_string())?;
-                let conn = connecting.await.map_err(|e| e.to_string())?;
+                let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+                    .await
+                    .map_err(|_| "connection attempt timed out".to_owned())?
+                    .map_err(|e| e.to_string())?;
                 let peer = peer_node_id(&conn)?;
                 Ok::<_, String>((conn, peer))
             };
@@ -454,17 +469,24 @@ impl Driver {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }
 
+    /// Writes the member cache off the driver's thread (a redb commit
+    /// waits for the disk). Left members are not kept; Down ones are, so a
+    /// node cut off for a while can still find its way back after a restart.
     fn persist_members(&self) {
-        let Some(store) = &self.store else { return };
+        let Some(store) = self.store.clone() else {
+            return;
+        };
         let members: Vec<(NodeId, SocketAddr)> = self
             .node
             .members()
-            .filter(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
+            .filter(|m| m.state != MemberState::Left)
             .map(|m| (m.identity.id.clone(), m.identity.addr))
             .collect();
-        if let Err(e) = store.save_members(&members) {
-            tracing::warn!(error = %e, "could not save the member cache");
-        }
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.save_members(&members) {
+                tracing::warn!(error = %e, "could not save the member cache");
+            }
+        });
     }
 }
 

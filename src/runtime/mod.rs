@@ -59,6 +59,15 @@ pub enum StartError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The advertised address cannot be dialled (bound to 0.0.0.0 or `::`
+    /// without `advertise`).
+    #[error("cannot advertise {0}: peers cannot dial it; set an advertise address")]
+    Unreachable(SocketAddr),
+    /// SWIM packets larger than every QUIC connection carries.
+    #[error(
+        "max_datagram_bytes {0} is over the 1162 bytes every QUIC path carries before path-MTU discovery"
+    )]
+    DatagramTooLarge(usize),
     /// The socket could not be bound.
     #[error("cannot bind {addr}: {source}")]
     Bind {
@@ -227,6 +236,11 @@ impl Builder {
                 name,
             });
         }
+        if self.config.max_datagram_bytes.get() > crate::node::config::QUIC_MIN_DATAGRAM_BYTES {
+            return Err(StartError::DatagramTooLarge(
+                self.config.max_datagram_bytes.get(),
+            ));
+        }
         let store = self.data_dir.as_deref().map(Store::open).transpose()?;
         let generation = match &store {
             Some(s) => s.start(&name)?,
@@ -263,6 +277,9 @@ impl Builder {
             source,
         })?;
         let advertise = self.advertise.unwrap_or(local);
+        if advertise.ip().is_unspecified() || advertise.port() == 0 {
+            return Err(StartError::Unreachable(advertise));
+        }
 
         #[allow(clippy::disallowed_methods)] // the runtime is the node's clock
         let started = Instant::now();
@@ -292,10 +309,14 @@ impl Builder {
             cmd_rx,
             events.clone(),
             metrics.clone(),
-            store,
+            store.map(Arc::new),
             self.max_connections,
         );
-        let task = tokio::spawn(drv.run());
+        let (alive_tx, alive) = tokio::sync::watch::channel(());
+        let task = tokio::spawn(async move {
+            drv.run().await;
+            drop(alive_tx);
+        });
         tracing::info!(node = %identity, "started");
         Ok(Roster {
             identity,
@@ -305,6 +326,7 @@ impl Builder {
             metrics,
             endpoint,
             task,
+            alive,
         })
     }
 }
@@ -320,6 +342,8 @@ pub struct Roster {
     metrics: Arc<RuntimeMetrics>,
     endpoint: quinn::Endpoint,
     task: tokio::task::JoinHandle<()>,
+    /// Closed when the driver task ends (or panics).
+    alive: tokio::sync::watch::Receiver<()>,
 }
 
 /// A stream of a node's events. Lagging far behind (more than
@@ -418,6 +442,13 @@ impl Roster {
         self.metrics.snapshot()
     }
 
+    /// Resolves when the node has stopped running (it left, or its task
+    /// ended unexpectedly).
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + use<> {
+        let mut alive = self.alive.clone();
+        async move { while alive.changed().await.is_ok() {} }
+    }
+
     /// Leaves the cluster gracefully and stops (within about 1.5 s).
     pub async fn leave(self) {
         let (tx, rx) = oneshot::channel();
@@ -432,8 +463,10 @@ impl Roster {
         let _ = self.task.await;
     }
 
-    /// Stops abruptly, as a crash would: tasks aborted and the endpoint
-    /// closed, with no goodbye. For failure drills and tests.
+    /// Stops abruptly, like a crash as far as membership goes: tasks aborted,
+    /// no leave message. The endpoint is closed, so peers see their QUIC
+    /// connections end (a real crash leaves them to time out). For failure
+    /// drills and tests.
     pub async fn kill(self) {
         self.task.abort();
         self.endpoint.close(0u32.into(), b"killed");

@@ -29,6 +29,9 @@ pub enum StoreError {
     /// The database failed.
     #[error("data dir database: {0}")]
     Db(Box<redb::Error>),
+    /// A stored value does not have the expected form.
+    #[error("data dir is corrupt: {0}")]
+    Corrupt(&'static str),
     /// The data dir belongs to another node.
     #[error("data dir belongs to node {stored}, not {requested}; use another --data-dir")]
     OtherNode {
@@ -84,12 +87,12 @@ impl Store {
                     });
                 }
             }
-            let last = t
-                .get("generation")
-                .map_err(dberr)?
-                .and_then(|g| <[u8; 8]>::try_from(g.value()).ok())
-                .map(u64::from_le_bytes)
-                .unwrap_or(0);
+            let last = match t.get("generation").map_err(dberr)? {
+                None => 0,
+                Some(g) => <[u8; 8]>::try_from(g.value())
+                    .map(u64::from_le_bytes)
+                    .map_err(|_| StoreError::Corrupt("generation is not 8 bytes"))?,
+            };
             let next = Generation(last).next();
             t.insert("node_id", id.as_str().as_bytes()).map_err(dberr)?;
             t.insert("generation", next.0.to_le_bytes().as_slice())
@@ -98,6 +101,26 @@ impl Store {
         };
         tx.commit().map_err(dberr)?;
         Ok(generation)
+    }
+
+    /// Raises the stored generation to at least `g` (after the node renewed
+    /// its identity while running).
+    pub fn raise_generation(&self, g: Generation) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(dberr)?;
+        {
+            let mut t = tx.open_table(META).map_err(dberr)?;
+            let last = t
+                .get("generation")
+                .map_err(dberr)?
+                .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
+                .map(u64::from_le_bytes)
+                .unwrap_or(0);
+            if g.0 > last {
+                t.insert("generation", g.0.to_le_bytes().as_slice())
+                    .map_err(dberr)?;
+            }
+        }
+        tx.commit().map_err(dberr)
     }
 
     /// Replaces the cached member addresses (at most [`MAX_CACHED_MEMBERS`]).
@@ -148,6 +171,8 @@ mod tests {
         let s = Store::open(&dir).unwrap();
         assert_eq!(s.start(&a).unwrap(), Generation(2));
         assert_eq!(s.members().unwrap().len(), 1);
+        s.raise_generation(Generation(7)).unwrap();
+        assert_eq!(s.start(&a).unwrap(), Generation(8));
         assert!(matches!(
             s.start(&NodeId::new("other").unwrap()),
             Err(StoreError::OtherNode { .. })

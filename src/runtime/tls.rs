@@ -6,7 +6,9 @@
 //! (it does not know the peer's `NodeId` before the handshake) and still
 //! check the chain with the standard verifier. The peer's `NodeId` is read
 //! from its certificate after the handshake; a message claiming another
-//! `NodeId` is refused by the node core.
+//! `NodeId` as its sender is refused by the node core. What a message
+//! relays about third nodes (gossip) is not signed: every certified node is
+//! trusted to relay honestly.
 //!
 //! Files: a CA directory holds `ca.crt` and `ca.key`; a node directory holds
 //! `ca.crt`, `node.crt` and `node.key` (PEM).
@@ -65,17 +67,37 @@ fn read(path: &Path) -> Result<String, TlsError> {
     })
 }
 
-fn write(path: &Path, data: &str) -> Result<(), TlsError> {
+/// Writes a new file; refuses to overwrite, and keeps private keys private
+/// (mode 0600 on Unix).
+fn write(path: &Path, data: &str, private: bool) -> Result<(), TlsError> {
+    use std::io::Write;
+    let io = |source| TlsError::Io {
+        path: path.to_owned(),
+        source,
+    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|source| TlsError::Io {
             path: dir.to_owned(),
             source,
         })?;
     }
-    std::fs::write(path, data).map_err(|source| TlsError::Io {
-        path: path.to_owned(),
-        source,
-    })
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let mut f = opts.open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            TlsError::Exists(path.to_owned())
+        } else {
+            io(e)
+        }
+    })?;
+    f.write_all(data.as_bytes()).map_err(io)
 }
 
 /// A cluster certificate authority.
@@ -127,8 +149,8 @@ impl ClusterCa {
                 return Err(TlsError::Exists(dir.join(f)));
             }
         }
-        write(&dir.join("ca.crt"), &self.cert_pem)?;
-        write(&dir.join("ca.key"), &self.key_pem)
+        write(&dir.join("ca.key"), &self.key_pem, true)?;
+        write(&dir.join("ca.crt"), &self.cert_pem, false)
     }
 
     /// The CA certificate, PEM.
@@ -199,14 +221,14 @@ impl NodeCert {
 
     /// Writes the three files into `dir`, refusing to overwrite.
     pub fn save(&self, dir: &Path) -> Result<(), TlsError> {
-        for f in ["node.crt", "node.key"] {
+        for f in ["ca.crt", "node.crt", "node.key"] {
             if dir.join(f).exists() {
                 return Err(TlsError::Exists(dir.join(f)));
             }
         }
-        write(&dir.join("ca.crt"), &self.ca_pem)?;
-        write(&dir.join("node.crt"), &self.cert_pem)?;
-        write(&dir.join("node.key"), &self.key_pem)
+        write(&dir.join("node.key"), &self.key_pem, true)?;
+        write(&dir.join("node.crt"), &self.cert_pem, false)?;
+        write(&dir.join("ca.crt"), &self.ca_pem, false)
     }
 
     /// The `NodeId` this certificate names.
