@@ -114,6 +114,9 @@ pub struct Measured {
     /// Observers that never detected a crash.
     pub undetected: u64,
     pub false_downs: u64,
+    /// Downs of healthy nodes declared within one verdict window after the
+    /// network's topology changed (not counted as false).
+    pub transition_downs: u64,
     pub false_down_detail: Vec<String>,
     pub delta_delays: Vec<Nanos>,
     pub delta_coverage: Option<f64>,
@@ -152,6 +155,11 @@ pub struct World {
     window_start: Option<(Nanos, u64, u64)>,
     jumper: Option<usize>,
     end: Nanos,
+    /// When partitions or blocks last changed.
+    topology_changed: Option<Nanos>,
+    /// Longest time a Down verdict takes to form: suspicion plus the final
+    /// check, with the deferrals Lifeguard allows at full health.
+    verdict_window: Nanos,
 }
 
 fn addr_of(i: usize) -> SocketAddr {
@@ -173,7 +181,7 @@ impl World {
             slots: Vec::new(),
             by_addr: BTreeMap::new(),
             net: Network::lan(0),
-            config,
+            config: config.clone(),
             checks: Checks::default(),
             m: Measured::default(),
             writes: Vec::new(),
@@ -185,6 +193,9 @@ impl World {
             window_start: None,
             jumper: None,
             end,
+            topology_changed: None,
+            verdict_window: (config.suspect_to_down_after + config.verify_timeout * 2).as_nanos()
+                as Nanos,
         };
         for _ in 0..nodes {
             w.add_slot();
@@ -402,11 +413,20 @@ impl World {
                         .node
                         .as_ref()
                         .is_some_and(|x| x.identity().generation == id.generation && !x.has_left());
-                    if alive
+                    let healthy = alive
                         && !self.net.impaired(j)
                         && self.net.connected(n, j)
-                        && self.net.connected(j, n)
-                    {
+                        && self.net.connected(j, n);
+                    // A verdict formed from evidence gathered before the
+                    // network last changed (a heal, an unblock) is not a
+                    // false alarm about the network as it is now.
+                    let settled = self
+                        .topology_changed
+                        .is_none_or(|t| self.now.saturating_sub(t) >= self.verdict_window);
+                    if healthy && !settled {
+                        self.m.transition_downs += 1;
+                    }
+                    if healthy && settled {
                         self.m.false_downs += 1;
                         if self.m.false_down_detail.len() < 10 {
                             self.m.false_down_detail.push(format!(
@@ -538,10 +558,14 @@ impl World {
                     self.heal_at = Some(self.now);
                 }
                 self.net.partition = p;
+                self.topology_changed = Some(self.now);
             }
             Action::Loss(p) => self.net.loss = p,
             Action::NodeLoss(n, p) => self.net.node_loss[n] = p,
-            Action::Deaf(n, d) => self.net.deaf[n] = d,
+            Action::Deaf(n, d) => {
+                self.net.deaf[n] = d;
+                self.topology_changed = Some(self.now);
+            }
             Action::ClockJump(n, ms) => self.slots[n].clock.jumped_ms += ms,
             Action::FaultsEnd => self.faults_end = Some(self.now),
         }

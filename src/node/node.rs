@@ -773,6 +773,15 @@ impl Node {
         })
     }
 
+    /// Lifeguard: a node failing most of its own probes (score above half
+    /// the maximum) is more likely the problem than the member it suspects,
+    /// so it defers Down verdicts until it recovers. A node on one side of a
+    /// partition fails only some probes and keeps judging.
+    fn too_unhealthy_to_judge(&self) -> bool {
+        self.config.lifeguard
+            && u16::from(self.io.health) * 2 > u16::from(self.config.max_health_score)
+    }
+
     /// Another member suspects (or declared Down) `id` at `incarnation`.
     /// foca only times out suspicions its own probes raised; with Lifeguard
     /// every node confirms a failure itself, so it starts its own suspicion
@@ -816,7 +825,7 @@ impl Node {
             self.deliver_down(member, incarnation, token);
             return;
         }
-        if self.io.health > 0 {
+        if self.too_unhealthy_to_judge() {
             self.metrics.downs_deferred += 1;
             let wait = self.config.probe_period * self.io.health_multiplier();
             self.io.schedule(
@@ -891,7 +900,7 @@ impl Node {
                     },
                 );
             }
-            None if self.io.health > 0 => {
+            None if self.too_unhealthy_to_judge() => {
                 self.metrics.downs_deferred += 1;
                 let wait = self.config.probe_period * self.io.health_multiplier();
                 self.io.schedule(
