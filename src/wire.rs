@@ -346,14 +346,12 @@ impl Message<'_> {
 
 impl Message<'_> {
     /// The node a message says it comes from, where the sender must be that
-    /// node (a relayed [`Message::Verify`] comes from the relay, so it has
-    /// none). `None` too when a SWIM header does not parse; foca then
-    /// refuses the packet.
+    /// node. `None` for a relayed [`Message::Verify`] (it comes from the
+    /// relay) and for [`Message::Swim`], whose header the node checks while
+    /// reading it anyway (see `swim_sender`).
     pub fn claimed_sender(&self) -> Option<NodeId> {
         match self {
-            Message::Swim(p) => postcard::take_from_bytes::<foca::Header<Identity>>(p)
-                .ok()
-                .map(|(h, _)| h.src.id),
+            Message::Swim(_) => None,
             Message::SyncRequest(r) => Some(r.from.id.clone()),
             Message::SyncReply(r) => Some(r.from.id.clone()),
             Message::SyncDeltas(r) => Some(r.from.id.clone()),
@@ -363,6 +361,14 @@ impl Message<'_> {
             Message::Leave(l) => Some(l.identity.id.clone()),
         }
     }
+}
+
+/// The sender named in a SWIM packet's header, or `None` when it does not
+/// parse.
+pub fn swim_sender(packet: &[u8]) -> Option<NodeId> {
+    postcard::take_from_bytes::<foca::Header<Identity>>(packet)
+        .ok()
+        .map(|(h, _)| h.src.id)
 }
 
 /// Checks the envelope and size; returns the kind and the payload.

@@ -133,3 +133,50 @@ fn a_graceful_leave_is_seen_as_left() {
     });
     assert_eq!(a.active_members(), 0);
 }
+
+#[test]
+fn messages_claiming_another_sender_than_the_authenticated_peer_are_refused() {
+    let mut a = node("a", 7000);
+    let mut b = node("b", 7001);
+    a.join(now(0), [b.identity().addr]);
+    pump(&mut a, &mut b, 10_000, |a, b| {
+        a.active_members() == 1 && b.active_members() == 1
+    });
+    // Capture a's next transmissions (SWIM and others) towards b.
+    let mut captured = Vec::new();
+    let mut t = 10_000;
+    while captured.len() < 5 && t < 30_000 {
+        t += 10;
+        a.handle_timeout(now(t));
+        while let Some(tx) = a.poll_transmit() {
+            captured.push(tx);
+        }
+    }
+    assert!(!captured.is_empty());
+    let mallory = NodeId::new("mallory").unwrap();
+    let a_id = a.identity().id.clone();
+    for tx in &captured {
+        let from = a.identity().addr;
+        let bad = if tx.kind.is_stream() {
+            b.handle_message_from(now(t), from, &mallory, &tx.bytes)
+        } else {
+            b.handle_datagram_from(now(t), from, &mallory, &tx.bytes)
+        };
+        assert!(
+            matches!(bad, Err(roster::node::InputError::WrongSender { .. })),
+            "{:?}: {bad:?}",
+            tx.kind
+        );
+        // The same bytes from the right peer are taken.
+        let good = if tx.kind.is_stream() {
+            b.handle_message_from(now(t), from, &a_id, &tx.bytes)
+        } else {
+            b.handle_datagram_from(now(t), from, &a_id, &tx.bytes)
+        };
+        assert!(!matches!(
+            good,
+            Err(roster::node::InputError::WrongSender { .. })
+        ));
+    }
+    assert_eq!(b.metrics().wrong_sender_dropped, captured.len() as u64);
+}

@@ -31,7 +31,7 @@ use super::swim::{self, GossipHandler, Io, Item, RosterCodec, Shared, SharedRef,
 use super::timers::TimerTable;
 use super::{Event, MemberState, MemberView, Now, Transmit};
 use crate::wire::{
-    Kind, Leave, MemberDigest, Message, SyncDeltas, SyncFull, SyncReply, SyncRequest, Verify,
+    self, Kind, Leave, MemberDigest, Message, SyncDeltas, SyncFull, SyncReply, SyncRequest, Verify,
     VerifyAck, WireError, WireState,
 };
 
@@ -318,16 +318,12 @@ impl Node {
             && let Some(claimed) = msg.claimed_sender()
             && claimed != *peer
         {
-            self.metrics.wrong_sender_dropped += 1;
-            return Err(InputError::WrongSender {
-                claimed,
-                peer: peer.clone(),
-            });
+            return Err(self.wrong_sender(claimed, peer));
         }
         self.metrics.rx.count(kind, bytes.len());
         self.set_now(now);
         let r = match msg {
-            Message::Swim(p) => self.on_swim(p),
+            Message::Swim(p) => self.on_swim(p, peer),
             Message::SyncRequest(r) => {
                 self.on_sync_request(from, r);
                 Ok(())
@@ -580,16 +576,36 @@ impl Node {
         out
     }
 
-    fn on_swim(&mut self, packet: &[u8]) -> Result<(), InputError> {
+    fn wrong_sender(&mut self, claimed: NodeId, peer: &NodeId) -> InputError {
+        self.metrics.wrong_sender_dropped += 1;
+        InputError::WrongSender {
+            claimed,
+            peer: peer.clone(),
+        }
+    }
+
+    fn on_swim(&mut self, packet: &[u8], peer: Option<&NodeId>) -> Result<(), InputError> {
         if self.config.lifeguard {
             let buf = std::mem::take(&mut self.prescan_buf);
             if let Some(p) = swim::prescan(packet, buf) {
+                if let Some(peer) = peer
+                    && p.header.src.id != *peer
+                {
+                    let claimed = p.header.src.id.clone();
+                    self.prescan_buf = p.updates;
+                    return Err(self.wrong_sender(claimed, peer));
+                }
                 let handled = self.lifeguard_prescan(&p);
                 self.prescan_buf = p.updates;
                 if handled {
                     return Ok(());
                 }
             }
+        } else if let Some(peer) = peer
+            && let Some(claimed) = wire::swim_sender(packet)
+            && claimed != *peer
+        {
+            return Err(self.wrong_sender(claimed, peer));
         }
         let r = self.swim.handle_data(packet, &mut self.io);
         self.drain_notifications();
