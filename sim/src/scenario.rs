@@ -55,7 +55,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "churn",
-        about: "10% of the nodes replaced per minute (half leave, half crash) until 30 s before the end",
+        about: "10% of the nodes replaced per minute (in turn: leave + new node, crash + new node, crash + restart 10 s later) until 30 s before the end",
         default_secs: 180,
     },
     Scenario {
@@ -141,10 +141,17 @@ pub fn setup(name: &str, w: &mut World, n: usize, end: Nanos, loss: Option<f64>)
             let per_min = (n / 10).max(1) as u64;
             let step = 60 * SEC / per_min;
             let mut t = 20 * SEC;
-            let mut crash = false;
+            let mut k = 0;
             while t < quiet {
-                w.at(t, Action::Replace { crash });
-                crash = !crash;
+                // In turn: a leave and a new node, a crash and a new node,
+                // a crash and a restart of the same node 10 s later.
+                let a = match k % 3 {
+                    0 => Action::Replace { crash: false },
+                    1 => Action::Replace { crash: true },
+                    _ => Action::CrashRestart { after: 10 * SEC },
+                };
+                w.at(t, a);
+                k += 1;
                 t += step;
             }
             w.at(quiet, Action::FaultsEnd);

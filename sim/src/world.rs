@@ -32,6 +32,9 @@ pub enum Action {
     /// Replace a random running node: it leaves (or crashes) and a brand
     /// new node joins.
     Replace { crash: bool },
+    /// Crash a random running node and restart it (same NodeId and
+    /// address, next generation) `after` later.
+    CrashRestart { after: Nanos },
     /// Split the network into groups (`None` heals).
     Partition(Option<Vec<u8>>),
     /// Set uniform loss.
@@ -487,6 +490,13 @@ impl World {
         if self.slots[n].node.is_some() {
             return;
         }
+        // A restart replaces the crashed generation: observers that had not
+        // declared it Down yet will see the new one instead.
+        for (slot, _, _, observers) in &mut self.crashes {
+            if *slot == n {
+                observers.clear();
+            }
+        }
         let slot = &mut self.slots[n];
         slot.generation += 1;
         let identity = Identity::new(slot.id.clone(), slot.addr, Generation(slot.generation));
@@ -551,6 +561,14 @@ impl World {
                     });
                     let fresh = self.add_slot();
                     self.start(fresh);
+                }
+            }
+            Action::CrashRestart { after } => {
+                let running = self.running();
+                if running.len() > 1 {
+                    let n = running[self.rng.random_range(0..running.len())];
+                    self.act(Action::Crash(n));
+                    self.at(self.now + after, Action::Start(n));
                 }
             }
             Action::Partition(p) => {
