@@ -71,11 +71,13 @@
 //! - [`runtime`]: drives a `Node` from a quinn endpoint with mutual TLS, and
 //!   keeps its identity in a data directory. [`Roster`] is the handle.
 //! - [`wire`]: the versioned wire format.
-//! - [`cli`]: the `roster` command (`agent`, `cert`).
+//! - [`api`]: the agent's HTTP API and dashboard.
+//! - [`cli`]: the `roster` command (`agent`, `cert`, `demo`).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod cli;
 pub mod node;
 pub mod runtime;

@@ -187,3 +187,85 @@ fn agents_join_and_stop_gracefully_on_sigterm() {
     assert!(status.success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
+}
+
+/// Sends SIGTERM to a process when dropped (so a failing test does not leave
+/// a demo cluster running).
+struct TermOnDrop(u32);
+
+impl Drop for TermOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+fn demo_runs_five_nodes_with_a_dashboard_and_cleans_up_on_sigterm() {
+    use std::io::BufRead;
+    let mut demo = roster()
+        .arg("demo")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = TermOnDrop(demo.id());
+    let mut lines = std::io::BufReader::new(demo.stdout.take().unwrap()).lines();
+    let mut dir = None;
+    let mut dashboard = None;
+    for line in lines.by_ref().map_while(Result::ok) {
+        if let Some(d) = line.split("files and logs in ").nth(1) {
+            dir = Some(std::path::PathBuf::from(d.trim()));
+        }
+        if let Some(u) = line.strip_prefix("dashboard: http://") {
+            dashboard = Some(u.trim_end_matches('/').to_owned());
+            break;
+        }
+    }
+    let (dir, dashboard) = (
+        dir.expect("demo names its dir"),
+        dashboard.expect("dashboard URL"),
+    );
+    let start = Instant::now();
+    let mut alive = 0;
+    while start.elapsed() < Duration::from_secs(20) && alive < 5 {
+        if let Some(body) = http_get(&dashboard, "/v1/members") {
+            alive = body.matches("\"state\":\"alive\"").count();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(alive, 5, "the dashboard's node sees 5 alive members");
+    let page = http_get(&dashboard, "/").unwrap();
+    assert!(page.contains("<title>roster</title>"));
+
+    let pid = demo.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = wait_exit(&mut demo, Duration::from_secs(6)).expect("demo stops within 6 s");
+    assert!(status.success(), "{status:?}");
+    assert!(!dir.exists(), "demo removed {}", dir.display());
+    eprintln!(
+        "demo: 5 alive after {:?}; stopped and cleaned up",
+        start.elapsed()
+    );
+}

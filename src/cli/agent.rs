@@ -71,6 +71,9 @@ pub struct AgentArgs {
     /// Log format.
     #[arg(long, env = "ROSTER_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Address of the HTTP API and dashboard (off when unset).
+    #[arg(long, env = "ROSTER_HTTP")]
+    pub http: Option<SocketAddr>,
 }
 
 /// The `--config` file.
@@ -88,6 +91,7 @@ struct FileConfig {
     tag: Vec<String>,
     profile: Option<Profile>,
     log_format: Option<LogFormat>,
+    http: Option<SocketAddr>,
 }
 
 /// Settings after merging flags, environment and file.
@@ -111,6 +115,8 @@ pub struct Settings {
     pub profile: Profile,
     /// Log format.
     pub log_format: LogFormat,
+    /// HTTP API address.
+    pub http: Option<SocketAddr>,
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, String> {
@@ -168,6 +174,7 @@ pub fn settings(args: AgentArgs) -> Result<Settings, String> {
             .log_format
             .or(file.log_format)
             .unwrap_or(LogFormat::Text),
+        http: args.http.or(file.http),
     })
 }
 
@@ -235,12 +242,38 @@ async fn serve(s: Settings) -> ExitCode {
     for (k, v) in s.tags {
         b = b.tag(k, v);
     }
+    // The HTTP port is taken first, so a port in use fails before the node
+    // joins anyone.
+    let http = match s.http {
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("error: cannot bind the HTTP API on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     let roster = match b.start().await {
-        Ok(r) => r,
+        Ok(r) => std::sync::Arc::new(r),
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
+    };
+    let server = match http {
+        Some(listener) => match crate::api::serve_on(roster.clone(), listener) {
+            Ok(h) => {
+                tracing::info!(addr = %h.local_addr(), "HTTP API and dashboard");
+                Some(h)
+            }
+            Err(e) => {
+                eprintln!("error: HTTP API: {e}");
+                roster.leave().await;
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
     };
     tracing::info!(node = %roster.identity(), addr = %roster.local_addr(), "agent running");
     tokio::select! {
@@ -251,6 +284,9 @@ async fn serve(s: Settings) -> ExitCode {
         }
     }
     tracing::info!("signal received, leaving the cluster");
+    if let Some(h) = server {
+        h.stop().await;
+    }
     if tokio::time::timeout(Duration::from_millis(2500), roster.leave())
         .await
         .is_err()
@@ -262,7 +298,7 @@ async fn serve(s: Settings) -> ExitCode {
 
 /// SIGINT or SIGTERM. The handlers are registered when this is called, not
 /// when the future is first polled.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

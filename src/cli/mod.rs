@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod cert;
+pub mod demo;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,14 +65,6 @@ pub fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Agent(args) => agent::run(args),
         Cmd::Cert { cmd } => cert::run(cmd),
-        Cmd::Demo => {
-            eprintln!(
-                "error: `roster demo` needs the local cluster orchestration and the dashboard, \
-                 which this build does not have yet.\nStart nodes by hand with `roster cert` and \
-                 `roster agent` (see the README), or watch a simulated cluster: \
-                 cargo run --release -p roster-sim -- run --scenario crash-one --nodes 200"
-            );
-            ExitCode::from(2)
-        }
+        Cmd::Demo => demo::run(),
     }
 }

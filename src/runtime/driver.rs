@@ -53,6 +53,17 @@ pub(crate) enum Command {
     Metrics {
         reply: oneshot::Sender<Metrics>,
     },
+    Status {
+        reply: oneshot::Sender<super::NodeStatus>,
+    },
+    Tags {
+        reply: oneshot::Sender<BTreeMap<NodeId, BTreeMap<String, String>>>,
+    },
+    State {
+        node: NodeId,
+        key: String,
+        reply: oneshot::Sender<Option<Vec<u8>>>,
+    },
     Leave {
         reply: oneshot::Sender<()>,
     },
@@ -218,6 +229,40 @@ impl Driver {
             }
             Command::Metrics { reply } => {
                 let _ = reply.send(self.node.metrics());
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(super::NodeStatus {
+                    identity: self.node.identity().clone(),
+                    incarnation: self.node.incarnation(),
+                    hlc: self.node.hlc(),
+                    health_score: self.node.health_score(),
+                    joined: self.node.is_joined(),
+                });
+            }
+            Command::Tags { reply } => {
+                let mut ids: Vec<NodeId> =
+                    self.node.members().map(|m| m.identity.id.clone()).collect();
+                ids.push(self.node.identity().id.clone());
+                let tags = ids
+                    .into_iter()
+                    .map(|id| {
+                        let t = self
+                            .node
+                            .state_of(&id)
+                            .into_iter()
+                            .filter_map(|(k, v)| {
+                                k.strip_prefix("tag:").map(|k| {
+                                    (k.to_owned(), String::from_utf8_lossy(&v).into_owned())
+                                })
+                            })
+                            .collect();
+                        (id, t)
+                    })
+                    .collect();
+                let _ = reply.send(tags);
+            }
+            Command::State { node, key, reply } => {
+                let _ = reply.send(self.node.state(&node, &key));
             }
             Command::Leave { .. } => unreachable!("handled by run"),
         }

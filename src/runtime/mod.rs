@@ -118,6 +118,21 @@ impl From<&MemberView> for Member {
     }
 }
 
+/// A node's view of itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// Current identity (the generation changes after a forced renewal).
+    pub identity: Identity,
+    /// SWIM incarnation.
+    pub incarnation: crate::node::Incarnation,
+    /// Last HLC stamp.
+    pub hlc: Hlc,
+    /// Lifeguard local health score (0 is healthy).
+    pub health_score: u8,
+    /// Whether the node knows an active member.
+    pub joined: bool,
+}
+
 /// Builds and starts a node. See [`Roster::builder`].
 #[derive(Debug, Clone)]
 pub struct Builder {
@@ -432,6 +447,22 @@ impl Roster {
         self.ask(|reply| Command::StateOf { node, reply }).await
     }
 
+    /// The node's view of itself.
+    pub async fn status(&self) -> Result<NodeStatus, Stopped> {
+        self.ask(|reply| Command::Status { reply }).await
+    }
+
+    /// Every known node's tags (state keys `tag:*`), this node included.
+    pub async fn tags(&self) -> Result<BTreeMap<NodeId, BTreeMap<String, String>>, Stopped> {
+        self.ask(|reply| Command::Tags { reply }).await
+    }
+
+    /// One key of `node`'s state as known here.
+    pub async fn state(&self, node: &NodeId, key: &str) -> Result<Option<Vec<u8>>, Stopped> {
+        let (node, key) = (node.clone(), key.to_owned());
+        self.ask(|reply| Command::State { node, key, reply }).await
+    }
+
     /// The node core's counters.
     pub async fn node_metrics(&self) -> Result<Metrics, Stopped> {
         self.ask(|reply| Command::Metrics { reply }).await
@@ -450,7 +481,8 @@ impl Roster {
     }
 
     /// Leaves the cluster gracefully and stops (within about 1.5 s).
-    pub async fn leave(self) {
+    /// Calling it again, or on a stopped node, returns at once.
+    pub async fn leave(&self) {
         let (tx, rx) = oneshot::channel();
         if self
             .commands
@@ -460,7 +492,7 @@ impl Roster {
         {
             let _ = rx.await;
         }
-        let _ = self.task.await;
+        self.stopped().await;
     }
 
     /// Stops abruptly, like a crash as far as membership goes: tasks aborted,
@@ -470,6 +502,7 @@ impl Roster {
     pub async fn kill(self) {
         self.task.abort();
         self.endpoint.close(0u32.into(), b"killed");
-        let _ = self.task.await;
+        self.stopped().await;
+        // Dropping the handle releases the endpoint and its socket.
     }
 }

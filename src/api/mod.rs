@@ -1,0 +1,336 @@
+//! The agent's HTTP API and dashboard (axum).
+//!
+//! Routes: `GET /health`, `GET /v1/status`, `GET /v1/members`,
+//! `GET /v1/events` (recent membership events), `GET|PUT|DELETE
+//! /v1/state/{key}` (this node's state; `GET ?node=ID` reads another
+//! member's), and the dashboard at `/`. Errors are JSON
+//! `{"error": ..., "detail": ...}` with a fitting status code; bodies are
+//! limited to [`MAX_BODY_BYTES`].
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::node::{Event, MemberState, NodeId};
+use crate::runtime::{Roster, WriteError};
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Membership events kept for `/v1/events` and the dashboard.
+pub const RECENT_EVENTS: usize = 100;
+
+/// One membership event as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRecord {
+    /// Unix milliseconds when this node saw it.
+    pub at_ms: u64,
+    /// `up`, `suspected`, `refuted`, `down`, `left`, `joined`, `rejoined`.
+    pub kind: &'static str,
+    /// The member (absent for this node's own events).
+    pub member: Option<String>,
+}
+
+#[derive(Clone)]
+struct Api {
+    roster: Arc<Roster>,
+    recent: Arc<Mutex<VecDeque<EventRecord>>>,
+}
+
+/// An API error: status code plus JSON body.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    error: &'static str,
+    detail: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, error: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            error,
+            detail: detail.into(),
+        }
+    }
+
+    fn stopped() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "node_stopped",
+            "the node is not running",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": self.error, "detail": self.detail})),
+        )
+            .into_response()
+    }
+}
+
+fn state_name(s: MemberState) -> &'static str {
+    match s {
+        MemberState::Alive => "alive",
+        MemberState::Suspect => "suspect",
+        MemberState::Down => "down",
+        MemberState::Left => "left",
+    }
+}
+
+#[allow(clippy::disallowed_methods)] // the API stamps events with wall time
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Builds the router for `roster` and starts recording its membership
+/// events. Must run inside a tokio runtime.
+pub fn router(roster: Arc<Roster>) -> Router {
+    let recent = Arc::new(Mutex::new(VecDeque::with_capacity(RECENT_EVENTS)));
+    let mut events = roster.subscribe();
+    let sink = recent.clone();
+    tokio::spawn(async move {
+        while let Some(e) = events.next().await {
+            let (kind, member) = match e {
+                Event::MemberUp(id) => ("up", Some(id)),
+                Event::MemberSuspected(id) => ("suspected", Some(id)),
+                Event::MemberRefuted(id) => ("refuted", Some(id)),
+                Event::MemberDown(id) => ("down", Some(id)),
+                Event::MemberLeft(id) => ("left", Some(id)),
+                Event::Joined => ("joined", None),
+                Event::Rejoined(id) => ("rejoined", Some(id)),
+                _ => continue,
+            };
+            let rec = EventRecord {
+                at_ms: now_ms(),
+                kind,
+                member: member.map(|m| m.to_string()),
+            };
+            let mut q = sink.lock().unwrap_or_else(|p| p.into_inner());
+            if q.len() == RECENT_EVENTS {
+                q.pop_front();
+            }
+            q.push_back(rec);
+        }
+    });
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/health", get(health))
+        .route("/v1/status", get(status))
+        .route("/v1/members", get(members))
+        .route("/v1/events", get(recent_events))
+        .route(
+            "/v1/state/{key}",
+            get(state_get).put(state_put).delete(state_delete),
+        )
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(Api { roster, recent })
+}
+
+/// Serves the API on `addr` in a background task.
+pub async fn serve(roster: Arc<Roster>, addr: SocketAddr) -> std::io::Result<ServeHandle> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    serve_on(roster, listener)
+}
+
+/// Serves the API on an already bound listener in a background task.
+pub fn serve_on(
+    roster: Arc<Roster>,
+    listener: tokio::net::TcpListener,
+) -> std::io::Result<ServeHandle> {
+    let local = listener.local_addr()?;
+    let app = router(roster);
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    Ok(ServeHandle { local, task })
+}
+
+/// A running HTTP server.
+#[derive(Debug)]
+pub struct ServeHandle {
+    local: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ServeHandle {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Stops serving (and drops the server's hold on the node).
+    pub async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn health(State(api): State<Api>) -> Result<Json<serde_json::Value>, ApiError> {
+    let s = api.roster.status().await.map_err(|_| ApiError::stopped())?;
+    Ok(Json(json!({"status": "ok", "joined": s.joined})))
+}
+
+async fn status(State(api): State<Api>) -> Result<Json<serde_json::Value>, ApiError> {
+    let s = api.roster.status().await.map_err(|_| ApiError::stopped())?;
+    let members = api
+        .roster
+        .members()
+        .await
+        .map_err(|_| ApiError::stopped())?;
+    let count = |st| members.iter().filter(|m| m.state == st).count();
+    Ok(Json(json!({
+        "node": {
+            "id": s.identity.id.as_str(),
+            "addr": s.identity.addr.to_string(),
+            "generation": s.identity.generation.0,
+            "incarnation": s.incarnation,
+            "health_score": s.health_score,
+            "joined": s.joined,
+        },
+        "members": {
+            "alive": count(MemberState::Alive),
+            "suspect": count(MemberState::Suspect),
+            "down": count(MemberState::Down),
+            "left": count(MemberState::Left),
+        },
+        "hlc": s.hlc.to_string(),
+        "raft": null,
+    })))
+}
+
+async fn members(State(api): State<Api>) -> Result<Json<serde_json::Value>, ApiError> {
+    let members = api
+        .roster
+        .members()
+        .await
+        .map_err(|_| ApiError::stopped())?;
+    let tags = api.roster.tags().await.map_err(|_| ApiError::stopped())?;
+    let list: Vec<_> = members
+        .iter()
+        .map(|m| {
+            json!({
+                "id": m.id.as_str(),
+                "addr": m.addr.to_string(),
+                "generation": m.generation.0,
+                "state": state_name(m.state),
+                "tags": tags.get(&m.id).cloned().unwrap_or_default(),
+            })
+        })
+        .collect();
+    Ok(Json(json!(list)))
+}
+
+async fn recent_events(State(api): State<Api>) -> Json<Vec<EventRecord>> {
+    let q = api.recent.lock().unwrap_or_else(|p| p.into_inner());
+    Json(q.iter().rev().cloned().collect())
+}
+
+#[derive(Debug, Deserialize)]
+struct NodeQuery {
+    node: Option<String>,
+}
+
+async fn state_get(
+    State(api): State<Api>,
+    Path(key): Path<String>,
+    Query(q): Query<NodeQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let node = match q.node {
+        Some(n) => NodeId::new(n)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_node", e.to_string()))?,
+        None => api.roster.identity().id.clone(),
+    };
+    match api
+        .roster
+        .state(&node, &key)
+        .await
+        .map_err(|_| ApiError::stopped())?
+    {
+        Some(v) => Ok(Json(json!({
+            "node": node.as_str(),
+            "key": key,
+            "value": String::from_utf8_lossy(&v),
+        }))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_key",
+            format!("{node} has no key {key:?}"),
+        )),
+    }
+}
+
+fn write_error(e: WriteError) -> ApiError {
+    match e {
+        WriteError::State(e) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_state", e.to_string())
+        }
+        WriteError::Stopped(_) => ApiError::stopped(),
+    }
+}
+
+async fn state_put(
+    State(api): State<Api>,
+    Path(key): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body = body.map_err(|r| {
+        let status = r.status();
+        let error = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "body_too_large"
+        } else {
+            "bad_body"
+        };
+        ApiError::new(status, error, r.body_text())
+    })?;
+    let hlc = api
+        .roster
+        .set_state(&key, &body)
+        .await
+        .map_err(write_error)?;
+    Ok(Json(json!({"key": key, "hlc": hlc.to_string()})))
+}
+
+async fn state_delete(
+    State(api): State<Api>,
+    Path(key): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    match api.roster.delete_state(&key).await.map_err(write_error)? {
+        Some(hlc) => Ok(Json(
+            json!({"key": key, "deleted": true, "hlc": hlc.to_string()}),
+        )),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_key",
+            format!("no key {key:?}"),
+        )),
+    }
+}
+
+async fn dashboard() -> Html<&'static str> {
+    Html(include_str!("dashboard.html"))
+}

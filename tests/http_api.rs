@@ -1,0 +1,133 @@
+//! Every HTTP route against a real node, including bad input.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use roster::Roster;
+use roster::node::{Config, NodeId};
+use roster::runtime::tls::ClusterCa;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One HTTP/1.1 request over a fresh connection; returns (status, body).
+async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("response within 10 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status: u16 = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+fn assert_json_error(status: u16, body: &str, expect_status: u16, error: &str) {
+    assert_eq!(status, expect_status, "{body}");
+    let v = json(body);
+    assert_eq!(v["error"], error, "{body}");
+    assert!(
+        v["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_and_bad_input_gets_a_json_4xx() {
+    let ca = ClusterCa::generate("test").unwrap();
+    let roster = Roster::builder()
+        .tls(ca.issue(&NodeId::new("a").unwrap()).unwrap())
+        .bind("127.0.0.1:0".parse().unwrap())
+        .tag("zone", "z1")
+        .config(Config::local())
+        .start()
+        .await
+        .unwrap();
+    let roster = Arc::new(roster);
+    let server = roster::api::serve(roster.clone(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+
+    let (s, b) = http(addr, "GET", "/health", b"").await;
+    assert_eq!(s, 200);
+    assert_eq!(json(&b)["status"], "ok");
+
+    let (s, b) = http(addr, "GET", "/v1/status", b"").await;
+    assert_eq!(s, 200);
+    let v = json(&b);
+    assert_eq!(v["node"]["id"], "a");
+    assert_eq!(v["members"]["alive"], 1);
+
+    let (s, b) = http(addr, "GET", "/v1/members", b"").await;
+    assert_eq!(s, 200);
+    let v = json(&b);
+    assert_eq!(v[0]["id"], "a");
+    assert_eq!(v[0]["state"], "alive");
+    assert_eq!(v[0]["tags"]["zone"], "z1");
+
+    let (s, b) = http(addr, "PUT", "/v1/state/service", b"web").await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = http(addr, "GET", "/v1/state/service", b"").await;
+    assert_eq!(s, 200);
+    assert_eq!(json(&b)["value"], "web");
+    let (s, b) = http(addr, "GET", "/v1/state/service?node=a", b"").await;
+    assert_eq!((s, json(&b)["value"].clone()), (200, Value::from("web")));
+
+    // Unknown key, unknown route, bad node name.
+    let (s, b) = http(addr, "GET", "/v1/state/missing", b"").await;
+    assert_json_error(s, &b, 404, "unknown_key");
+    let (s, b) = http(addr, "GET", "/v2/nothing", b"").await;
+    assert_json_error(s, &b, 404, "not_found");
+    let (s, b) = http(addr, "GET", "/v1/state/service?node=bad%20name", b"").await;
+    assert_json_error(s, &b, 400, "bad_node");
+
+    // Value over the state limit, body over the request limit.
+    let (s, b) = http(addr, "PUT", "/v1/state/big", &[b'x'; 1000]).await;
+    assert_json_error(s, &b, 400, "invalid_state");
+    let (s, b) = http(
+        addr,
+        "PUT",
+        "/v1/state/huge",
+        &vec![b'x'; roster::api::MAX_BODY_BYTES + 1],
+    )
+    .await;
+    assert_json_error(s, &b, 413, "body_too_large");
+    let long_key = "k".repeat(200);
+    let (s, b) = http(addr, "PUT", &format!("/v1/state/{long_key}"), b"v").await;
+    assert_json_error(s, &b, 400, "invalid_state");
+
+    // Delete, then delete again.
+    let (s, _) = http(addr, "DELETE", "/v1/state/service", b"").await;
+    assert_eq!(s, 200);
+    let (s, b) = http(addr, "DELETE", "/v1/state/service", b"").await;
+    assert_json_error(s, &b, 404, "unknown_key");
+
+    let (s, b) = http(addr, "GET", "/v1/events", b"").await;
+    assert_eq!(s, 200);
+    assert!(json(&b).is_array());
+
+    let (s, b) = http(addr, "GET", "/", b"").await;
+    assert_eq!(s, 200);
+    assert!(b.contains("<title>roster</title>") && b.contains("/v1/members"));
+    // Self-contained: no external scripts or styles.
+    assert!(!b.contains("http://") && !b.contains("https://"));
+
+    server.stop().await;
+    roster.leave().await;
+}
