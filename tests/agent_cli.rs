@@ -253,6 +253,46 @@ fn demo_runs_five_nodes_with_a_dashboard_and_cleans_up_on_sigterm() {
     let page = http_get(&dashboard, "/").unwrap();
     assert!(page.contains("<title>roster</title>"));
 
+    // The client commands against the demo's first agent.
+    let out = roster()
+        .args(["members", "--http", &dashboard])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let table = String::from_utf8_lossy(&out.stdout);
+    let mut lines = table.lines();
+    let header = lines.next().unwrap();
+    assert!(header.starts_with("Name") && header.contains("State") && header.contains("Tags"));
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 5, "{table}");
+    assert!(
+        rows.iter()
+            .all(|r| r.contains(" alive ") && r.contains("demo=node-")),
+        "{table}"
+    );
+    let set = roster()
+        .args(["state", "set", "service", "web", "--http", &dashboard])
+        .output()
+        .unwrap();
+    assert!(set.status.success());
+    let get = roster()
+        .args(["state", "get", "service", "--http", &dashboard])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "web");
+    let missing = roster()
+        .args(["state", "get", "nope", "--http", &dashboard])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).starts_with("error: "));
+    let json = roster()
+        .args(["status", "--json", "--http", &dashboard])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["members"]["alive"], 5);
+
     let pid = demo.id().to_string();
     assert!(
         Command::new("kill")

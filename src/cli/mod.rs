@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod cert;
+pub mod client;
 pub mod demo;
 
 use std::path::PathBuf;
@@ -31,6 +32,19 @@ pub enum Cmd {
     },
     /// Run a local 5-node cluster with its dashboard.
     Demo,
+    /// List the members an agent knows, like `serf members`.
+    Members(client::ClientArgs),
+    /// Show an agent's view of itself.
+    Status(client::ClientArgs),
+    /// Read or write an agent's state.
+    State {
+        /// Connection options.
+        #[command(flatten)]
+        client: client::ClientArgs,
+        /// What to do.
+        #[command(subcommand)]
+        cmd: client::StateCmd,
+    },
 }
 
 /// `roster cert` subcommands.
@@ -66,5 +80,8 @@ pub fn main() -> ExitCode {
         Cmd::Agent(args) => agent::run(args),
         Cmd::Cert { cmd } => cert::run(cmd),
         Cmd::Demo => demo::run(),
+        Cmd::Members(c) => client::members(&c),
+        Cmd::Status(c) => client::status(&c),
+        Cmd::State { client, cmd } => client::state(&client, cmd),
     }
 }
