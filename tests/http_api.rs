@@ -131,3 +131,108 @@ async fn every_route_answers_and_bad_input_gets_a_json_4xx() {
     server.stop().await;
     roster.leave().await;
 }
+
+/// Parses Prometheus/OpenMetrics text: `# TYPE` lines into (name, type), and
+/// checks every sample line is `name[{labels}] number`.
+fn parse_metrics(text: &str) -> std::collections::BTreeMap<String, String> {
+    let mut types = std::collections::BTreeMap::new();
+    let mut saw_eof = false;
+    for line in text.lines() {
+        if line == "# EOF" {
+            saw_eof = true;
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, ty) = rest.split_once(' ').expect("TYPE line has a type");
+            types.insert(name.to_owned(), ty.to_owned());
+        } else if line.starts_with("# HELP ") || line.starts_with("# UNIT ") {
+        } else {
+            let (series, value) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("bad sample: {line}"));
+            assert!(value.parse::<f64>().is_ok(), "bad value in: {line}");
+            let name = series.split('{').next().unwrap();
+            assert!(
+                types.keys().any(|t| name.starts_with(t.as_str())),
+                "sample {name} has no TYPE"
+            );
+            if let Some(labels) = series.split_once('{').map(|(_, l)| l) {
+                assert!(labels.ends_with('}'), "bad labels in: {line}");
+            }
+        }
+    }
+    assert!(saw_eof, "no # EOF");
+    types
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_and_hold_the_documented_names_and_types() {
+    let ca = ClusterCa::generate("test").unwrap();
+    let a = Arc::new(
+        Roster::builder()
+            .tls(ca.issue(&NodeId::new("a").unwrap()).unwrap())
+            .bind("127.0.0.1:0".parse().unwrap())
+            .config(Config::local())
+            .start()
+            .await
+            .unwrap(),
+    );
+    let b = Roster::builder()
+        .tls(ca.issue(&NodeId::new("b").unwrap()).unwrap())
+        .bind("127.0.0.1:0".parse().unwrap())
+        .join(a.local_addr())
+        .config(Config::local())
+        .start()
+        .await
+        .unwrap();
+    let server = roster::api::serve(a.clone(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    // Wait (bounded) until probes have flowed.
+    let mut text = String::new();
+    for _ in 0..100 {
+        let (s, body) = http(addr, "GET", "/metrics", b"").await;
+        assert_eq!(s, 200);
+        text = body;
+        if text.contains("roster_probes_sent_total ")
+            && !text.contains("roster_probes_sent_total 0")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let types = parse_metrics(&text);
+    let expect = [
+        ("roster_members", "gauge"),
+        ("roster_bytes", "counter"),
+        ("roster_messages", "counter"),
+        ("roster_probes_sent", "counter"),
+        ("roster_probe_failures", "counter"),
+        ("roster_suspicions_raised", "counter"),
+        ("roster_suspicions_refuted", "counter"),
+        ("roster_downs_declared", "counter"),
+        ("roster_forced_rejoins", "counter"),
+        ("roster_datagrams_too_large", "counter"),
+        ("roster_hlc_drift_rejections", "counter"),
+        ("roster_tls_refusals", "counter"),
+        ("roster_open_connections", "gauge"),
+    ];
+    for (name, ty) in expect {
+        assert_eq!(
+            types.get(name).map(String::as_str),
+            Some(ty),
+            "{name} in\n{text}"
+        );
+    }
+    assert!(
+        text.contains(r#"roster_members{state="alive"} 2"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"roster_bytes_total{kind="swim",direction="tx"}"#),
+        "{text}"
+    );
+    assert!(!text.contains("roster_probes_sent_total 0"), "{text}");
+    server.stop().await;
+    b.leave().await;
+    a.leave().await;
+}

@@ -1,11 +1,13 @@
 //! The agent's HTTP API and dashboard (axum).
 //!
-//! Routes: `GET /health`, `GET /v1/status`, `GET /v1/members`,
+//! Routes: `GET /health`, `GET /metrics`, `GET /v1/status`, `GET /v1/members`,
 //! `GET /v1/events` (recent membership events), `GET|PUT|DELETE
 //! /v1/state/{key}` (this node's state; `GET ?node=ID` reads another
 //! member's), and the dashboard at `/`. Errors are JSON
 //! `{"error": ..., "detail": ...}` with a fitting status code; bodies are
 //! limited to [`MAX_BODY_BYTES`].
+
+pub mod metrics;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -136,6 +138,7 @@ pub fn router(roster: Arc<Roster>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/members", get(members))
         .route("/v1/events", get(recent_events))
+        .route("/metrics", get(metrics_text))
         .route(
             "/v1/state/{key}",
             get(state_get).put(state_put).delete(state_delete),
@@ -243,6 +246,25 @@ async fn members(State(api): State<Api>) -> Result<Json<serde_json::Value>, ApiE
         })
         .collect();
     Ok(Json(json!(list)))
+}
+
+async fn metrics_text(State(api): State<Api>) -> Result<Response, ApiError> {
+    let node = api
+        .roster
+        .node_metrics()
+        .await
+        .map_err(|_| ApiError::stopped())?;
+    let members = api
+        .roster
+        .members()
+        .await
+        .map_err(|_| ApiError::stopped())?;
+    let text = metrics::render(&node, &api.roster.runtime_metrics(), &members);
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        text,
+    )
+        .into_response())
 }
 
 async fn recent_events(State(api): State<Api>) -> Json<Vec<EventRecord>> {

@@ -59,6 +59,8 @@ pub struct Metrics {
     pub suspicions_refuted: u64,
     /// Times this node refuted a suspicion about itself.
     pub self_refutations: u64,
+    /// Probes sent (direct pings and indirect probe requests).
+    pub probes_sent: u64,
     /// Probes foca reported failed (direct and indirect).
     pub probe_failures: u64,
     /// Final checks started, and how many got an answer.

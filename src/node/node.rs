@@ -160,6 +160,7 @@ impl Node {
             self_incarnation: 0,
             token: 0,
             probe_failures: 0,
+            probes_sent: 0,
             tx: Default::default(),
         };
         let mut node = Self {
@@ -526,6 +527,7 @@ impl Node {
         let mut m = self.metrics;
         m.tx = self.io.tx;
         m.probe_failures = self.io.probe_failures;
+        m.probes_sent = self.io.probes_sent;
         m.health_score = self.io.health;
         let c = self.shared.lock().counters;
         m.hlc_drift_rejections = c.drift_rejections;

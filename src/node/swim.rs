@@ -325,6 +325,8 @@ pub(crate) struct Io {
     /// foca's current timer token, as seen on the timers it submits.
     pub(crate) token: foca::TimerToken,
     pub(crate) probe_failures: u64,
+    /// Direct and indirect probe requests sent.
+    pub(crate) probes_sent: u64,
     pub(crate) tx: super::metrics::Traffic,
 }
 
@@ -370,7 +372,15 @@ impl Io {
 impl foca::Runtime<Identity> for Io {
     fn notify(&mut self, n: Notification<'_, Identity>) {
         match n {
-            Notification::DataSent(h) => self.self_incarnation = h.src_incarnation,
+            Notification::DataSent(h) => {
+                self.self_incarnation = h.src_incarnation;
+                if matches!(
+                    h.message,
+                    foca::Message::Ping(_) | foca::Message::PingReq { .. }
+                ) {
+                    self.probes_sent += 1;
+                }
+            }
             Notification::DataReceived(_) => {}
             Notification::ProbeFailed(_, _) => {
                 self.probe_failures += 1;

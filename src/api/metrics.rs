@@ -1,0 +1,180 @@
+//! `/metrics`: the node's and the transport's counters in the Prometheus /
+//! OpenMetrics text format, from one registry per scrape and per node (so
+//! many nodes can share a process).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::node::{MemberState, Metrics};
+use crate::runtime::{Member, RuntimeSnapshot};
+use crate::wire::Kind;
+
+/// Content type of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type Labels = Vec<(String, String)>;
+
+fn counter(r: &mut Registry, name: &str, help: &str, v: u64) {
+    let c = Counter::<u64>::default();
+    c.inc_by(v);
+    r.register(name, help, c);
+}
+
+fn gauge(r: &mut Registry, name: &str, help: &str, v: i64) {
+    let g = Gauge::<i64>::default();
+    g.set(v);
+    r.register(name, help, g);
+}
+
+/// Renders the metrics of one node.
+pub fn render(node: &Metrics, rt: &RuntimeSnapshot, members: &[Member]) -> String {
+    let mut r = Registry::default();
+    let by_state = Family::<Labels, Gauge<i64>>::default();
+    for (state, name) in [
+        (MemberState::Alive, "alive"),
+        (MemberState::Suspect, "suspect"),
+        (MemberState::Down, "down"),
+        (MemberState::Left, "left"),
+    ] {
+        let n = members.iter().filter(|m| m.state == state).count();
+        by_state
+            .get_or_create(&vec![("state".to_owned(), name.to_owned())])
+            .set(n as i64);
+    }
+    r.register(
+        "roster_members",
+        "Members this node knows, itself included, by state",
+        by_state,
+    );
+
+    let bytes = Family::<Labels, Counter<u64>>::default();
+    let msgs = Family::<Labels, Counter<u64>>::default();
+    for (dir, t) in [("tx", &node.tx), ("rx", &node.rx)] {
+        for k in Kind::ALL {
+            let i = k as usize - 1;
+            let labels = vec![
+                ("kind".to_owned(), k.name().to_owned()),
+                ("direction".to_owned(), dir.to_owned()),
+            ];
+            bytes.get_or_create(&labels).inc_by(t.bytes[i]);
+            msgs.get_or_create(&labels).inc_by(t.msgs[i]);
+        }
+    }
+    r.register(
+        "roster_bytes",
+        "Message bytes (envelope included) by kind and direction",
+        bytes,
+    );
+    r.register("roster_messages", "Messages by kind and direction", msgs);
+
+    counter(
+        &mut r,
+        "roster_probes_sent",
+        "SWIM probes sent (direct and indirect requests)",
+        node.probes_sent,
+    );
+    counter(
+        &mut r,
+        "roster_probe_failures",
+        "SWIM probes that got no ack, directly or indirectly",
+        node.probe_failures,
+    );
+    counter(
+        &mut r,
+        "roster_suspicions_raised",
+        "Members this node started suspecting",
+        node.suspicions_raised,
+    );
+    counter(
+        &mut r,
+        "roster_suspicions_refuted",
+        "Suspicions this node saw refuted",
+        node.suspicions_refuted,
+    );
+    counter(
+        &mut r,
+        "roster_self_refutations",
+        "Suspicions of this node it refuted",
+        node.self_refutations,
+    );
+    counter(
+        &mut r,
+        "roster_downs_declared",
+        "Members this node declared Down",
+        node.downs_declared,
+    );
+    counter(
+        &mut r,
+        "roster_forced_rejoins",
+        "Times this node had to rejoin under a new identity",
+        node.forced_rejoins,
+    );
+    counter(
+        &mut r,
+        "roster_downs_deferred",
+        "Down verdicts deferred by Lifeguard (poor local health)",
+        node.downs_deferred,
+    );
+    counter(
+        &mut r,
+        "roster_hlc_drift_rejections",
+        "Remote HLC stamps refused for being too far ahead",
+        node.hlc_drift_rejections,
+    );
+    counter(
+        &mut r,
+        "roster_malformed_dropped",
+        "Inputs dropped because they did not decode",
+        node.malformed_dropped,
+    );
+    counter(
+        &mut r,
+        "roster_wrong_sender_dropped",
+        "Messages whose sender was not the authenticated peer",
+        node.wrong_sender_dropped,
+    );
+    counter(
+        &mut r,
+        "roster_datagrams_too_large",
+        "Datagrams not sent: over the connection's datagram size",
+        rt.datagrams_too_large,
+    );
+    counter(
+        &mut r,
+        "roster_tls_refusals",
+        "Peers refused during the TLS handshake",
+        rt.tls_refusals,
+    );
+    counter(
+        &mut r,
+        "roster_connect_failures",
+        "Outgoing QUIC connection attempts that failed",
+        rt.connect_failures,
+    );
+    counter(
+        &mut r,
+        "roster_transmits_dropped",
+        "Messages dropped while a peer was unreachable",
+        rt.transmits_dropped,
+    );
+    gauge(
+        &mut r,
+        "roster_open_connections",
+        "QUIC connections open",
+        rt.open_connections as i64,
+    );
+    gauge(
+        &mut r,
+        "roster_health_score",
+        "Lifeguard local health score (0 is healthy)",
+        i64::from(node.health_score),
+    );
+
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = encode(&mut out, &r);
+    out
+}
