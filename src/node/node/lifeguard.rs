@@ -1,0 +1,294 @@
+//! Roster's Lifeguard layer around foca: what a packet says before foca
+//! sees it, suspicions learned by gossip, local health and the final check
+//! before a Down verdict, refutations and bringing back members that prove
+//! they are alive.
+
+use super::*;
+
+impl Node {
+    /// Lifeguard's look at a packet before foca: answers "you are Down"
+    /// with a refutation (returns `true`: foca must not see it), brings back
+    /// locally Down members that prove a higher incarnation, notices
+    /// refuted suspicions and successful probes.
+    pub(super) fn lifeguard_prescan(&mut self, p: &swim::Prescan) -> bool {
+        let h = &p.header;
+        if h.dst == self.identity && h.message == foca::Message::TurnUndead {
+            self.metrics.turn_undead_refuted += 1;
+            self.refute(self.io.self_incarnation);
+            return true;
+        }
+        if matches!(
+            h.message,
+            foca::Message::Ack(_) | foca::Message::ForwardedAck { .. }
+        ) {
+            self.io.health_down();
+        }
+        self.observe(&h.src, h.src_incarnation, true);
+        for m in &p.updates {
+            let active = m.state() != State::Down;
+            self.observe(m.id(), m.incarnation(), active);
+            if m.state() != State::Alive {
+                self.gossiped_suspects
+                    .push((m.id().clone(), m.incarnation()));
+            }
+        }
+        false
+    }
+
+    /// A claim that `id` is at `incarnation`: resurrects a locally Down
+    /// member that has moved past its verdict, and clears a refuted
+    /// suspicion in the member view.
+    pub(super) fn observe(&mut self, id: &Identity, incarnation: Incarnation, active: bool) {
+        if let Some(v) = self.members.get_mut(&id.id)
+            && v.identity == *id
+        {
+            v.incarnation = v.incarnation.max(incarnation);
+        }
+        if let Some((down_id, at)) = self.downs.get(&id.id)
+            && down_id == id
+            && incarnation > *at
+        {
+            self.downs.remove(&id.id);
+            self.metrics.resurrections += 1;
+            // foca treats Down as terminal: forget the member so the packet
+            // that proved it alive adds it back.
+            let _ = self
+                .swim
+                .handle_timer(Timer::RemoveDown(id.clone()), &mut self.io);
+        }
+        if active
+            && let Some(v) = self.members.get_mut(&id.id)
+            && v.identity == *id
+            && v.state == MemberState::Suspect
+            && v.suspect_incarnation.is_some_and(|s| incarnation > s)
+        {
+            v.state = MemberState::Alive;
+            v.suspect_incarnation = None;
+            v.since = self.io.now;
+            self.metrics.suspicions_refuted += 1;
+            self.events.push_back(Event::MemberRefuted(id.clone()));
+        }
+    }
+
+    /// Refutes a suspicion of this node at `incarnation` (SWIM §4.2): foca
+    /// moves to a higher incarnation and gossips it.
+    pub(super) fn refute(&mut self, incarnation: Incarnation) {
+        let before = self.io.self_incarnation;
+        let _ = self.swim.apply_many(
+            std::iter::once(Member::new(
+                self.identity.clone(),
+                incarnation,
+                State::Suspect,
+            )),
+            true,
+            &mut self.io,
+        );
+        if before <= incarnation {
+            self.io.self_incarnation = incarnation.max(before).saturating_add(1);
+            self.metrics.self_refutations += 1;
+            self.io.health_up();
+            self.events.push_back(Event::Refuted {
+                incarnation: self.io.self_incarnation,
+            });
+        }
+    }
+
+    pub(super) fn still_suspected(&self, member: &Identity, incarnation: Incarnation) -> bool {
+        self.members.get(&member.id).is_some_and(|v| {
+            v.identity == *member
+                && v.state == MemberState::Suspect
+                && v.suspect_incarnation == Some(incarnation)
+        })
+    }
+
+    /// Lifeguard: a node failing most of its own probes (score above half
+    /// the maximum) is more likely the problem than the member it suspects,
+    /// so it defers Down verdicts until it recovers. A node on one side of a
+    /// partition fails only some probes and keeps judging.
+    pub(super) fn too_unhealthy_to_judge(&self) -> bool {
+        self.config.lifeguard
+            && u16::from(self.io.health) * 2 > u16::from(self.config.max_health_score)
+    }
+
+    /// Another member suspects (or declared Down) `id` at `incarnation`.
+    /// foca only times out suspicions its own probes raised; with Lifeguard
+    /// every node confirms a failure itself, so it starts its own suspicion
+    /// timer here (SWIM §4.2: a suspected member has the suspicion timeout
+    /// to refute).
+    pub(super) fn suspect_from_gossip(&mut self, id: Identity, incarnation: Incarnation) {
+        let Some(v) = self.members.get_mut(&id.id) else {
+            return;
+        };
+        if v.identity != id || v.state != MemberState::Alive || incarnation < v.incarnation {
+            return;
+        }
+        v.state = MemberState::Suspect;
+        v.suspect_incarnation = Some(incarnation);
+        v.since = self.io.now;
+        self.metrics.suspicions_raised += 1;
+        self.events.push_back(Event::MemberSuspected(id.clone()));
+        let token = self.io.token;
+        let wait = self.config.suspect_to_down_after;
+        self.io.schedule(
+            wait,
+            TimerKind::Suspect {
+                member: id,
+                incarnation,
+                token,
+            },
+        );
+    }
+
+    /// foca's suspicion ran out. Lifeguard first makes sure this node is
+    /// healthy enough to judge, then asks the suspect directly and through
+    /// relays before letting foca declare it Down.
+    pub(super) fn on_suspect_timeout(
+        &mut self,
+        member: Identity,
+        incarnation: Incarnation,
+        token: foca::TimerToken,
+    ) {
+        if !self.still_suspected(&member, incarnation) {
+            // Refuted or replaced: foca's own check turns this into a no-op.
+            self.deliver_down(member, incarnation, token);
+            return;
+        }
+        if self.too_unhealthy_to_judge() {
+            self.metrics.downs_deferred += 1;
+            let wait = self.config.probe_period * self.io.health_multiplier();
+            self.io.schedule(
+                wait,
+                TimerKind::Suspect {
+                    member,
+                    incarnation,
+                    token,
+                },
+            );
+            return;
+        }
+        let nonce: u64 = self.rng.random();
+        self.metrics.verifications_started += 1;
+        let v = Verify {
+            origin: self.identity.clone(),
+            target: member.clone(),
+            incarnation,
+            nonce,
+        };
+        self.io.send_msg(member.addr, &Message::Verify(v.clone()));
+        let relays = self.random_members(self.config.verify_relays, |m| m.id != member.id);
+        for r in relays {
+            self.io.send_msg(r.addr, &Message::VerifyRelay(v.clone()));
+        }
+        self.verifications.insert(
+            member.id.clone(),
+            Verification {
+                identity: member.clone(),
+                nonce,
+                answered: None,
+            },
+        );
+        let wait = self.config.verify_timeout * self.io.health_multiplier();
+        self.io.schedule(
+            wait,
+            TimerKind::VerifyTimeout {
+                member,
+                incarnation,
+                token,
+                nonce,
+            },
+        );
+    }
+
+    pub(super) fn on_verify_timeout(
+        &mut self,
+        member: Identity,
+        incarnation: Incarnation,
+        token: foca::TimerToken,
+        nonce: u64,
+    ) {
+        let answered = match self.verifications.get(&member.id) {
+            Some(v) if v.nonce == nonce => {
+                let a = v.answered;
+                self.verifications.remove(&member.id);
+                a
+            }
+            _ => None,
+        };
+        match answered {
+            Some(inc) if inc > incarnation => self.deliver_down(member, incarnation, token),
+            Some(_) => {
+                // Answered without refuting yet: give the refutation time.
+                let wait = self.config.suspect_to_down_after;
+                self.io.schedule(
+                    wait,
+                    TimerKind::Suspect {
+                        member,
+                        incarnation,
+                        token,
+                    },
+                );
+            }
+            None if self.too_unhealthy_to_judge() => {
+                self.metrics.downs_deferred += 1;
+                let wait = self.config.probe_period * self.io.health_multiplier();
+                self.io.schedule(
+                    wait,
+                    TimerKind::Suspect {
+                        member,
+                        incarnation,
+                        token,
+                    },
+                );
+            }
+            None => self.deliver_down(member, incarnation, token),
+        }
+    }
+
+    pub(super) fn deliver_down(
+        &mut self,
+        member: Identity,
+        incarnation: Incarnation,
+        token: foca::TimerToken,
+    ) {
+        self.fire(TimerKind::Foca(Timer::ChangeSuspectToDown {
+            member_id: member,
+            incarnation,
+            token,
+        }));
+    }
+
+    pub(super) fn on_verify(&mut self, v: Verify) {
+        if v.target != self.identity {
+            return;
+        }
+        if v.incarnation >= self.io.self_incarnation {
+            self.refute(v.incarnation);
+        }
+        let ack = VerifyAck {
+            from: self.identity.clone(),
+            incarnation: self.io.self_incarnation,
+            nonce: v.nonce,
+        };
+        self.io.send_msg(v.origin.addr, &Message::VerifyAck(ack));
+    }
+
+    pub(super) fn on_verify_ack(&mut self, a: VerifyAck) {
+        let Some(v) = self.verifications.get_mut(&a.from.id) else {
+            return;
+        };
+        if v.nonce != a.nonce || v.identity != a.from {
+            return;
+        }
+        v.answered = Some(a.incarnation);
+        self.metrics.verifications_answered += 1;
+        self.io.health_down();
+        // The answer proves the member alive at its new incarnation; foca
+        // clears the suspicion and spreads the news.
+        let _ = self.swim.apply_many(
+            std::iter::once(Member::new(a.from.clone(), a.incarnation, State::Alive)),
+            true,
+            &mut self.io,
+        );
+        self.observe(&a.from, a.incarnation, true);
+    }
+}

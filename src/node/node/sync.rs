@@ -1,0 +1,297 @@
+//! Push-pull anti-entropy and joining: hashes first, full member lists and
+//! per-owner state digests only when they differ.
+
+use super::*;
+
+impl Node {
+    pub(super) fn members_hash(&self) -> u64 {
+        use crate::node::delta::{FNV_OFFSET, fnv1a};
+        // foca's table is in random order: hash an order-independent sum.
+        let mut acc: u64 = 0;
+        for m in self.swim.iter_membership_state() {
+            if swim::is_active(m.state()) {
+                let id = m.id();
+                let h = fnv1a(FNV_OFFSET, id.id.as_str().as_bytes());
+                let h = fnv1a(h, &id.generation.0.to_le_bytes());
+                acc = acc.wrapping_add(fnv1a(h, &m.incarnation().to_le_bytes()));
+            }
+        }
+        // Include ourselves so both sides hash the same set.
+        let h = fnv1a(FNV_OFFSET, self.identity.id.as_str().as_bytes());
+        let h = fnv1a(h, &self.identity.generation.0.to_le_bytes());
+        acc.wrapping_add(fnv1a(h, &self.io.self_incarnation.to_le_bytes()))
+    }
+
+    pub(super) fn full_view(&self) -> SyncFull {
+        let mut members: Vec<MemberDigest> = self
+            .swim
+            .iter_membership_state()
+            .map(|m| MemberDigest {
+                identity: m.id().clone(),
+                incarnation: m.incarnation(),
+                state: match m.state() {
+                    State::Alive => WireState::Alive,
+                    State::Suspect => WireState::Suspect,
+                    State::Down => WireState::Down,
+                },
+            })
+            .collect();
+        members.push(MemberDigest {
+            identity: self.identity.clone(),
+            incarnation: self.io.self_incarnation,
+            state: WireState::Alive,
+        });
+        members.sort_by(|a, b| a.identity.cmp(&b.identity));
+        SyncFull {
+            members,
+            state: self.shared.lock().store.digest(),
+        }
+    }
+
+    pub(super) fn sync_request(&self, join: bool) -> SyncRequest {
+        let (state_hash, hlc) = {
+            let s = self.shared.lock();
+            (s.store.state_hash(), s.hlc.last())
+        };
+        SyncRequest {
+            from: self.identity.clone(),
+            incarnation: self.io.self_incarnation,
+            join,
+            members_hash: self.members_hash(),
+            state_hash,
+            full: join.then(|| self.full_view()),
+            hlc,
+        }
+    }
+
+    pub(super) fn send_join(&mut self) {
+        let req = Message::SyncRequest(self.sync_request(true));
+        let alone = self.swim.num_members() == 0;
+        let mut targets: Vec<SocketAddr> = self
+            .seeds
+            .iter()
+            .filter(|s| alone || !self.answered_seeds.contains(s))
+            .copied()
+            .collect();
+        for m in self.random_members(3, |_| true) {
+            if !targets.contains(&m.addr) {
+                targets.push(m.addr);
+            }
+        }
+        for t in targets {
+            self.metrics.join_attempts += 1;
+            self.io.send_msg(t, &req);
+        }
+    }
+
+    pub(super) fn start_sync(&mut self) {
+        // Now and then reach for a member held Down: that is how two sides of
+        // a healed partition find each other again.
+        let down: Vec<Identity> = self
+            .members
+            .values()
+            .filter(|m| m.state == MemberState::Down)
+            .map(|m| m.identity.clone())
+            .collect();
+        let peer = if !down.is_empty() && self.rng.random_bool(0.5) {
+            let i = self.rng.random_range(0..down.len());
+            Some(down[i].clone())
+        } else {
+            self.random_members(1, |_| true).pop()
+        };
+        let Some(peer) = peer else { return };
+        self.metrics.syncs_started += 1;
+        let req = Message::SyncRequest(self.sync_request(false));
+        self.io.send_msg(peer.addr, &req);
+    }
+
+    pub(super) fn on_sync_request(&mut self, from: SocketAddr, r: SyncRequest) {
+        if r.from.id == self.identity.id {
+            return;
+        }
+        self.introduce(&r.from, r.incarnation, r.join);
+        let mine_hash = self.members_hash();
+        let state_hash = self.shared.lock().store.state_hash();
+        let deltas = match &r.full {
+            Some(full) => {
+                self.merge_members(&full.members);
+                self.shared.lock().store.deltas_missing_from(&full.state)
+            }
+            None => Vec::new(),
+        };
+        let in_sync = !r.join
+            && r.full.is_none()
+            && r.members_hash == mine_hash
+            && r.state_hash == state_hash;
+        if in_sync {
+            self.metrics.syncs_in_sync += 1;
+        }
+        let reply = SyncReply {
+            from: self.identity.clone(),
+            incarnation: self.io.self_incarnation,
+            full: (!in_sync).then(|| self.full_view()),
+            deltas,
+            hlc: self.shared.lock().hlc.last(),
+        };
+        // Reply to the address the request came from: the requester may not
+        // be in the member table yet.
+        self.io.send_msg(from, &Message::SyncReply(reply));
+    }
+
+    pub(super) fn on_sync_reply(&mut self, from: SocketAddr, r: SyncReply) {
+        if r.from.id == self.identity.id {
+            return;
+        }
+        if self.seeds.contains(&from) && !self.answered_seeds.contains(&from) {
+            self.answered_seeds.push(from);
+        }
+        self.introduce(&r.from, r.incarnation, false);
+        let spread = self.joined;
+        self.merge_deltas(&r.deltas, spread);
+        if let Some(full) = r.full {
+            self.merge_members(&full.members);
+            let (deltas, state) = {
+                let s = self.shared.lock();
+                let mine = s.store.digest();
+                // Ask for the owners where the two sides differ.
+                let want = (mine != full.state).then_some(mine);
+                (s.store.deltas_missing_from(&full.state), want)
+            };
+            let msg = SyncDeltas {
+                from: self.identity.clone(),
+                deltas,
+                members: self.full_view().members,
+                state,
+                hlc: self.shared.lock().hlc.last(),
+            };
+            self.io.send_msg(r.from.addr, &Message::SyncDeltas(msg));
+        }
+    }
+
+    pub(super) fn on_sync_deltas(&mut self, d: SyncDeltas) {
+        if d.from.id == self.identity.id {
+            return;
+        }
+        self.merge_members(&d.members);
+        self.merge_deltas(&d.deltas, true);
+        if let Some(theirs) = d.state {
+            let deltas = self.shared.lock().store.deltas_missing_from(&theirs);
+            if !deltas.is_empty() {
+                let msg = SyncDeltas {
+                    from: self.identity.clone(),
+                    deltas,
+                    members: Vec::new(),
+                    state: None,
+                    hlc: self.shared.lock().hlc.last(),
+                };
+                self.io.send_msg(d.from.addr, &Message::SyncDeltas(msg));
+            }
+        }
+    }
+
+    /// A member that contacted us directly is alive at `incarnation`.
+    pub(super) fn introduce(&mut self, who: &Identity, incarnation: Incarnation, broadcast: bool) {
+        self.observe(who, incarnation, true);
+        let _ = self.swim.apply_many(
+            std::iter::once(Member::new(who.clone(), incarnation, State::Alive)),
+            broadcast,
+            &mut self.io,
+        );
+    }
+
+    /// Merges a remote member list. A remote `Down` is a suspicion here
+    /// (this node confirms failures itself); a claim about this node that it
+    /// is not alive is refuted.
+    pub(super) fn merge_members(&mut self, list: &[MemberDigest]) {
+        // foca's member table is searched linearly per update: index it once
+        // and hand foca only what would change it, so merging a full view
+        // costs O(n log n) instead of O(n^2).
+        let known: BTreeMap<&NodeId, (&Identity, Incarnation, State)> = self
+            .swim
+            .iter_membership_state()
+            .map(|m| (&m.id().id, (m.id(), m.incarnation(), m.state())))
+            .collect();
+        let mut updates = Vec::new();
+        let mut refute_at = None;
+        let mut observed = Vec::new();
+        for m in list {
+            if m.identity.id == self.identity.id {
+                if m.identity == self.identity
+                    && m.state != WireState::Alive
+                    && m.incarnation >= self.io.self_incarnation
+                {
+                    refute_at = Some(m.incarnation);
+                }
+                continue;
+            }
+            let state = match m.state {
+                WireState::Alive => State::Alive,
+                WireState::Suspect => State::Suspect,
+                WireState::Down if self.config.lifeguard => State::Suspect,
+                WireState::Down => State::Down,
+            };
+            let news = match known.get(&m.identity.id) {
+                None => true,
+                Some((id, inc, st)) => {
+                    if **id != m.identity {
+                        true
+                    } else {
+                        observed.push((m.identity.clone(), m.incarnation, state != State::Down));
+                        match (st, state) {
+                            (State::Down, _) => m.incarnation > *inc,
+                            (_, State::Down) => true,
+                            (State::Alive, State::Suspect) => m.incarnation >= *inc,
+                            _ => m.incarnation > *inc,
+                        }
+                    }
+                }
+            };
+            if news {
+                updates.push(Member::new(m.identity.clone(), m.incarnation, state));
+            }
+        }
+        drop(known);
+        if let Some(inc) = refute_at {
+            self.refute(inc);
+        }
+        let suspects: Vec<(Identity, Incarnation)> = updates
+            .iter()
+            .filter(|m| m.state() == State::Suspect)
+            .map(|m| (m.id().clone(), m.incarnation()))
+            .collect();
+        for (id, inc, active) in observed {
+            self.observe(&id, inc, active);
+        }
+        if !updates.is_empty() {
+            let _ = self
+                .swim
+                .apply_many(updates.into_iter(), false, &mut self.io);
+        }
+        self.drain_notifications();
+        if self.config.lifeguard {
+            for (id, inc) in suspects {
+                self.suspect_from_gossip(id, inc);
+            }
+        }
+    }
+
+    pub(super) fn merge_deltas(&mut self, deltas: &[Delta], spread: bool) {
+        for d in deltas {
+            if !spread {
+                self.shared.lock().merge_remote(d);
+                continue;
+            }
+            if !self.shared.lock().check_drift(d) {
+                continue;
+            }
+            // Through foca's backlog, so news learned by push-pull spreads
+            // like a fresh write (the handler merges it).
+            match swim::encode_item(&Item::Delta(d.clone())) {
+                Some(bytes) if self.swim.add_broadcast(&bytes).is_ok() => {}
+                _ => {
+                    self.shared.lock().merge(d);
+                }
+            }
+        }
+    }
+}
