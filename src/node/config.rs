@@ -53,6 +53,12 @@ pub struct Config {
     /// LAN 10 s, WAN 30 s; scaled up for large clusters by
     /// [`Config::for_cluster`] like memberlist's `pushPullScale`.
     pub sync_interval: Duration,
+    /// Time between attempts to reach one member held Down (a push-pull
+    /// opening sent to it), so a member that recovers — after a partition,
+    /// a one-way fault, a pause — is brought back without waiting for the
+    /// periodic push-pull. LAN 5 s, WAN 30 s, local 2 s (memberlist's
+    /// `GossipToTheDeadTime` plays this role).
+    pub reconnect_interval: Duration,
     /// First wait between join attempts; doubles up to `join_retry_max`.
     /// 1 s.
     pub join_retry_initial: Duration,
@@ -127,6 +133,7 @@ impl Config {
             gossip_interval: Duration::from_millis(200),
             gossip_fanout: NonZeroUsize::new(3).expect("non-zero"),
             sync_interval: Duration::from_secs(10),
+            reconnect_interval: Duration::from_secs(5),
             join_retry_initial: Duration::from_secs(1),
             join_retry_max: Duration::from_secs(30),
             max_datagram_bytes: NonZeroUsize::new(QUIC_MIN_DATAGRAM_BYTES).expect("non-zero"),
@@ -153,6 +160,7 @@ impl Config {
             gossip_interval: Duration::from_millis(500),
             gossip_fanout: NonZeroUsize::new(4).expect("non-zero"),
             sync_interval: Duration::from_secs(30),
+            reconnect_interval: Duration::from_secs(30),
             ..Self::lan_sized(n)
         }
     }
@@ -169,6 +177,7 @@ impl Config {
             verify_timeout: probe_rtt * 2,
             gossip_interval: Duration::from_millis(100),
             sync_interval: Duration::from_secs(5),
+            reconnect_interval: Duration::from_secs(2),
             join_retry_initial: Duration::from_millis(200),
             join_retry_max: Duration::from_secs(5),
             ..Self::lan_sized(8)
@@ -198,6 +207,7 @@ impl Config {
             ("verify_timeout", self.verify_timeout),
             ("gossip_interval", self.gossip_interval),
             ("sync_interval", self.sync_interval),
+            ("reconnect_interval", self.reconnect_interval),
             ("join_retry_initial", self.join_retry_initial),
             ("join_retry_max", self.join_retry_max),
             ("remove_down_after", self.remove_down_after),

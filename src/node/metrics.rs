@@ -79,6 +79,8 @@ pub struct Metrics {
     pub resurrections: u64,
     /// Push-pull exchanges started.
     pub syncs_started: u64,
+    /// Push-pull openings sent to members held Down.
+    pub reconnect_attempts: u64,
     /// Push-pull answers that found both sides in sync.
     pub syncs_in_sync: u64,
     /// Join attempts sent.

@@ -190,6 +190,8 @@ impl Node {
         };
         let first_sync = node.jittered(node.config.sync_interval);
         node.io.schedule(first_sync, TimerKind::Sync);
+        let first_reconnect = node.jittered(node.config.reconnect_interval);
+        node.io.schedule(first_reconnect, TimerKind::Reconnect);
         Ok(node)
     }
 
@@ -664,6 +666,11 @@ impl Node {
                 let max_drift_ms = self.config.max_drift.as_millis() as u64;
                 let ready = self.shared.lock().unpark_ready(max_drift_ms);
                 self.merge_deltas(&ready, true);
+            }
+            TimerKind::Reconnect => {
+                let next = self.jittered(self.config.reconnect_interval);
+                self.io.schedule(next, TimerKind::Reconnect);
+                self.reach_for_the_down();
             }
             TimerKind::Sync => {
                 let next = self.jittered(self.config.sync_interval);

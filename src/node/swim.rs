@@ -304,6 +304,8 @@ pub(crate) enum TimerKind {
     Sync,
     /// Retry deltas parked for clock drift.
     Unpark,
+    /// Try to reach one member held Down.
+    Reconnect,
     /// Extra push-pull rounds right after joining (see `Node::on_joined`).
     CatchUpSync { round: u32 },
     /// Next join attempt.

@@ -105,6 +105,25 @@ impl Node {
         self.io.send_msg(peer.addr, &req);
     }
 
+    /// Sends a push-pull opening to one random member held Down. If it is
+    /// alive, the exchange tells it where it is held Down (it refutes) and
+    /// brings it back here once it proves a higher incarnation.
+    pub(super) fn reach_for_the_down(&mut self) {
+        let down: Vec<std::net::SocketAddr> = self
+            .members
+            .values()
+            .filter(|m| m.state == MemberState::Down)
+            .map(|m| m.identity.addr)
+            .collect();
+        if down.is_empty() {
+            return;
+        }
+        let addr = down[self.rng.random_range(0..down.len())];
+        self.metrics.reconnect_attempts += 1;
+        let req = Message::SyncRequest(self.sync_request(false));
+        self.io.send_msg(addr, &req);
+    }
+
     pub(super) fn on_sync_request(&mut self, from: SocketAddr, r: SyncRequest) {
         if r.from.id == self.identity.id {
             return;
