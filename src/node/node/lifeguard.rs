@@ -110,6 +110,27 @@ impl Node {
             && u16::from(self.io.health) * 2 > u16::from(self.config.max_health_score)
     }
 
+    /// Puts a Down verdict off (never drops it) while this node is too
+    /// unhealthy to judge: the suspicion runs again after one scaled probe
+    /// period.
+    fn defer_verdict(
+        &mut self,
+        member: Identity,
+        incarnation: Incarnation,
+        token: foca::TimerToken,
+    ) {
+        self.metrics.downs_deferred += 1;
+        let wait = self.config.probe_period * self.io.health_multiplier();
+        self.io.schedule(
+            wait,
+            TimerKind::Suspect {
+                member,
+                incarnation,
+                token,
+            },
+        );
+    }
+
     /// Another member suspects (or declared Down) `id` at `incarnation`.
     /// foca only times out suspicions its own probes raised; with Lifeguard
     /// every node confirms a failure itself, so it starts its own suspicion
@@ -154,16 +175,7 @@ impl Node {
             return;
         }
         if self.too_unhealthy_to_judge() {
-            self.metrics.downs_deferred += 1;
-            let wait = self.config.probe_period * self.io.health_multiplier();
-            self.io.schedule(
-                wait,
-                TimerKind::Suspect {
-                    member,
-                    incarnation,
-                    token,
-                },
-            );
+            self.defer_verdict(member, incarnation, token);
             return;
         }
         let nonce: u64 = self.rng.random();
@@ -229,16 +241,7 @@ impl Node {
                 );
             }
             None if self.too_unhealthy_to_judge() => {
-                self.metrics.downs_deferred += 1;
-                let wait = self.config.probe_period * self.io.health_multiplier();
-                self.io.schedule(
-                    wait,
-                    TimerKind::Suspect {
-                        member,
-                        incarnation,
-                        token,
-                    },
-                );
+                self.defer_verdict(member, incarnation, token);
             }
             None => self.deliver_down(member, incarnation, token),
         }
