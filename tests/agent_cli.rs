@@ -37,6 +37,17 @@ fn certs(dir: &Path, names: &[&str]) {
     }
 }
 
+/// Sends `sig` (e.g. `-TERM`) to a process with the system's kill(1).
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
 fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let start = Instant::now();
     while start.elapsed() < limit {
@@ -164,25 +175,11 @@ fn agents_join_and_stop_gracefully_on_sigterm() {
 
     // SIGTERM: leave gracefully, exit 0 within 3 s.
     let t = Instant::now();
-    let pid = b.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(b.id(), "-TERM");
     let status = wait_exit(&mut b, Duration::from_secs(3)).expect("b exits within 3 s");
     assert!(status.success(), "{status:?}");
     eprintln!("agent exited 0 {:?} after SIGTERM", t.elapsed());
-    let pid = a.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(a.id(), "-INT");
     let status = wait_exit(&mut a, Duration::from_secs(3)).expect("a exits within 3 s");
     assert!(status.success());
     let _ = std::fs::remove_dir_all(&dir);
@@ -208,6 +205,7 @@ struct TermOnDrop(u32);
 
 impl Drop for TermOnDrop {
     fn drop(&mut self) {
+        // The process may be gone already: no assertion here.
         let _ = Command::new("kill")
             .args(["-TERM", &self.0.to_string()])
             .stderr(Stdio::null())
@@ -293,14 +291,7 @@ fn demo_runs_five_nodes_with_a_dashboard_and_cleans_up_on_sigterm() {
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v["members"]["alive"], 5);
 
-    let pid = demo.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(demo.id(), "-TERM");
     let status = wait_exit(&mut demo, Duration::from_secs(6)).expect("demo stops within 6 s");
     assert!(status.success(), "{status:?}");
     assert!(!dir.exists(), "demo removed {}", dir.display());

@@ -121,6 +121,17 @@ impl Node {
     ) {
         self.metrics.downs_deferred += 1;
         let wait = self.config.probe_period * self.io.health_multiplier();
+        self.rearm_suspicion(wait, member, incarnation, token);
+    }
+
+    /// Runs the suspicion of `member` at `incarnation` again after `wait`.
+    fn rearm_suspicion(
+        &mut self,
+        wait: std::time::Duration,
+        member: Identity,
+        incarnation: Incarnation,
+        token: foca::TimerToken,
+    ) {
         self.io.schedule(
             wait,
             TimerKind::Suspect {
@@ -231,14 +242,7 @@ impl Node {
             Some(_) => {
                 // Answered without refuting yet: give the refutation time.
                 let wait = self.config.suspect_to_down_after;
-                self.io.schedule(
-                    wait,
-                    TimerKind::Suspect {
-                        member,
-                        incarnation,
-                        token,
-                    },
-                );
+                self.rearm_suspicion(wait, member, incarnation, token);
             }
             None if self.too_unhealthy_to_judge() => {
                 self.defer_verdict(member, incarnation, token);
