@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::node::delta::{Delta, OwnerDigest};
 use crate::node::hlc::Hlc;
 use crate::node::identity::{Identity, Incarnation, NodeId};
+use crate::node::meta::{MetaError, MetaOp, MetaReply, ReadMode};
 
 /// Wire protocol version.
 pub const VERSION: u8 = 1;
@@ -51,11 +52,26 @@ pub enum Kind {
     VerifyAck = 7,
     /// A member leaving gracefully (datagram).
     Leave = 8,
+    /// A Raft message between voters (stream).
+    Raft = 9,
+    /// A metadata request forwarded to a voter (bidirectional stream,
+    /// answered by [`Kind::MetaResponse`] on the same stream).
+    MetaRequest = 10,
+    /// The answer to a forwarded metadata request (stream).
+    MetaResponse = 11,
+    /// A member asking a voter for the metadata it lacks (stream).
+    MetaPull = 12,
+    /// Committed metadata entries or a snapshot, answering a pull (stream).
+    MetaPush = 13,
+    /// A bootstrap candidate asking the initial voters to agree (stream).
+    BootstrapAsk = 14,
+    /// The answer to a bootstrap request (stream).
+    BootstrapGrant = 15,
 }
 
 impl Kind {
     /// Every kind, in number order.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Swim,
         Kind::SyncRequest,
         Kind::SyncReply,
@@ -64,6 +80,13 @@ impl Kind {
         Kind::VerifyRelay,
         Kind::VerifyAck,
         Kind::Leave,
+        Kind::Raft,
+        Kind::MetaRequest,
+        Kind::MetaResponse,
+        Kind::MetaPull,
+        Kind::MetaPush,
+        Kind::BootstrapAsk,
+        Kind::BootstrapGrant,
     ];
 
     /// The kind with this number.
@@ -73,7 +96,10 @@ impl Kind {
 
     /// Whether the kind travels on a stream (else as a datagram).
     pub fn is_stream(self) -> bool {
-        matches!(self, Kind::SyncRequest | Kind::SyncReply | Kind::SyncDeltas)
+        !matches!(
+            self,
+            Kind::Swim | Kind::Verify | Kind::VerifyRelay | Kind::VerifyAck | Kind::Leave
+        )
     }
 
     /// Largest encoded message of this kind, envelope included.
@@ -96,6 +122,13 @@ impl Kind {
             Kind::VerifyRelay => "verify_relay",
             Kind::VerifyAck => "verify_ack",
             Kind::Leave => "leave",
+            Kind::Raft => "raft",
+            Kind::MetaRequest => "meta_request",
+            Kind::MetaResponse => "meta_response",
+            Kind::MetaPull => "meta_pull",
+            Kind::MetaPush => "meta_push",
+            Kind::BootstrapAsk => "bootstrap_ask",
+            Kind::BootstrapGrant => "bootstrap_grant",
         }
     }
 }
@@ -216,6 +249,105 @@ pub struct Leave {
     pub incarnation: Incarnation,
 }
 
+/// A Raft message (raft-rs protobuf) between voters of one cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftMsg {
+    /// Sender.
+    pub from: Identity,
+    /// Cluster id: a node refuses messages of another cluster.
+    pub cluster: u64,
+    /// The protobuf-encoded `eraftpb::Message`.
+    pub msg: Vec<u8>,
+}
+
+/// A metadata request forwarded to a voter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaRequest {
+    /// The node the client asked; the answer goes to it.
+    pub from: Identity,
+    /// Its request number.
+    pub req: u64,
+    /// The operation.
+    pub op: MetaOp,
+    /// How a read is served.
+    pub mode: ReadMode,
+}
+
+/// The answer to a [`MetaRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaResponse {
+    /// The voter that served it.
+    pub from: Identity,
+    /// The request number.
+    pub req: u64,
+    /// The outcome.
+    pub result: Result<MetaReply, MetaError>,
+}
+
+/// A member asking for the committed metadata after `after`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaPull {
+    /// Who asks.
+    pub from: Identity,
+    /// The cluster it follows.
+    pub cluster: u64,
+    /// Its applied index.
+    pub after: u64,
+}
+
+/// One committed Raft entry, as pushed to members catching up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushedEntry {
+    /// Index.
+    pub index: u64,
+    /// Term.
+    pub term: u64,
+    /// raft-rs entry type (0 normal, 1 conf change, 2 conf change v2).
+    pub kind: u8,
+    /// Entry data.
+    pub data: Vec<u8>,
+    /// Entry context.
+    pub context: Vec<u8>,
+}
+
+/// Committed metadata for a member catching up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaPush {
+    /// The voter.
+    pub from: Identity,
+    /// Cluster id.
+    pub cluster: u64,
+    /// The whole encoded state machine, when the entries asked for are no
+    /// longer in the log.
+    pub snapshot: Option<Vec<u8>>,
+    /// Committed entries, in order, after the snapshot (if any) or after the
+    /// index asked for.
+    pub entries: Vec<PushedEntry>,
+}
+
+/// A bootstrap candidate asking the initial voters to agree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootstrapAsk {
+    /// The candidate (the lowest `NodeId` of the initial voters).
+    pub from: Identity,
+    /// The id the new cluster will have.
+    pub cluster: u64,
+    /// The initial voters.
+    pub voters: Vec<NodeId>,
+}
+
+/// The answer to a [`BootstrapAsk`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootstrapGrant {
+    /// Who answers.
+    pub from: Identity,
+    /// The cluster asked about.
+    pub cluster: u64,
+    /// Whether it agrees (it then refuses every other candidate for a
+    /// while).
+    pub granted: bool,
+}
+
 /// A decoded message; a SWIM payload borrows from the input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message<'a> {
@@ -235,6 +367,20 @@ pub enum Message<'a> {
     VerifyAck(VerifyAck),
     /// [`Kind::Leave`]
     Leave(Leave),
+    /// [`Kind::Raft`]
+    Raft(RaftMsg),
+    /// [`Kind::MetaRequest`]
+    MetaRequest(MetaRequest),
+    /// [`Kind::MetaResponse`]
+    MetaResponse(MetaResponse),
+    /// [`Kind::MetaPull`]
+    MetaPull(MetaPull),
+    /// [`Kind::MetaPush`]
+    MetaPush(MetaPush),
+    /// [`Kind::BootstrapAsk`]
+    BootstrapAsk(BootstrapAsk),
+    /// [`Kind::BootstrapGrant`]
+    BootstrapGrant(BootstrapGrant),
 }
 
 /// Why bytes could not be decoded (or a message encoded). Nothing is changed
@@ -282,6 +428,13 @@ impl Message<'_> {
             Message::VerifyRelay(_) => Kind::VerifyRelay,
             Message::VerifyAck(_) => Kind::VerifyAck,
             Message::Leave(_) => Kind::Leave,
+            Message::Raft(_) => Kind::Raft,
+            Message::MetaRequest(_) => Kind::MetaRequest,
+            Message::MetaResponse(_) => Kind::MetaResponse,
+            Message::MetaPull(_) => Kind::MetaPull,
+            Message::MetaPush(_) => Kind::MetaPush,
+            Message::BootstrapAsk(_) => Kind::BootstrapAsk,
+            Message::BootstrapGrant(_) => Kind::BootstrapGrant,
         }
     }
 
@@ -300,6 +453,13 @@ impl Message<'_> {
             Message::Verify(m) | Message::VerifyRelay(m) => postcard::to_extend(m, out),
             Message::VerifyAck(m) => postcard::to_extend(m, out),
             Message::Leave(m) => postcard::to_extend(m, out),
+            Message::Raft(m) => postcard::to_extend(m, out),
+            Message::MetaRequest(m) => postcard::to_extend(m, out),
+            Message::MetaResponse(m) => postcard::to_extend(m, out),
+            Message::MetaPull(m) => postcard::to_extend(m, out),
+            Message::MetaPush(m) => postcard::to_extend(m, out),
+            Message::BootstrapAsk(m) => postcard::to_extend(m, out),
+            Message::BootstrapGrant(m) => postcard::to_extend(m, out),
         };
         let out = encoded.map_err(|e| WireError::Malformed {
             kind,
@@ -340,6 +500,13 @@ impl Message<'_> {
             Kind::VerifyRelay => Message::VerifyRelay(parse(kind, payload)?),
             Kind::VerifyAck => Message::VerifyAck(parse(kind, payload)?),
             Kind::Leave => Message::Leave(parse(kind, payload)?),
+            Kind::Raft => Message::Raft(parse(kind, payload)?),
+            Kind::MetaRequest => Message::MetaRequest(parse(kind, payload)?),
+            Kind::MetaResponse => Message::MetaResponse(parse(kind, payload)?),
+            Kind::MetaPull => Message::MetaPull(parse(kind, payload)?),
+            Kind::MetaPush => Message::MetaPush(parse(kind, payload)?),
+            Kind::BootstrapAsk => Message::BootstrapAsk(parse(kind, payload)?),
+            Kind::BootstrapGrant => Message::BootstrapGrant(parse(kind, payload)?),
         })
     }
 }
@@ -359,6 +526,13 @@ impl Message<'_> {
             Message::VerifyRelay(v) => Some(v.origin.id.clone()),
             Message::VerifyAck(a) => Some(a.from.id.clone()),
             Message::Leave(l) => Some(l.identity.id.clone()),
+            Message::Raft(m) => Some(m.from.id.clone()),
+            Message::MetaRequest(m) => Some(m.from.id.clone()),
+            Message::MetaResponse(m) => Some(m.from.id.clone()),
+            Message::MetaPull(m) => Some(m.from.id.clone()),
+            Message::MetaPush(m) => Some(m.from.id.clone()),
+            Message::BootstrapAsk(m) => Some(m.from.id.clone()),
+            Message::BootstrapGrant(m) => Some(m.from.id.clone()),
         }
     }
 }
@@ -420,7 +594,7 @@ mod tests {
             assert_eq!(Kind::from_u8(*k as u8), Some(*k));
         }
         assert_eq!(Kind::from_u8(0), None);
-        assert_eq!(Kind::from_u8(9), None);
+        assert_eq!(Kind::from_u8(16), None);
     }
 
     #[test]
@@ -479,6 +653,53 @@ mod tests {
                 identity: ident("a"),
                 incarnation: 7,
             }),
+            Message::Raft(RaftMsg {
+                from: ident("a"),
+                cluster: 9,
+                msg: vec![1, 2],
+            }),
+            Message::MetaRequest(MetaRequest {
+                from: ident("a"),
+                req: 3,
+                op: MetaOp::Cas {
+                    key: "k".into(),
+                    expect: None,
+                    value: Some(vec![1]),
+                },
+                mode: ReadMode::Stale,
+            }),
+            Message::MetaResponse(MetaResponse {
+                from: ident("b"),
+                req: 3,
+                result: Err(MetaError::Timeout { ms: 5 }),
+            }),
+            Message::MetaPull(MetaPull {
+                from: ident("a"),
+                cluster: 9,
+                after: 4,
+            }),
+            Message::MetaPush(MetaPush {
+                from: ident("b"),
+                cluster: 9,
+                snapshot: Some(vec![0]),
+                entries: vec![PushedEntry {
+                    index: 5,
+                    term: 2,
+                    kind: 0,
+                    data: vec![1],
+                    context: vec![],
+                }],
+            }),
+            Message::BootstrapAsk(BootstrapAsk {
+                from: ident("a"),
+                cluster: 9,
+                voters: vec![NodeId::new("a").unwrap()],
+            }),
+            Message::BootstrapGrant(BootstrapGrant {
+                from: ident("b"),
+                cluster: 9,
+                granted: true,
+            }),
         ];
         for m in msgs {
             let bytes = m.encode().unwrap();
@@ -515,7 +736,7 @@ mod tests {
             let mut buf: Vec<u8> = (0..len).map(|_| rng.random()).collect();
             if len >= 2 && rng.random_bool(0.8) {
                 buf[0] = VERSION;
-                buf[1] = rng.random_range(1..=8);
+                buf[1] = rng.random_range(1..=15);
             }
             let _ = Message::decode(&buf);
         }

@@ -5,6 +5,7 @@
 //! (offset, drift, jumps), crash/restart/leave/join events and checkers that
 //! observe every step. The same seed always gives the same run.
 
+pub mod linear;
 pub mod net;
 pub mod report;
 pub mod scenario;
@@ -77,6 +78,10 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, SpecError> {
     let end = dur.as_nanos() as u64;
     let mut config = Config::for_cluster(spec.nodes);
     config.lifeguard = !spec.no_lifeguard;
+    if sc.name == "voter-crash-2of5" {
+        config.meta.target_voters = 5;
+    }
+    let target_voters = config.meta.target_voters.min(spec.nodes);
     let mut w = world::World::new(spec.nodes, spec.seed, config, end);
     scenario::setup(sc.name, &mut w, spec.nodes, end, spec.loss);
     #[allow(clippy::disallowed_methods)] // wall time of the run, reported only
@@ -84,7 +89,7 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, SpecError> {
     w.run();
     let wall = started.elapsed().as_secs_f64();
     let report = Report::new(sc.name, spec.nodes, spec.seed, &w, wall);
-    let liveness_failed = liveness(sc.name, &report);
+    let liveness_failed = liveness(sc.name, &report, target_voters);
     Ok(Outcome {
         violations: w.checks.violations.clone(),
         false_down_detail: w.m.false_down_detail.clone(),
@@ -94,11 +99,31 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, SpecError> {
 }
 
 /// The scenario's own liveness check.
-fn liveness(name: &str, r: &Report) -> Option<String> {
+fn liveness(name: &str, r: &Report, target_voters: usize) -> Option<String> {
     if r.join_converged_secs.is_none() {
         return Some("membership never converged after the start".into());
     }
+    if r.raft_clusters_formed != 1 {
+        return Some(format!(
+            "{} metadata clusters formed (expected exactly 1)",
+            r.raft_clusters_formed
+        ));
+    }
     match name {
+        "bootstrap" | "voter-crash" | "voter-crash-2of5" | "meta-linearizable"
+            if r.voters_final != Some(target_voters) =>
+        {
+            Some(format!(
+                "{:?} healthy voters at the end (expected {target_voters})",
+                r.voters_final
+            ))
+        }
+        "voter-crash" | "voter-crash-2of5" if r.voter_recovery_secs.is_none() => {
+            Some("the voters never recovered after the crash".into())
+        }
+        "meta-linearizable" if r.meta_linearizable != Some(true) => {
+            Some(format!("meta_linearizable is {:?}", r.meta_linearizable))
+        }
         "crash-one" | "crash-many" if r.detect_all_secs.is_none() => Some(format!(
             "{} observers never declared a crashed node Down",
             r.undetected

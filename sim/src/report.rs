@@ -31,6 +31,13 @@ pub struct Report {
     pub invariant_violations: u64,
     pub converged_at_end: bool,
     pub live_nodes_at_end: usize,
+    pub raft_clusters_formed: usize,
+    pub leader_changes: usize,
+    pub voters_final: Option<usize>,
+    pub voter_recovery_secs: Option<f64>,
+    pub meta_ops: u64,
+    pub meta_acked_writes: u64,
+    pub meta_linearizable: Option<bool>,
 }
 
 fn secs(n: Nanos) -> f64 {
@@ -86,6 +93,13 @@ impl Report {
             invariant_violations: w.checks.count,
             converged_at_end: m.converged_at_end,
             live_nodes_at_end: m.final_live,
+            raft_clusters_formed: m.clusters.len(),
+            leader_changes: m.leaders.len(),
+            voters_final: m.voters_final,
+            voter_recovery_secs: m.voter_recovery.map(secs),
+            meta_ops: m.meta_ops,
+            meta_acked_writes: m.meta_acked_writes,
+            meta_linearizable: m.meta_linearizable,
         }
     }
 }

@@ -68,6 +68,26 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "writes from random nodes, 2 per second, from 15 s until 15 s before the end",
         default_secs: 60,
     },
+    Scenario {
+        name: "bootstrap",
+        about: "nodes start in random order over 10 s with three transient partitions in the first 20 s; exactly one metadata cluster must form",
+        default_secs: 60,
+    },
+    Scenario {
+        name: "voter-crash",
+        about: "the metadata leader crashes at 30 s; a new leader and a replacement voter must follow",
+        default_secs: 75,
+    },
+    Scenario {
+        name: "voter-crash-2of5",
+        about: "5 metadata voters; two of them (the leader among them) crash at once at 30 s",
+        default_secs: 90,
+    },
+    Scenario {
+        name: "meta-linearizable",
+        about: "clients on random nodes run get/put/cas/delete on 3 keys through partitions, crashes and restarts; the history must be linearizable",
+        default_secs: 90,
+    },
 ];
 
 /// Looks a scenario up by name.
@@ -87,8 +107,9 @@ fn pick(w: &mut World, n: usize, count: usize) -> Vec<usize> {
 
 /// Schedules `name` on `w` for `n` nodes over `end` nanoseconds.
 pub fn setup(name: &str, w: &mut World, n: usize, end: Nanos, loss: Option<f64>) {
+    let start_window = if name == "bootstrap" { 10 * SEC } else { SEC };
     for i in 0..n {
-        let t = w.rng().random_range(0..SEC);
+        let t = w.rng().random_range(0..start_window);
         w.at(t, Action::Start(i));
     }
     let quiet = end.saturating_sub(30 * SEC);
@@ -187,6 +208,57 @@ pub fn setup(name: &str, w: &mut World, n: usize, end: Nanos, loss: Option<f64>)
                 t += SEC / 2;
             }
             w.at(end.saturating_sub(15 * SEC), Action::FaultsEnd);
+        }
+        "bootstrap" => {
+            for slot in 0..3u64 {
+                let t = slot * 6 * SEC + w.rng().random_range(0..3 * SEC);
+                let len = w.rng().random_range(SEC..3 * SEC);
+                let groups: Vec<u8> = (0..n).map(|_| w.rng().random_range(0..2u8)).collect();
+                w.at(t, Action::Partition(Some(groups)));
+                w.at(t + len, Action::Partition(None));
+            }
+            w.at(20 * SEC, Action::FaultsEnd);
+        }
+        "voter-crash" => {
+            w.at(
+                30 * SEC,
+                Action::CrashLeader {
+                    restart_after: None,
+                },
+            );
+            w.at(30 * SEC, Action::FaultsEnd);
+        }
+        "voter-crash-2of5" => {
+            w.at(30 * SEC, Action::CrashVoters(2));
+            w.at(30 * SEC, Action::FaultsEnd);
+        }
+        "meta-linearizable" => {
+            let stop = end.saturating_sub(20 * SEC);
+            let mut t = 10 * SEC;
+            while t < stop {
+                w.at(t, Action::MetaClient { keys: 3 });
+                t += 100 * MS;
+            }
+            // A minority split, a crash and restart, a leader crash and
+            // restart, a majority/minority split.
+            let minority: Vec<u8> = (0..n).map(|i| u8::from(i < n / 3)).collect();
+            w.at(20 * SEC, Action::Partition(Some(minority)));
+            w.at(26 * SEC, Action::Partition(None));
+            w.at(30 * SEC, Action::CrashRestart { after: 8 * SEC });
+            w.at(
+                42 * SEC,
+                Action::CrashLeader {
+                    restart_after: Some(6 * SEC),
+                },
+            );
+            let halves: Vec<u8> = (0..n).map(|_| w.rng().random_range(0..2u8)).collect();
+            w.at(55 * SEC, Action::Partition(Some(halves)));
+            w.at(60 * SEC, Action::Partition(None));
+            w.at(60 * SEC, Action::FaultsEnd);
+            w.at(
+                end.saturating_sub(10 * SEC),
+                Action::MetaFinalReads { keys: 3 },
+            );
         }
         other => unreachable!("scenario {other} is checked by the caller"),
     }

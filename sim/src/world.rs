@@ -11,7 +11,13 @@ use std::time::Duration;
 
 use rand::rngs::Xoshiro256PlusPlus as Rng;
 use rand::{RngExt, SeedableRng};
-use roster::node::{Config, Event, Generation, Hlc, Identity, MemberState, Node, NodeId, Now};
+use roster::node::meta::MemDisk;
+use roster::node::{
+    Config, Event, Generation, Hlc, Identity, MemberState, MetaError, MetaOp, MetaReply, Node,
+    NodeId, Now, RaftRole, ReadMode,
+};
+
+use crate::linear::{History, Outcome as OpOutcome};
 
 use crate::net::{Clock, MS, Nanos, Network, SEC};
 
@@ -47,6 +53,17 @@ pub enum Action {
     ClockJump(usize, i64),
     /// Fault phase is over: measurements of convergence start now.
     FaultsEnd,
+    /// Crash the metadata leader (and restart it `restart_after` later).
+    CrashLeader { restart_after: Option<Nanos> },
+    /// Crash `n` random metadata voters at once (the leader among them).
+    CrashVoters(usize),
+    /// A client on a random running node runs a random metadata operation
+    /// on one of `keys` keys.
+    MetaClient { keys: u64 },
+    /// A linearizable read of every key (`keys` of them) from a random node.
+    MetaFinalReads { keys: u64 },
+    /// Start measuring how long the voters take to recover.
+    MarkVoterLoss,
 }
 
 #[derive(Debug)]
@@ -76,6 +93,10 @@ struct Slot {
     last_incarnation: (u64, u16),
     /// Newest generation of each member seen in this node's MemberUp events.
     seen_gen: BTreeMap<NodeId, u64>,
+    /// The node's Raft disk, kept across crashes.
+    disk: MemDisk,
+    /// Metadata requests in flight: request number to history entry.
+    meta_pending: BTreeMap<u64, usize>,
 }
 
 /// Invariant and liveness checkers.
@@ -133,6 +154,22 @@ pub struct Measured {
     pub converged_at_end: bool,
     pub peak_live: usize,
     pub final_live: usize,
+    /// Metadata clusters bootstrapped.
+    pub clusters: std::collections::BTreeSet<u64>,
+    /// Self-declared leaders per term.
+    pub leaders: BTreeMap<u64, NodeId>,
+    /// (key, value) applied at each index, first seen.
+    pub applied: BTreeMap<u64, (String, Option<Vec<u8>>)>,
+    /// Healthy voters at the end.
+    pub voters_final: Option<usize>,
+    /// From the loss of a voter until a leader and the target number of
+    /// healthy voters are back.
+    pub voter_recovery: Option<Nanos>,
+    pub voter_loss_at: Option<Nanos>,
+    /// Metadata operations completed (acknowledged or failed).
+    pub meta_ops: u64,
+    pub meta_acked_writes: u64,
+    pub meta_linearizable: Option<bool>,
 }
 
 /// A simulation in progress.
@@ -163,6 +200,11 @@ pub struct World {
     /// Longest time a Down verdict takes to form: suspicion plus the final
     /// check, with the deferrals Lifeguard allows at full health.
     verdict_window: Nanos,
+    /// Client history of metadata operations.
+    pub history: History,
+    /// Acknowledged writes: (index, key, value).
+    acked: Vec<(u64, String, Option<Vec<u8>>)>,
+    meta_value_seq: u64,
 }
 
 fn addr_of(i: usize) -> SocketAddr {
@@ -199,6 +241,9 @@ impl World {
             topology_changed: None,
             verdict_window: (config.suspect_to_down_after + config.verify_timeout * 2).as_nanos()
                 as Nanos,
+            history: History::default(),
+            acked: Vec::new(),
+            meta_value_seq: 0,
         };
         for _ in 0..nodes {
             w.add_slot();
@@ -226,6 +271,8 @@ impl World {
             last_hlc: Hlc::default(),
             last_incarnation: (0, 0),
             seen_gen: BTreeMap::new(),
+            disk: MemDisk::default(),
+            meta_pending: BTreeMap::new(),
         });
         self.by_addr.insert(addr, i);
         self.net.add_node();
@@ -338,6 +385,10 @@ impl World {
         while let Some(e) = node.poll_event() {
             events.push(e);
         }
+        let mut results = Vec::new();
+        while let Some(r) = node.poll_meta_result() {
+            results.push(r);
+        }
         let deadline = node.poll_timeout();
         let hlc = node.hlc();
         let gen_inc = (node.identity().generation.0, node.incarnation());
@@ -377,6 +428,9 @@ impl World {
         self.slots[n].last_incarnation = gen_inc;
         for e in events {
             self.on_event(n, e);
+        }
+        for (req, r) in results {
+            self.on_meta_result(n, req, r);
         }
         if let Some(d) = deadline {
             let d = d.as_nanos() as Nanos;
@@ -455,6 +509,47 @@ impl World {
             {
                 self.m.drift_rejections_by_jumper += 1;
             }
+            Event::MetaBootstrapped { cluster } => {
+                if std::env::var_os("ROSTER_SIM_DEBUG").is_some() {
+                    eprintln!(
+                        "t={:.2}s {} bootstrapped {cluster:016x}",
+                        self.now as f64 / SEC as f64,
+                        self.slots[n].id
+                    );
+                }
+                self.m.clusters.insert(cluster);
+                if self.m.clusters.len() > 1 {
+                    self.checks.fail(format!(
+                        "a second metadata cluster formed on {} at {:.1}s",
+                        self.slots[n].id,
+                        self.now as f64 / SEC as f64
+                    ));
+                }
+            }
+            Event::LeaderChanged {
+                leader: Some(l),
+                term,
+            } if l == self.slots[n].id => {
+                if let Some(prev) = self.m.leaders.insert(term, l.clone())
+                    && prev != l
+                {
+                    self.checks
+                        .fail(format!("two leaders in term {term}: {prev} and {l}"));
+                }
+            }
+            Event::MetadataChanged { key, value, index } => match self.m.applied.get(&index) {
+                Some((k, v)) if *k != key || *v != value => {
+                    let msg = format!(
+                        "{} applied {key}={value:?} at {index}, others {k}={v:?}",
+                        self.slots[n].id
+                    );
+                    self.checks.fail(msg);
+                }
+                Some(_) => {}
+                None => {
+                    self.m.applied.insert(index, (key, value));
+                }
+            },
             Event::Rejoined(id) => {
                 self.m.false_downs += 1;
                 if self.m.false_down_detail.len() < 10 {
@@ -503,12 +598,17 @@ impl World {
         let node_seed =
             self.seed ^ (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ slot.generation;
         let now = self.now_of(n);
-        let node = Node::new(identity, self.config.clone(), node_seed, now).expect("valid config");
+        let disk = Box::new(self.slots[n].disk.clone());
+        let node = Node::with_disk(identity, self.config.clone(), node_seed, now, disk)
+            .expect("valid config");
+        self.slots[n].meta_pending.clear();
         self.slots[n].node = Some(node);
         self.slots[n].next_wake = None;
         self.slots[n].started_once = true;
         self.slots[n].seen_gen.clear();
         self.slots[n].max_remote_hlc = Hlc::default();
+        // The HLC lives in memory: a restarted process starts a new one.
+        self.slots[n].last_hlc = Hlc::default();
         // Every node starts knowing the addresses of 3 random others.
         let candidates: Vec<usize> = (0..self.slots.len())
             .filter(|&i| i != n && (self.slots[i].node.is_some() || !self.slots[i].started_once))
@@ -586,6 +686,154 @@ impl World {
             }
             Action::ClockJump(n, ms) => self.slots[n].clock.jumped_ms += ms,
             Action::FaultsEnd => self.faults_end = Some(self.now),
+            Action::CrashLeader { restart_after } => {
+                let leader = self.running().into_iter().find(|&i| {
+                    self.slots[i]
+                        .node
+                        .as_ref()
+                        .is_some_and(|x| x.meta_status().role == RaftRole::Leader)
+                });
+                if let Some(l) = leader {
+                    self.m.voter_loss_at = Some(self.now);
+                    self.act(Action::Crash(l));
+                    if let Some(after) = restart_after {
+                        self.at(self.now + after, Action::Start(l));
+                    }
+                }
+            }
+            Action::CrashVoters(k) => {
+                let voters: Vec<usize> =
+                    self.running()
+                        .into_iter()
+                        .filter(|&i| {
+                            self.slots[i].node.as_ref().is_some_and(|x| {
+                                !matches!(x.meta_status().role, RaftRole::NonVoter)
+                            })
+                        })
+                        .collect();
+                let mut picked: Vec<usize> = voters
+                    .iter()
+                    .copied()
+                    .filter(|&i| {
+                        self.slots[i]
+                            .node
+                            .as_ref()
+                            .is_some_and(|x| x.meta_status().role == RaftRole::Leader)
+                    })
+                    .take(1)
+                    .collect();
+                let mut rest: Vec<usize> =
+                    voters.into_iter().filter(|i| !picked.contains(i)).collect();
+                while picked.len() < k && !rest.is_empty() {
+                    let j = self.rng.random_range(0..rest.len());
+                    picked.push(rest.swap_remove(j));
+                }
+                self.m.voter_loss_at = Some(self.now);
+                for v in picked {
+                    self.act(Action::Crash(v));
+                }
+            }
+            Action::MarkVoterLoss => self.m.voter_loss_at = Some(self.now),
+            Action::MetaClient { keys } => self.meta_client(keys),
+            Action::MetaFinalReads { keys } => {
+                let running = self.running();
+                if running.is_empty() {
+                    return;
+                }
+                for k in 0..keys {
+                    let n = running[self.rng.random_range(0..running.len())];
+                    self.meta_submit(
+                        n,
+                        MetaOp::Get {
+                            key: format!("key{k}"),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn meta_client(&mut self, keys: u64) {
+        let running = self.running();
+        if running.is_empty() {
+            return;
+        }
+        let n = running[self.rng.random_range(0..running.len())];
+        let key = format!("key{}", self.rng.random_range(0..keys));
+        self.meta_value_seq += 1;
+        let fresh = format!("v{}", self.meta_value_seq).into_bytes();
+        let op = match self.rng.random_range(0..10u32) {
+            0..=3 => MetaOp::Get { key },
+            4..=6 => MetaOp::Put { key, value: fresh },
+            7 => MetaOp::Delete { key },
+            _ => {
+                // Expect a value some node last read or wrote for the key.
+                let expect = self.history.recent_value(&key);
+                MetaOp::Cas {
+                    key,
+                    expect,
+                    value: Some(fresh),
+                }
+            }
+        };
+        self.meta_submit(n, op);
+    }
+
+    fn meta_submit(&mut self, n: usize, op: MetaOp) {
+        let now = self.now_of(n);
+        let Some(node) = self.slots[n].node.as_mut() else {
+            return;
+        };
+        let h = self.history.invoke(op.clone(), self.now);
+        let req = node.meta_request(now, op, ReadMode::Linearizable);
+        self.slots[n].meta_pending.insert(req, h);
+        self.after(n);
+    }
+
+    fn on_meta_result(&mut self, n: usize, req: u64, r: Result<MetaReply, MetaError>) {
+        let Some(h) = self.slots[n].meta_pending.remove(&req) else {
+            return;
+        };
+        self.m.meta_ops += 1;
+        let op = self.history.op(h).clone();
+        let outcome = match &r {
+            Ok(MetaReply::Value { value, .. }) => OpOutcome::Read(value.clone()),
+            Ok(MetaReply::Written { .. }) | Ok(MetaReply::Deleted { .. }) => OpOutcome::Done,
+            Ok(MetaReply::Cas { swapped, .. }) => OpOutcome::Cas(*swapped),
+            Ok(MetaReply::List { .. }) => OpOutcome::Unknown,
+            Err(MetaError::Timeout { .. } | MetaError::Interrupted(_)) => OpOutcome::Unknown,
+            // Refused before anything was proposed.
+            Err(_) => OpOutcome::Failed,
+        };
+        if std::env::var_os("ROSTER_SIM_DEBUG").is_some()
+            && let Err(e) = &r
+            && !op.is_read()
+        {
+            eprintln!(
+                "t={:.3} {} {:?} failed: {e}",
+                self.now as f64 / SEC as f64,
+                self.slots[n].id,
+                op.key()
+            );
+        }
+        self.history.complete(h, outcome, self.now);
+        let index = match &r {
+            Ok(MetaReply::Written { index }) | Ok(MetaReply::Deleted { index, .. }) => Some(*index),
+            Ok(MetaReply::Cas {
+                swapped: true,
+                index,
+                ..
+            }) => Some(*index),
+            _ => None,
+        };
+        if let Some(index) = index {
+            self.m.meta_acked_writes += 1;
+            let value = match &op {
+                MetaOp::Put { value, .. } => Some(value.clone()),
+                MetaOp::Cas { value, .. } => value.clone(),
+                _ => None,
+            };
+            self.acked.push((index, op.key().to_owned(), value));
         }
     }
 
@@ -684,6 +932,36 @@ impl World {
             self.m.heal_converged = Some(self.now - h);
         }
         self.m.peak_live = self.m.peak_live.max(running.len());
+        if let Some(at) = self.m.voter_loss_at
+            && self.m.voter_recovery.is_none()
+            && self
+                .healthy_voters()
+                .is_some_and(|v| v >= self.config.meta.target_voters)
+        {
+            self.m.voter_recovery = Some(self.now - at);
+        }
+    }
+
+    /// Voters of the current leader's configuration that are running, when
+    /// a running leader exists.
+    fn healthy_voters(&self) -> Option<usize> {
+        let running = self.running();
+        let leader = running.iter().find_map(|&i| {
+            self.slots[i]
+                .node
+                .as_ref()
+                .filter(|x| x.meta_status().role == RaftRole::Leader)
+        })?;
+        let st = leader.meta_status();
+        Some(
+            st.voters
+                .iter()
+                .filter(|v| {
+                    self.slot_of(v)
+                        .is_some_and(|j| self.slots[j].node.is_some())
+                })
+                .count(),
+        )
     }
 
     fn totals(&self) -> (u64, u64) {
@@ -751,6 +1029,35 @@ impl World {
             self.m.delta_coverage = Some(got as f64 / pairs as f64);
         }
         self.m.converged_at_end = self.converged(true);
+        self.m.voters_final = self.healthy_voters();
+        // Checker: every acknowledged write is committed at the index it was
+        // acknowledged with, and every live voter holds it.
+        let max_ack = self.acked.iter().map(|a| a.0).max().unwrap_or(0);
+        for (index, key, value) in std::mem::take(&mut self.acked) {
+            match self.m.applied.get(&index) {
+                Some((k, v)) if *k == key && *v == value => {}
+                other => self.checks.fail(format!(
+                    "acknowledged write {key}={value:?} at {index} is not what was applied: {other:?}"
+                )),
+            }
+        }
+        for &i in &running {
+            let node = self.slots[i].node.as_ref().expect("running");
+            let st = node.meta_status();
+            if st.role != RaftRole::NonVoter && st.applied_index < max_ack && st.quorum {
+                self.checks.fail(format!(
+                    "voter {} applied only {} of acknowledged index {max_ack}",
+                    self.slots[i].id, st.applied_index
+                ));
+            }
+        }
+        if !self.history.is_empty() {
+            self.m.meta_linearizable = Some(self.history.check());
+            if self.m.meta_linearizable == Some(false) {
+                self.checks
+                    .fail("metadata history is not linearizable".into());
+            }
+        }
         if std::env::var_os("ROSTER_SIM_DEBUG").is_some() {
             for &i in running.iter().take(5) {
                 let node = self.slots[i].node.as_ref().expect("running");
@@ -761,6 +1068,7 @@ impl World {
                     node.is_joined(),
                     node.metrics()
                 );
+                eprintln!("  meta {:?} {:?}", node.meta_status(), node.meta_counters());
             }
         }
         // Checker: after the faults end, every live node converges.

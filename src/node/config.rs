@@ -85,6 +85,8 @@ pub struct Config {
     pub state_limits: StateLimits,
     /// Members told directly of a graceful leave. 5.
     pub leave_fanout: usize,
+    /// Cluster metadata (Raft voters, bootstrap, limits).
+    pub meta: super::meta::MetaConfig,
 }
 
 /// Why a configuration was refused.
@@ -104,6 +106,16 @@ pub enum ConfigError {
     /// The datagram size cannot hold a SWIM packet.
     #[error("max_datagram_bytes {0} is below the 512-byte minimum")]
     DatagramTooSmall(usize),
+    /// Raft's election timeout must be longer than its heartbeat.
+    #[error(
+        "meta.election_ticks ({election}) must be above meta.heartbeat_ticks ({heartbeat}), which must be at least 1"
+    )]
+    RaftTicks {
+        /// election_ticks
+        election: usize,
+        /// heartbeat_ticks
+        heartbeat: usize,
+    },
     /// A value cannot fit in one datagram.
     #[error("max_value_bytes + max_key_bytes ({0}) must leave 256 bytes of a datagram for headers")]
     StateTooLargeForDatagram(usize),
@@ -143,6 +155,7 @@ impl Config {
             remove_down_after: Duration::from_secs(24 * 3600),
             state_limits: StateLimits::default(),
             leave_fanout: 5,
+            meta: super::meta::MetaConfig::default(),
         }
     }
 
@@ -211,10 +224,21 @@ impl Config {
             ("join_retry_initial", self.join_retry_initial),
             ("join_retry_max", self.join_retry_max),
             ("remove_down_after", self.remove_down_after),
+            ("meta.tick", self.meta.tick),
+            ("meta.request_timeout", self.meta.request_timeout),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::Zero(name));
             }
+        }
+        if self.meta.election_ticks <= self.meta.heartbeat_ticks || self.meta.heartbeat_ticks == 0 {
+            return Err(ConfigError::RaftTicks {
+                election: self.meta.election_ticks,
+                heartbeat: self.meta.heartbeat_ticks,
+            });
+        }
+        if self.meta.target_voters == 0 {
+            return Err(ConfigError::Zero("meta.target_voters"));
         }
         if self.probe_rtt >= self.probe_period {
             return Err(ConfigError::RttNotBelowPeriod {

@@ -8,6 +8,7 @@ pub mod config;
 pub mod delta;
 pub mod hlc;
 pub mod identity;
+pub mod meta;
 pub mod metrics;
 #[allow(clippy::module_inception)]
 mod node;
@@ -21,8 +22,9 @@ pub use config::{Config, ConfigError};
 pub use delta::{Delta, StateError, StateLimits};
 pub use hlc::{Hlc, HlcClock};
 pub use identity::{Generation, Identity, Incarnation, NodeId};
+pub use meta::{MetaConfig, MetaError, MetaOp, MetaReply, MetaStatus, RaftRole, ReadMode};
 pub use metrics::{Metrics, Traffic};
-pub use node::{InputError, Node};
+pub use node::{InputError, MetaCounters, Node};
 
 use crate::wire::Kind;
 
@@ -120,4 +122,27 @@ pub enum Event {
     Rejoined(Identity),
     /// This node was declared Down and cannot rejoin by itself.
     Defunct,
+    /// This node bootstrapped a new metadata cluster.
+    MetaBootstrapped {
+        /// The new cluster's id.
+        cluster: u64,
+    },
+    /// The metadata leader changed (as this voter sees it).
+    LeaderChanged {
+        /// The new leader, `None` while there is none.
+        leader: Option<NodeId>,
+        /// Term.
+        term: u64,
+    },
+    /// The metadata voters changed (this node's copy).
+    VotersChanged(Vec<NodeId>),
+    /// A metadata key changed in this node's copy.
+    MetadataChanged {
+        /// Key.
+        key: String,
+        /// New value, `None` when deleted.
+        value: Option<Vec<u8>>,
+        /// Log index of the change.
+        index: u64,
+    },
 }

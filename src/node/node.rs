@@ -36,7 +36,11 @@ use crate::wire::{
 };
 
 mod lifeguard;
+mod meta;
 mod sync;
+
+use meta::MetaCore;
+pub use meta::MetaCounters;
 
 /// Why an input was dropped. The node's state is unchanged by a dropped
 /// input, and every drop is counted in [`Metrics`].
@@ -116,16 +120,36 @@ pub struct Node {
     /// Suspicions read from a packet, acted on once foca has applied it.
     gossiped_suspects: Vec<(Identity, Incarnation)>,
     unpark_pending: bool,
+    meta: MetaCore,
 }
 
 impl Node {
     /// A node with `identity`, not yet part of any cluster. `seed` drives
-    /// all of its randomness; `now` starts its timers.
+    /// all of its randomness; `now` starts its timers. Its Raft state (if
+    /// it becomes a metadata voter) lives in memory.
     pub fn new(
         identity: Identity,
         config: Config,
         seed: u64,
         now: Now,
+    ) -> Result<Self, ConfigError> {
+        Self::with_disk(
+            identity,
+            config,
+            seed,
+            now,
+            Box::new(crate::node::meta::MemDisk::default()),
+        )
+    }
+
+    /// Like [`Node::new`], with the Raft state on `disk`: a node that was a
+    /// voter comes back as one, with its log.
+    pub fn with_disk(
+        identity: Identity,
+        config: Config,
+        seed: u64,
+        now: Now,
+        disk: Box<dyn crate::node::meta::RaftDisk>,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
         let shared = SharedRef::new(Shared {
@@ -166,6 +190,7 @@ impl Node {
             probes_sent: 0,
             tx: Default::default(),
         };
+        let config_meta = config.meta.clone();
         let mut node = Self {
             config,
             identity,
@@ -187,7 +212,9 @@ impl Node {
             prescan_buf: Vec::new(),
             gossiped_suspects: Vec::new(),
             unpark_pending: false,
+            meta: MetaCore::new(config_meta, disk, now.mono),
         };
+        node.meta_start();
         let first_sync = node.jittered(node.config.sync_interval);
         node.io.schedule(first_sync, TimerKind::Sync);
         let first_reconnect = node.jittered(node.config.reconnect_interval);
@@ -361,6 +388,34 @@ impl Node {
                     // The handler records it and queues it for apply_leaves.
                     let _ = self.swim.add_broadcast(&bytes);
                 }
+                Ok(())
+            }
+            Message::Raft(m) => {
+                self.on_raft_msg(m);
+                Ok(())
+            }
+            Message::MetaRequest(m) => {
+                self.on_meta_request(m);
+                Ok(())
+            }
+            Message::MetaResponse(m) => {
+                self.on_meta_response(m);
+                Ok(())
+            }
+            Message::MetaPull(m) => {
+                self.on_meta_pull(m);
+                Ok(())
+            }
+            Message::MetaPush(m) => {
+                self.on_meta_push(m);
+                Ok(())
+            }
+            Message::BootstrapAsk(m) => {
+                self.on_bootstrap_ask(m);
+                Ok(())
+            }
+            Message::BootstrapGrant(m) => {
+                self.on_bootstrap_grant(m);
                 Ok(())
             }
         };
@@ -667,6 +722,7 @@ impl Node {
                 let ready = self.shared.lock().unpark_ready(max_drift_ms);
                 self.merge_deltas(&ready, true);
             }
+            TimerKind::MetaTick => self.on_meta_tick(),
             TimerKind::Reconnect => {
                 let next = self.jittered(self.config.reconnect_interval);
                 self.io.schedule(next, TimerKind::Reconnect);
@@ -730,7 +786,14 @@ impl Node {
                 !s.parked.is_empty(),
             )
         };
+        let adverts = events.iter().any(|e| {
+            matches!(e, Event::StateChanged { key, owner, .. }
+                if key == crate::node::meta::ADVERT_KEY && *owner != self.identity.id)
+        });
         self.events.extend(events);
+        if adverts {
+            self.on_advert_changed();
+        }
         if parked && !self.unpark_pending && !self.left {
             self.unpark_pending = true;
             let wait = self.config.max_drift / 4;

@@ -310,6 +310,8 @@ pub(crate) enum TimerKind {
     CatchUpSync { round: u32 },
     /// Next join attempt.
     JoinRetry { attempt: u32 },
+    /// Raft tick and the metadata engine's periodic work.
+    MetaTick,
 }
 
 /// foca's runtime: collects what foca asks for.

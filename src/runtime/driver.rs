@@ -562,7 +562,17 @@ fn log_event(e: &Event) {
             tracing::warn!(%owner, ahead_ms, "refused a write stamped too far ahead")
         }
         Event::Refuted { incarnation } => tracing::info!(incarnation, "refuted a suspicion"),
-        Event::StateChanged { .. } => {}
+        Event::StateChanged { .. } | Event::MetadataChanged { .. } => {}
+        Event::MetaBootstrapped { cluster } => {
+            tracing::info!(
+                cluster = format!("{cluster:016x}"),
+                "bootstrapped the metadata cluster"
+            )
+        }
+        Event::LeaderChanged { leader, term } => {
+            tracing::info!(leader = ?leader.as_ref().map(|l| l.as_str()), term, "metadata leader changed")
+        }
+        Event::VotersChanged(v) => tracing::info!(voters = ?v, "metadata voters changed"),
     }
 }
 
