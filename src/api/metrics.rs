@@ -8,7 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::node::{MemberState, Metrics};
+use crate::node::{MemberState, MetaCounters, MetaStatus, Metrics, RaftRole};
 use crate::runtime::{Member, RuntimeSnapshot};
 use crate::wire::Kind;
 
@@ -29,8 +29,22 @@ fn gauge(r: &mut Registry, name: &str, help: &str, v: i64) {
     r.register(name, help, g);
 }
 
+/// The metadata cluster's figures for [`render`].
+#[derive(Debug, Clone)]
+pub struct RaftFigures {
+    /// Status as the node sees it.
+    pub status: MetaStatus,
+    /// Counters.
+    pub counters: MetaCounters,
+}
+
 /// Renders the metrics of one node.
-pub fn render(node: &Metrics, rt: &RuntimeSnapshot, members: &[Member]) -> String {
+pub fn render(
+    node: &Metrics,
+    rt: &RuntimeSnapshot,
+    members: &[Member],
+    raft: &RaftFigures,
+) -> String {
     let mut r = Registry::default();
     let by_state = Family::<Labels, Gauge<i64>>::default();
     for (state, name) in [
@@ -171,6 +185,80 @@ pub fn render(node: &Metrics, rt: &RuntimeSnapshot, members: &[Member]) -> Strin
         "roster_health_score",
         "Lifeguard local health score (0 is healthy)",
         i64::from(node.health_score),
+    );
+
+    let st = &raft.status;
+    gauge(
+        &mut r,
+        "roster_raft_term",
+        "Raft term (the newest advertised one on a non-voter)",
+        st.term as i64,
+    );
+    let role = Family::<Labels, Gauge<i64>>::default();
+    for rr in [
+        RaftRole::NonVoter,
+        RaftRole::Follower,
+        RaftRole::PreCandidate,
+        RaftRole::Candidate,
+        RaftRole::Leader,
+    ] {
+        role.get_or_create(&vec![("role".to_owned(), rr.name().to_owned())])
+            .set(i64::from(st.role == rr));
+    }
+    r.register("roster_raft_role", "1 for this node's metadata role", role);
+    gauge(
+        &mut r,
+        "roster_raft_commit_index",
+        "Highest committed metadata index known here",
+        st.commit_index as i64,
+    );
+    gauge(
+        &mut r,
+        "roster_raft_applied_index",
+        "Index of this node's copy of the metadata",
+        st.applied_index as i64,
+    );
+    gauge(
+        &mut r,
+        "roster_raft_voters",
+        "Metadata voters in this node's copy",
+        st.voters.len() as i64,
+    );
+    gauge(
+        &mut r,
+        "roster_raft_quorum",
+        "1 when a metadata leader is known and heard from",
+        i64::from(st.quorum),
+    );
+    counter(
+        &mut r,
+        "roster_raft_leader_changes",
+        "Metadata leader changes this voter saw",
+        raft.counters.leader_changes,
+    );
+    counter(
+        &mut r,
+        "roster_meta_proposals",
+        "Metadata writes this node proposed",
+        raft.counters.proposals,
+    );
+    counter(
+        &mut r,
+        "roster_meta_failures",
+        "Metadata requests made here that failed",
+        raft.counters.failed,
+    );
+    counter(
+        &mut r,
+        "roster_raft_refused",
+        "Raft messages refused (another cluster, malformed, misaddressed)",
+        raft.counters.raft_refused,
+    );
+    counter(
+        &mut r,
+        "roster_raft_disk_errors",
+        "Raft storage failures",
+        raft.counters.disk_errors,
     );
 
     let mut out = String::new();

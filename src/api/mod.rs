@@ -3,7 +3,10 @@
 //! Routes: `GET /health`, `GET /metrics`, `GET /v1/status`, `GET /v1/members`,
 //! `GET /v1/events` (recent membership events), `GET|PUT|DELETE
 //! /v1/state/{key}` (this node's state; `GET ?node=ID` reads another
-//! member's), and the dashboard at `/`. Errors are JSON
+//! member's), the cluster metadata (`GET|PUT|DELETE /v1/meta/{key}`,
+//! `POST /v1/meta/{key}` compare-and-set, `GET /v1/meta?prefix=P`; reads are
+//! linearizable unless `?stale=true`), `GET /v1/voters`, and the dashboard
+//! at `/`. Errors are JSON
 //! `{"error": ..., "detail": ...}` with a fitting status code; bodies are
 //! limited to [`MAX_BODY_BYTES`].
 
@@ -24,7 +27,7 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::node::{Event, MemberState, NodeId};
+use crate::node::{Event, MemberState, MetaError, MetaStatus, NodeId, ReadMode};
 use crate::runtime::{Roster, WriteError};
 
 /// Largest request body accepted.
@@ -143,6 +146,15 @@ pub fn router(roster: Arc<Roster>) -> Router {
             "/v1/state/{key}",
             get(state_get).put(state_put).delete(state_delete),
         )
+        .route("/v1/meta", get(meta_list))
+        .route(
+            "/v1/meta/{key}",
+            get(meta_get)
+                .put(meta_put)
+                .delete(meta_delete)
+                .post(meta_cas),
+        )
+        .route("/v1/voters", get(voters))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(Api { roster, recent })
@@ -206,6 +218,11 @@ async fn status(State(api): State<Api>) -> Result<Json<serde_json::Value>, ApiEr
         .await
         .map_err(|_| ApiError::stopped())?;
     let count = |st| members.iter().filter(|m| m.state == st).count();
+    let meta = api
+        .roster
+        .meta_status()
+        .await
+        .map_err(|_| ApiError::stopped())?;
     Ok(Json(json!({
         "node": {
             "id": s.identity.id.as_str(),
@@ -222,8 +239,21 @@ async fn status(State(api): State<Api>) -> Result<Json<serde_json::Value>, ApiEr
             "left": count(MemberState::Left),
         },
         "hlc": s.hlc.to_string(),
-        "raft": null,
+        "raft": raft_json(&meta),
     })))
+}
+
+fn raft_json(m: &MetaStatus) -> serde_json::Value {
+    json!({
+        "cluster": m.cluster,
+        "role": m.role.name(),
+        "term": m.term,
+        "leader": m.leader.as_ref().map(|l| l.as_str()),
+        "voters": m.voters.iter().map(|v| v.as_str()).collect::<Vec<_>>(),
+        "commit_index": m.commit_index,
+        "applied_index": m.applied_index,
+        "quorum": m.quorum,
+    })
 }
 
 async fn members(State(api): State<Api>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -259,7 +289,19 @@ async fn metrics_text(State(api): State<Api>) -> Result<Response, ApiError> {
         .members()
         .await
         .map_err(|_| ApiError::stopped())?;
-    let text = metrics::render(&node, &api.roster.runtime_metrics(), &members);
+    let raft = metrics::RaftFigures {
+        status: api
+            .roster
+            .meta_status()
+            .await
+            .map_err(|_| ApiError::stopped())?,
+        counters: api
+            .roster
+            .meta_counters()
+            .await
+            .map_err(|_| ApiError::stopped())?,
+    };
+    let text = metrics::render(&node, &api.roster.runtime_metrics(), &members, &raft);
     Ok((
         [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         text,
@@ -320,15 +362,7 @@ async fn state_put(
     Path(key): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let body = body.map_err(|r| {
-        let status = r.status();
-        let error = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "body_too_large"
-        } else {
-            "bad_body"
-        };
-        ApiError::new(status, error, r.body_text())
-    })?;
+    let body = body.map_err(body_error)?;
     let hlc = api
         .roster
         .set_state(&key, &body)
@@ -355,4 +389,158 @@ async fn state_delete(
 
 async fn dashboard() -> Html<&'static str> {
     Html(include_str!("dashboard.html"))
+}
+
+fn meta_error(e: MetaError) -> ApiError {
+    let (status, code) = match &e {
+        MetaError::NoCluster => (StatusCode::SERVICE_UNAVAILABLE, "no_cluster"),
+        MetaError::NoLeader(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_quorum"),
+        MetaError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+        MetaError::Interrupted(_) => (StatusCode::SERVICE_UNAVAILABLE, "interrupted"),
+        MetaError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+        MetaError::Busy(_) => (StatusCode::TOO_MANY_REQUESTS, "busy"),
+        MetaError::Stopped => return ApiError::stopped(),
+    };
+    ApiError::new(status, code, e.to_string())
+}
+
+#[derive(Debug, Deserialize)]
+struct MetaQuery {
+    #[serde(default)]
+    stale: bool,
+    #[serde(default)]
+    prefix: String,
+}
+
+fn read_mode(q: &MetaQuery) -> ReadMode {
+    if q.stale {
+        ReadMode::Stale
+    } else {
+        ReadMode::Linearizable
+    }
+}
+
+fn body_error(r: BytesRejection) -> ApiError {
+    let status = r.status();
+    let error = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "body_too_large"
+    } else {
+        "bad_body"
+    };
+    ApiError::new(status, error, r.body_text())
+}
+
+async fn meta_get(
+    State(api): State<Api>,
+    Path(key): Path<String>,
+    Query(q): Query<MetaQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    match api
+        .roster
+        .meta(crate::node::MetaOp::Get { key: key.clone() }, read_mode(&q))
+        .await
+        .map_err(meta_error)?
+    {
+        crate::node::MetaReply::Value {
+            value: Some(v),
+            index,
+        } => Ok(Json(json!({
+            "key": key,
+            "value": String::from_utf8_lossy(&v),
+            "index": index,
+        }))),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_key",
+            format!("no metadata key {key:?}"),
+        )),
+    }
+}
+
+async fn meta_list(
+    State(api): State<Api>,
+    Query(q): Query<MetaQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let entries = api
+        .roster
+        .meta_list(&q.prefix, read_mode(&q))
+        .await
+        .map_err(meta_error)?;
+    let list: Vec<_> = entries
+        .iter()
+        .map(|(k, v)| json!({"key": k, "value": String::from_utf8_lossy(v)}))
+        .collect();
+    Ok(Json(json!(list)))
+}
+
+async fn meta_put(
+    State(api): State<Api>,
+    Path(key): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body = body.map_err(body_error)?;
+    let index = api.roster.meta_put(&key, &body).await.map_err(meta_error)?;
+    Ok(Json(json!({"key": key, "index": index})))
+}
+
+async fn meta_delete(
+    State(api): State<Api>,
+    Path(key): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if api.roster.meta_delete(&key).await.map_err(meta_error)? {
+        Ok(Json(json!({"key": key, "deleted": true})))
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_key",
+            format!("no metadata key {key:?}"),
+        ))
+    }
+}
+
+/// Body of a compare-and-set: `null` stands for an absent key (in
+/// `expect`) or a delete (in `value`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CasBody {
+    expect: Option<String>,
+    value: Option<String>,
+}
+
+async fn meta_cas(
+    State(api): State<Api>,
+    Path(key): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body = body.map_err(body_error)?;
+    let cas: CasBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+            format!("expected {{\"expect\": string|null, \"value\": string|null}}: {e}"),
+        )
+    })?;
+    let (swapped, current) = api
+        .roster
+        .meta_cas(
+            &key,
+            cas.expect.as_deref().map(str::as_bytes),
+            cas.value.as_deref().map(str::as_bytes),
+        )
+        .await
+        .map_err(meta_error)?;
+    Ok(Json(json!({
+        "key": key,
+        "swapped": swapped,
+        "current": current.map(|c| String::from_utf8_lossy(&c).into_owned()),
+    })))
+}
+
+async fn voters(State(api): State<Api>) -> Result<Json<serde_json::Value>, ApiError> {
+    let m = api
+        .roster
+        .meta_status()
+        .await
+        .map_err(|_| ApiError::stopped())?;
+    Ok(Json(raft_json(&m)))
 }

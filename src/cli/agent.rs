@@ -74,6 +74,17 @@ pub struct AgentArgs {
     /// Address of the HTTP API and dashboard (off when unset).
     #[arg(long, env = "ROSTER_HTTP")]
     pub http: Option<SocketAddr>,
+    /// Whether this node may become a metadata voter (`--voter false` opts
+    /// out, e.g. a small edge node; default true).
+    #[arg(long, env = "ROSTER_VOTER", action = clap::ArgAction::Set)]
+    pub voter: Option<bool>,
+    /// Live eligible members to see before bootstrapping the metadata
+    /// cluster (default 3).
+    #[arg(long, env = "ROSTER_BOOTSTRAP_EXPECT")]
+    pub bootstrap_expect: Option<usize>,
+    /// Metadata voters to aim for (default 3; 5 tolerates two failures).
+    #[arg(long, env = "ROSTER_VOTERS")]
+    pub voters: Option<usize>,
 }
 
 /// The `--config` file.
@@ -92,6 +103,9 @@ struct FileConfig {
     profile: Option<Profile>,
     log_format: Option<LogFormat>,
     http: Option<SocketAddr>,
+    voter: Option<bool>,
+    bootstrap_expect: Option<usize>,
+    voters: Option<usize>,
 }
 
 /// Settings after merging flags, environment and file.
@@ -117,6 +131,20 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// HTTP API address.
     pub http: Option<SocketAddr>,
+    /// May become a metadata voter.
+    pub voter: bool,
+    /// Bootstrap threshold.
+    pub bootstrap_expect: usize,
+    /// Target voters.
+    pub voters: usize,
+}
+
+fn positive(flag: &str, n: usize) -> Result<usize, String> {
+    if n == 0 {
+        Err(format!("{flag} must be at least 1"))
+    } else {
+        Ok(n)
+    }
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, String> {
@@ -168,13 +196,22 @@ pub fn settings(args: AgentArgs) -> Result<Settings, String> {
         },
         data_dir: args.data_dir.or(file.data_dir),
         tls_dir,
-        tags,
         profile: args.profile.or(file.profile).unwrap_or(Profile::Lan),
         log_format: args
             .log_format
             .or(file.log_format)
             .unwrap_or(LogFormat::Text),
         http: args.http.or(file.http),
+        voter: args
+            .voter
+            .or(file.voter)
+            .unwrap_or_else(|| tags.get("voter").is_none_or(|v| v != "false")),
+        bootstrap_expect: positive(
+            "--bootstrap-expect",
+            args.bootstrap_expect.or(file.bootstrap_expect).unwrap_or(3),
+        )?,
+        voters: positive("--voters", args.voters.or(file.voters).unwrap_or(3))?,
+        tags,
     })
 }
 
@@ -242,6 +279,10 @@ async fn serve(s: Settings) -> ExitCode {
     for (k, v) in s.tags {
         b = b.tag(k, v);
     }
+    b = b
+        .voter(s.voter)
+        .bootstrap_expect(s.bootstrap_expect)
+        .target_voters(s.voters);
     // The HTTP port is taken first, so a port in use fails before the node
     // joins anyone.
     let http = match s.http {

@@ -1,5 +1,5 @@
 //! Client commands that talk to an agent's HTTP API: `members`, `status`,
-//! `state get|set|delete`.
+//! `state get|set|delete`, `meta get|put|cas|delete|list`, `voters`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -50,6 +50,53 @@ pub enum StateCmd {
     Delete {
         /// The key.
         key: String,
+    },
+}
+
+/// `roster meta` subcommands (the cluster metadata, replicated by Raft).
+#[derive(Debug, Subcommand)]
+pub enum MetaCmd {
+    /// Read a key (linearizable unless `--stale`).
+    Get {
+        /// The key.
+        key: String,
+        /// Read this agent's local copy (may lag the leader).
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Write a key; returns once committed.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Compare-and-set: write `value` only if the key holds `--expect`.
+    Cas {
+        /// The key.
+        key: String,
+        /// The new value (omit with `--delete`).
+        value: Option<String>,
+        /// The value the key must hold (omit: the key must be absent).
+        #[arg(long)]
+        expect: Option<String>,
+        /// Delete the key instead of writing a value.
+        #[arg(long, conflicts_with = "value")]
+        delete: bool,
+    },
+    /// Delete a key.
+    Delete {
+        /// The key.
+        key: String,
+    },
+    /// List keys (with a prefix).
+    List {
+        /// Only keys starting with this.
+        #[arg(default_value = "")]
+        prefix: String,
+        /// Read this agent's local copy.
+        #[arg(long)]
+        stale: bool,
     },
 }
 
@@ -215,6 +262,151 @@ pub fn status(c: &ClientArgs) -> ExitCode {
             m["alive"], m["suspect"], m["down"], m["left"]
         );
         println!("hlc:         {}", v["hlc"].as_str().unwrap_or(""));
+        let r = &v["raft"];
+        println!(
+            "metadata:    {} (term {}, leader {}, commit index {}{})",
+            r["role"].as_str().unwrap_or(""),
+            r["term"],
+            r["leader"].as_str().unwrap_or("none"),
+            r["commit_index"],
+            if r["quorum"].as_bool() == Some(true) {
+                ""
+            } else {
+                ", NO QUORUM"
+            }
+        );
+        Ok(())
+    })
+}
+
+/// `roster meta ...`.
+pub fn meta(c: &ClientArgs, cmd: MetaCmd) -> ExitCode {
+    run_result(|| {
+        let stale_q = |stale: bool| if stale { "?stale=true" } else { "" };
+        let (status, v) = match &cmd {
+            MetaCmd::Get { key, stale } => request(
+                &c.http,
+                "GET",
+                &format!("/v1/meta/{}{}", percent_encode(key), stale_q(*stale)),
+                b"",
+            )?,
+            MetaCmd::Put { key, value } => request(
+                &c.http,
+                "PUT",
+                &format!("/v1/meta/{}", percent_encode(key)),
+                value.as_bytes(),
+            )?,
+            MetaCmd::Cas {
+                key,
+                value,
+                expect,
+                delete,
+            } => {
+                if value.is_none() && !delete {
+                    return Err("give a value, or --delete".into());
+                }
+                let body = serde_json::json!({"expect": expect, "value": value});
+                request(
+                    &c.http,
+                    "POST",
+                    &format!("/v1/meta/{}", percent_encode(key)),
+                    body.to_string().as_bytes(),
+                )?
+            }
+            MetaCmd::Delete { key } => request(
+                &c.http,
+                "DELETE",
+                &format!("/v1/meta/{}", percent_encode(key)),
+                b"",
+            )?,
+            MetaCmd::List { prefix, stale } => {
+                let q = if prefix.is_empty() {
+                    stale_q(*stale).to_owned()
+                } else {
+                    let stale = if *stale { "&stale=true" } else { "" };
+                    format!("?prefix={}{stale}", percent_encode(prefix))
+                };
+                request(&c.http, "GET", &format!("/v1/meta{q}"), b"")?
+            }
+        };
+        if !(200..300).contains(&status) {
+            return Err(api_error(status, &v));
+        }
+        if c.json {
+            println!("{v}");
+            return Ok(());
+        }
+        match cmd {
+            MetaCmd::Get { .. } => println!("{}", v["value"].as_str().unwrap_or("")),
+            MetaCmd::Put { .. } => println!("ok (index {})", v["index"]),
+            MetaCmd::Cas { .. } => {
+                if v["swapped"].as_bool() == Some(true) {
+                    println!("swapped");
+                } else {
+                    return Err(format!(
+                        "not swapped: the key holds {}",
+                        v["current"]
+                            .as_str()
+                            .map_or("nothing".to_owned(), |s| format!("{s:?}"))
+                    ));
+                }
+            }
+            MetaCmd::Delete { .. } => println!("deleted"),
+            MetaCmd::List { .. } => {
+                let rows: Vec<Vec<String>> = v
+                    .as_array()
+                    .ok_or("agent sent a non-list")?
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            e["key"].as_str().unwrap_or("").to_owned(),
+                            e["value"].as_str().unwrap_or("").to_owned(),
+                        ]
+                    })
+                    .collect();
+                print!("{}", table(&["Key", "Value"], &rows));
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `roster voters`.
+pub fn voters(c: &ClientArgs) -> ExitCode {
+    run_result(|| {
+        let (status, v) = request(&c.http, "GET", "/v1/voters", b"")?;
+        if status != 200 {
+            return Err(api_error(status, &v));
+        }
+        if c.json {
+            println!("{v}");
+            return Ok(());
+        }
+        let leader = v["leader"].as_str().unwrap_or("");
+        let rows: Vec<Vec<String>> = v["voters"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(|id| {
+                        let role = if id == leader { "leader" } else { "voter" };
+                        vec![id.to_owned(), role.to_owned()]
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        print!("{}", table(&["Name", "Role"], &rows));
+        println!(
+            "term {}, commit index {}, leader {}{}",
+            v["term"],
+            v["commit_index"],
+            if leader.is_empty() { "none" } else { leader },
+            if v["quorum"].as_bool() == Some(true) {
+                ""
+            } else {
+                " (no quorum: writes and linearizable reads fail)"
+            }
+        );
         Ok(())
     })
 }

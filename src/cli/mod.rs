@@ -1,4 +1,5 @@
-//! The `roster` command line: `agent`, `cert`, `demo`.
+//! The `roster` command line: `agent`, `cert`, `demo` and the client
+//! commands (`members`, `status`, `state`, `meta`, `voters`).
 
 pub mod agent;
 pub mod cert;
@@ -45,6 +46,17 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: client::StateCmd,
     },
+    /// Read or write the cluster metadata (replicated by the Raft voters).
+    Meta {
+        /// Connection options.
+        #[command(flatten)]
+        client: client::ClientArgs,
+        /// What to do.
+        #[command(subcommand)]
+        cmd: client::MetaCmd,
+    },
+    /// Show the metadata voters, the leader, the term and the commit index.
+    Voters(client::ClientArgs),
 }
 
 /// `roster cert` subcommands.
@@ -83,5 +95,7 @@ pub fn main() -> ExitCode {
         Cmd::Members(c) => client::members(&c),
         Cmd::Status(c) => client::status(&c),
         Cmd::State { client, cmd } => client::state(&client, cmd),
+        Cmd::Meta { client, cmd } => client::meta(&client, cmd),
+        Cmd::Voters(c) => client::voters(&c),
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! It only moves bytes and time: datagrams and stream messages from
 //! connection tasks go into the node, the node's transmits go out on cached
-//! connections (SWIM as QUIC datagrams, push-pull on unidirectional
-//! streams), and the node's next deadline becomes a sleep.
+//! connections (SWIM as QUIC datagrams, push-pull and Raft messages on
+//! unidirectional streams, forwarded metadata requests on bidirectional
+//! streams answered on the same stream), and the node's next deadline
+//! becomes a sleep.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -18,9 +20,10 @@ use super::metrics::RuntimeMetrics;
 use super::store::Store;
 use super::tls::{CLUSTER_SERVER_NAME, peer_node_id};
 use crate::node::{
-    Event, Hlc, MemberState, MemberView, Metrics, Node, NodeId, Now, StateError, Transmit,
+    Event, Hlc, MemberState, MemberView, MetaError, MetaOp, MetaReply, MetaStatus, Metrics, Node,
+    NodeId, Now, ReadMode, StateError, Transmit,
 };
-use crate::wire::MAX_STREAM_MESSAGE_BYTES;
+use crate::wire::{Kind, MAX_STREAM_MESSAGE_BYTES, Message};
 
 /// Transmits waiting for a connection to one peer; more are dropped.
 const MAX_PENDING_PER_PEER: usize = 64;
@@ -67,6 +70,14 @@ pub(crate) enum Command {
     Leave {
         reply: oneshot::Sender<()>,
     },
+    Meta {
+        op: MetaOp,
+        mode: ReadMode,
+        reply: oneshot::Sender<Result<MetaReply, MetaError>>,
+    },
+    MetaStatus {
+        reply: oneshot::Sender<(MetaStatus, crate::node::MetaCounters)>,
+    },
 }
 
 /// What connection tasks report.
@@ -80,6 +91,13 @@ pub(crate) enum Input {
         from: SocketAddr,
         peer: NodeId,
         bytes: Vec<u8>,
+    },
+    /// A request on a bidirectional stream; the answer goes on `reply`.
+    Request {
+        from: SocketAddr,
+        peer: NodeId,
+        bytes: Vec<u8>,
+        reply: quinn::SendStream,
     },
     Connected {
         addr: SocketAddr,
@@ -120,7 +138,18 @@ pub(crate) struct Driver {
     backoff: BTreeMap<SocketAddr, Backoff>,
     /// The member list changed since the cache was last written.
     members_dirty: bool,
+    /// Metadata requests of this node's handle, by request number.
+    meta_waiters: BTreeMap<u64, oneshot::Sender<Result<MetaReply, MetaError>>>,
+    /// Open request streams waiting for the node's answer, by (origin
+    /// address, request number).
+    replies: BTreeMap<(SocketAddr, u64), (Instant, quinn::SendStream)>,
 }
+
+/// Request streams kept waiting for an answer at most.
+const MAX_OPEN_REPLIES: usize = 4096;
+/// A request stream with no answer after this is dropped (the node answers
+/// every request within its request timeout).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Driver {
     #[allow(clippy::too_many_arguments)]
@@ -150,6 +179,8 @@ impl Driver {
             pending: BTreeMap::new(),
             backoff: BTreeMap::new(),
             members_dirty: false,
+            meta_waiters: BTreeMap::new(),
+            replies: BTreeMap::new(),
         }
     }
 
@@ -264,6 +295,13 @@ impl Driver {
             Command::State { node, key, reply } => {
                 let _ = reply.send(self.node.state(&node, &key));
             }
+            Command::Meta { op, mode, reply } => {
+                let id = self.node.meta_request(now, op, mode);
+                self.meta_waiters.insert(id, reply);
+            }
+            Command::MetaStatus { reply } => {
+                let _ = reply.send((self.node.meta_status(), self.node.meta_counters()));
+            }
             Command::Leave { .. } => unreachable!("handled by run"),
         }
     }
@@ -279,6 +317,30 @@ impl Driver {
             Input::Message { from, peer, bytes } => {
                 if let Err(e) = self.node.handle_message_from(now, from, &peer, &bytes) {
                     self.refused(&peer, from, &e);
+                }
+            }
+            Input::Request {
+                from,
+                peer,
+                bytes,
+                reply,
+            } => {
+                let key = match Message::decode(&bytes) {
+                    Ok(Message::MetaRequest(r)) => Some((r.from.addr, r.req)),
+                    _ => None,
+                };
+                match self.node.handle_message_from(now, from, &peer, &bytes) {
+                    Ok(()) => {
+                        if let Some(key) = key {
+                            #[allow(clippy::disallowed_methods)]
+                            let t = Instant::now();
+                            self.replies.retain(|_, (at, _)| t < *at + REPLY_TIMEOUT);
+                            if self.replies.len() < MAX_OPEN_REPLIES {
+                                self.replies.insert(key, (t, reply));
+                            }
+                        }
+                    }
+                    Err(e) => self.refused(&peer, from, &e),
                 }
             }
             Input::Connected { addr, conn } => {
@@ -369,6 +431,11 @@ impl Driver {
         while let Some(t) = self.node.poll_transmit() {
             self.send(t);
         }
+        while let Some((id, r)) = self.node.poll_meta_result() {
+            if let Some(w) = self.meta_waiters.remove(&id) {
+                let _ = w.send(r);
+            }
+        }
         while let Some(e) = self.node.poll_event() {
             log_event(&e);
             match &e {
@@ -393,6 +460,24 @@ impl Driver {
     fn send(&mut self, t: Transmit) {
         #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
+        // The answer to a request that came on a bidirectional stream goes
+        // back on that stream.
+        if t.kind == Kind::MetaResponse
+            && let Ok(Message::MetaResponse(r)) = Message::decode(&t.bytes)
+            && let Some((_, mut stream)) = self.replies.remove(&(t.dst, r.req))
+        {
+            let metrics = self.metrics.clone();
+            tokio::spawn(async move {
+                let sent = async {
+                    stream.write_all(&t.bytes).await.ok()?;
+                    stream.finish().ok()
+                };
+                if sent.await.is_none() {
+                    metrics.stream_send_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            return;
+        }
         if let Some(peer) = self.peers.get_mut(&t.dst) {
             if peer.conn.close_reason().is_none() {
                 peer.last_used = now;
@@ -424,6 +509,34 @@ impl Driver {
     }
 
     fn send_on(&self, conn: &quinn::Connection, t: Transmit) {
+        if t.kind == Kind::MetaRequest {
+            // Forwarded metadata requests open a bidirectional stream and
+            // read the answer from it.
+            let conn = conn.clone();
+            let metrics = self.metrics.clone();
+            let tx = self.inputs_tx.clone();
+            tokio::spawn(async move {
+                let exchange = async {
+                    let peer = peer_node_id(&conn).ok()?;
+                    let (mut send, mut recv) = conn.open_bi().await.ok()?;
+                    send.write_all(&t.bytes).await.ok()?;
+                    send.finish().ok()?;
+                    let bytes = tokio::time::timeout(
+                        REPLY_TIMEOUT,
+                        recv.read_to_end(MAX_STREAM_MESSAGE_BYTES),
+                    )
+                    .await
+                    .ok()?
+                    .ok()?;
+                    let from = conn.remote_address();
+                    tx.send(Input::Message { from, peer, bytes }).await.ok()
+                };
+                if exchange.await.is_none() {
+                    metrics.stream_send_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            return;
+        }
         if t.kind.is_stream() {
             let conn = conn.clone();
             let metrics = self.metrics.clone();
@@ -629,6 +742,20 @@ async fn read_loop(
                     if tx.send(Input::Datagram { from: addr, peer, bytes }).await.is_err() {
                         break;
                     }
+                }
+                Err(_) => break,
+            },
+            s = conn.accept_bi() => match s {
+                Ok((send, mut recv)) => {
+                    let tx = tx.clone();
+                    let peer = peer.clone();
+                    tokio::spawn(async move {
+                        if let Ok(bytes) = recv.read_to_end(MAX_STREAM_MESSAGE_BYTES).await {
+                            let _ = tx
+                                .send(Input::Request { from: addr, peer, bytes, reply: send })
+                                .await;
+                        }
+                    });
                 }
                 Err(_) => break,
             },

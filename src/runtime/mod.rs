@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::node::{
-    Config, ConfigError, Event, Generation, Hlc, Identity, MemberState, MemberView, Metrics, Node,
-    NodeId, StateError,
+    Config, ConfigError, Event, Generation, Hlc, Identity, MemberState, MemberView, MetaError,
+    MetaOp, MetaReply, MetaStatus, Metrics, Node, NodeId, ReadMode, StateError,
 };
 use driver::{Command, Driver};
 pub use metrics::{RuntimeMetrics, RuntimeSnapshot};
@@ -218,7 +218,38 @@ impl Builder {
 
     /// Membership configuration (default [`Config::lan`]).
     pub fn config(mut self, config: Config) -> Self {
+        let meta = self.config.meta.clone();
         self.config = config;
+        // Voter settings given to the builder survive a later config().
+        self.config.meta.voter = meta.voter;
+        self.config.meta.bootstrap_expect = meta.bootstrap_expect;
+        self.config.meta.target_voters = meta.target_voters;
+        self
+    }
+
+    /// Whether this node may become a metadata voter (default true). A node
+    /// that may not is tagged `voter=false`, so every leader sees it.
+    pub fn voter(mut self, voter: bool) -> Self {
+        self.config.meta.voter = voter;
+        if voter {
+            self.tags.remove("voter");
+        } else {
+            self.tags.insert("voter".into(), "false".into());
+        }
+        self
+    }
+
+    /// Live eligible members a node waits for before it bootstraps the
+    /// metadata cluster (default 3).
+    pub fn bootstrap_expect(mut self, n: usize) -> Self {
+        self.config.meta.bootstrap_expect = n.max(1);
+        self
+    }
+
+    /// Metadata voters the leader aims for (default 3; 5 tolerates two
+    /// failures).
+    pub fn target_voters(mut self, n: usize) -> Self {
+        self.config.meta.target_voters = n.max(1);
         self
     }
 
@@ -256,7 +287,12 @@ impl Builder {
                 self.config.max_datagram_bytes.get(),
             ));
         }
-        let store = self.data_dir.as_deref().map(Store::open).transpose()?;
+        let store = self
+            .data_dir
+            .as_deref()
+            .map(Store::open)
+            .transpose()?
+            .map(Arc::new);
         let generation = match &store {
             Some(s) => s.start(&name)?,
             None => Generation(1),
@@ -305,7 +341,16 @@ impl Builder {
             t ^ (std::process::id() as u64) << 32
         });
         let identity = Identity::new(name.clone(), advertise, generation);
-        let mut node = Node::new(identity.clone(), self.config.clone(), seed, now)?;
+        let mut node = match &store {
+            Some(s) => Node::with_disk(
+                identity.clone(),
+                self.config.clone(),
+                seed,
+                now,
+                Box::new(store::RaftTables::new(s.clone())),
+            )?,
+            None => Node::new(identity.clone(), self.config.clone(), seed, now)?,
+        };
         for (k, v) in &self.tags {
             if let Err(e) = node.set_state(now, &format!("tag:{k}"), v.as_bytes()) {
                 tracing::warn!(tag = %k, error = %e, "tag refused");
@@ -324,7 +369,7 @@ impl Builder {
             cmd_rx,
             events.clone(),
             metrics.clone(),
-            store.map(Arc::new),
+            store,
             self.max_connections,
         );
         let (alive_tx, alive) = tokio::sync::watch::channel(());
@@ -468,6 +513,108 @@ impl Roster {
         self.ask(|reply| Command::Metrics { reply }).await
     }
 
+    /// Runs one metadata operation (see [`MetaOp`]).
+    pub async fn meta(&self, op: MetaOp, mode: ReadMode) -> Result<MetaReply, MetaError> {
+        self.ask(|reply| Command::Meta { op, mode, reply })
+            .await
+            .map_err(|_| MetaError::Stopped)?
+    }
+
+    /// A metadata key: linearizable, or from this node's copy with
+    /// [`ReadMode::Stale`].
+    pub async fn meta_get(&self, key: &str, mode: ReadMode) -> Result<Option<Vec<u8>>, MetaError> {
+        match self.meta(MetaOp::Get { key: key.into() }, mode).await? {
+            MetaReply::Value { value, .. } => Ok(value),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Writes a metadata key; returns once committed, with its log index.
+    pub async fn meta_put(&self, key: &str, value: &[u8]) -> Result<u64, MetaError> {
+        let op = MetaOp::Put {
+            key: key.into(),
+            value: value.to_vec(),
+        };
+        match self.meta(op, ReadMode::Linearizable).await? {
+            MetaReply::Written { index } => Ok(index),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Compare-and-set: writes `value` (`None` deletes) only if the key
+    /// holds `expect` (`None`: absent). Returns whether it swapped and the
+    /// value after the operation.
+    pub async fn meta_cas(
+        &self,
+        key: &str,
+        expect: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> Result<(bool, Option<Vec<u8>>), MetaError> {
+        let op = MetaOp::Cas {
+            key: key.into(),
+            expect: expect.map(<[u8]>::to_vec),
+            value: value.map(<[u8]>::to_vec),
+        };
+        match self.meta(op, ReadMode::Linearizable).await? {
+            MetaReply::Cas {
+                swapped, current, ..
+            } => Ok((swapped, current)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Deletes a metadata key; returns whether it existed.
+    pub async fn meta_delete(&self, key: &str) -> Result<bool, MetaError> {
+        match self
+            .meta(MetaOp::Delete { key: key.into() }, ReadMode::Linearizable)
+            .await?
+        {
+            MetaReply::Deleted { existed, .. } => Ok(existed),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Metadata keys starting with `prefix`, in key order.
+    pub async fn meta_list(
+        &self,
+        prefix: &str,
+        mode: ReadMode,
+    ) -> Result<Vec<(String, Vec<u8>)>, MetaError> {
+        match self
+            .meta(
+                MetaOp::List {
+                    prefix: prefix.into(),
+                },
+                mode,
+            )
+            .await?
+        {
+            MetaReply::List { entries, .. } => Ok(entries),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The metadata cluster as this node sees it: role, term, leader,
+    /// voters, commit index, quorum.
+    pub async fn meta_status(&self) -> Result<MetaStatus, Stopped> {
+        Ok(self.ask(|reply| Command::MetaStatus { reply }).await?.0)
+    }
+
+    /// The metadata engine's counters.
+    pub async fn meta_counters(&self) -> Result<crate::node::MetaCounters, Stopped> {
+        Ok(self.ask(|reply| Command::MetaStatus { reply }).await?.1)
+    }
+
+    /// The metadata voters.
+    pub async fn voters(&self) -> Result<Vec<NodeId>, Stopped> {
+        Ok(self.meta_status().await?.voters)
+    }
+
+    /// The metadata leader, when known.
+    pub async fn leader(&self) -> Result<Option<NodeId>, Stopped> {
+        Ok(self.meta_status().await?.leader)
+    }
+
     /// The transport's counters.
     pub fn runtime_metrics(&self) -> RuntimeSnapshot {
         self.metrics.snapshot()
@@ -505,4 +652,8 @@ impl Roster {
         self.stopped().await;
         // Dropping the handle releases the endpoint and its socket.
     }
+}
+
+fn unexpected(r: MetaReply) -> MetaError {
+    MetaError::Invalid(format!("unexpected reply {r:?}"))
 }

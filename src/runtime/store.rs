@@ -1,16 +1,23 @@
 //! What a node keeps on disk (redb, in `--data-dir`): its `NodeId`, its
-//! generation (raised on every start) and the addresses of the members it
-//! last knew, so a restarted node rejoins through them even without `--join`.
+//! generation (raised on every start), the addresses of the members it
+//! last knew, so a restarted node rejoins through them even without `--join`,
+//! and, on a metadata voter, its Raft log, hard state and snapshot
+//! ([`RaftTables`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableTable, TableDefinition};
 
+use crate::node::meta::storage::{DiskImage, DiskWrite, decode_pb, encode_pb};
+use crate::node::meta::{DiskError, RaftDisk};
 use crate::node::{Generation, NodeId};
+use raft::eraftpb::{Entry, HardState};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const MEMBERS: TableDefinition<&str, &str> = TableDefinition::new("members");
+const RAFT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+const RAFT_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_state");
 
 /// Most member addresses kept.
 pub const MAX_CACHED_MEMBERS: usize = 1024;
@@ -68,6 +75,8 @@ impl Store {
         let tx = db.begin_write().map_err(dberr)?;
         tx.open_table(META).map_err(dberr)?;
         tx.open_table(MEMBERS).map_err(dberr)?;
+        tx.open_table(RAFT_LOG).map_err(dberr)?;
+        tx.open_table(RAFT_STATE).map_err(dberr)?;
         tx.commit().map_err(dberr)?;
         Ok(Self { db })
     }
@@ -152,6 +161,97 @@ impl Store {
     }
 }
 
+/// A voter's Raft state in the node's redb database: every
+/// [`RaftDisk::save`] is one write transaction, committed (and synced)
+/// before the node sends the messages that depend on it.
+pub struct RaftTables {
+    store: std::sync::Arc<Store>,
+}
+
+impl RaftTables {
+    /// The Raft tables of `store`.
+    pub fn new(store: std::sync::Arc<Store>) -> Self {
+        Self { store }
+    }
+}
+
+fn disk_err<E: std::fmt::Display>(e: E) -> DiskError {
+    DiskError(e.to_string())
+}
+
+impl RaftDisk for RaftTables {
+    fn load(&mut self) -> Result<Option<DiskImage>, DiskError> {
+        let tx = self.store.db.begin_read().map_err(disk_err)?;
+        let state = tx.open_table(RAFT_STATE).map_err(disk_err)?;
+        let Some(hard) = state.get("hard").map_err(disk_err)? else {
+            return Ok(None);
+        };
+        let hard = decode_pb::<HardState>(hard.value())
+            .ok_or_else(|| DiskError("hard state does not decode".into()))?;
+        let snapshot = match state.get("snapshot").map_err(disk_err)? {
+            Some(v) => postcard::from_bytes::<(u64, u64, Vec<u8>)>(v.value())
+                .map_err(|_| DiskError("snapshot does not decode".into()))?,
+            None => (0, 0, Vec::new()),
+        };
+        let log = tx.open_table(RAFT_LOG).map_err(disk_err)?;
+        let mut entries = Vec::new();
+        for row in log.range(snapshot.0 + 1..).map_err(disk_err)? {
+            let (_, v) = row.map_err(disk_err)?;
+            entries.push(
+                decode_pb::<Entry>(v.value())
+                    .ok_or_else(|| DiskError("log entry does not decode".into()))?,
+            );
+        }
+        Ok(Some(DiskImage {
+            hard,
+            snapshot,
+            entries,
+        }))
+    }
+
+    fn save(&mut self, w: DiskWrite<'_>) -> Result<(), DiskError> {
+        let tx = self.store.db.begin_write().map_err(disk_err)?;
+        {
+            let mut state = tx.open_table(RAFT_STATE).map_err(disk_err)?;
+            let mut log = tx.open_table(RAFT_LOG).map_err(disk_err)?;
+            if let Some((index, term, data)) = w.snapshot {
+                let enc = postcard::to_stdvec(&(index, term, data)).map_err(disk_err)?;
+                state.insert("snapshot", enc.as_slice()).map_err(disk_err)?;
+                log.retain(|k, _| k > index).map_err(disk_err)?;
+            }
+            if let Some(from) = w.truncate_from {
+                log.retain(|k, _| k < from).map_err(disk_err)?;
+            }
+            for e in w.entries {
+                log.insert(e.index, encode_pb(e).as_slice())
+                    .map_err(disk_err)?;
+            }
+            if let Some(h) = w.hard {
+                state
+                    .insert("hard", encode_pb(h).as_slice())
+                    .map_err(disk_err)?;
+            } else if state.get("hard").map_err(disk_err)?.is_none() {
+                // The first write of a new voter: mark the state present.
+                state
+                    .insert("hard", encode_pb(&HardState::default()).as_slice())
+                    .map_err(disk_err)?;
+            }
+        }
+        tx.commit().map_err(disk_err)
+    }
+
+    fn clear(&mut self) -> Result<(), DiskError> {
+        let tx = self.store.db.begin_write().map_err(disk_err)?;
+        {
+            let mut state = tx.open_table(RAFT_STATE).map_err(disk_err)?;
+            state.retain(|_, _| false).map_err(disk_err)?;
+            let mut log = tx.open_table(RAFT_LOG).map_err(disk_err)?;
+            log.retain(|_, _| false).map_err(disk_err)?;
+        }
+        tx.commit().map_err(disk_err)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +277,44 @@ mod tests {
             s.start(&NodeId::new("other").unwrap()),
             Err(StoreError::OtherNode { .. })
         ));
+        drop(s);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn raft_tables_survive_reopening() {
+        use crate::node::meta::storage::RaftStore;
+        use crate::node::meta::{Machine, RaftDisk};
+        let dir = std::env::temp_dir().join(format!("roster-raft-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = std::sync::Arc::new(Store::open(&dir).unwrap());
+        let mut disk = RaftTables::new(store.clone());
+        assert!(disk.load().unwrap().is_none());
+        let (mut s, init) = RaftStore::open(Box::new(RaftTables::new(store.clone()))).unwrap();
+        assert!(!init);
+        s.bootstrap(Machine {
+            cluster: 9,
+            ..Default::default()
+        })
+        .unwrap();
+        let e = |i: u64| Entry {
+            index: i,
+            term: 1,
+            data: vec![i as u8].into(),
+            ..Default::default()
+        };
+        s.append(&[e(2), e(3), e(4)]).unwrap();
+        s.append(&[e(3)]).unwrap();
+        s.set_commit(3).unwrap();
+        drop(s);
+        drop(store);
+        let store = std::sync::Arc::new(Store::open(&dir).unwrap());
+        let (s, init) = RaftStore::open(Box::new(RaftTables::new(store.clone()))).unwrap();
+        assert!(init);
+        assert_eq!(s.machine.cluster, 9);
+        assert_eq!(s.hard_state().commit, 3);
+        assert_eq!(raft::Storage::last_index(&s).unwrap(), 3);
+        RaftTables::new(store).clear().unwrap();
         drop(s);
         std::fs::remove_dir_all(&dir).unwrap();
     }

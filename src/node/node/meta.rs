@@ -264,6 +264,13 @@ impl Node {
         match RaftStore::open(disk) {
             Ok((store, true)) => {
                 self.meta.cluster = store.machine.cluster;
+                tracing::info!(
+                    cluster = format!("{:016x}", store.machine.cluster),
+                    snapshot_index = store.machine.applied,
+                    last_index = raft::Storage::last_index(&store).unwrap_or(0),
+                    commit = store.hard_state().commit,
+                    "loaded raft state from disk"
+                );
                 self.start_raft(store);
             }
             Ok((store, false)) => {
