@@ -138,3 +138,56 @@ fn bad_specs_are_refused() {
     spec.loss = Some(1.5);
     assert!(run(&spec).is_err());
 }
+
+#[test]
+fn exactly_one_metadata_cluster_forms_whatever_the_start_order() {
+    for nodes in [5, 20] {
+        for seed in 1..=25 {
+            // `sim` fails unless exactly one cluster formed and 3 healthy
+            // voters are in place at the end.
+            let r = sim("bootstrap", nodes, seed, None, None).report;
+            assert_eq!(r.raft_clusters_formed, 1, "{nodes} nodes seed {seed}");
+            assert_eq!(r.voters_final, Some(3), "{nodes} nodes seed {seed}");
+        }
+    }
+}
+
+#[test]
+fn a_crashed_leader_is_replaced_soon_after_it_is_detected() {
+    for seed in 1..=3 {
+        let r = sim("voter-crash", 20, seed, None, None).report;
+        let detect = r.detect_all_secs.expect("crash detected");
+        let recovery = r.voter_recovery_secs.expect("voters recovered");
+        assert!(recovery <= detect + 5.0, "seed {seed}: {r:?}");
+        assert_eq!(r.voters_final, Some(3));
+        assert!(r.leader_changes >= 2, "seed {seed}: {r:?}");
+    }
+}
+
+#[test]
+fn two_of_five_voters_crashing_at_once_are_both_replaced() {
+    let r = sim("voter-crash-2of5", 12, 1, None, None).report;
+    assert_eq!(r.voters_final, Some(5), "{r:?}");
+    assert!(r.voter_recovery_secs.is_some(), "{r:?}");
+}
+
+#[test]
+fn metadata_history_is_linearizable_through_partitions_and_crashes() {
+    for seed in 1..=4 {
+        let r = sim("meta-linearizable", 7, seed, None, None).report;
+        assert_eq!(r.meta_linearizable, Some(true), "seed {seed}");
+        assert!(r.meta_acked_writes > 50, "seed {seed}: {r:?}");
+    }
+}
+
+#[test]
+fn same_seed_same_metadata_run() {
+    let strip = |r: &roster_sim::Report| {
+        let mut v = serde_json::to_value(r).unwrap();
+        v.as_object_mut().unwrap().remove("wall_secs");
+        v
+    };
+    let a = sim("meta-linearizable", 7, 3, None, None).report;
+    let b = sim("meta-linearizable", 7, 3, None, None).report;
+    assert_eq!(strip(&a), strip(&b));
+}

@@ -307,6 +307,7 @@ mod tests {
         s.append(&[e(3)]).unwrap();
         s.set_commit(3).unwrap();
         drop(s);
+        drop(disk);
         drop(store);
         let store = std::sync::Arc::new(Store::open(&dir).unwrap());
         let (s, init) = RaftStore::open(Box::new(RaftTables::new(store.clone()))).unwrap();
