@@ -338,3 +338,94 @@ fn metadata_routes_refuse_bad_input() {
     );
     let _ = Path::new(&a.dir);
 }
+
+fn key_owners(a: &Agents, i: usize, key: &str) -> Option<(String, Vec<String>)> {
+    let out = roster()
+        .args([
+            "partitions",
+            "--key",
+            key,
+            "--json",
+            "--http",
+            &format!("127.0.0.1:{}", a.http[i]),
+        ])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let replicas = v["replicas"]
+        .as_array()?
+        .iter()
+        .filter_map(|r| r.as_str().map(str::to_owned))
+        .collect();
+    Some((v["primary"].as_str()?.to_owned(), replicas))
+}
+
+#[test]
+fn every_node_names_the_same_owners_and_a_crashed_node_is_dropped() {
+    let n = 5;
+    let mut a = Agents::new(tmp("placement"), n);
+    // The same answer through every node.
+    let owners = wait_for(Duration::from_secs(40), || {
+        let answers: Vec<_> = (0..n)
+            .map(|i| key_owners(&a, i, "user:123"))
+            .collect::<Option<_>>()?;
+        let first = answers[0].clone();
+        (answers.iter().all(|x| *x == first) && first.1.len() == 2).then_some(first)
+    })
+    .unwrap_or_else(|| panic!("nodes never agreed on user:123; n0 log:\n{}", a.log(0)));
+    println!(
+        "user:123 -> primary {}, replicas {:?} on every node",
+        owners.0, owners.1
+    );
+    let (s, v) = http(a.http[0], "GET", "/v1/partitions", "").unwrap();
+    assert_eq!(s, 200);
+    assert_eq!(v["partition_count"], 256);
+    let counts = v["nodes"].as_object().unwrap();
+    assert_eq!(counts.len(), n);
+    // Stop (kill -9) the primary of user:123.
+    let victim = owners
+        .0
+        .strip_prefix('n')
+        .unwrap()
+        .parse::<usize>()
+        .unwrap();
+    a.kill9(victim);
+    let t0 = Instant::now();
+    let survivors: Vec<usize> = (0..n).filter(|&i| i != victim).collect();
+    let mut detected = None;
+    let mut cleared = None;
+    let name = format!("n{victim}");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(40) && (detected.is_none() || cleared.is_none()) {
+        if detected.is_none()
+            && survivors.iter().all(|&i| {
+                http(a.http[i], "GET", "/v1/members", "").is_some_and(|(_, v)| {
+                    v.as_array().is_some_and(|m| {
+                        m.iter()
+                            .any(|x| x["id"] == name.as_str() && x["state"] == "down")
+                    })
+                })
+            })
+        {
+            detected = Some(t0.elapsed());
+        }
+        if cleared.is_none()
+            && survivors.iter().all(|&i| {
+                key_owners(&a, i, "user:123")
+                    .is_some_and(|(p, r)| p != name && !r.contains(&name) && r.len() == 2)
+            })
+        {
+            cleared = Some(t0.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let detected = detected.expect("crash never detected by every survivor");
+    let cleared = cleared.expect("the crashed node was never dropped from user:123's owners");
+    println!(
+        "crash detected by every survivor after {detected:?}; user:123 no longer names it after {cleared:?}"
+    );
+    assert!(cleared <= detected + Duration::from_secs(3));
+}

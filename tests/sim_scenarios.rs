@@ -191,3 +191,27 @@ fn same_seed_same_metadata_run() {
     let b = sim("meta-linearizable", 7, 3, None, None).report;
     assert_eq!(strip(&a), strip(&b));
 }
+
+#[test]
+fn placement_follows_joins_leaves_and_crashes() {
+    for seed in 1..=2 {
+        // `sim` fails unless every version reached every live node and a
+        // crashed node lost its slots within detection + 3 s.
+        let r = sim("placement", 30, seed, None, None).report;
+        assert!(r.placement_versions >= 5, "seed {seed}: {r:?}");
+        assert!(
+            r.placement_converged_secs.unwrap() <= 2.0,
+            "seed {seed}: {r:?}"
+        );
+        assert!(
+            r.placement_moved_fraction.unwrap() <= 0.25,
+            "seed {seed}: {r:?}"
+        );
+        // 256 primaries over about 30 nodes: the busiest holds the ceiling
+        // of the mean.
+        assert!(
+            r.placement_max_over_mean.unwrap() <= 1.2,
+            "seed {seed}: {r:?}"
+        );
+    }
+}

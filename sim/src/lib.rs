@@ -121,6 +121,19 @@ fn liveness(name: &str, r: &Report, target_voters: usize) -> Option<String> {
         "voter-crash" | "voter-crash-2of5" if r.voter_recovery_secs.is_none() => {
             Some("the voters never recovered after the crash".into())
         }
+        "placement" if r.placement_unconverged > 0 || r.placement_versions < 2 => Some(format!(
+            "{} of {} placement versions never reached every live node",
+            r.placement_unconverged, r.placement_versions
+        )),
+        "placement"
+            if r.placement_dead_cleared_secs
+                .is_none_or(|c| r.detect_all_secs.is_none_or(|d| c > d + 3.0)) =>
+        {
+            Some(format!(
+                "a crashed node kept slots: cleared after {:?} s, detected by all after {:?} s",
+                r.placement_dead_cleared_secs, r.detect_all_secs
+            ))
+        }
         "meta-linearizable" if r.meta_linearizable != Some(true) => {
             Some(format!("meta_linearizable is {:?}", r.meta_linearizable))
         }

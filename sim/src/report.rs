@@ -38,6 +38,13 @@ pub struct Report {
     pub meta_ops: u64,
     pub meta_acked_writes: u64,
     pub meta_linearizable: Option<bool>,
+    pub placement_versions: usize,
+    pub placement_max_over_mean: Option<f64>,
+    pub placement_replica_max_over_mean: Option<f64>,
+    pub placement_moved_fraction: Option<f64>,
+    pub placement_converged_secs: Option<f64>,
+    pub placement_unconverged: usize,
+    pub placement_dead_cleared_secs: Option<f64>,
 }
 
 fn secs(n: Nanos) -> f64 {
@@ -50,6 +57,38 @@ fn quantile(sorted: &[Nanos], q: f64) -> Option<f64> {
     }
     let i = ((sorted.len() - 1) as f64 * q).round() as usize;
     Some(secs(sorted[i]))
+}
+
+/// Busiest node over the mean, for primaries or replicas.
+fn ratio(t: &roster::node::meta::Table, primaries: bool) -> Option<f64> {
+    let counts = t.counts();
+    if counts.is_empty() {
+        return None;
+    }
+    let vals: Vec<f64> = counts
+        .values()
+        .map(|c| f64::from(if primaries { c.0 } else { c.1 }))
+        .collect();
+    let n = t.nodes.len().max(1) as f64;
+    let mean = vals.iter().sum::<f64>() / n;
+    let max = vals.iter().copied().fold(0.0, f64::max);
+    (mean > 0.0).then(|| (max / mean * 1000.0).round() / 1000.0)
+}
+
+/// For each crash, from the crash to the first placement without the dead
+/// node; the slowest. `None` when some crash was never cleared.
+fn dead_cleared(m: &crate::world::Measured) -> Option<f64> {
+    let mut worst = None;
+    for (at, id) in &m.crash_times {
+        let cleared = m
+            .placement_versions
+            .iter()
+            .zip(&m.placement_tables)
+            .find(|(v, t)| v.1 >= *at && !t.holds(id))
+            .map(|(v, _)| v.1 - at)?;
+        worst = Some(worst.map_or(cleared, |w: Nanos| w.max(cleared)));
+    }
+    worst.map(secs)
 }
 
 impl Report {
@@ -100,6 +139,33 @@ impl Report {
             meta_ops: m.meta_ops,
             meta_acked_writes: m.meta_acked_writes,
             meta_linearizable: m.meta_linearizable,
+            placement_versions: m.placement_versions.len(),
+            placement_max_over_mean: m.placement_tables.last().and_then(|t| ratio(t, true)),
+            placement_replica_max_over_mean: m
+                .placement_tables
+                .last()
+                .and_then(|t| ratio(t, false)),
+            placement_moved_fraction: m
+                .placement_tables
+                .windows(2)
+                .map(|w| {
+                    let slots = f64::from(w[1].partition_count * w[1].replication_factor);
+                    w[1].changed_slots(&w[0]) as f64 / slots
+                })
+                .reduce(f64::max)
+                .map(|f| (f * 10_000.0).round() / 10_000.0),
+            placement_converged_secs: m
+                .placement_versions
+                .iter()
+                .filter_map(|v| v.2.map(|done| done - v.1))
+                .max()
+                .map(secs),
+            placement_unconverged: m
+                .placement_versions
+                .iter()
+                .filter(|v| v.2.is_none())
+                .count(),
+            placement_dead_cleared_secs: dead_cleared(m),
         }
     }
 }

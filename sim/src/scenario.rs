@@ -84,6 +84,11 @@ pub const SCENARIOS: &[Scenario] = &[
         default_secs: 90,
     },
     Scenario {
+        name: "placement",
+        about: "every 10 s from 20 s a node joins, leaves or crashes (in turn); the partition placement must follow",
+        default_secs: 120,
+    },
+    Scenario {
         name: "meta-linearizable",
         about: "clients on random nodes run get/put/cas/delete on 3 keys through partitions, crashes and restarts; the history must be linearizable",
         default_secs: 90,
@@ -231,6 +236,21 @@ pub fn setup(name: &str, w: &mut World, n: usize, end: Nanos, loss: Option<f64>)
         "voter-crash-2of5" => {
             w.at(30 * SEC, Action::CrashVoters(2));
             w.at(30 * SEC, Action::FaultsEnd);
+        }
+        "placement" => {
+            let mut t = 20 * SEC;
+            let mut k = 0;
+            while t + 30 * SEC <= end {
+                let a = match k % 3 {
+                    0 => Action::AddNode,
+                    1 => Action::LeaveRandom,
+                    _ => Action::CrashRandom,
+                };
+                w.at(t, a);
+                k += 1;
+                t += 10 * SEC;
+            }
+            w.at(t, Action::FaultsEnd);
         }
         "meta-linearizable" => {
             let stop = end.saturating_sub(20 * SEC);

@@ -64,6 +64,12 @@ pub enum Action {
     MetaFinalReads { keys: u64 },
     /// Start measuring how long the voters take to recover.
     MarkVoterLoss,
+    /// A brand new node joins.
+    AddNode,
+    /// A random running node leaves gracefully.
+    LeaveRandom,
+    /// A random running node crashes.
+    CrashRandom,
 }
 
 #[derive(Debug)]
@@ -97,6 +103,8 @@ struct Slot {
     disk: MemDisk,
     /// Metadata requests in flight: request number to history entry.
     meta_pending: BTreeMap<u64, usize>,
+    /// Hash of the placement table this node holds.
+    placement: Option<u64>,
 }
 
 /// Invariant and liveness checkers.
@@ -170,6 +178,13 @@ pub struct Measured {
     pub meta_ops: u64,
     pub meta_acked_writes: u64,
     pub meta_linearizable: Option<bool>,
+    /// Placement versions (by table hash): when first applied anywhere, and
+    /// when every running node held it.
+    pub placement_versions: Vec<(u64, Nanos, Option<Nanos>)>,
+    /// The tables of those versions, in order, for movement figures.
+    pub placement_tables: Vec<roster::node::meta::Table>,
+    /// Crashes: (time, node) for the placement checks.
+    pub crash_times: Vec<(Nanos, NodeId)>,
 }
 
 /// A simulation in progress.
@@ -273,6 +288,7 @@ impl World {
             seen_gen: BTreeMap::new(),
             disk: MemDisk::default(),
             meta_pending: BTreeMap::new(),
+            placement: None,
         });
         self.by_addr.insert(addr, i);
         self.net.add_node();
@@ -537,6 +553,7 @@ impl World {
                         .fail(format!("two leaders in term {term}: {prev} and {l}"));
                 }
             }
+            Event::PlacementChanged(_) => self.placement_changed(n),
             Event::MetadataChanged { key, value, index } => match self.m.applied.get(&index) {
                 Some((k, v)) if *k != key || *v != value => {
                     let msg = format!(
@@ -734,6 +751,29 @@ impl World {
                 }
             }
             Action::MarkVoterLoss => self.m.voter_loss_at = Some(self.now),
+            Action::AddNode => {
+                let fresh = self.add_slot();
+                self.start(fresh);
+            }
+            Action::LeaveRandom => {
+                let running = self.running();
+                if running.len() > 1 {
+                    let n = running[self.rng.random_range(0..running.len())];
+                    self.act(Action::Leave(n));
+                    self.placement_check();
+                }
+            }
+            Action::CrashRandom => {
+                let running = self.running();
+                if running.len() > 1 {
+                    let n = running[self.rng.random_range(0..running.len())];
+                    self.m
+                        .crash_times
+                        .push((self.now, self.slots[n].id.clone()));
+                    self.act(Action::Crash(n));
+                    self.placement_check();
+                }
+            }
             Action::MetaClient { keys } => self.meta_client(keys),
             Action::MetaFinalReads { keys } => {
                 let running = self.running();
@@ -750,6 +790,42 @@ impl World {
                     );
                 }
             }
+        }
+    }
+
+    fn placement_changed(&mut self, n: usize) {
+        let Some(t) = self.slots[n]
+            .node
+            .as_ref()
+            .and_then(|x| x.partitions().cloned())
+        else {
+            return;
+        };
+        let h = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            t.hash(&mut hasher);
+            hasher.finish()
+        };
+        self.slots[n].placement = Some(h);
+        if !self.m.placement_versions.iter().any(|v| v.0 == h) {
+            self.m.placement_versions.push((h, self.now, None));
+            self.m.placement_tables.push(t);
+        }
+        self.placement_check();
+    }
+
+    /// Records when every running node holds the newest placement.
+    fn placement_check(&mut self) {
+        let Some(&(h, _, None)) = self.m.placement_versions.last() else {
+            return;
+        };
+        let all = self
+            .running()
+            .iter()
+            .all(|&i| self.slots[i].placement == Some(h));
+        if all && let Some(v) = self.m.placement_versions.last_mut() {
+            v.2 = Some(self.now);
         }
     }
 

@@ -5,8 +5,9 @@
 //! /v1/state/{key}` (this node's state; `GET ?node=ID` reads another
 //! member's), the cluster metadata (`GET|PUT|DELETE /v1/meta/{key}`,
 //! `POST /v1/meta/{key}` compare-and-set, `GET /v1/meta?prefix=P`; reads are
-//! linearizable unless `?stale=true`), `GET /v1/voters`, and the dashboard
-//! at `/`. Errors are JSON
+//! linearizable unless `?stale=true`), `GET /v1/voters`, the partition
+//! placement (`GET /v1/partitions`, `GET /v1/partitions/key/{key}`), and the
+//! dashboard at `/`. Errors are JSON
 //! `{"error": ..., "detail": ...}` with a fitting status code; bodies are
 //! limited to [`MAX_BODY_BYTES`].
 
@@ -155,6 +156,8 @@ pub fn router(roster: Arc<Roster>) -> Router {
                 .post(meta_cas),
         )
         .route("/v1/voters", get(voters))
+        .route("/v1/partitions", get(partitions))
+        .route("/v1/partitions/key/{key}", get(partition_of_key))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(Api { roster, recent })
@@ -543,4 +546,70 @@ async fn voters(State(api): State<Api>) -> Result<Json<serde_json::Value>, ApiEr
         .await
         .map_err(|_| ApiError::stopped())?;
     Ok(Json(raft_json(&m)))
+}
+
+fn role_name(r: crate::node::meta::Role) -> &'static str {
+    match r {
+        crate::node::meta::Role::Primary => "primary",
+        crate::node::meta::Role::Replica => "replica",
+        crate::node::meta::Role::None => "none",
+    }
+}
+
+fn no_placement() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no_placement",
+        "no partition placement committed yet (the metadata cluster forms first)",
+    )
+}
+
+async fn partitions(State(api): State<Api>) -> Result<Json<serde_json::Value>, ApiError> {
+    let t = api
+        .roster
+        .partitions()
+        .await
+        .map_err(|_| ApiError::stopped())?
+        .ok_or_else(no_placement)?;
+    let counts: serde_json::Map<String, serde_json::Value> = t
+        .counts()
+        .into_iter()
+        .map(|(id, (p, r))| {
+            (
+                id.as_str().to_owned(),
+                json!({"primaries": p, "replicas": r}),
+            )
+        })
+        .collect();
+    let owners: Vec<Vec<&str>> = t
+        .owners
+        .iter()
+        .map(|o| o.iter().map(|id| id.as_str()).collect())
+        .collect();
+    Ok(Json(json!({
+        "partition_count": t.partition_count,
+        "replication_factor": t.replication_factor,
+        "under_replicated": t.under_replicated(),
+        "nodes": counts,
+        "owners": owners,
+    })))
+}
+
+async fn partition_of_key(
+    State(api): State<Api>,
+    Path(key): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let p = api
+        .roster
+        .placement_of(key.as_bytes())
+        .await
+        .map_err(|_| ApiError::stopped())?
+        .ok_or_else(no_placement)?;
+    Ok(Json(json!({
+        "key": key,
+        "partition": p.partition,
+        "primary": p.owners.first().map(|o| o.as_str()),
+        "replicas": p.owners.iter().skip(1).map(|o| o.as_str()).collect::<Vec<_>>(),
+        "role": role_name(p.role),
+    })))
 }

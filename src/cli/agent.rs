@@ -85,6 +85,9 @@ pub struct AgentArgs {
     /// Metadata voters to aim for (default 3; 5 tolerates two failures).
     #[arg(long, env = "ROSTER_VOTERS")]
     pub voters: Option<usize>,
+    /// Whether this node may own partitions (`--owner false` opts out).
+    #[arg(long, env = "ROSTER_OWNER", action = clap::ArgAction::Set)]
+    pub owner: Option<bool>,
 }
 
 /// The `--config` file.
@@ -106,6 +109,7 @@ struct FileConfig {
     voter: Option<bool>,
     bootstrap_expect: Option<usize>,
     voters: Option<usize>,
+    owner: Option<bool>,
 }
 
 /// Settings after merging flags, environment and file.
@@ -137,6 +141,8 @@ pub struct Settings {
     pub bootstrap_expect: usize,
     /// Target voters.
     pub voters: usize,
+    /// May own partitions.
+    pub owner: bool,
 }
 
 fn positive(flag: &str, n: usize) -> Result<usize, String> {
@@ -211,6 +217,10 @@ pub fn settings(args: AgentArgs) -> Result<Settings, String> {
             args.bootstrap_expect.or(file.bootstrap_expect).unwrap_or(3),
         )?,
         voters: positive("--voters", args.voters.or(file.voters).unwrap_or(3))?,
+        owner: args
+            .owner
+            .or(file.owner)
+            .unwrap_or_else(|| tags.get("owner").is_none_or(|v| v != "false")),
         tags,
     })
 }
@@ -282,7 +292,8 @@ async fn serve(s: Settings) -> ExitCode {
     b = b
         .voter(s.voter)
         .bootstrap_expect(s.bootstrap_expect)
-        .target_voters(s.voters);
+        .target_voters(s.voters)
+        .owner(s.owner);
     // The HTTP port is taken first, so a port in use fails before the node
     // joins anyone.
     let http = match s.http {

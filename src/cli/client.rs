@@ -371,6 +371,61 @@ pub fn meta(c: &ClientArgs, cmd: MetaCmd) -> ExitCode {
     })
 }
 
+/// `roster partitions [--key K]`.
+pub fn partitions(c: &ClientArgs, key: Option<&str>) -> ExitCode {
+    run_result(|| {
+        let path = match key {
+            Some(k) => format!("/v1/partitions/key/{}", percent_encode(k)),
+            None => "/v1/partitions".to_owned(),
+        };
+        let (status, v) = request(&c.http, "GET", &path, b"")?;
+        if status != 200 {
+            return Err(api_error(status, &v));
+        }
+        if c.json {
+            println!("{v}");
+            return Ok(());
+        }
+        if key.is_some() {
+            let replicas: Vec<&str> = v["replicas"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            println!("partition {}", v["partition"]);
+            println!("primary   {}", v["primary"].as_str().unwrap_or("none"));
+            println!("replicas  {}", replicas.join(", "));
+            return Ok(());
+        }
+        let rows: Vec<Vec<String>> = v["nodes"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(id, c)| {
+                        vec![
+                            id.clone(),
+                            c["primaries"].to_string(),
+                            c["replicas"].to_string(),
+                        ]
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        print!("{}", table(&["Name", "Primaries", "Replicas"], &rows));
+        let under = v["under_replicated"].as_array().map_or(0, Vec::len);
+        println!(
+            "{} partitions, replication factor {}{}",
+            v["partition_count"],
+            v["replication_factor"],
+            if under > 0 {
+                format!(", {under} under-replicated (fewer eligible nodes than slots)")
+            } else {
+                String::new()
+            }
+        );
+        Ok(())
+    })
+}
+
 /// `roster voters`.
 pub fn voters(c: &ClientArgs) -> ExitCode {
     run_result(|| {

@@ -57,6 +57,15 @@ pub enum Cmd {
     },
     /// Show the metadata voters, the leader, the term and the commit index.
     Voters(client::ClientArgs),
+    /// Show the partition placement: per-node counts, or one key's owners.
+    Partitions {
+        /// Connection options.
+        #[command(flatten)]
+        client: client::ClientArgs,
+        /// Where this key lives.
+        #[arg(long)]
+        key: Option<String>,
+    },
 }
 
 /// `roster cert` subcommands.
@@ -97,5 +106,6 @@ pub fn main() -> ExitCode {
         Cmd::State { client, cmd } => client::state(&client, cmd),
         Cmd::Meta { client, cmd } => client::meta(&client, cmd),
         Cmd::Voters(c) => client::voters(&c),
+        Cmd::Partitions { client, key } => client::partitions(&client, key.as_deref()),
     }
 }

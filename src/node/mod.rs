@@ -136,6 +136,10 @@ pub enum Event {
     },
     /// The metadata voters changed (this node's copy).
     VotersChanged(Vec<NodeId>),
+    /// The committed partition placement changed (this node's copy): the
+    /// partitions whose owners changed, with old and new owners (primary
+    /// first), so an application can move its data.
+    PlacementChanged(Vec<(u32, Vec<NodeId>, Vec<NodeId>)>),
     /// A metadata key changed in this node's copy.
     MetadataChanged {
         /// Key.

@@ -78,6 +78,9 @@ pub(crate) enum Command {
     MetaStatus {
         reply: oneshot::Sender<(MetaStatus, crate::node::MetaCounters)>,
     },
+    Placement {
+        reply: oneshot::Sender<Option<crate::node::meta::Table>>,
+    },
 }
 
 /// What connection tasks report.
@@ -298,6 +301,9 @@ impl Driver {
             Command::Meta { op, mode, reply } => {
                 let id = self.node.meta_request(now, op, mode);
                 self.meta_waiters.insert(id, reply);
+            }
+            Command::Placement { reply } => {
+                let _ = reply.send(self.node.partitions().cloned());
             }
             Command::MetaStatus { reply } => {
                 let _ = reply.send((self.node.meta_status(), self.node.meta_counters()));
@@ -686,6 +692,9 @@ fn log_event(e: &Event) {
             tracing::info!(leader = ?leader.as_ref().map(|l| l.as_str()), term, "metadata leader changed")
         }
         Event::VotersChanged(v) => tracing::info!(voters = ?v, "metadata voters changed"),
+        Event::PlacementChanged(c) => {
+            tracing::info!(partitions = c.len(), "partition placement changed")
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::node::meta::placement::{self, Role, Table};
 use crate::node::{
     Config, ConfigError, Event, Generation, Hlc, Identity, MemberState, MemberView, MetaError,
     MetaOp, MetaReply, MetaStatus, Metrics, Node, NodeId, ReadMode, StateError,
@@ -116,6 +117,17 @@ impl From<&MemberView> for Member {
             state: v.state,
         }
     }
+}
+
+/// Where a key lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPlacement {
+    /// Its partition.
+    pub partition: u32,
+    /// The partition's owners, primary first.
+    pub owners: Vec<NodeId>,
+    /// This node's role for it.
+    pub role: Role,
 }
 
 /// A node's view of itself.
@@ -224,6 +236,7 @@ impl Builder {
         self.config.meta.voter = meta.voter;
         self.config.meta.bootstrap_expect = meta.bootstrap_expect;
         self.config.meta.target_voters = meta.target_voters;
+        self.config.meta.owner = meta.owner;
         self
     }
 
@@ -235,6 +248,18 @@ impl Builder {
             self.tags.remove("voter");
         } else {
             self.tags.insert("voter".into(), "false".into());
+        }
+        self
+    }
+
+    /// Whether this node may own partitions (default true). A node that may
+    /// not is tagged `owner=false`.
+    pub fn owner(mut self, owner: bool) -> Self {
+        self.config.meta.owner = owner;
+        if owner {
+            self.tags.remove("owner");
+        } else {
+            self.tags.insert("owner".into(), "false".into());
         }
         self
     }
@@ -603,6 +628,58 @@ impl Roster {
     /// The metadata engine's counters.
     pub async fn meta_counters(&self) -> Result<crate::node::MetaCounters, Stopped> {
         Ok(self.ask(|reply| Command::MetaStatus { reply }).await?.1)
+    }
+
+    /// The committed partition placement (this node's copy; `None` until
+    /// the leader made one).
+    pub async fn partitions(&self) -> Result<Option<Table>, Stopped> {
+        self.ask(|reply| Command::Placement { reply }).await
+    }
+
+    /// The partition, owners (primary first) and this node's role for
+    /// `key`; `None` before a placement exists.
+    pub async fn placement_of(&self, key: &[u8]) -> Result<Option<KeyPlacement>, Stopped> {
+        let Some(t) = self.partitions().await? else {
+            return Ok(None);
+        };
+        let partition = placement::partition_for_key(key, t.partition_count);
+        Ok(Some(KeyPlacement {
+            partition,
+            owners: t.owners_of(partition).to_vec(),
+            role: t.role(partition, &self.identity.id),
+        }))
+    }
+
+    /// The partition of `key`.
+    pub async fn partition_for_key(&self, key: &[u8]) -> Result<Option<u32>, Stopped> {
+        Ok(self.placement_of(key).await?.map(|p| p.partition))
+    }
+
+    /// The primary owner of `key`.
+    pub async fn primary_for_key(&self, key: &[u8]) -> Result<Option<NodeId>, Stopped> {
+        Ok(self
+            .placement_of(key)
+            .await?
+            .and_then(|p| p.owners.first().cloned()))
+    }
+
+    /// The replica owners of `key`.
+    pub async fn replicas_for_key(&self, key: &[u8]) -> Result<Vec<NodeId>, Stopped> {
+        Ok(self
+            .placement_of(key)
+            .await?
+            .map(|p| p.owners.into_iter().skip(1).collect())
+            .unwrap_or_default())
+    }
+
+    /// Whether this node is `key`'s primary.
+    pub async fn is_primary_for_key(&self, key: &[u8]) -> Result<bool, Stopped> {
+        Ok(self.should_handle_key(key).await? == Role::Primary)
+    }
+
+    /// This node's role for `key`: primary, replica or none.
+    pub async fn should_handle_key(&self, key: &[u8]) -> Result<Role, Stopped> {
+        Ok(self.placement_of(key).await?.map_or(Role::None, |p| p.role))
     }
 
     /// The metadata voters.

@@ -7,7 +7,18 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::placement::Table;
 use super::{MetaError, MetaOp, MetaReply, RaftId};
+
+/// What a log entry carries: a client operation, or a placement table the
+/// leader computed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogEntry {
+    /// A client operation.
+    Op(MetaOp),
+    /// A new partition placement.
+    Placement(Table),
+}
 use crate::node::identity::NodeId;
 
 /// Limits of the replicated store; requests over them fail with
@@ -94,6 +105,12 @@ pub struct Machine {
     pub names: BTreeMap<RaftId, NodeId>,
     /// The Raft configuration after the last applied entry.
     pub conf: Conf,
+    /// Partitions (fixed at bootstrap).
+    pub partition_count: u32,
+    /// Slots per partition (fixed at bootstrap).
+    pub replication_factor: u32,
+    /// The committed placement, once the leader made one.
+    pub placement: Option<Table>,
 }
 
 /// How a configuration change names the nodes it adds: carried in the
@@ -213,6 +230,19 @@ impl Machine {
                 existed: self.set(key, None).is_some(),
                 index,
             },
+        }
+    }
+
+    /// Applies a committed log entry: the reply for a client operation,
+    /// `None` for a placement.
+    pub fn apply_entry(&mut self, e: &LogEntry, index: u64, term: u64) -> Option<MetaReply> {
+        match e {
+            LogEntry::Op(op) => Some(self.apply(op, index, term)),
+            LogEntry::Placement(t) => {
+                self.skip(index, term);
+                self.placement = Some(t.clone());
+                None
+            }
         }
     }
 

@@ -11,6 +11,7 @@
 //! (`node/meta.rs`); this module holds what it works on.
 
 pub mod machine;
+pub mod placement;
 pub mod policy;
 pub mod storage;
 
@@ -20,7 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use super::identity::NodeId;
 
-pub use machine::{Machine, MetaLimits};
+pub use machine::{LogEntry, Machine, MetaLimits};
+pub use placement::{Role, Table};
 pub use storage::{DiskError, DiskImage, MemDisk, RaftDisk};
 
 /// A Raft peer id: a 64-bit hash of the [`NodeId`] (never 0, which raft-rs
@@ -67,6 +69,13 @@ pub struct MetaConfig {
     pub request_timeout: Duration,
     /// Limits of the replicated store.
     pub limits: MetaLimits,
+    /// Partitions a new cluster gets (fixed at bootstrap). 256.
+    pub partition_count: u32,
+    /// Slots per partition, primary included (fixed at bootstrap). 3.
+    pub replication_factor: u32,
+    /// Whether this node may own partitions (`owner = false` opts out; it
+    /// is tagged `owner=false` so the leader sees it).
+    pub owner: bool,
 }
 
 impl Default for MetaConfig {
@@ -82,6 +91,9 @@ impl Default for MetaConfig {
             heartbeat_ticks: 2,
             request_timeout: Duration::from_secs(5),
             limits: MetaLimits::default(),
+            partition_count: placement::DEFAULT_PARTITIONS,
+            replication_factor: placement::DEFAULT_REPLICATION,
+            owner: true,
         }
     }
 }

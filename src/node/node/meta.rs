@@ -28,7 +28,8 @@ use serde::{Deserialize, Serialize};
 
 use super::Node;
 use crate::node::identity::{Identity, NodeId};
-use crate::node::meta::machine::{Conf, ConfNames, Machine};
+use crate::node::meta::machine::{Conf, ConfNames, LogEntry, Machine};
+use crate::node::meta::placement::{self, Owner, Role, Table};
 use crate::node::meta::policy::{self, Candidate, Voter, VoterChange};
 use crate::node::meta::storage::{DiskError, RaftDisk, RaftStore, decode_pb, encode_pb};
 use crate::node::meta::{
@@ -55,6 +56,9 @@ const PULL_TIMEOUT: Duration = Duration::from_secs(1);
 const ADVERT_EVERY: Duration = Duration::from_millis(200);
 /// Most client requests in flight per node.
 const MAX_IN_FLIGHT: usize = 4096;
+/// How long a leader waits for a proposed placement to apply before it
+/// proposes again.
+const PLACEMENT_RETRY: Duration = Duration::from_secs(3);
 /// How long a voter goes without a leader before it checks whether it was
 /// removed from the voters while cut off.
 const ZOMBIE_AFTER: Duration = Duration::from_secs(3);
@@ -142,6 +146,8 @@ pub(crate) struct MetaCore {
     advert_urgent: bool,
     last_advert: Option<Duration>,
     preferred: Vec<NodeId>,
+    /// When this leader last proposed a placement not yet applied.
+    placement_proposed: Option<Duration>,
     /// Since when this voter has had no leader.
     leaderless_since: Option<Duration>,
     /// The cluster id this node proposes when it is the bootstrap candidate.
@@ -201,6 +207,7 @@ impl MetaCore {
             peers: BTreeMap::new(),
             my_cluster: 0,
             leaderless_since: None,
+            placement_proposed: None,
             counters: MetaCounters::default(),
         }
     }
@@ -381,6 +388,7 @@ impl Node {
         }
         if self.meta.ticks.is_multiple_of(10) {
             self.maybe_change_voters();
+            self.maybe_place();
             self.maybe_step_down_zombie();
         }
         if self.meta.advert_dirty
@@ -607,7 +615,7 @@ impl Node {
         if op.is_read() && mode == ReadMode::Linearizable {
             raw.read_index(ctx);
         } else {
-            let data = postcard::to_stdvec(&op).unwrap_or_default();
+            let data = postcard::to_stdvec(&LogEntry::Op(op.clone())).unwrap_or_default();
             if raw.propose(ctx, data).is_err() {
                 return Err(MetaError::NoLeader("proposal dropped: no leader".into()));
             }
@@ -744,9 +752,11 @@ impl Node {
             };
             if !rd.snapshot().is_empty() {
                 let snap = rd.snapshot().clone();
+                let before = raw.store().machine.placement.clone();
                 if let Err(e) = raw.mut_store().apply_snapshot(&snap) {
                     return self.disk_failed(e);
                 }
+                self.placement_replaced(before);
                 self.meta.advert_dirty = true;
                 let names = self.meta.machine().voter_names();
                 self.events.push_back(Event::VotersChanged(names));
@@ -878,11 +888,12 @@ impl Node {
                 raw.mut_store().machine.skip(e.index, e.term);
                 continue;
             }
-            let reply = match postcard::from_bytes::<MetaOp>(&e.data) {
-                Ok(op) => {
-                    let r = raw.mut_store().machine.apply(&op, e.index, e.term);
-                    self.meta_changed(&op, e.index);
-                    Some(r)
+            let reply = match postcard::from_bytes::<LogEntry>(&e.data) {
+                Ok(entry) => {
+                    let before = raw.store().machine.placement.clone();
+                    let r = raw.mut_store().machine.apply_entry(&entry, e.index, e.term);
+                    self.entry_applied(&entry, before, e.index);
+                    r
                 }
                 Err(_) => {
                     raw.mut_store().machine.skip(e.index, e.term);
@@ -898,6 +909,30 @@ impl Node {
             }
         }
         true
+    }
+
+    /// Events for an applied entry.
+    fn entry_applied(&mut self, e: &LogEntry, before: Option<Table>, index: u64) {
+        match e {
+            LogEntry::Op(op) => self.meta_changed(op, index),
+            LogEntry::Placement(t) => {
+                self.meta.placement_proposed = None;
+                let diff = t.diff(before.as_ref());
+                if !diff.is_empty() {
+                    self.events.push_back(Event::PlacementChanged(diff));
+                }
+            }
+        }
+    }
+
+    /// A `PlacementChanged` event when a snapshot replaced the table.
+    fn placement_replaced(&mut self, before: Option<Table>) {
+        if let Some(t) = &self.meta.machine().placement {
+            let diff = t.diff(before.as_ref());
+            if !diff.is_empty() {
+                self.events.push_back(Event::PlacementChanged(diff));
+            }
+        }
     }
 
     fn meta_changed(&mut self, op: &MetaOp, index: u64) {
@@ -1129,7 +1164,9 @@ impl Node {
         if let Some(snap) = p.snapshot.as_deref() {
             match Machine::decode(snap) {
                 Some(m) if m.cluster == p.cluster && m.applied > self.meta.copy.applied => {
+                    let before = self.meta.copy.placement.take();
                     self.meta.copy = m;
+                    self.placement_replaced(before);
                     let names = self.meta.copy.voter_names();
                     self.events.push_back(Event::VotersChanged(names));
                 }
@@ -1155,9 +1192,10 @@ impl Node {
                 self.meta.copy.apply_conf(conf, names, e.index, e.term);
                 let names = self.meta.copy.voter_names();
                 self.events.push_back(Event::VotersChanged(names));
-            } else if let Ok(op) = postcard::from_bytes::<MetaOp>(&e.data) {
-                self.meta.copy.apply(&op, e.index, e.term);
-                self.meta_changed(&op, e.index);
+            } else if let Ok(entry) = postcard::from_bytes::<LogEntry>(&e.data) {
+                let before = self.meta.copy.placement.clone();
+                self.meta.copy.apply_entry(&entry, e.index, e.term);
+                self.entry_applied(&entry, before, e.index);
             } else {
                 self.meta.copy.skip(e.index, e.term);
             }
@@ -1342,6 +1380,8 @@ impl Node {
                 voters: vec![me],
                 ..Default::default()
             },
+            partition_count: self.meta.cfg.partition_count.max(1),
+            replication_factor: self.meta.cfg.replication_factor.max(1),
             ..Default::default()
         };
         let store = match RaftStore::open(disk) {
@@ -1462,6 +1502,79 @@ impl Node {
         self.after_raft();
     }
 
+    /// Whether a member may own partitions (its `owner` tag is not
+    /// "false").
+    fn owner_eligible(&self, id: &NodeId) -> bool {
+        if *id == self.identity.id && !self.meta.cfg.owner {
+            return false;
+        }
+        self.shared
+            .lock()
+            .store
+            .get(id, "tag:owner")
+            .is_none_or(|v| v != b"false")
+    }
+
+    /// The leader recomputes the placement when the eligible owners (live
+    /// members, Suspect included, Down and Left excluded) differ from the
+    /// ones the committed table was made for, and commits it.
+    fn maybe_place(&mut self) {
+        let now = self.io.now;
+        let Some(raw) = self.meta.raw.as_ref() else {
+            return;
+        };
+        if raw.raft.state != StateRole::Leader {
+            return;
+        }
+        if self
+            .meta
+            .placement_proposed
+            .is_some_and(|t| now < t + PLACEMENT_RETRY)
+        {
+            return;
+        }
+        let machine = &raw.store().machine;
+        if machine.partition_count == 0 {
+            return;
+        }
+        let mut owners: Vec<Owner> = Vec::new();
+        let me = self.identity.id.clone();
+        let candidates = std::iter::once(me).chain(
+            self.members
+                .values()
+                .filter(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
+                .map(|m| m.identity.id.clone()),
+        );
+        for id in candidates {
+            if self.owner_eligible(&id) {
+                owners.push(Owner {
+                    zone: self.zone_of(&id),
+                    id,
+                });
+            }
+        }
+        owners.sort_by(|a, b| a.id.cmp(&b.id));
+        let ids: Vec<NodeId> = owners.iter().map(|o| o.id.clone()).collect();
+        let prev = machine.placement.as_ref();
+        if prev.is_some_and(|t| t.nodes == ids) {
+            return;
+        }
+        let table = placement::assign(
+            prev,
+            &owners,
+            machine.partition_count,
+            machine.replication_factor,
+        );
+        let data = postcard::to_stdvec(&LogEntry::Placement(table)).unwrap_or_default();
+        if let Some(raw) = self.meta.raw.as_mut()
+            && raw.propose(Vec::new(), data).is_ok()
+        {
+            tracing::info!(owners = ids.len(), "proposing a new partition placement");
+            self.meta.placement_proposed = Some(now);
+        }
+        self.after_raft();
+    }
+
     fn zone_of(&self, id: &NodeId) -> Option<String> {
         self.shared
             .lock()
@@ -1568,6 +1681,44 @@ impl Node {
                     quorum,
                 }
             }
+        }
+    }
+
+    /// The committed partition placement in this node's copy.
+    pub fn partitions(&self) -> Option<&Table> {
+        self.meta.machine().placement.as_ref()
+    }
+
+    /// The partition of `key` (`None` before a cluster formed).
+    pub fn partition_for_key(&self, key: &[u8]) -> Option<u32> {
+        let n = self.meta.machine().partition_count;
+        (n > 0).then(|| placement::partition_for_key(key, n))
+    }
+
+    /// The primary owner of `key`.
+    pub fn primary_for_key(&self, key: &[u8]) -> Option<NodeId> {
+        let p = self.partition_for_key(key)?;
+        self.partitions()?.primary(p).cloned()
+    }
+
+    /// The replica owners of `key` (primary excluded).
+    pub fn replicas_for_key(&self, key: &[u8]) -> Vec<NodeId> {
+        match (self.partition_for_key(key), self.partitions()) {
+            (Some(p), Some(t)) => t.owners_of(p).iter().skip(1).cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether this node is `key`'s primary.
+    pub fn is_primary_for_key(&self, key: &[u8]) -> bool {
+        self.should_handle_key(key) == Role::Primary
+    }
+
+    /// This node's role for `key`.
+    pub fn should_handle_key(&self, key: &[u8]) -> Role {
+        match (self.partition_for_key(key), self.partitions()) {
+            (Some(p), Some(t)) => t.role(p, &self.identity.id),
+            _ => Role::None,
         }
     }
 
