@@ -265,7 +265,7 @@ fn demo_runs_five_nodes_with_a_dashboard_and_cleans_up_on_sigterm() {
     assert_eq!(rows.len(), 5, "{table}");
     assert!(
         rows.iter()
-            .all(|r| r.contains(" alive ") && r.contains("demo=node-")),
+            .all(|r| r.contains(" alive ") && r.contains("demo=true")),
         "{table}"
     );
     let set = roster()

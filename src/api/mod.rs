@@ -156,6 +156,7 @@ pub fn router(roster: Arc<Roster>) -> Router {
                 .post(meta_cas),
         )
         .route("/v1/voters", get(voters))
+        .route("/v1/leave", axum::routing::post(leave))
         .route("/v1/partitions", get(partitions))
         .route("/v1/partitions/key/{key}", get(partition_of_key))
         .fallback(not_found)
@@ -612,4 +613,15 @@ async fn partition_of_key(
         "replicas": p.owners.iter().skip(1).map(|o| o.as_str()).collect::<Vec<_>>(),
         "role": role_name(p.role),
     })))
+}
+
+async fn leave(State(api): State<Api>) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    api.roster.status().await.map_err(|_| ApiError::stopped())?;
+    let roster = api.roster.clone();
+    // Answer first; the agent exits once the node has left.
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        roster.leave().await;
+    });
+    Ok((StatusCode::ACCEPTED, Json(json!({"leaving": true}))))
 }

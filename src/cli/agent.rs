@@ -331,6 +331,13 @@ async fn serve(s: Settings) -> ExitCode {
     tokio::select! {
         _ = &mut signal => {}
         _ = roster.stopped() => {
+            if roster.is_leaving() {
+                tracing::info!("left the cluster on request");
+                if let Some(h) = server {
+                    h.stop().await;
+                }
+                return ExitCode::SUCCESS;
+            }
             tracing::error!("the node stopped unexpectedly");
             return ExitCode::FAILURE;
         }

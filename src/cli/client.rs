@@ -426,6 +426,22 @@ pub fn partitions(c: &ClientArgs, key: Option<&str>) -> ExitCode {
     })
 }
 
+/// `roster leave`.
+pub fn leave(c: &ClientArgs) -> ExitCode {
+    run_result(|| {
+        let (status, v) = request(&c.http, "POST", "/v1/leave", b"")?;
+        if !(200..300).contains(&status) {
+            return Err(api_error(status, &v));
+        }
+        if c.json {
+            println!("{v}");
+        } else {
+            println!("leaving: the agent leaves the cluster and exits");
+        }
+        Ok(())
+    })
+}
+
 /// `roster voters`.
 pub fn voters(c: &ClientArgs) -> ExitCode {
     run_result(|| {

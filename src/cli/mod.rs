@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod cert;
 pub mod client;
+pub mod cluster;
 pub mod demo;
 
 use std::path::PathBuf;
@@ -33,6 +34,14 @@ pub enum Cmd {
     },
     /// Run a local 5-node cluster with its dashboard.
     Demo,
+    /// A local cluster for development and failover drills.
+    Cluster {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: cluster::ClusterCmd,
+    },
+    /// Make the agent leave the cluster gracefully (it then exits).
+    Leave(client::ClientArgs),
     /// List the members an agent knows, like `serf members`.
     Members(client::ClientArgs),
     /// Show an agent's view of itself.
@@ -101,6 +110,8 @@ pub fn main() -> ExitCode {
         Cmd::Agent(args) => agent::run(args),
         Cmd::Cert { cmd } => cert::run(cmd),
         Cmd::Demo => demo::run(),
+        Cmd::Cluster { cmd } => cluster::run(cmd),
+        Cmd::Leave(c) => client::leave(&c),
         Cmd::Members(c) => client::members(&c),
         Cmd::Status(c) => client::status(&c),
         Cmd::State { client, cmd } => client::state(&client, cmd),

@@ -412,6 +412,7 @@ impl Builder {
             endpoint,
             task,
             alive,
+            leaving: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
     }
 }
@@ -429,6 +430,8 @@ pub struct Roster {
     task: tokio::task::JoinHandle<()>,
     /// Closed when the driver task ends (or panics).
     alive: tokio::sync::watch::Receiver<()>,
+    /// Set once [`Roster::leave`] was called.
+    leaving: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A stream of a node's events. Lagging far behind (more than
@@ -707,6 +710,8 @@ impl Roster {
     /// Leaves the cluster gracefully and stops (within about 1.5 s).
     /// Calling it again, or on a stopped node, returns at once.
     pub async fn leave(&self) {
+        self.leaving
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let (tx, rx) = oneshot::channel();
         if self
             .commands
@@ -717,6 +722,11 @@ impl Roster {
             let _ = rx.await;
         }
         self.stopped().await;
+    }
+
+    /// Whether [`Roster::leave`] was called (so a stop is expected).
+    pub fn is_leaving(&self) -> bool {
+        self.leaving.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Stops abruptly, like a crash as far as membership goes: tasks aborted,

@@ -1,0 +1,775 @@
+//! `roster cluster`: a local cluster for development and failover drills.
+//!
+//! - `init --nodes N [--base-port P] [--dir D]` writes `D/cluster.toml` (node
+//!   count, base port, and per node its id, name, gossip and HTTP addresses,
+//!   data and TLS dirs and peers), a CA and one certificate per node.
+//!   `D` defaults to `.roster/cluster`.
+//! - `start [--detach]` supervises one `roster agent` process per node:
+//!   restarts a crashed node with backoff and marks it Crashed after
+//!   repeated fast crashes. SIGINT or SIGTERM stops every node gracefully.
+//!   A port in use is an error before anything starts.
+//! - `status` shows each node as Stopped, Running or Crashed beside the
+//!   cluster's own view of it; `stop [--node I]`, `restart --node I`,
+//!   `destroy`.
+//!
+//! The supervisor keeps its state in `D/state.json` (rewritten every tick)
+//! and takes requests through marker files (`D/node-I.stop`,
+//! `D/node-I.restart`), so the commands work from any shell.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use clap::Subcommand;
+use serde::{Deserialize, Serialize};
+
+use crate::node::NodeId;
+use crate::runtime::tls::ClusterCa;
+
+/// Default directory of a local cluster.
+pub const DEFAULT_DIR: &str = ".roster/cluster";
+/// Default first port: gossip of node I is `P + 2I`, its HTTP API `P + 2I + 1`.
+pub const DEFAULT_BASE_PORT: u16 = 7400;
+/// A node that crashes this many times in a row, each within a minute of its
+/// start, is marked Crashed and left alone.
+const MAX_FAST_CRASHES: u32 = 5;
+/// Supervisor tick.
+const TICK: Duration = Duration::from_millis(200);
+
+/// `roster cluster` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// Write the cluster's configuration and certificates.
+    Init {
+        /// Nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// First port (gossip of node I is P+2I, its HTTP API P+2I+1).
+        #[arg(long, default_value_t = DEFAULT_BASE_PORT)]
+        base_port: u16,
+        /// Directory.
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+    },
+    /// Run and supervise every node (in the foreground unless --detach).
+    Start {
+        /// Directory.
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+        /// Run the supervisor in the background.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Each node's process state beside the cluster's own view.
+    Status {
+        /// Directory.
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop one node (it leaves gracefully and stays stopped), or the whole
+    /// cluster and its supervisor.
+    Stop {
+        /// Directory.
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+        /// Only this node.
+        #[arg(long)]
+        node: Option<usize>,
+    },
+    /// Restart one node (also one that was stopped or Crashed).
+    Restart {
+        /// Directory.
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+        /// The node.
+        #[arg(long)]
+        node: usize,
+    },
+    /// Stop everything and remove the directory.
+    Destroy {
+        /// Directory.
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+    },
+}
+
+/// One node of `cluster.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    /// Index.
+    pub index: usize,
+    /// NodeId.
+    pub id: String,
+    /// Human name (same as the id).
+    pub name: String,
+    /// QUIC (gossip) address.
+    pub gossip: SocketAddr,
+    /// HTTP API address.
+    pub http: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// TLS directory.
+    pub tls_dir: PathBuf,
+    /// Gossip addresses it joins through.
+    pub peers: Vec<SocketAddr>,
+}
+
+/// `cluster.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    /// Node count.
+    pub nodes: usize,
+    /// First port.
+    pub base_port: u16,
+    /// The nodes.
+    pub node: Vec<NodeSpec>,
+}
+
+/// A node's process state, as the supervisor reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProcState {
+    /// Not running (never started, or stopped on request).
+    Stopped,
+    /// Running.
+    Running,
+    /// Crashed repeatedly; no longer restarted.
+    Crashed,
+}
+
+/// `state.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SupervisorState {
+    /// The supervisor's pid.
+    pub pid: u32,
+    /// Per node: state and pid.
+    pub nodes: BTreeMap<usize, (ProcState, Option<u32>)>,
+}
+
+fn file_path(dir: &Path) -> PathBuf {
+    dir.join("cluster.toml")
+}
+
+/// Reads `cluster.toml`.
+pub fn load(dir: &Path) -> Result<ClusterFile, String> {
+    let p = file_path(dir);
+    let text = std::fs::read_to_string(&p).map_err(|e| {
+        format!(
+            "{}: {e} (create a cluster with `roster cluster init`)",
+            p.display()
+        )
+    })?;
+    toml::from_str(&text).map_err(|e| format!("{}: {}", p.display(), e.message()))
+}
+
+/// Writes the configuration and certificates of an `n`-node cluster in
+/// `dir`. With `base_port` `None`, free ports are picked.
+pub fn init(dir: &Path, n: usize, base_port: Option<u16>) -> Result<ClusterFile, String> {
+    if n == 0 || n > 100 {
+        return Err("--nodes must be between 1 and 100".into());
+    }
+    if file_path(dir).exists() {
+        return Err(format!(
+            "{} already exists; `roster cluster destroy --dir {}` first",
+            file_path(dir).display(),
+            dir.display()
+        ));
+    }
+    let mut addrs = Vec::new();
+    for i in 0..n {
+        let (g, h) = match base_port {
+            Some(p) => {
+                let g = u32::from(p) + 2 * i as u32;
+                if g + 1 > u32::from(u16::MAX) {
+                    return Err(format!("--base-port {p} leaves no room for {n} nodes"));
+                }
+                (
+                    SocketAddr::from(([127, 0, 0, 1], g as u16)),
+                    SocketAddr::from(([127, 0, 0, 1], (g + 1) as u16)),
+                )
+            }
+            None => (
+                UdpSocket::bind("127.0.0.1:0")
+                    .and_then(|s| s.local_addr())
+                    .map_err(|e| format!("no free UDP port: {e}"))?,
+                TcpListener::bind("127.0.0.1:0")
+                    .and_then(|s| s.local_addr())
+                    .map_err(|e| format!("no free TCP port: {e}"))?,
+            ),
+        };
+        addrs.push((g, h));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let ca = ClusterCa::generate("roster local cluster").map_err(|e| e.to_string())?;
+    ca.save(&dir.join("ca")).map_err(|e| e.to_string())?;
+    let dir_abs = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut nodes = Vec::new();
+    for (i, (g, h)) in addrs.iter().enumerate() {
+        let name = format!("node-{i}");
+        let id = NodeId::new(name.clone()).map_err(|e| e.to_string())?;
+        let tls_dir = dir_abs.join(&name);
+        ca.issue(&id)
+            .and_then(|c| c.save(&tls_dir))
+            .map_err(|e| e.to_string())?;
+        nodes.push(NodeSpec {
+            index: i,
+            id: name.clone(),
+            name,
+            gossip: *g,
+            http: *h,
+            data_dir: tls_dir.join("data"),
+            tls_dir,
+            peers: addrs
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, a)| a.0)
+                .collect(),
+        });
+    }
+    let file = ClusterFile {
+        nodes: n,
+        base_port: base_port.unwrap_or(0),
+        node: nodes,
+    };
+    let text = toml::to_string_pretty(&file).map_err(|e| e.to_string())?;
+    std::fs::write(file_path(dir), text).map_err(|e| e.to_string())?;
+    Ok(file)
+}
+
+/// Checks that no node's port is taken.
+fn ports_free(file: &ClusterFile) -> Result<(), String> {
+    for n in &file.node {
+        UdpSocket::bind(n.gossip).map_err(|e| {
+            format!(
+                "{}: gossip port {} is in use ({e}); is the cluster already running?",
+                n.name, n.gossip
+            )
+        })?;
+        TcpListener::bind(n.http).map_err(|e| {
+            format!(
+                "{}: HTTP port {} is in use ({e}); is the cluster already running?",
+                n.name, n.http
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn spawn(exe: &Path, dir: &Path, n: &NodeSpec, extra_tags: &[String]) -> std::io::Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{}.log", n.name)))?;
+    let mut c = Command::new(exe);
+    c.arg("agent")
+        .arg("--tls-dir")
+        .arg(&n.tls_dir)
+        .arg("--data-dir")
+        .arg(&n.data_dir)
+        .args(["--bind", &n.gossip.to_string()])
+        .args(["--http", &n.http.to_string()])
+        .args(["--profile", "local"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    for t in extra_tags {
+        c.args(["--tag", t]);
+    }
+    for p in &n.peers {
+        c.args(["--join", &p.to_string()]);
+    }
+    c.spawn()
+}
+
+struct Proc {
+    spec: NodeSpec,
+    child: Option<Child>,
+    state: ProcState,
+    crashes: u32,
+    restart_at: Option<tokio::time::Instant>,
+    started: tokio::time::Instant,
+}
+
+/// The supervisor: runs until SIGINT/SIGTERM, then stops every node
+/// gracefully. `on_ready` runs once every node was started.
+pub async fn supervise(
+    dir: &Path,
+    tags: &[String],
+    on_ready: impl FnOnce(&[NodeSpec]),
+) -> ExitCode {
+    let signal = super::agent::shutdown_signal();
+    tokio::pin!(signal);
+    let file = match load(dir) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = ports_free(&file) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: cannot find the roster executable: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let now = tokio::time::Instant::now();
+    let mut procs: Vec<Proc> = file
+        .node
+        .iter()
+        .map(|s| Proc {
+            spec: s.clone(),
+            child: None,
+            state: ProcState::Stopped,
+            crashes: 0,
+            restart_at: None,
+            started: now,
+        })
+        .collect();
+    for p in &mut procs {
+        let _ = std::fs::remove_file(dir.join(format!("{}.stop", p.spec.name)));
+        let _ = std::fs::remove_file(dir.join(format!("{}.restart", p.spec.name)));
+        match spawn(&exe, dir, &p.spec, tags) {
+            Ok(c) => {
+                p.child = Some(c);
+                p.state = ProcState::Running;
+            }
+            Err(e) => eprintln!("error: cannot start {}: {e}", p.spec.name),
+        }
+    }
+    write_state(dir, &procs);
+    on_ready(&file.node);
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        tokio::select! {
+            _ = &mut signal => break,
+            _ = tick.tick() => {
+                tend(&exe, dir, tags, &mut procs).await;
+                write_state(dir, &procs);
+            }
+        }
+    }
+    println!("stopping the cluster…");
+    stop_all(&mut procs).await;
+    write_state(dir, &procs);
+    let _ = std::fs::remove_file(dir.join("state.json"));
+    ExitCode::SUCCESS
+}
+
+fn write_state(dir: &Path, procs: &[Proc]) {
+    let st = SupervisorState {
+        pid: std::process::id(),
+        nodes: procs
+            .iter()
+            .map(|p| (p.spec.index, (p.state, p.child.as_ref().map(Child::id))))
+            .collect(),
+    };
+    if let Ok(text) = serde_json::to_string(&st) {
+        let tmp = dir.join("state.json.tmp");
+        if std::fs::write(&tmp, text).is_ok() {
+            let _ = std::fs::rename(&tmp, dir.join("state.json"));
+        }
+    }
+}
+
+/// One supervisor tick: requests, exits, restarts.
+async fn tend(exe: &Path, dir: &Path, tags: &[String], procs: &mut [Proc]) {
+    let now = tokio::time::Instant::now();
+    for p in procs.iter_mut() {
+        let stop_marker = dir.join(format!("{}.stop", p.spec.name));
+        let restart_marker = dir.join(format!("{}.restart", p.spec.name));
+        if restart_marker.exists() {
+            let _ = std::fs::remove_file(&restart_marker);
+            let _ = std::fs::remove_file(&stop_marker);
+            stop_one(p).await;
+            p.crashes = 0;
+            p.restart_at = Some(now);
+        } else if stop_marker.exists() && p.state != ProcState::Stopped {
+            stop_one(p).await;
+            p.restart_at = None;
+            continue;
+        }
+        if let Some(c) = &mut p.child
+            && let Ok(Some(status)) = c.try_wait()
+        {
+            p.child = None;
+            if now.duration_since(p.started) > Duration::from_secs(60) {
+                p.crashes = 0;
+            }
+            p.crashes += 1;
+            if p.crashes >= MAX_FAST_CRASHES {
+                eprintln!(
+                    "{} crashed {} times in a row ({status}); marked Crashed",
+                    p.spec.name, p.crashes
+                );
+                p.state = ProcState::Crashed;
+                continue;
+            }
+            let wait = Duration::from_millis(250 * 2u64.pow(p.crashes));
+            eprintln!("{} exited ({status}); restarting in {wait:?}", p.spec.name);
+            p.state = ProcState::Stopped;
+            p.restart_at = Some(now + wait);
+        }
+        if p.child.is_none()
+            && let Some(at) = p.restart_at
+            && now >= at
+        {
+            p.restart_at = None;
+            p.started = now;
+            match spawn(exe, dir, &p.spec, tags) {
+                Ok(c) => {
+                    p.child = Some(c);
+                    p.state = ProcState::Running;
+                }
+                Err(e) => eprintln!("cannot restart {}: {e}", p.spec.name),
+            }
+        }
+    }
+}
+
+/// SIGTERM to one node, then up to 3 s for it to leave.
+async fn stop_one(p: &mut Proc) {
+    if let Some(mut c) = p.child.take() {
+        terminate(c.id());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Ok(None) = c.try_wait() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    p.state = ProcState::Stopped;
+}
+
+/// SIGTERM to every node, then up to 3 s for them to leave.
+async fn stop_all(procs: &mut [Proc]) {
+    for p in procs.iter() {
+        if let Some(c) = &p.child {
+            terminate(c.id());
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    for p in procs.iter_mut() {
+        if let Some(c) = &mut p.child {
+            while tokio::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if let Ok(None) = c.try_wait() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        p.child = None;
+        p.state = ProcState::Stopped;
+    }
+}
+
+/// Sends SIGTERM through the system's kill(1) (std has no signal API).
+pub(crate) fn terminate(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+}
+
+fn read_state(dir: &Path) -> Option<SupervisorState> {
+    let st: SupervisorState =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).ok()?).ok()?;
+    alive(st.pid).then_some(st)
+}
+
+fn block_on<F: std::future::Future<Output = ExitCode>>(f: F) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(f),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a `roster cluster` command.
+pub fn run(cmd: ClusterCmd) -> ExitCode {
+    let result = match cmd {
+        ClusterCmd::Init {
+            nodes,
+            base_port,
+            dir,
+        } => init(&dir, nodes, Some(base_port)).map(|f| {
+            println!(
+                "initialised a {}-node cluster in {} (gossip {}..{}); start it with `roster cluster start`",
+                f.nodes,
+                dir.display(),
+                f.node[0].gossip,
+                f.node[f.nodes - 1].http
+            );
+        }),
+        ClusterCmd::Start { dir, detach } => {
+            if let Some(st) = read_state(&dir) {
+                Err(format!("the cluster is already running (supervisor pid {})", st.pid))
+            } else if detach {
+                start_detached(&dir)
+            } else {
+                return block_on(supervise(&dir, &[], |nodes| {
+                    println!("cluster running: {} nodes; Ctrl-C stops it", nodes.len());
+                    for n in nodes {
+                        println!("  {:<8} gossip {}  http://{}/", n.name, n.gossip, n.http);
+                    }
+                }));
+            }
+        }
+        ClusterCmd::Status { dir, json } => status(&dir, json),
+        ClusterCmd::Stop { dir, node } => stop(&dir, node),
+        ClusterCmd::Restart { dir, node } => restart(&dir, node),
+        ClusterCmd::Destroy { dir } => destroy(&dir),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn start_detached(dir: &Path) -> Result<(), String> {
+    let file = load(dir)?;
+    ports_free(&file)?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let log = std::fs::File::create(dir.join("supervisor.log")).map_err(|e| e.to_string())?;
+    let err = log.try_clone().map_err(|e| e.to_string())?;
+    let mut child = Command::new(exe)
+        .args(["cluster", "start", "--dir"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot start the supervisor: {e}"))?;
+    // Wait until it reports every node started (or exits with an error).
+    for _ in 0..100 {
+        if let Some(st) = read_state(dir)
+            && st.pid == child.id()
+        {
+            println!(
+                "cluster started in the background (supervisor pid {}, log {})",
+                st.pid,
+                dir.join("supervisor.log").display()
+            );
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(dir.join("supervisor.log")).unwrap_or_default();
+            return Err(format!("the supervisor exited ({status}): {}", log.trim()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err("the supervisor did not report within 5 s".into())
+}
+
+/// What the cluster says about each member: the view of the first running
+/// node that answers.
+fn cluster_view(file: &ClusterFile, st: &SupervisorState) -> BTreeMap<String, String> {
+    for n in &file.node {
+        if !matches!(st.nodes.get(&n.index), Some((ProcState::Running, _))) {
+            continue;
+        }
+        if let Some(v) = http_get(n.http, "/v1/members")
+            && let Some(list) = v.as_array()
+        {
+            return list
+                .iter()
+                .filter_map(|m| {
+                    Some((
+                        m["id"].as_str()?.to_owned(),
+                        m["state"].as_str()?.to_owned(),
+                    ))
+                })
+                .collect();
+        }
+    }
+    BTreeMap::new()
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    serde_json::from_str(raw.split_once("\r\n\r\n")?.1).ok()
+}
+
+fn status(dir: &Path, json: bool) -> Result<(), String> {
+    let file = load(dir)?;
+    let st = read_state(dir).unwrap_or_default();
+    let view = cluster_view(&file, &st);
+    let rows: Vec<(
+        String,
+        ProcState,
+        Option<u32>,
+        SocketAddr,
+        SocketAddr,
+        String,
+    )> = file
+        .node
+        .iter()
+        .map(|n| {
+            let (state, pid) = st
+                .nodes
+                .get(&n.index)
+                .copied()
+                .unwrap_or((ProcState::Stopped, None));
+            let seen = view.get(&n.id).cloned().unwrap_or_else(|| "-".into());
+            (n.name.clone(), state, pid, n.gossip, n.http, seen)
+        })
+        .collect();
+    if json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({"name": r.0, "process": format!("{:?}", r.1), "pid": r.2,
+                    "gossip": r.3.to_string(), "http": r.4.to_string(), "cluster_view": r.5})
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"supervisor": (st.pid != 0).then_some(st.pid), "nodes": v})
+        );
+        return Ok(());
+    }
+    let table_rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.0.clone(),
+                format!("{:?}", r.1),
+                r.2.map_or("-".into(), |p| p.to_string()),
+                r.3.to_string(),
+                format!("http://{}/", r.4),
+                r.5.clone(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        super::client::table(
+            &["Node", "Process", "PID", "Gossip", "HTTP", "Cluster view"],
+            &table_rows
+        )
+    );
+    if st.pid == 0 {
+        println!("supervisor: not running (start with `roster cluster start`)");
+    } else {
+        println!("supervisor: pid {}", st.pid);
+    }
+    Ok(())
+}
+
+fn node_name(file: &ClusterFile, i: usize) -> Result<String, String> {
+    file.node
+        .get(i)
+        .map(|n| n.name.clone())
+        .ok_or_else(|| format!("no node {i}: the cluster has nodes 0..{}", file.nodes - 1))
+}
+
+/// Waits until the supervisor reports `node` in `want`.
+fn wait_state(dir: &Path, node: usize, want: ProcState) -> Result<(), String> {
+    for _ in 0..200 {
+        if read_state(dir).is_some_and(|st| st.nodes.get(&node).is_some_and(|s| s.0 == want)) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!("node {node} did not reach {want:?} within 10 s"))
+}
+
+fn stop(dir: &Path, node: Option<usize>) -> Result<(), String> {
+    let file = load(dir)?;
+    let st = read_state(dir).ok_or("the cluster is not running")?;
+    match node {
+        Some(i) => {
+            let name = node_name(&file, i)?;
+            std::fs::write(dir.join(format!("{name}.stop")), b"").map_err(|e| e.to_string())?;
+            wait_state(dir, i, ProcState::Stopped)?;
+            println!("{name} stopped (it left the cluster gracefully)");
+        }
+        None => {
+            terminate(st.pid);
+            for _ in 0..200 {
+                if !alive(st.pid) {
+                    println!("cluster stopped");
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            return Err(format!(
+                "the supervisor (pid {}) did not stop within 10 s",
+                st.pid
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn restart(dir: &Path, node: usize) -> Result<(), String> {
+    let file = load(dir)?;
+    read_state(dir).ok_or("the cluster is not running; `roster cluster start` first")?;
+    let name = node_name(&file, node)?;
+    std::fs::write(dir.join(format!("{name}.restart")), b"").map_err(|e| e.to_string())?;
+    // The marker goes once the supervisor took it; then the node runs.
+    for _ in 0..200 {
+        if !dir.join(format!("{name}.restart")).exists() {
+            wait_state(dir, node, ProcState::Running)?;
+            println!("{name} restarted");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!("the supervisor did not restart {name} within 10 s"))
+}
+
+fn destroy(dir: &Path) -> Result<(), String> {
+    load(dir)?;
+    if read_state(dir).is_some() {
+        stop(dir, None)?;
+    }
+    std::fs::remove_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    println!("removed {}", dir.display());
+    Ok(())
+}

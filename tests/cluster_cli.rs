@@ -1,0 +1,201 @@
+//! `roster cluster` end to end, as an operator runs it: init, start
+//! --detach, status, kill -9 of a node (restarted by the supervisor),
+//! stop --node (Left, not Down), a port already in use, destroy.
+//!
+//! These tests wait on real processes, so they read the real clock.
+#![allow(clippy::disallowed_methods)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn roster(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_roster"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("roster-cluster-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A base port with 6 free ports after it (best effort: probed, then used).
+fn base_port() -> u16 {
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        drop(l);
+        if p < 60_000
+            && (p..p + 6).all(|q| {
+                std::net::UdpSocket::bind(("127.0.0.1", q)).is_ok()
+                    && std::net::TcpListener::bind(("127.0.0.1", q)).is_ok()
+            })
+        {
+            return p;
+        }
+    }
+}
+
+fn status(dir: &Path) -> Value {
+    let out = roster(dir, &["cluster", "status", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// Stops the cluster if a test fails half-way.
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = roster(&self.0, &["cluster", "destroy"]);
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn init_start_status_kill_restart_stop_destroy() {
+    let dir = tmp("e2e");
+    let _cleanup = Cleanup(dir.clone());
+    let port = base_port().to_string();
+    let out = roster(
+        &dir,
+        &["cluster", "init", "--nodes", "3", "--base-port", &port],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let toml = std::fs::read_to_string(dir.join(".roster/cluster/cluster.toml")).unwrap();
+    assert!(
+        toml.contains("nodes = 3") && toml.contains("peers"),
+        "{toml}"
+    );
+    // A second init is refused.
+    assert!(
+        !roster(&dir, &["cluster", "init", "--nodes", "3"])
+            .status
+            .success()
+    );
+
+    let out = roster(&dir, &["cluster", "start", "--detach"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 3 Running nodes that see each other.
+    let all_alive = |v: &Value| {
+        v["nodes"].as_array().is_some_and(|n| {
+            n.len() == 3
+                && n.iter()
+                    .all(|x| x["process"] == "Running" && x["cluster_view"] == "alive")
+        })
+    };
+    let t = wait_for(Duration::from_secs(20), || all_alive(&status(&dir)))
+        .expect("3 Running nodes that see each other");
+    println!("3 nodes Running and alive in the cluster view after {t:?}");
+    let text = roster(&dir, &["cluster", "status"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert_eq!(text.matches("Running").count(), 3, "{text}");
+
+    // kill -9 of node 1: restarted within 2 s, then Alive again.
+    let pid = status(&dir)["nodes"][1]["pid"].as_u64().unwrap();
+    let killed = Instant::now();
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    let restarted = wait_for(Duration::from_secs(5), || {
+        let v = status(&dir);
+        v["nodes"][1]["process"] == "Running" && v["nodes"][1]["pid"].as_u64() != Some(pid)
+    })
+    .expect("node 1 was not restarted");
+    println!("node 1 restarted {restarted:?} after kill -9");
+    assert!(restarted <= Duration::from_secs(2));
+    wait_for(Duration::from_secs(20), || all_alive(&status(&dir))).expect("node 1 Alive again");
+    println!("node 1 Alive again {:?} after kill -9", killed.elapsed());
+
+    // stop --node 0: Stopped, and Left (not Down) in the cluster's view.
+    let out = roster(&dir, &["cluster", "stop", "--node", "0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left = wait_for(Duration::from_secs(10), || {
+        let v = status(&dir);
+        v["nodes"][0]["process"] == "Stopped" && v["nodes"][0]["cluster_view"] == "left"
+    });
+    assert!(left.is_some(), "{}", status(&dir));
+    // It stays stopped (the supervisor does not restart it).
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(status(&dir)["nodes"][0]["process"], "Stopped");
+    // restart --node 0 brings it back.
+    let out = roster(&dir, &["cluster", "restart", "--node", "0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(Duration::from_secs(20), || all_alive(&status(&dir))).expect("node 0 back");
+
+    let out = roster(&dir, &["cluster", "destroy"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!dir.join(".roster/cluster").exists());
+}
+
+#[test]
+fn a_port_in_use_is_an_error_before_anything_starts() {
+    let dir = tmp("port");
+    let _cleanup = Cleanup(dir.clone());
+    let port = base_port();
+    let out = roster(
+        &dir,
+        &[
+            "cluster",
+            "init",
+            "--nodes",
+            "2",
+            "--base-port",
+            &port.to_string(),
+        ],
+    );
+    assert!(out.status.success());
+    // Take node 1's HTTP port.
+    let _held = std::net::TcpListener::bind(("127.0.0.1", port + 3)).unwrap();
+    let out = roster(&dir, &["cluster", "start", "--detach"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use"), "{err}");
+    // Nothing was started.
+    let v = status(&dir);
+    assert!(v["supervisor"].is_null(), "{v}");
+    assert!(!dir.join(".roster/cluster/node-0.log").exists());
+}
