@@ -1,0 +1,255 @@
+//! The dashboard in a real browser: headless Chromium (Debian's `chromium`,
+//! which `.ci/run` installs) driven over the DevTools protocol against a
+//! 3-node cluster. The page must list 3 Alive members, and show a stopped
+//! node as not Alive within 20 s without a reload.
+//!
+//! These tests wait on real processes, so they read the real clock.
+#![allow(clippy::disallowed_methods)]
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+fn roster(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_roster"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+struct Cleanup {
+    dir: PathBuf,
+    browser: Option<Child>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(b) = &mut self.browser {
+            let _ = b.kill();
+            let _ = b.wait();
+        }
+        let _ = roster(&self.dir, &["cluster", "destroy"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One GET; the DevTools server may keep the connection open, so the body
+/// is read up to its Content-Length.
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::Write;
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).unwrap_or(0);
+        raw.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().ok())
+                })
+                .flatten();
+            if len.is_some_and(|l| body.len() >= l) || n == 0 {
+                return Some(body.to_owned());
+            }
+        } else if n == 0 {
+            return None;
+        }
+    }
+}
+
+fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(t) = f() {
+            return Some(t);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// A DevTools session on one page.
+struct Page {
+    ws: tungstenite::WebSocket<TcpStream>,
+    next: u64,
+}
+
+impl Page {
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next += 1;
+        let id = self.next;
+        let msg = json!({"id": id, "method": method, "params": params});
+        self.ws
+            .send(tungstenite::Message::text(msg.to_string()))
+            .unwrap();
+        loop {
+            let m = self.ws.read().unwrap();
+            if let Ok(text) = m.to_text()
+                && let Ok(v) = serde_json::from_str::<Value>(text)
+                && v["id"] == id
+            {
+                return v;
+            }
+        }
+    }
+
+    fn eval(&mut self, expr: &str) -> Value {
+        let v = self.call(
+            "Runtime.evaluate",
+            json!({"expression": expr, "returnByValue": true}),
+        );
+        v["result"]["result"]["value"].clone()
+    }
+}
+
+#[test]
+fn dashboard_shows_members_live_in_headless_chromium() {
+    let chromium = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| Command::new(c).arg("--version").output().is_ok())
+        .expect("headless Chromium is needed (apt-get install chromium; .ci/run installs it)");
+    let dir = std::env::temp_dir().join(format!("roster-dash-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cleanup = Cleanup {
+        dir: dir.clone(),
+        browser: None,
+    };
+    // A 3-node cluster on free ports.
+    let port = loop {
+        let p = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if p < 60_000
+            && (p..p + 6).all(|q| {
+                std::net::UdpSocket::bind(("127.0.0.1", q)).is_ok()
+                    && std::net::TcpListener::bind(("127.0.0.1", q)).is_ok()
+            })
+        {
+            break p;
+        }
+    };
+    assert!(
+        roster(
+            &dir,
+            &[
+                "cluster",
+                "init",
+                "--nodes",
+                "3",
+                "--base-port",
+                &port.to_string()
+            ]
+        )
+        .status
+        .success()
+    );
+    let out = roster(&dir, &["cluster", "start", "--detach"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let http0 = format!("127.0.0.1:{}", port + 1);
+
+    // Chromium with DevTools on a port it picks (written to its profile dir).
+    let profile = dir.join("chromium-profile");
+    let browser = Command::new(chromium)
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--remote-debugging-port=0",
+            "about:blank",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    cleanup.browser = Some(browser);
+    let devtools = wait_for(Duration::from_secs(20), || {
+        let text = std::fs::read_to_string(profile.join("DevToolsActivePort")).ok()?;
+        let port: u16 = text.lines().next()?.trim().parse().ok()?;
+        Some(format!("127.0.0.1:{port}"))
+    })
+    .expect("Chromium did not open its DevTools port");
+    let ws_url = wait_for(Duration::from_secs(10), || {
+        let list: Value = serde_json::from_str(&http_get(&devtools, "/json/list")?).ok()?;
+        list.as_array()?
+            .iter()
+            .find(|t| t["type"] == "page")
+            .and_then(|t| t["webSocketDebuggerUrl"].as_str().map(str::to_owned))
+    })
+    .expect("no page target");
+    let stream = TcpStream::connect(&devtools).unwrap();
+    // A stuck browser fails the test instead of hanging it.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let (ws, _) = tungstenite::client(ws_url.as_str(), stream).unwrap();
+    let mut page = Page { ws, next: 0 };
+    page.call("Page.navigate", json!({"url": format!("http://{http0}/")}));
+
+    let alive = r#"document.querySelectorAll('tr[data-state="alive"]').length"#;
+    let t = Instant::now();
+    wait_for(Duration::from_secs(30), || {
+        (page.eval(alive) == 3).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the page never listed 3 alive members: {}",
+            page.eval("document.body.innerText")
+        )
+    });
+    println!("page lists 3 alive members after {:?}", t.elapsed());
+    // The leader and voters show once the metadata cluster formed.
+    wait_for(Duration::from_secs(30), || {
+        page.eval("document.getElementById('raft').textContent")
+            .as_str()
+            .filter(|s| s.contains("leader node-"))
+            .map(|_| ())
+    })
+    .expect("the page never showed the metadata leader");
+
+    // Stop node 2; the same page (no reload) shows it as not alive.
+    let out = roster(&dir, &["cluster", "stop", "--node", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stopped = Instant::now();
+    let state =
+        r#"(document.querySelector('tr[data-member="node-2"]') || {dataset: {}}).dataset.state"#;
+    let seen = wait_for(Duration::from_secs(20), || {
+        page.eval(state)
+            .as_str()
+            .filter(|s| *s != "alive")
+            .map(str::to_owned)
+    })
+    .expect("the page still shows node-2 alive 20 s after it stopped");
+    println!(
+        "page shows node-2 {seen} {:?} after it stopped, without a reload",
+        stopped.elapsed()
+    );
+}
