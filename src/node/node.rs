@@ -786,10 +786,18 @@ impl Node {
                 !s.parked.is_empty(),
             )
         };
-        let adverts = events.iter().any(|e| {
-            matches!(e, Event::StateChanged { key, owner, .. }
-                if key == crate::node::meta::ADVERT_KEY && *owner != self.identity.id)
-        });
+        let mut adverts = false;
+        for e in &events {
+            if let Event::StateChanged {
+                key, owner, value, ..
+            } = e
+                && key == crate::node::meta::ADVERT_KEY
+                && *owner != self.identity.id
+            {
+                adverts = true;
+                self.note_advert(owner, value.as_deref());
+            }
+        }
         self.events.extend(events);
         if adverts {
             self.on_advert_changed();

@@ -152,6 +152,8 @@ pub(crate) struct MetaCore {
     leaderless_since: Option<Duration>,
     /// The cluster id this node proposes when it is the bootstrap candidate.
     my_cluster: u64,
+    /// Other members' adverts, decoded.
+    adverts: BTreeMap<NodeId, Advert>,
     /// Senders of Raft messages, by Raft id.
     peers: BTreeMap<RaftId, NodeId>,
     pub(crate) counters: MetaCounters,
@@ -205,6 +207,7 @@ impl MetaCore {
             last_advert: None,
             preferred: Vec::new(),
             peers: BTreeMap::new(),
+            adverts: BTreeMap::new(),
             my_cluster: 0,
             leaderless_since: None,
             placement_proposed: None,
@@ -997,15 +1000,26 @@ impl Node {
 
     // ----- gossip of the cluster: adverts and pulls -----
 
-    fn adverts(&self) -> Vec<(NodeId, Advert)> {
-        let s = self.shared.lock();
-        let mut out = Vec::new();
-        for id in self.members.keys() {
-            if let Some(a) = s.store.get(id, ADVERT_KEY).and_then(Advert::decode) {
-                out.push((id.clone(), a));
+    /// Keeps the decoded adverts of other members (a handful: the voters
+    /// and former voters), so reading them costs nothing per member.
+    pub(super) fn note_advert(&mut self, owner: &NodeId, value: Option<&[u8]>) {
+        match value.and_then(Advert::decode) {
+            Some(a) => {
+                self.meta.adverts.insert(owner.clone(), a);
+            }
+            None => {
+                self.meta.adverts.remove(owner);
             }
         }
-        out
+    }
+
+    fn adverts(&self) -> Vec<(NodeId, Advert)> {
+        self.meta
+            .adverts
+            .iter()
+            .filter(|(id, _)| self.members.contains_key(*id))
+            .map(|(id, a)| (id.clone(), a.clone()))
+            .collect()
     }
 
     /// The cluster this node belongs to or follows, if any.
