@@ -50,6 +50,194 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Run one scenario over many seeds: every failing seed with the command
+    /// that replays it, then median, p99 and max of each figure.
+    Sweep {
+        /// Scenario name (see `list`).
+        #[arg(long)]
+        scenario: String,
+        /// Number of nodes.
+        #[arg(long, default_value_t = 100)]
+        nodes: usize,
+        /// Seeds, as `A..B` (inclusive).
+        #[arg(long, default_value = "1..20")]
+        seeds: String,
+        /// Runs in parallel (default: the machine's cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Virtual duration in seconds (default: the scenario's).
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Datagram loss probability for `loss`.
+        #[arg(long)]
+        loss: Option<f64>,
+        /// Turn roster's Lifeguard layer off.
+        #[arg(long)]
+        no_lifeguard: bool,
+        /// Print the summary as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `A..B` (inclusive) as a range.
+fn parse_seeds(s: &str) -> Option<std::ops::RangeInclusive<u64>> {
+    let (a, b) = s.split_once("..")?;
+    let (a, b): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    (a <= b).then_some(a..=b)
+}
+
+/// Median, p99 and max of every numeric report field over the runs.
+fn summarise(reports: &[serde_json::Value]) -> serde_json::Map<String, serde_json::Value> {
+    let mut fields: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    for r in reports {
+        if let Some(o) = r.as_object() {
+            for (k, v) in o {
+                if k == "seed" {
+                    continue;
+                }
+                if let Some(x) = v
+                    .as_f64()
+                    .or_else(|| v.as_bool().map(|b| f64::from(u8::from(b))))
+                {
+                    fields.entry(k.clone()).or_default().push(x);
+                }
+            }
+        }
+    }
+    let q = |v: &[f64], p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    fields
+        .into_iter()
+        .map(|(k, mut v)| {
+            v.sort_by(f64::total_cmp);
+            let s = serde_json::json!({
+                "runs": v.len(),
+                "median": q(&v, 0.5),
+                "p99": q(&v, 0.99),
+                "max": v[v.len() - 1],
+            });
+            (k, s)
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sweep(
+    scenario: String,
+    nodes: usize,
+    seeds: &str,
+    jobs: Option<usize>,
+    duration: Option<Duration>,
+    loss: Option<f64>,
+    no_lifeguard: bool,
+    json: bool,
+) -> ExitCode {
+    let Some(range) = parse_seeds(seeds) else {
+        eprintln!("error: --seeds must be A..B with A <= B");
+        return ExitCode::from(64);
+    };
+    let jobs = jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let seeds: Vec<u64> = range.collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::new());
+    let spec = |seed| RunSpec {
+        scenario: scenario.clone(),
+        nodes,
+        seed,
+        duration,
+        loss,
+        no_lifeguard,
+    };
+    if let Err(e) = run(&RunSpec {
+        duration: Some(Duration::from_secs(1)),
+        ..spec(0)
+    }) {
+        eprintln!("error: {e}");
+        return ExitCode::from(64);
+    }
+    std::thread::scope(|s| {
+        for _ in 0..jobs.min(seeds.len()) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(&seed) = seeds.get(i) else { break };
+                    if let Ok(out) = run(&spec(seed)) {
+                        let mut r = results.lock().unwrap_or_else(|e| e.into_inner());
+                        r.push((seed, out));
+                    }
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    results.sort_by_key(|r| r.0);
+    let mut failing = Vec::new();
+    let mut extra = String::new();
+    if let Some(d) = duration {
+        extra += &format!(" --duration {}", d.as_secs_f64());
+    }
+    if let Some(l) = loss {
+        extra += &format!(" --loss {l}");
+    }
+    if no_lifeguard {
+        extra += " --no-lifeguard";
+    }
+    for (seed, out) in &results {
+        let why = if out.report.invariant_violations > 0 {
+            Some(format!(
+                "invariant: {}",
+                out.violations.first().cloned().unwrap_or_default()
+            ))
+        } else {
+            out.liveness_failed
+                .clone()
+                .map(|l| format!("liveness: {l}"))
+        };
+        if let Some(why) = why {
+            println!(
+                "FAIL seed {seed}: {why}\n  replay: roster-sim run --scenario {scenario} --nodes {nodes} --seed {seed}{extra} --json"
+            );
+            failing.push(*seed);
+        }
+    }
+    let reports: Vec<serde_json::Value> = results
+        .iter()
+        .filter_map(|(_, o)| serde_json::to_value(&o.report).ok())
+        .collect();
+    let summary = summarise(&reports);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"scenario": scenario, "nodes": nodes, "seeds": seeds.len(),
+                "failing": failing, "figures": summary})
+        );
+    } else {
+        println!(
+            "{scenario}, {nodes} nodes, {} seeds: {} failing",
+            seeds.len(),
+            failing.len()
+        );
+        println!(
+            "{:<34} {:>10} {:>10} {:>10}",
+            "figure", "median", "p99", "max"
+        );
+        for (k, v) in &summary {
+            let f = |x: &serde_json::Value| x.as_f64().unwrap_or(f64::NAN);
+            println!(
+                "{k:<34} {:>10} {:>10} {:>10}",
+                f(&v["median"]),
+                f(&v["p99"]),
+                f(&v["max"])
+            );
+        }
+    }
+    if failing.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_LIVENESS)
+    }
 }
 
 fn main() -> ExitCode {
@@ -60,6 +248,35 @@ fn main() -> ExitCode {
                 println!("{:<15} {:>4}s  {}", s.name, s.default_secs, s.about);
             }
             ExitCode::SUCCESS
+        }
+        Cmd::Sweep {
+            scenario,
+            nodes,
+            seeds,
+            jobs,
+            duration,
+            loss,
+            no_lifeguard,
+            json,
+        } => {
+            let duration = match duration {
+                Some(d) if d.is_finite() && d > 0.0 => Some(Duration::from_secs_f64(d)),
+                Some(_) => {
+                    eprintln!("error: --duration must be a positive number of seconds");
+                    return ExitCode::from(64);
+                }
+                None => None,
+            };
+            sweep(
+                scenario,
+                nodes,
+                &seeds,
+                jobs,
+                duration,
+                loss,
+                no_lifeguard,
+                json,
+            )
         }
         Cmd::Run {
             scenario,
