@@ -128,8 +128,44 @@ async fn every_route_answers_and_bad_input_gets_a_json_4xx() {
     // Self-contained: no external scripts or styles.
     assert!(!b.contains("http://") && !b.contains("https://"));
 
+    // Metadata and placement on a lone node: no cluster forms (it waits for
+    // 3 members), and the routes say so.
+    let (s, b) = http(addr, "GET", "/v1/meta/k", b"").await;
+    assert_json_error(s, &b, 503, "no_cluster");
+    let (s, b) = http(addr, "PUT", "/v1/meta/k", b"v").await;
+    assert_json_error(s, &b, 503, "no_cluster");
+    let (s, b) = http(addr, "POST", "/v1/meta/k", b"{oops").await;
+    assert_json_error(s, &b, 400, "bad_json");
+    let (s, b) = http(addr, "GET", "/v1/meta?prefix=a&stale=true", b"").await;
+    assert_json_error(s, &b, 503, "no_cluster");
+    let (s, b) = http(addr, "PUT", &format!("/v1/meta/{}", "k".repeat(300)), b"v").await;
+    assert_json_error(s, &b, 400, "invalid_request");
+    let (s, b) = http(addr, "GET", "/v1/voters", b"").await;
+    assert_eq!(s, 200);
+    let v = json(&b);
+    assert_eq!(
+        (v["role"].clone(), v["quorum"].clone()),
+        (Value::from("non-voter"), Value::from(false))
+    );
+    let (s, b) = http(addr, "GET", "/v1/partitions", b"").await;
+    assert_json_error(s, &b, 503, "no_placement");
+    let (s, b) = http(addr, "GET", "/v1/partitions/key/user:1", b"").await;
+    assert_json_error(s, &b, 503, "no_placement");
+    let (s, b) = http(addr, "GET", "/v1/leave", b"").await;
+    assert!(s == 404 || s == 405, "{s} {b}");
+
+    // Leave through the API: accepted, then the node stops.
+    let (s, b) = http(addr, "POST", "/v1/leave", b"").await;
+    assert_eq!(s, 202, "{b}");
+    assert_eq!(json(&b)["leaving"], true);
+    tokio::time::timeout(Duration::from_secs(5), roster.stopped())
+        .await
+        .expect("the node stops after POST /v1/leave");
+    assert!(roster.is_leaving());
+    let (s, b) = http(addr, "GET", "/health", b"").await;
+    assert_json_error(s, &b, 503, "node_stopped");
+
     server.stop().await;
-    roster.leave().await;
 }
 
 /// Parses Prometheus/OpenMetrics text: `# TYPE` lines into (name, type), and
@@ -215,6 +251,11 @@ async fn metrics_parse_and_hold_the_documented_names_and_types() {
         ("roster_hlc_drift_rejections", "counter"),
         ("roster_tls_refusals", "counter"),
         ("roster_open_connections", "gauge"),
+        ("roster_raft_term", "gauge"),
+        ("roster_raft_role", "gauge"),
+        ("roster_raft_commit_index", "gauge"),
+        ("roster_raft_quorum", "gauge"),
+        ("roster_raft_leader_changes", "counter"),
     ];
     for (name, ty) in expect {
         assert_eq!(
