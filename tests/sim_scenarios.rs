@@ -215,3 +215,17 @@ fn placement_follows_joins_leaves_and_crashes() {
         );
     }
 }
+
+#[test]
+fn plot_draws_detection_spread_and_bandwidth() {
+    let out = sim("crash-one", 30, 1, None, None);
+    assert!(!out.plot.detect.is_empty());
+    assert!(out.plot.bytes.len() >= 50, "{}", out.plot.bytes.len());
+    let svg = out.plot.svg();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert!(svg.contains("<rect x=") && svg.contains("<polyline"));
+    let d = sim("delta", 30, 1, None, None);
+    // The spread curve rises to every node holding the writes.
+    let last = d.plot.spread.last().unwrap().1;
+    assert!(last > 0.99, "{last}");
+}

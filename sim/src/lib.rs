@@ -7,6 +7,7 @@
 
 pub mod linear;
 pub mod net;
+pub mod plot;
 pub mod report;
 pub mod scenario;
 pub mod world;
@@ -58,6 +59,8 @@ pub struct Outcome {
     pub false_down_detail: Vec<String>,
     /// The scenario's own liveness check failed.
     pub liveness_failed: Option<String>,
+    /// What `--plot` draws.
+    pub plot: plot::PlotData,
 }
 
 /// Runs one simulation.
@@ -90,7 +93,12 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, SpecError> {
     let wall = started.elapsed().as_secs_f64();
     let report = Report::new(sc.name, spec.nodes, spec.seed, &w, wall);
     let liveness_failed = liveness(sc.name, &report, target_voters);
+    let plot = plot::PlotData::from_measured(
+        &w.m,
+        &format!("{} · {} nodes · seed {}", sc.name, spec.nodes, spec.seed),
+    );
     Ok(Outcome {
+        plot,
         violations: w.checks.violations.clone(),
         false_down_detail: w.m.false_down_detail.clone(),
         liveness_failed,

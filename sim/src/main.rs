@@ -49,6 +49,10 @@ enum Cmd {
         /// Print the report as one JSON object on the last line.
         #[arg(long)]
         json: bool,
+        /// Draw detection latencies, delta spread and bytes per node per
+        /// second into this SVG file.
+        #[arg(long)]
+        plot: Option<std::path::PathBuf>,
     },
     /// Run one scenario over many seeds: every failing seed with the command
     /// that replays it, then median, p99 and max of each figure.
@@ -286,6 +290,7 @@ fn main() -> ExitCode {
             loss,
             no_lifeguard,
             json,
+            plot,
         } => {
             let duration = match duration {
                 Some(d) if d.is_finite() && d > 0.0 => Some(Duration::from_secs_f64(d)),
@@ -319,6 +324,13 @@ fn main() -> ExitCode {
             }
             if let Some(l) = &out.liveness_failed {
                 println!("liveness failed: {l}");
+            }
+            if let Some(path) = &plot {
+                if let Err(e) = std::fs::write(path, out.plot.svg()) {
+                    eprintln!("error: cannot write {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+                println!("plot: {}", path.display());
             }
             let r = &out.report;
             if json {

@@ -185,6 +185,11 @@ pub struct Measured {
     pub placement_tables: Vec<roster::node::meta::Table>,
     /// Crashes: (time, node) for the placement checks.
     pub crash_times: Vec<(Nanos, NodeId)>,
+    /// Per write: its audience still running at the end, and the delays
+    /// at which they got it (for the spread plot).
+    pub write_spread: Vec<(usize, Vec<Nanos>)>,
+    /// Every second: (time, total bytes sent by running nodes, running).
+    pub bytes_series: Vec<(Nanos, u64, usize)>,
 }
 
 /// A simulation in progress.
@@ -1008,6 +1013,10 @@ impl World {
             self.m.heal_converged = Some(self.now - h);
         }
         self.m.peak_live = self.m.peak_live.max(running.len());
+        if self.now.is_multiple_of(SEC) {
+            let (bytes, _) = self.totals();
+            self.m.bytes_series.push((self.now, bytes, running.len()));
+        }
         if let Some(at) = self.m.voter_loss_at
             && self.m.voter_recovery.is_none()
             && self
@@ -1090,16 +1099,21 @@ impl World {
         let mut pairs = 0u64;
         let mut got = 0u64;
         for w in &self.writes {
+            let mut audience = 0;
+            let mut delays = Vec::new();
             for &a in &w.audience {
                 if self.slots[a].node.is_none() {
                     continue;
                 }
                 pairs += 1;
+                audience += 1;
                 if let Some(&t) = w.got.get(&a) {
                     got += 1;
                     self.m.delta_delays.push(t - w.at);
+                    delays.push(t - w.at);
                 }
             }
+            self.m.write_spread.push((audience, delays));
         }
         if pairs > 0 {
             self.m.delta_coverage = Some(got as f64 / pairs as f64);

@@ -157,6 +157,10 @@ pub fn router(roster: Arc<Roster>) -> Router {
         )
         .route("/v1/voters", get(voters))
         .route("/v1/leave", axum::routing::post(leave))
+        .route(
+            "/v1/chaos",
+            get(chaos_get).post(chaos_set).delete(chaos_heal),
+        )
         .route("/v1/partitions", get(partitions))
         .route("/v1/partitions/key/{key}", get(partition_of_key))
         .fallback(not_found)
@@ -244,6 +248,7 @@ async fn status(State(api): State<Api>) -> Result<Json<serde_json::Value>, ApiEr
         },
         "hlc": s.hlc.to_string(),
         "raft": raft_json(&meta),
+        "chaos": api.roster.chaos().await.ok().and_then(|c| c.0),
     })))
 }
 
@@ -624,4 +629,36 @@ async fn leave(State(api): State<Api>) -> Result<(StatusCode, Json<serde_json::V
         roster.leave().await;
     });
     Ok((StatusCode::ACCEPTED, Json(json!({"leaving": true}))))
+}
+
+async fn chaos_get(State(api): State<Api>) -> Result<Json<serde_json::Value>, ApiError> {
+    let (rules, dropped) = api.roster.chaos().await.map_err(|_| ApiError::stopped())?;
+    Ok(Json(json!({"rules": rules, "dropped": dropped})))
+}
+
+async fn chaos_set(
+    State(api): State<Api>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body = body.map_err(body_error)?;
+    let rules: crate::runtime::chaos::ChaosRules = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", e.to_string()))?;
+    api.roster
+        .set_chaos(rules.clone())
+        .await
+        .map_err(|e| match e {
+            crate::runtime::WriteErrorChaos::Invalid(d) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_rules", d)
+            }
+            crate::runtime::WriteErrorChaos::Stopped => ApiError::stopped(),
+        })?;
+    Ok(Json(json!({"rules": rules})))
+}
+
+async fn chaos_heal(State(api): State<Api>) -> Result<Json<serde_json::Value>, ApiError> {
+    api.roster
+        .heal_chaos()
+        .await
+        .map_err(|_| ApiError::stopped())?;
+    Ok(Json(json!({"healed": true})))
 }

@@ -100,6 +100,39 @@ pub enum MetaCmd {
     },
 }
 
+/// `roster chaos` subcommands (fault injection on one agent).
+#[derive(Debug, Subcommand)]
+pub enum ChaosCmd {
+    /// Set fault rules (replacing any in force).
+    Set {
+        /// Drop probability for every message, both ways (0..1).
+        #[arg(long, default_value_t = 0.0)]
+        drop: f64,
+        /// Delay added to outgoing messages, milliseconds.
+        #[arg(long, default_value_t = 0)]
+        delay: u64,
+        /// Extra random delay, up to this many milliseconds.
+        #[arg(long, default_value_t = 0)]
+        jitter: u64,
+        /// Cut a peer off both ways (repeatable).
+        #[arg(long)]
+        block: Vec<String>,
+        /// Drop what a peer sends here (repeatable).
+        #[arg(long)]
+        block_in: Vec<String>,
+        /// Drop what this node sends to a peer (repeatable).
+        #[arg(long)]
+        block_out: Vec<String>,
+        /// Lift the rules after this many seconds.
+        #[arg(long = "for")]
+        for_secs: Option<f64>,
+    },
+    /// Lift every rule.
+    Heal,
+    /// Show the rules in force.
+    Show,
+}
+
 fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
@@ -422,6 +455,48 @@ pub fn partitions(c: &ClientArgs, key: Option<&str>) -> ExitCode {
                 String::new()
             }
         );
+        Ok(())
+    })
+}
+
+/// `roster chaos ...`.
+pub fn chaos(c: &ClientArgs, cmd: ChaosCmd) -> ExitCode {
+    run_result(|| {
+        let (status, v) = match &cmd {
+            ChaosCmd::Set {
+                drop,
+                delay,
+                jitter,
+                block,
+                block_in,
+                block_out,
+                for_secs,
+            } => {
+                let body = serde_json::json!({
+                    "drop": drop, "delay_ms": delay, "jitter_ms": jitter,
+                    "block": block, "block_in": block_in, "block_out": block_out,
+                    "for_secs": for_secs,
+                });
+                request(&c.http, "POST", "/v1/chaos", body.to_string().as_bytes())?
+            }
+            ChaosCmd::Heal => request(&c.http, "DELETE", "/v1/chaos", b"")?,
+            ChaosCmd::Show => request(&c.http, "GET", "/v1/chaos", b"")?,
+        };
+        if !(200..300).contains(&status) {
+            return Err(api_error(status, &v));
+        }
+        match cmd {
+            _ if c.json => println!("{v}"),
+            ChaosCmd::Set { .. } => println!("fault rules set: {}", v["rules"]),
+            ChaosCmd::Heal => println!("healed"),
+            ChaosCmd::Show => {
+                if v["rules"].is_null() {
+                    println!("no fault rules ({} messages dropped so far)", v["dropped"]);
+                } else {
+                    println!("{} ({} messages dropped so far)", v["rules"], v["dropped"]);
+                }
+            }
+        }
         Ok(())
     })
 }

@@ -40,6 +40,15 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: cluster::ClusterCmd,
     },
+    /// Fault injection on an agent (drop, delay, blocks; off by default).
+    Chaos {
+        /// Connection options.
+        #[command(flatten)]
+        client: client::ClientArgs,
+        /// What to do.
+        #[command(subcommand)]
+        cmd: client::ChaosCmd,
+    },
     /// Make the agent leave the cluster gracefully (it then exits).
     Leave(client::ClientArgs),
     /// List the members an agent knows, like `serf members`.
@@ -112,6 +121,7 @@ pub fn main() -> ExitCode {
         Cmd::Demo => demo::run(),
         Cmd::Cluster { cmd } => cluster::run(cmd),
         Cmd::Leave(c) => client::leave(&c),
+        Cmd::Chaos { client, cmd } => client::chaos(&client, cmd),
         Cmd::Members(c) => client::members(&c),
         Cmd::Status(c) => client::status(&c),
         Cmd::State { client, cmd } => client::state(&client, cmd),

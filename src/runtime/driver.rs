@@ -81,6 +81,13 @@ pub(crate) enum Command {
     Placement {
         reply: oneshot::Sender<Option<crate::node::meta::Table>>,
     },
+    SetChaos {
+        rules: Option<super::chaos::ChaosRules>,
+        reply: oneshot::Sender<()>,
+    },
+    GetChaos {
+        reply: oneshot::Sender<(Option<super::chaos::ChaosRules>, u64)>,
+    },
 }
 
 /// What connection tasks report.
@@ -109,6 +116,8 @@ pub(crate) enum Input {
     ConnectFailed {
         addr: SocketAddr,
     },
+    /// A transmit held back by the fault filter's delay.
+    Delayed(Transmit),
     Closed {
         addr: SocketAddr,
         id: usize,
@@ -146,6 +155,8 @@ pub(crate) struct Driver {
     /// Open request streams waiting for the node's answer, by (origin
     /// address, request number).
     replies: BTreeMap<(SocketAddr, u64), (Instant, quinn::SendStream)>,
+    /// The fault filter (off unless rules are set).
+    chaos: super::chaos::Chaos,
 }
 
 /// Request streams kept waiting for an answer at most.
@@ -184,6 +195,7 @@ impl Driver {
             members_dirty: false,
             meta_waiters: BTreeMap::new(),
             replies: BTreeMap::new(),
+            chaos: super::chaos::Chaos::default(),
         }
     }
 
@@ -302,6 +314,23 @@ impl Driver {
                 let id = self.node.meta_request(now, op, mode);
                 self.meta_waiters.insert(id, reply);
             }
+            Command::SetChaos { rules, reply } => {
+                match rules {
+                    Some(r) => {
+                        tracing::warn!(rules = ?r, "fault injection on");
+                        self.chaos.set(r);
+                    }
+                    None => {
+                        tracing::warn!("fault injection healed");
+                        self.chaos.heal();
+                    }
+                }
+                let _ = reply.send(());
+            }
+            Command::GetChaos { reply } => {
+                let rules = self.chaos.current().cloned();
+                let _ = reply.send((rules, self.chaos.dropped));
+            }
             Command::Placement { reply } => {
                 let _ = reply.send(self.node.partitions().cloned());
             }
@@ -316,11 +345,17 @@ impl Driver {
         let now = self.now();
         match input {
             Input::Datagram { from, peer, bytes } => {
+                if self.chaos.drop_in(&peer) {
+                    return;
+                }
                 if let Err(e) = self.node.handle_datagram_from(now, from, &peer, &bytes) {
                     self.refused(&peer, from, &e);
                 }
             }
             Input::Message { from, peer, bytes } => {
+                if self.chaos.drop_in(&peer) {
+                    return;
+                }
                 if let Err(e) = self.node.handle_message_from(now, from, &peer, &bytes) {
                     self.refused(&peer, from, &e);
                 }
@@ -331,6 +366,9 @@ impl Driver {
                 bytes,
                 reply,
             } => {
+                if self.chaos.drop_in(&peer) {
+                    return;
+                }
                 let key = match Message::decode(&bytes) {
                     Ok(Message::MetaRequest(r)) => Some((r.from.addr, r.req)),
                     _ => None,
@@ -349,12 +387,13 @@ impl Driver {
                     Err(e) => self.refused(&peer, from, &e),
                 }
             }
+            Input::Delayed(t) => self.send_now(t),
             Input::Connected { addr, conn } => {
                 self.backoff.remove(&addr);
                 self.add_peer(addr, conn);
                 if let Some(queue) = self.pending.remove(&addr) {
                     for t in queue {
-                        self.send(t);
+                        self.send_now(t);
                     }
                 }
             }
@@ -463,7 +502,30 @@ impl Driver {
         }
     }
 
+    /// Sends through the fault filter: dropped, delayed, or at once.
     fn send(&mut self, t: Transmit) {
+        if self.chaos.current().is_none() {
+            return self.send_now(t);
+        }
+        let peer = self
+            .node
+            .members()
+            .find(|m| m.identity.addr == t.dst)
+            .map(|m| m.identity.id.clone());
+        match self.chaos.out(peer.as_ref()) {
+            None => {}
+            Some(d) if d.is_zero() => self.send_now(t),
+            Some(d) => {
+                let tx = self.inputs_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(d).await;
+                    let _ = tx.send(Input::Delayed(t)).await;
+                });
+            }
+        }
+    }
+
+    fn send_now(&mut self, t: Transmit) {
         #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
         // The answer to a request that came on a bidirectional stream goes

@@ -4,6 +4,7 @@
 //! [`Roster`] is the embeddable handle; the `roster agent` command is a thin
 //! wrapper around it.
 
+pub mod chaos;
 mod driver;
 pub mod metrics;
 pub mod store;
@@ -93,6 +94,17 @@ pub enum WriteError {
     /// The node is not running.
     #[error(transparent)]
     Stopped(#[from] Stopped),
+}
+
+/// Why fault rules were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteErrorChaos {
+    /// Out of range.
+    #[error("invalid fault rules: {0}")]
+    Invalid(String),
+    /// The node is not running.
+    #[error("the node is not running")]
+    Stopped,
 }
 
 /// A member as the handle reports it (this node included).
@@ -683,6 +695,28 @@ impl Roster {
     /// This node's role for `key`: primary, replica or none.
     pub async fn should_handle_key(&self, key: &[u8]) -> Result<Role, Stopped> {
         Ok(self.placement_of(key).await?.map_or(Role::None, |p| p.role))
+    }
+
+    /// Turns fault injection on with `rules` (replacing any in force).
+    pub async fn set_chaos(&self, rules: chaos::ChaosRules) -> Result<(), WriteErrorChaos> {
+        rules.validate().map_err(WriteErrorChaos::Invalid)?;
+        self.ask(|reply| Command::SetChaos {
+            rules: Some(rules),
+            reply,
+        })
+        .await
+        .map_err(|_| WriteErrorChaos::Stopped)
+    }
+
+    /// Lifts every fault rule.
+    pub async fn heal_chaos(&self) -> Result<(), Stopped> {
+        self.ask(|reply| Command::SetChaos { rules: None, reply })
+            .await
+    }
+
+    /// The fault rules in force and how many messages they dropped.
+    pub async fn chaos(&self) -> Result<(Option<chaos::ChaosRules>, u64), Stopped> {
+        self.ask(|reply| Command::GetChaos { reply }).await
     }
 
     /// The metadata voters.
