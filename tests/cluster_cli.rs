@@ -5,42 +5,20 @@
 //! These tests wait on real processes, so they read the real clock.
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+use common::{base_port, roster_in as roster};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-fn roster(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_roster"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("roster-cluster-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-/// A base port with 6 free ports after it (best effort: probed, then used).
-fn base_port() -> u16 {
-    loop {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        drop(l);
-        if p < 60_000
-            && (p..p + 6).all(|q| {
-                std::net::UdpSocket::bind(("127.0.0.1", q)).is_ok()
-                    && std::net::TcpListener::bind(("127.0.0.1", q)).is_ok()
-            })
-        {
-            return p;
-        }
-    }
 }
 
 fn status(dir: &Path) -> Value {

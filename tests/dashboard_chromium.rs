@@ -6,21 +6,16 @@
 //! These tests wait on real processes, so they read the real clock.
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+use common::{base_port, roster_in as roster};
+
 use std::io::Read;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-
-fn roster(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_roster"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 struct Cleanup {
     dir: PathBuf,
@@ -132,21 +127,7 @@ fn dashboard_shows_members_live_in_headless_chromium() {
         browser: None,
     };
     // A 3-node cluster on free ports.
-    let port = loop {
-        let p = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if p < 60_000
-            && (p..p + 6).all(|q| {
-                std::net::UdpSocket::bind(("127.0.0.1", q)).is_ok()
-                    && std::net::TcpListener::bind(("127.0.0.1", q)).is_ok()
-            })
-        {
-            break p;
-        }
-    };
+    let port = base_port();
     assert!(
         roster(
             &dir,

@@ -84,6 +84,15 @@ enum Cmd {
     },
 }
 
+/// `--duration` seconds, checked.
+fn parse_duration(d: Option<f64>) -> Result<Option<Duration>, ()> {
+    match d {
+        Some(d) if d.is_finite() && d > 0.0 => Ok(Some(Duration::from_secs_f64(d))),
+        Some(_) => Err(()),
+        None => Ok(None),
+    }
+}
+
 /// `A..B` (inclusive) as a range.
 fn parse_seeds(s: &str) -> Option<std::ops::RangeInclusive<u64>> {
     let (a, b) = s.split_once("..")?;
@@ -263,13 +272,9 @@ fn main() -> ExitCode {
             no_lifeguard,
             json,
         } => {
-            let duration = match duration {
-                Some(d) if d.is_finite() && d > 0.0 => Some(Duration::from_secs_f64(d)),
-                Some(_) => {
-                    eprintln!("error: --duration must be a positive number of seconds");
-                    return ExitCode::from(64);
-                }
-                None => None,
+            let Ok(duration) = parse_duration(duration) else {
+                eprintln!("error: --duration must be a positive number of seconds");
+                return ExitCode::from(64);
             };
             sweep(
                 scenario,
@@ -292,13 +297,9 @@ fn main() -> ExitCode {
             json,
             plot,
         } => {
-            let duration = match duration {
-                Some(d) if d.is_finite() && d > 0.0 => Some(Duration::from_secs_f64(d)),
-                Some(_) => {
-                    eprintln!("error: --duration must be a positive number of seconds");
-                    return ExitCode::from(64);
-                }
-                None => None,
+            let Ok(duration) = parse_duration(duration) else {
+                eprintln!("error: --duration must be a positive number of seconds");
+                return ExitCode::from(64);
             };
             println!("seed: {seed}");
             let spec = RunSpec {

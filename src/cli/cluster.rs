@@ -438,26 +438,31 @@ async fn tend(exe: &Path, dir: &Path, tags: &[String], procs: &mut [Proc]) {
     }
 }
 
+/// Waits until `deadline` for `c` to exit, then kills it.
+async fn reap(c: &mut Child, deadline: tokio::time::Instant) {
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = c.try_wait() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if let Ok(None) = c.try_wait() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
 /// SIGTERM to one node, then up to 3 s for it to leave.
 async fn stop_one(p: &mut Proc) {
     if let Some(mut c) = p.child.take() {
         terminate(c.id());
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-        while tokio::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = c.try_wait() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if let Ok(None) = c.try_wait() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        reap(&mut c, tokio::time::Instant::now() + Duration::from_secs(3)).await;
     }
     p.state = ProcState::Stopped;
 }
 
-/// SIGTERM to every node, then up to 3 s for them to leave.
+/// SIGTERM to every node, then up to 3 s (for all together) for them to
+/// leave.
 async fn stop_all(procs: &mut [Proc]) {
     for p in procs.iter() {
         if let Some(c) = &p.child {
@@ -466,19 +471,9 @@ async fn stop_all(procs: &mut [Proc]) {
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     for p in procs.iter_mut() {
-        if let Some(c) = &mut p.child {
-            while tokio::time::Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            if let Ok(None) = c.try_wait() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
+        if let Some(mut c) = p.child.take() {
+            reap(&mut c, deadline).await;
         }
-        p.child = None;
         p.state = ProcState::Stopped;
     }
 }
@@ -505,7 +500,8 @@ fn read_state(dir: &Path) -> Option<SupervisorState> {
     alive(st.pid).then_some(st)
 }
 
-fn block_on<F: std::future::Future<Output = ExitCode>>(f: F) -> ExitCode {
+/// Runs `f` on a current-thread runtime.
+pub(crate) fn block_on<F: std::future::Future<Output = ExitCode>>(f: F) -> ExitCode {
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

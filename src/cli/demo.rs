@@ -21,18 +21,8 @@ pub fn run() -> ExitCode {
         let _ = std::fs::remove_dir_all(&dir);
         return ExitCode::FAILURE;
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let shown = dir.clone();
-    let code = rt.block_on(cluster::supervise(&dir, &["demo=true".into()], |nodes| {
+    let code = cluster::block_on(cluster::supervise(&dir, &["demo=true".into()], |nodes| {
         println!(
             "roster demo: {} nodes running, files and logs in {}",
             nodes.len(),

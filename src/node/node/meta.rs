@@ -288,9 +288,7 @@ impl Node {
                 self.meta.disk = Some(disk);
             }
             Err(e) => {
-                self.meta.counters.disk_errors += 1;
-                tracing::error!(error = %e, "raft state unreadable; running as a non-voter");
-                self.meta.disk = Some(Box::new(crate::node::meta::MemDisk::default()));
+                self.disk_lost(&e, "raft state unreadable; running as a non-voter");
             }
         }
         let t = self.meta.cfg.tick;
@@ -329,9 +327,7 @@ impl Node {
                 self.after_raft();
             }
             Err(e) => {
-                self.meta.counters.disk_errors += 1;
-                tracing::error!(error = %e, "raft could not start; running as a non-voter");
-                self.meta.disk = Some(Box::new(crate::node::meta::MemDisk::default()));
+                self.disk_lost(&e, "raft could not start; running as a non-voter");
             }
         }
     }
@@ -361,6 +357,14 @@ impl Node {
                 )),
             );
         }
+    }
+
+    /// The disk could not be opened (it was handed to a store that failed):
+    /// count it, log it, and go on as a non-voter on a throwaway disk.
+    fn disk_lost(&mut self, e: &dyn std::fmt::Display, what: &str) {
+        self.meta.counters.disk_errors += 1;
+        tracing::error!(error = %e, "{what}");
+        self.meta.disk = Some(Box::new(crate::node::meta::MemDisk::default()));
     }
 
     fn disk_failed(&mut self, e: DiskError) {
@@ -723,9 +727,7 @@ impl Node {
                     self.start_raft(store);
                 }
                 Err(e) => {
-                    self.meta.counters.disk_errors += 1;
-                    tracing::error!(error = %e, "raft state unreadable");
-                    self.meta.disk = Some(Box::new(crate::node::meta::MemDisk::default()));
+                    self.disk_lost(&e, "raft state unreadable");
                     return;
                 }
             }
@@ -1410,9 +1412,7 @@ impl Node {
                 }
             },
             Err(e) => {
-                self.meta.counters.disk_errors += 1;
-                tracing::error!(error = %e, "bootstrap failed");
-                self.meta.disk = Some(Box::new(crate::node::meta::MemDisk::default()));
+                self.disk_lost(&e, "bootstrap failed");
                 return;
             }
         };
