@@ -1,6 +1,7 @@
 //! `roster cluster` end to end, as an operator runs it: init, start
 //! --detach, status, kill -9 of a node (restarted by the supervisor),
-//! stop --node (Left, not Down), a port already in use, destroy.
+//! stop --node (Left, not Down), chaos isolate and heal, a port already in
+//! use, destroy.
 //!
 //! These tests wait on real processes, so they read the real clock.
 #![allow(clippy::disallowed_methods)]
@@ -139,6 +140,43 @@ fn init_start_status_kill_restart_stop_destroy() {
         String::from_utf8_lossy(&out.stderr)
     );
     wait_for(Duration::from_secs(20), || all_alive(&status(&dir))).expect("node 0 back");
+
+    // `cluster chaos isolate 2`: node 2 is Down in the cluster's view; the
+    // rules show on every node; `cluster chaos heal` brings it back.
+    let out = roster(&dir, &["cluster", "chaos", "isolate", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let isolated = Instant::now();
+    let down = wait_for(Duration::from_secs(30), || {
+        status(&dir)["nodes"][2]["cluster_view"] == "down"
+    })
+    .unwrap_or_else(|| panic!("node 2 never Down: {}", status(&dir)));
+    println!("isolated node 2 Down in the cluster view after {down:?}");
+    let out = roster(&dir, &["cluster", "chaos", "show"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert_eq!(text.matches("node-2").count(), 3, "{text}");
+    let out = roster(&dir, &["cluster", "chaos", "heal"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches("healed")
+            .count(),
+        3
+    );
+    let back = wait_for(Duration::from_secs(30), || all_alive(&status(&dir)))
+        .expect("node 2 Alive again after healing");
+    println!(
+        "node 2 Alive again {back:?} after healing ({:?} after the isolation)",
+        isolated.elapsed()
+    );
+    // A node that does not exist is refused.
+    let out = roster(&dir, &["cluster", "chaos", "--node", "7", "show"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no node 7"));
 
     let out = roster(&dir, &["cluster", "destroy"]);
     assert!(

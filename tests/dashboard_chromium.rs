@@ -212,6 +212,34 @@ fn dashboard_shows_members_live_in_headless_chromium() {
     })
     .expect("the page never showed the metadata leader");
 
+    // Fault rules set on node 0 show on its page; healing clears them.
+    let out = roster(
+        &dir,
+        &[
+            "cluster", "chaos", "--node", "0", "set", "--delay", "5", "--jitter", "2",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let chaos = "document.getElementById('chaos').textContent";
+    let shown = wait_for(Duration::from_secs(10), || {
+        page.eval(chaos)
+            .as_str()
+            .filter(|s| s.contains("delay 5 ms") && s.contains("jitter 2 ms"))
+            .map(str::to_owned)
+    })
+    .expect("the page never showed the fault rules");
+    println!("page shows {shown:?}");
+    let out = roster(&dir, &["cluster", "chaos", "--node", "0", "heal"]);
+    assert!(out.status.success());
+    wait_for(Duration::from_secs(10), || {
+        (page.eval(chaos).as_str() == Some("")).then_some(())
+    })
+    .expect("the page still shows fault rules after healing");
+
     // Stop node 2; the same page (no reload) shows it as not alive.
     let out = roster(&dir, &["cluster", "stop", "--node", "2"]);
     assert!(

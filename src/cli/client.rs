@@ -101,7 +101,7 @@ pub enum MetaCmd {
 }
 
 /// `roster chaos` subcommands (fault injection on one agent).
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum ChaosCmd {
     /// Set fault rules (replacing any in force).
     Set {
@@ -459,43 +459,54 @@ pub fn partitions(c: &ClientArgs, key: Option<&str>) -> ExitCode {
     })
 }
 
+/// Sends one `roster chaos` command to the agent at `addr`; its JSON answer.
+pub(crate) fn chaos_call(addr: &str, cmd: &ChaosCmd) -> Result<Value, String> {
+    let (status, v) = match cmd {
+        ChaosCmd::Set {
+            drop,
+            delay,
+            jitter,
+            block,
+            block_in,
+            block_out,
+            for_secs,
+        } => {
+            let body = serde_json::json!({
+                "drop": drop, "delay_ms": delay, "jitter_ms": jitter,
+                "block": block, "block_in": block_in, "block_out": block_out,
+                "for_secs": for_secs,
+            });
+            request(addr, "POST", "/v1/chaos", body.to_string().as_bytes())?
+        }
+        ChaosCmd::Heal => request(addr, "DELETE", "/v1/chaos", b"")?,
+        ChaosCmd::Show => request(addr, "GET", "/v1/chaos", b"")?,
+    };
+    if !(200..300).contains(&status) {
+        return Err(api_error(status, &v));
+    }
+    Ok(v)
+}
+
+/// One line saying what `chaos_call` did.
+pub(crate) fn chaos_summary(cmd: &ChaosCmd, v: &Value) -> String {
+    match cmd {
+        ChaosCmd::Set { .. } => format!("fault rules set: {}", v["rules"]),
+        ChaosCmd::Heal => "healed".into(),
+        ChaosCmd::Show if v["rules"].is_null() => {
+            format!("no fault rules ({} messages dropped so far)", v["dropped"])
+        }
+        ChaosCmd::Show => format!("{} ({} messages dropped so far)", v["rules"], v["dropped"]),
+    }
+}
+
 /// `roster chaos ...`.
 pub fn chaos(c: &ClientArgs, cmd: ChaosCmd) -> ExitCode {
     run_result(|| {
-        let (status, v) = match &cmd {
-            ChaosCmd::Set {
-                drop,
-                delay,
-                jitter,
-                block,
-                block_in,
-                block_out,
-                for_secs,
-            } => {
-                let body = serde_json::json!({
-                    "drop": drop, "delay_ms": delay, "jitter_ms": jitter,
-                    "block": block, "block_in": block_in, "block_out": block_out,
-                    "for_secs": for_secs,
-                });
-                request(&c.http, "POST", "/v1/chaos", body.to_string().as_bytes())?
-            }
-            ChaosCmd::Heal => request(&c.http, "DELETE", "/v1/chaos", b"")?,
-            ChaosCmd::Show => request(&c.http, "GET", "/v1/chaos", b"")?,
-        };
-        if !(200..300).contains(&status) {
-            return Err(api_error(status, &v));
-        }
-        match cmd {
-            _ if c.json => println!("{v}"),
-            ChaosCmd::Set { .. } => println!("fault rules set: {}", v["rules"]),
-            ChaosCmd::Heal => println!("healed"),
-            ChaosCmd::Show => {
-                if v["rules"].is_null() {
-                    println!("no fault rules ({} messages dropped so far)", v["dropped"]);
-                } else {
-                    println!("{} ({} messages dropped so far)", v["rules"], v["dropped"]);
-                }
-            }
+        let v = chaos_call(&c.http, &cmd)?;
+        if c.json {
+            println!("{v}");
+        } else {
+            println!("{}", chaos_summary(&cmd, &v));
         }
         Ok(())
     })

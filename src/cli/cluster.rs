@@ -25,6 +25,7 @@ use std::time::Duration;
 use clap::Subcommand;
 use serde::{Deserialize, Serialize};
 
+use super::client::ChaosCmd;
 use crate::node::NodeId;
 use crate::runtime::tls::ClusterCa;
 
@@ -90,12 +91,57 @@ pub enum ClusterCmd {
         #[arg(long)]
         node: usize,
     },
+    /// Fault injection across the cluster: the same rules on every running
+    /// node (or on the `--node` ones), or `isolate` to cut one node off.
+    Chaos {
+        /// Directory.
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+        /// Only these nodes (repeatable; default: every running node).
+        #[arg(long)]
+        node: Vec<usize>,
+        /// What to do.
+        #[command(subcommand)]
+        cmd: ClusterChaosCmd,
+    },
     /// Stop everything and remove the directory.
     Destroy {
         /// Directory.
         #[arg(long, default_value = DEFAULT_DIR)]
         dir: PathBuf,
     },
+}
+
+/// `roster cluster chaos` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ClusterChaosCmd {
+    /// The per-node commands (`set`, `heal`, `show`), on each chosen node.
+    #[command(flatten)]
+    Rules(ChaosCmd),
+    /// Cut node I off from every other node (replacing the rules in force on
+    /// the nodes it touches).
+    Isolate {
+        /// The node to cut off.
+        node: usize,
+        /// `both`: I and every other node block each other; `in`: I hears
+        /// nothing (it can still send); `out`: nothing I sends arrives.
+        #[arg(long, value_enum, default_value_t = Direction::Both)]
+        direction: Direction,
+        /// Lift the rules after this many seconds.
+        #[arg(long = "for")]
+        for_secs: Option<f64>,
+    },
+}
+
+/// Which way `roster cluster chaos isolate` cuts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Direction {
+    /// Both ways.
+    Both,
+    /// Inbound to the node only.
+    In,
+    /// Outbound from the node only.
+    Out,
 }
 
 /// One node of `cluster.toml`.
@@ -547,6 +593,7 @@ pub fn run(cmd: ClusterCmd) -> ExitCode {
         ClusterCmd::Status { dir, json } => status(&dir, json),
         ClusterCmd::Stop { dir, node } => stop(&dir, node),
         ClusterCmd::Restart { dir, node } => restart(&dir, node),
+        ClusterCmd::Chaos { dir, node, cmd } => chaos(&dir, &node, cmd),
         ClusterCmd::Destroy { dir } => destroy(&dir),
     };
     match result {
@@ -758,6 +805,92 @@ fn restart(dir: &Path, node: usize) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(50));
     }
     Err(format!("the supervisor did not restart {name} within 10 s"))
+}
+
+/// The indices of the running nodes among `only` (every running node when
+/// `only` is empty); an unknown or not running index is an error.
+fn running_nodes(
+    file: &ClusterFile,
+    st: &SupervisorState,
+    only: &[usize],
+) -> Result<Vec<usize>, String> {
+    let running = |i: &usize| matches!(st.nodes.get(i), Some((ProcState::Running, _)));
+    if only.is_empty() {
+        return Ok((0..file.nodes).filter(running).collect());
+    }
+    for i in only {
+        let name = node_name(file, *i)?;
+        if !running(i) {
+            return Err(format!("{name} is not running"));
+        }
+    }
+    Ok(only.to_vec())
+}
+
+fn chaos(dir: &Path, only: &[usize], cmd: ClusterChaosCmd) -> Result<(), String> {
+    let file = load(dir)?;
+    let st = read_state(dir).ok_or("the cluster is not running")?;
+    let targets = running_nodes(&file, &st, only)?;
+    let mut calls: Vec<(usize, ChaosCmd)> = Vec::new();
+    match cmd {
+        ClusterChaosCmd::Rules(rules) => {
+            calls = targets.iter().map(|&i| (i, rules.clone())).collect();
+        }
+        ClusterChaosCmd::Isolate {
+            node,
+            direction,
+            for_secs,
+        } => {
+            let victim = node_name(&file, node)?;
+            let others: Vec<String> = file
+                .node
+                .iter()
+                .filter(|n| n.index != node)
+                .map(|n| n.id.clone())
+                .collect();
+            let set =
+                |block: Vec<String>, block_in: Vec<String>, block_out: Vec<String>| ChaosCmd::Set {
+                    drop: 0.0,
+                    delay: 0,
+                    jitter: 0,
+                    block,
+                    block_in,
+                    block_out,
+                    for_secs,
+                };
+            if !targets.contains(&node) {
+                return Err(format!("{victim} is not running"));
+            }
+            calls.push(match direction {
+                Direction::Both => (node, set(others, vec![], vec![])),
+                Direction::In => (node, set(vec![], others, vec![])),
+                Direction::Out => (node, set(vec![], vec![], others)),
+            });
+            if direction == Direction::Both {
+                for &i in targets.iter().filter(|&&i| i != node) {
+                    calls.push((i, set(vec![file.node[node].id.clone()], vec![], vec![])));
+                }
+            }
+        }
+    }
+    if calls.is_empty() {
+        return Err("no node is running".into());
+    }
+    let mut failed = 0;
+    for (i, call) in &calls {
+        let n = &file.node[*i];
+        match super::client::chaos_call(&n.http.to_string(), call) {
+            Ok(v) => println!("{}: {}", n.name, super::client::chaos_summary(call, &v)),
+            Err(e) => {
+                failed += 1;
+                eprintln!("{}: {e}", n.name);
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(format!("{failed} of {} nodes refused", calls.len()));
+    }
+    Ok(())
 }
 
 fn destroy(dir: &Path) -> Result<(), String> {
