@@ -17,6 +17,7 @@ fn spec() -> RunSpec {
         duration: Some(Duration::from_secs(20)),
         loss: None,
         no_lifeguard: false,
+        crash_at: None,
     }
 }
 

@@ -14,6 +14,7 @@ fn sim(scenario: &str, nodes: usize, seed: u64, secs: Option<u64>, loss: Option<
         duration: secs.map(Duration::from_secs),
         loss,
         no_lifeguard: false,
+        crash_at: None,
     };
     let out = run(&spec).expect("valid spec");
     assert!(
@@ -132,6 +133,7 @@ fn bad_specs_are_refused() {
         duration: None,
         loss: None,
         no_lifeguard: false,
+        crash_at: None,
     };
     assert!(run(&spec).is_err());
     spec.scenario = "loss".into();

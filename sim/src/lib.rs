@@ -33,6 +33,9 @@ pub struct RunSpec {
     pub loss: Option<f64>,
     /// Turn roster's Lifeguard layer off.
     pub no_lifeguard: bool,
+    /// Also crash one random healthy node (running, not impaired by the
+    /// network model) at this time, so any scenario measures detection.
+    pub crash_at: Option<Duration>,
 }
 
 /// Why a run could not start.
@@ -47,6 +50,9 @@ pub enum SpecError {
     /// Loss out of range.
     #[error("--loss must be within [0, 1)")]
     BadLoss,
+    /// Crash time outside the run.
+    #[error("--crash-at must fall within the run's duration")]
+    BadCrashAt,
 }
 
 /// A finished run.
@@ -79,6 +85,9 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, SpecError> {
         .duration
         .unwrap_or(Duration::from_secs(sc.default_secs));
     let end = dur.as_nanos() as u64;
+    if spec.crash_at.is_some_and(|t| t >= dur) {
+        return Err(SpecError::BadCrashAt);
+    }
     let mut config = Config::for_cluster(spec.nodes);
     config.lifeguard = !spec.no_lifeguard;
     if sc.name == "voter-crash-2of5" {
@@ -87,12 +96,22 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, SpecError> {
     let target_voters = config.meta.target_voters.min(spec.nodes);
     let mut w = world::World::new(spec.nodes, spec.seed, config, end);
     scenario::setup(sc.name, &mut w, spec.nodes, end, spec.loss);
+    if let Some(t) = spec.crash_at {
+        w.at(t.as_nanos() as u64, world::Action::CrashHealthy);
+    }
     #[allow(clippy::disallowed_methods)] // wall time of the run, reported only
     let started = std::time::Instant::now();
     w.run();
     let wall = started.elapsed().as_secs_f64();
     let report = Report::new(sc.name, spec.nodes, spec.seed, &w, wall);
-    let liveness_failed = liveness(sc.name, &report, target_voters);
+    let liveness_failed = liveness(sc.name, &report, target_voters).or_else(|| {
+        (spec.crash_at.is_some() && report.detect_all_secs.is_none()).then(|| {
+            format!(
+                "{} observers never declared the node crashed by --crash-at Down",
+                report.undetected
+            )
+        })
+    });
     let plot = plot::PlotData::from_measured(
         &w.m,
         &format!("{} · {} nodes · seed {}", sc.name, spec.nodes, spec.seed),

@@ -37,15 +37,8 @@ enum Cmd {
         /// Seed; the same seed gives the same run.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Virtual duration in seconds (default: the scenario's).
-        #[arg(long)]
-        duration: Option<f64>,
-        /// Datagram loss probability for `loss` (and extra loss for `flaky-node`).
-        #[arg(long)]
-        loss: Option<f64>,
-        /// Turn roster's Lifeguard layer off (plain foca SWIM).
-        #[arg(long)]
-        no_lifeguard: bool,
+        #[command(flatten)]
+        knobs: Knobs,
         /// Print the report as one JSON object on the last line.
         #[arg(long)]
         json: bool,
@@ -69,26 +62,70 @@ enum Cmd {
         /// Runs in parallel (default: the machine's cores).
         #[arg(long)]
         jobs: Option<usize>,
-        /// Virtual duration in seconds (default: the scenario's).
-        #[arg(long)]
-        duration: Option<f64>,
-        /// Datagram loss probability for `loss`.
-        #[arg(long)]
-        loss: Option<f64>,
-        /// Turn roster's Lifeguard layer off.
-        #[arg(long)]
-        no_lifeguard: bool,
+        #[command(flatten)]
+        knobs: Knobs,
         /// Print the summary as one JSON object.
         #[arg(long)]
         json: bool,
     },
 }
 
-/// `--duration` seconds, checked.
-fn parse_duration(d: Option<f64>) -> Result<Option<Duration>, ()> {
+/// What `run` and `sweep` both take besides the scenario, nodes and seeds.
+#[derive(clap::Args, Clone)]
+struct Knobs {
+    /// Virtual duration in seconds (default: the scenario's).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Datagram loss probability for `loss` (and extra loss for `flaky-node`).
+    #[arg(long)]
+    loss: Option<f64>,
+    /// Turn roster's Lifeguard layer off (plain foca SWIM).
+    #[arg(long)]
+    no_lifeguard: bool,
+    /// Also crash one random healthy node at this many seconds (any
+    /// scenario then reports `detect_all_secs`).
+    #[arg(long)]
+    crash_at: Option<f64>,
+}
+
+impl Knobs {
+    /// The spec for one seed; an error names the bad flag.
+    fn spec(&self, scenario: &str, nodes: usize, seed: u64) -> Result<RunSpec, String> {
+        Ok(RunSpec {
+            scenario: scenario.to_owned(),
+            nodes,
+            seed,
+            duration: secs("--duration", self.duration)?,
+            loss: self.loss,
+            no_lifeguard: self.no_lifeguard,
+            crash_at: secs("--crash-at", self.crash_at)?,
+        })
+    }
+
+    /// The flags that replay a run, after `--seed S`.
+    fn replay_flags(&self) -> String {
+        let mut extra = String::new();
+        if let Some(d) = self.duration {
+            extra += &format!(" --duration {d}");
+        }
+        if let Some(l) = self.loss {
+            extra += &format!(" --loss {l}");
+        }
+        if self.no_lifeguard {
+            extra += " --no-lifeguard";
+        }
+        if let Some(t) = self.crash_at {
+            extra += &format!(" --crash-at {t}");
+        }
+        extra
+    }
+}
+
+/// A positive number of seconds, checked.
+fn secs(flag: &str, d: Option<f64>) -> Result<Option<Duration>, String> {
     match d {
         Some(d) if d.is_finite() && d > 0.0 => Ok(Some(Duration::from_secs_f64(d))),
-        Some(_) => Err(()),
+        Some(_) => Err(format!("{flag} must be a positive number of seconds")),
         None => Ok(None),
     }
 }
@@ -134,15 +171,12 @@ fn summarise(reports: &[serde_json::Value]) -> serde_json::Map<String, serde_jso
         .collect()
 }
 
-#[allow(clippy::too_many_arguments)]
 fn sweep(
     scenario: String,
     nodes: usize,
     seeds: &str,
     jobs: Option<usize>,
-    duration: Option<Duration>,
-    loss: Option<f64>,
-    no_lifeguard: bool,
+    knobs: &Knobs,
     json: bool,
 ) -> ExitCode {
     let Some(range) = parse_seeds(seeds) else {
@@ -155,16 +189,21 @@ fn sweep(
     let seeds: Vec<u64> = range.collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results = std::sync::Mutex::new(Vec::new());
-    let spec = |seed| RunSpec {
-        scenario: scenario.clone(),
-        nodes,
-        seed,
-        duration,
-        loss,
-        no_lifeguard,
+    let base = match knobs.spec(&scenario, nodes, 0) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(64);
+        }
     };
+    let spec = |seed| RunSpec {
+        seed,
+        ..base.clone()
+    };
+    // Check the spec once (unknown scenario, bad loss) before the threads.
     if let Err(e) = run(&RunSpec {
         duration: Some(Duration::from_secs(1)),
+        crash_at: None,
         ..spec(0)
     }) {
         eprintln!("error: {e}");
@@ -187,16 +226,7 @@ fn sweep(
     let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
     results.sort_by_key(|r| r.0);
     let mut failing = Vec::new();
-    let mut extra = String::new();
-    if let Some(d) = duration {
-        extra += &format!(" --duration {}", d.as_secs_f64());
-    }
-    if let Some(l) = loss {
-        extra += &format!(" --loss {l}");
-    }
-    if no_lifeguard {
-        extra += " --no-lifeguard";
-    }
+    let extra = knobs.replay_flags();
     for (seed, out) in &results {
         let why = if out.report.invariant_violations > 0 {
             Some(format!(
@@ -267,49 +297,25 @@ fn main() -> ExitCode {
             nodes,
             seeds,
             jobs,
-            duration,
-            loss,
-            no_lifeguard,
+            knobs,
             json,
-        } => {
-            let Ok(duration) = parse_duration(duration) else {
-                eprintln!("error: --duration must be a positive number of seconds");
-                return ExitCode::from(64);
-            };
-            sweep(
-                scenario,
-                nodes,
-                &seeds,
-                jobs,
-                duration,
-                loss,
-                no_lifeguard,
-                json,
-            )
-        }
+        } => sweep(scenario, nodes, &seeds, jobs, &knobs, json),
         Cmd::Run {
             scenario,
             nodes,
             seed,
-            duration,
-            loss,
-            no_lifeguard,
+            knobs,
             json,
             plot,
         } => {
-            let Ok(duration) = parse_duration(duration) else {
-                eprintln!("error: --duration must be a positive number of seconds");
-                return ExitCode::from(64);
+            let spec = match knobs.spec(&scenario, nodes, seed) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(64);
+                }
             };
             println!("seed: {seed}");
-            let spec = RunSpec {
-                scenario,
-                nodes,
-                seed,
-                duration,
-                loss,
-                no_lifeguard,
-            };
             let out = match run(&spec) {
                 Ok(o) => o,
                 Err(e) => {

@@ -70,6 +70,9 @@ pub enum Action {
     LeaveRandom,
     /// A random running node crashes.
     CrashRandom,
+    /// A random running node that the network model does not impair
+    /// crashes.
+    CrashHealthy,
 }
 
 #[derive(Debug)]
@@ -777,6 +780,20 @@ impl World {
                         .push((self.now, self.slots[n].id.clone()));
                     self.act(Action::Crash(n));
                     self.placement_check();
+                }
+            }
+            Action::CrashHealthy => {
+                let healthy: Vec<usize> = self
+                    .running()
+                    .into_iter()
+                    .filter(|&n| !self.net.impaired(n))
+                    .collect();
+                if !healthy.is_empty() {
+                    let n = healthy[self.rng.random_range(0..healthy.len())];
+                    self.m
+                        .crash_times
+                        .push((self.now, self.slots[n].id.clone()));
+                    self.act(Action::Crash(n));
                 }
             }
             Action::MetaClient { keys } => self.meta_client(keys),

@@ -201,9 +201,12 @@ fn augment(
     let (p, slot) = empty[i];
     // Candidates in an order scattered per slot, so partitions that lose
     // their owners together do not all get the same new ones.
-    let mut order: Vec<usize> = (0..ids.len()).collect();
-    order.sort_by_key(|&k| scatter(ids[k], p, slot));
-    for k in order {
+    // Ranks are computed once and popped lazily (most slots take one of
+    // the first few): the order of a stable sort by rank, ties by index.
+    let mut order: std::collections::BinaryHeap<std::cmp::Reverse<(u64, usize)>> = (0..ids.len())
+        .map(|k| std::cmp::Reverse((scatter(ids[k], p, slot), k)))
+        .collect();
+    while let Some(std::cmp::Reverse((_, k))) = order.pop() {
         if seen[k] || cap[ids[k]] == 0 {
             continue;
         }

@@ -39,10 +39,21 @@ impl Node {
     /// member that has moved past its verdict, and clears a refuted
     /// suspicion in the member view.
     pub(super) fn observe(&mut self, id: &Identity, incarnation: Incarnation, active: bool) {
+        // One lookup: this runs for every member of every full view merged.
+        let mut refuted = false;
         if let Some(v) = self.members.get_mut(&id.id)
             && v.identity == *id
         {
             v.incarnation = v.incarnation.max(incarnation);
+            if active
+                && v.state == MemberState::Suspect
+                && v.suspect_incarnation.is_some_and(|s| incarnation > s)
+            {
+                v.state = MemberState::Alive;
+                v.suspect_incarnation = None;
+                v.since = self.io.now;
+                refuted = true;
+            }
         }
         if let Some((down_id, at)) = self.downs.get(&id.id)
             && down_id == id
@@ -56,15 +67,7 @@ impl Node {
                 .swim
                 .handle_timer(Timer::RemoveDown(id.clone()), &mut self.io);
         }
-        if active
-            && let Some(v) = self.members.get_mut(&id.id)
-            && v.identity == *id
-            && v.state == MemberState::Suspect
-            && v.suspect_incarnation.is_some_and(|s| incarnation > s)
-        {
-            v.state = MemberState::Alive;
-            v.suspect_incarnation = None;
-            v.since = self.io.now;
+        if refuted {
             self.metrics.suspicions_refuted += 1;
             self.events.push_back(Event::MemberRefuted(id.clone()));
         }
