@@ -82,8 +82,9 @@ struct Knobs {
     /// Turn roster's Lifeguard layer off (plain foca SWIM).
     #[arg(long)]
     no_lifeguard: bool,
-    /// Also crash one random healthy node at this many seconds (any
-    /// scenario then reports `detect_all_secs`).
+    /// Also crash one random healthy node at this many seconds: any
+    /// scenario then reports `detect_all_secs` (over the observers the
+    /// network model does not impair at that moment).
     #[arg(long)]
     crash_at: Option<f64>,
 }

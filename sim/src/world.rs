@@ -71,7 +71,7 @@ pub enum Action {
     /// A random running node crashes.
     CrashRandom,
     /// A random running node that the network model does not impair
-    /// crashes.
+    /// crashes; its detection is measured on the unimpaired observers.
     CrashHealthy,
 }
 
@@ -525,6 +525,18 @@ impl World {
                     {
                         observers.swap_remove(pos);
                         self.m.detect.push(self.now - *at);
+                        if std::env::var_os("ROSTER_SIM_DEBUG").is_some()
+                            && let Some(node) = self.slots[n].node.as_ref()
+                        {
+                            let mt = node.metrics();
+                            eprintln!(
+                                "{} detected the crash of {id} after {:.2}s (health {}, {} verdicts deferred)",
+                                self.slots[n].id,
+                                (self.now - *at) as f64 / SEC as f64,
+                                node.health_score(),
+                                mt.downs_deferred,
+                            );
+                        }
                     }
                 }
             }
@@ -794,6 +806,13 @@ impl World {
                         .crash_times
                         .push((self.now, self.slots[n].id.clone()));
                     self.act(Action::Crash(n));
+                    // Detection is measured on the healthy observers: a node
+                    // that cannot hear (or is cut off) has no evidence, and
+                    // Lifeguard has it defer its verdicts on purpose. The
+                    // end-of-run convergence check still covers it.
+                    if let Some((_, _, _, observers)) = self.crashes.last_mut() {
+                        observers.retain(|&o| !self.net.impaired(o));
+                    }
                 }
             }
             Action::MetaClient { keys } => self.meta_client(keys),

@@ -116,6 +116,12 @@ pub fn render(
     );
     counter(
         &mut r,
+        "roster_refutations_rate_limited",
+        "\"You are Down\" messages not refuted again within a probe period",
+        node.refutations_rate_limited,
+    );
+    counter(
+        &mut r,
         "roster_downs_declared",
         "Members this node declared Down",
         node.downs_declared,

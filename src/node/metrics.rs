@@ -75,6 +75,9 @@ pub struct Metrics {
     pub forced_rejoins: u64,
     /// "You are Down" messages answered with a refutation instead of a rejoin.
     pub turn_undead_refuted: u64,
+    /// "You are Down" messages not refuted again because this node had
+    /// refuted within the last probe period.
+    pub refutations_rate_limited: u64,
     /// Locally Down members brought back after proving a higher incarnation.
     pub resurrections: u64,
     /// Push-pull exchanges started.

@@ -120,6 +120,13 @@ pub struct Node {
     /// Suspicions read from a packet, acted on once foca has applied it.
     gossiped_suspects: Vec<(Identity, Incarnation)>,
     unpark_pending: bool,
+    /// When this node last raised its incarnation to refute a claim.
+    last_refutation: Option<Duration>,
+    /// Members that told this node it is Down, and when that last counted
+    /// against its health.
+    accusers: BTreeMap<NodeId, Duration>,
+    /// When a well-formed message from a peer last arrived.
+    last_heard: Option<Duration>,
     meta: MetaCore,
 }
 
@@ -212,6 +219,9 @@ impl Node {
             prescan_buf: Vec::new(),
             gossiped_suspects: Vec::new(),
             unpark_pending: false,
+            last_refutation: None,
+            accusers: BTreeMap::new(),
+            last_heard: None,
             meta: MetaCore::new(config_meta, disk, now.mono),
         };
         node.meta_start();
@@ -355,6 +365,7 @@ impl Node {
         }
         self.metrics.rx.count(kind, bytes.len());
         self.set_now(now);
+        self.last_heard = Some(self.io.now);
         let r = match msg {
             Message::Swim(p) => self.on_swim(p, peer),
             Message::SyncRequest(r) => {

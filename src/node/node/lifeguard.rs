@@ -14,7 +14,29 @@ impl Node {
         let h = &p.header;
         if h.dst == self.identity && h.message == foca::Message::TurnUndead {
             self.metrics.turn_undead_refuted += 1;
-            self.refute(self.io.self_incarnation);
+            // Many members holding this node Down is evidence that it is
+            // the problem (Lifeguard raises its health score), but one
+            // member repeating itself is one piece of evidence: a member
+            // that cannot hear answers every message with "you are Down".
+            let now = self.io.now;
+            let window = self.config.suspect_to_down_after;
+            if self
+                .accusers
+                .get(&h.src.id)
+                .is_none_or(|t| now >= *t + window)
+            {
+                self.accusers.retain(|_, t| now < *t + window);
+                self.accusers.insert(h.src.id.clone(), now);
+                self.io.health_up();
+            }
+            // One refutation per probe period: the raised incarnation is
+            // already spreading, and refuting every message would run the
+            // incarnation (16 bits) up by one per message.
+            if self.refuted_within_a_probe_period() {
+                self.metrics.refutations_rate_limited += 1;
+            } else {
+                self.refute_with(self.io.self_incarnation, false);
+            }
             return true;
         }
         if matches!(
@@ -76,6 +98,11 @@ impl Node {
     /// Refutes a suspicion of this node at `incarnation` (SWIM §4.2): foca
     /// moves to a higher incarnation and gossips it.
     pub(super) fn refute(&mut self, incarnation: Incarnation) {
+        self.refute_with(incarnation, true);
+    }
+
+    /// [`Self::refute`], raising the health score or not.
+    fn refute_with(&mut self, incarnation: Incarnation, raise_health: bool) {
         let before = self.io.self_incarnation;
         let _ = self.swim.apply_many(
             std::iter::once(Member::new(
@@ -89,11 +116,33 @@ impl Node {
         if before <= incarnation {
             self.io.self_incarnation = incarnation.max(before).saturating_add(1);
             self.metrics.self_refutations += 1;
-            self.io.health_up();
+            if raise_health {
+                self.io.health_up();
+            }
+            self.last_refutation = Some(self.io.now);
             self.events.push_back(Event::Refuted {
                 incarnation: self.io.self_incarnation,
             });
         }
+    }
+
+    /// Whether nothing at all arrived from any peer since this node began
+    /// suspecting `member`, while other members it could have heard exist.
+    fn heard_nothing_since_suspecting(&self, member: &Identity) -> bool {
+        let Some(v) = self.members.get(&member.id) else {
+            return false;
+        };
+        let others = self
+            .members
+            .values()
+            .filter(|m| m.identity.id != member.id)
+            .any(|m| m.state == MemberState::Alive);
+        others && self.last_heard.is_none_or(|t| t < v.since)
+    }
+
+    fn refuted_within_a_probe_period(&self) -> bool {
+        self.last_refutation
+            .is_some_and(|t| self.io.now < t + self.config.probe_period)
     }
 
     pub(super) fn still_suspected(&self, member: &Identity, incarnation: Incarnation) -> bool {
@@ -248,6 +297,13 @@ impl Node {
                 self.rearm_suspicion(wait, member, incarnation, token);
             }
             None if self.too_unhealthy_to_judge() => {
+                self.defer_verdict(member, incarnation, token);
+            }
+            None if self.heard_nothing_since_suspecting(&member) => {
+                // Not one message from anyone since the suspicion began:
+                // this node cannot hear, so the silence says nothing about
+                // the member (Lifeguard: the node is the likelier problem).
+                self.io.health_up();
                 self.defer_verdict(member, incarnation, token);
             }
             None => self.deliver_down(member, incarnation, token),
