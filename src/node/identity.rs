@@ -83,9 +83,29 @@ impl Serialize for NodeId {
 
 impl<'de> Deserialize<'de> for NodeId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        NodeId::new(s).map_err(serde::de::Error::custom)
+        // Borrowed from the input where the format allows it, so a decoded
+        // name costs one allocation (its shared string), not two.
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = NodeId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a node id")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<NodeId, E> {
+                NodeId::from_str_checked(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Visitor)
     }
+}
+
+/// A 64-bit finaliser (SplitMix64's): every input bit reaches every output bit.
+pub(crate) fn mix64(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 /// `name`'s key (see [`NodeId`]). Two words rather than a `u128`, whose
@@ -129,29 +149,42 @@ pub enum NodeIdError {
 impl NodeId {
     /// Checks and wraps a node name.
     pub fn new(name: impl Into<String>) -> Result<Self, NodeIdError> {
-        let name = name.into();
+        Self::from_str_checked(&name.into())
+    }
+
+    fn from_str_checked(name: &str) -> Result<Self, NodeIdError> {
         if name.is_empty() {
             return Err(NodeIdError::Empty);
         }
         if name.len() > MAX_NODE_ID_LEN {
             return Err(NodeIdError::TooLong(name.len()));
         }
-        if let Some(c) = name
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        if let Some(at) = name
+            .bytes()
+            .position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')))
         {
+            // Every byte before `at` is ASCII, so `at` starts a character.
+            let c = name[at..]
+                .chars()
+                .next()
+                .unwrap_or(char::REPLACEMENT_CHARACTER);
             return Err(NodeIdError::BadChar(c));
         }
-        let key = key_of(&name);
         Ok(Self {
-            name: name.into(),
-            key,
+            key: key_of(name),
+            name: Arc::from(name),
         })
     }
 
     /// The name as a string slice.
     pub fn as_str(&self) -> &str {
         &self.name
+    }
+
+    /// A 64-bit mix of the key, for order-independent fingerprints of sets
+    /// of members (compared within one build, never stored).
+    pub fn fingerprint(&self) -> u64 {
+        mix64(self.key[0] ^ mix64(self.key[1]))
     }
 
     /// The name's 128-bit key (see the type's documentation).

@@ -45,10 +45,9 @@ impl Node {
         ) {
             self.io.health_down();
         }
-        self.observe(&h.src, h.src_incarnation, true);
+        self.observe(&h.src, h.src_incarnation, State::Alive);
         for m in &p.updates {
-            let active = m.state() != State::Down;
-            self.observe(m.id(), m.incarnation(), active);
+            self.observe(m.id(), m.incarnation(), m.state());
             if m.state() != State::Alive {
                 self.gossiped_suspects
                     .push((m.id().clone(), m.incarnation()));
@@ -60,7 +59,8 @@ impl Node {
     /// A claim that `id` is at `incarnation`: resurrects a locally Down
     /// member that has moved past its verdict, and clears a refuted
     /// suspicion in the member view.
-    pub(super) fn observe(&mut self, id: &Identity, incarnation: Incarnation, active: bool) {
+    pub(super) fn observe(&mut self, id: &Identity, incarnation: Incarnation, claim: State) {
+        let active = claim != State::Down;
         // One lookup: this runs for every member of every full view merged.
         let mut refuted = false;
         if let Some(v) = self.members.get_mut(&id.id)
@@ -77,7 +77,12 @@ impl Node {
                 refuted = true;
             }
         }
-        if let Some((down_id, at)) = self.downs.get(&id.id)
+        // Only a claim that the member is Alive past the incarnation it was
+        // declared Down at brings it back: a suspicion at a higher
+        // incarnation says it refuted once, not that it is alive now (a
+        // node that refuted and then crashed would come back as a ghost).
+        if claim == State::Alive
+            && let Some((down_id, at)) = self.downs.get(&id.id)
             && down_id == id
             && incarnation > *at
         {
@@ -355,6 +360,6 @@ impl Node {
             true,
             &mut self.io,
         );
-        self.observe(&a.from, a.incarnation, true);
+        self.observe(&a.from, a.incarnation, State::Alive);
     }
 }

@@ -138,7 +138,8 @@ pub(crate) struct MetaCore {
     last_leader: u64,
     grant: Option<(u64, NodeId, Duration)>,
     asking: Option<Asking>,
-    alive_view: Vec<NodeId>,
+    /// Order-independent fingerprint of the live set last seen.
+    alive_view: u64,
     alive_changed: Duration,
     started: Duration,
     pull_deadline: Option<Duration>,
@@ -198,7 +199,7 @@ impl MetaCore {
             last_leader: 0,
             grant: None,
             asking: None,
-            alive_view: Vec::new(),
+            alive_view: 0,
             alive_changed: now,
             started: now,
             pull_deadline: None,
@@ -1233,10 +1234,15 @@ impl Node {
         }
         let now = self.io.now;
         let grace = self.meta.cfg.bootstrap_down_grace;
-        let mut alive = vec![self.identity.id.clone()];
+        // This runs on every metadata tick of every node until a cluster
+        // exists: fingerprint the live set first (no allocation), build the
+        // list only once it has settled.
+        let mut fingerprint = self.identity.id.fingerprint();
         for m in self.members.values() {
             match m.state {
-                MemberState::Alive => alive.push(m.identity.id.clone()),
+                MemberState::Alive => {
+                    fingerprint = fingerprint.wrapping_add(m.identity.id.fingerprint());
+                }
                 MemberState::Suspect => return None,
                 MemberState::Down if now < m.since + grace => return None,
                 MemberState::Down | MemberState::Left => {}
@@ -1253,14 +1259,22 @@ impl Node {
         if !seeds_ok {
             return None;
         }
-        alive.sort();
-        if alive != self.meta.alive_view {
-            self.meta.alive_view = alive.clone();
+        if fingerprint != self.meta.alive_view {
+            self.meta.alive_view = fingerprint;
             self.meta.alive_changed = now;
         }
         if now < self.meta.alive_changed + self.meta.cfg.bootstrap_settle {
             return None;
         }
+        let mut alive: Vec<NodeId> = std::iter::once(self.identity.id.clone())
+            .chain(
+                self.members
+                    .values()
+                    .filter(|m| m.state == MemberState::Alive)
+                    .map(|m| m.identity.id.clone()),
+            )
+            .collect();
+        alive.sort();
         let eligible: Vec<NodeId> = alive
             .into_iter()
             .filter(|id| *id == self.identity.id || self.eligible(id))

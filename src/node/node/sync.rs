@@ -41,7 +41,9 @@ impl Node {
             incarnation: self.io.self_incarnation,
             state: WireState::Alive,
         });
-        members.sort_by(|a, b| a.identity.cmp(&b.identity));
+        // One entry per NodeId (foca keys its table by it), so an unstable
+        // sort gives the one order.
+        members.sort_unstable_by(|a, b| a.identity.cmp(&b.identity));
         SyncFull {
             members,
             state: self.shared.lock().store.digest(),
@@ -210,7 +212,7 @@ impl Node {
 
     /// A member that contacted us directly is alive at `incarnation`.
     pub(super) fn introduce(&mut self, who: &Identity, incarnation: Incarnation, broadcast: bool) {
-        self.observe(who, incarnation, true);
+        self.observe(who, incarnation, State::Alive);
         let _ = self.swim.apply_many(
             std::iter::once(Member::new(who.clone(), incarnation, State::Alive)),
             broadcast,
@@ -225,11 +227,13 @@ impl Node {
         // foca's member table is searched linearly per update: index it once
         // and hand foca only what would change it, so merging a full view
         // costs O(n log n) instead of O(n^2).
-        let known: BTreeMap<&NodeId, (&Identity, Incarnation, State)> = self
+        // A sorted vector searched by halves: one entry per NodeId.
+        let mut known: Vec<(&NodeId, (&Identity, Incarnation, State))> = self
             .swim
             .iter_membership_state()
             .map(|m| (&m.id().id, (m.id(), m.incarnation(), m.state())))
             .collect();
+        known.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let mut updates = Vec::new();
         let mut refute_at = None;
         let mut observed = Vec::new();
@@ -249,13 +253,17 @@ impl Node {
                 WireState::Down if self.config.lifeguard => State::Suspect,
                 WireState::Down => State::Down,
             };
-            let news = match known.get(&m.identity.id) {
+            let found = known
+                .binary_search_by(|(k, _)| (*k).cmp(&m.identity.id))
+                .ok()
+                .map(|i| &known[i].1);
+            let news = match found {
                 None => true,
                 Some((id, inc, st)) => {
                     if **id != m.identity {
                         true
                     } else {
-                        observed.push((m.identity.clone(), m.incarnation, state != State::Down));
+                        observed.push((m.identity.clone(), m.incarnation, state));
                         match (st, state) {
                             (State::Down, _) => m.incarnation > *inc,
                             (_, State::Down) => true,
@@ -278,8 +286,8 @@ impl Node {
             .filter(|m| m.state() == State::Suspect)
             .map(|m| (m.id().clone(), m.incarnation()))
             .collect();
-        for (id, inc, active) in observed {
-            self.observe(&id, inc, active);
+        for (id, inc, claim) in observed {
+            self.observe(&id, inc, claim);
         }
         if !updates.is_empty() {
             let _ = self
