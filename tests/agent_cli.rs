@@ -4,7 +4,8 @@
 //! These tests wait on real processes, so they read the real clock.
 #![allow(clippy::disallowed_methods)]
 
-use std::path::Path;
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,25 +17,6 @@ fn tmp(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("roster-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d
-}
-
-fn certs(dir: &Path, names: &[&str]) {
-    let ok = roster()
-        .args(["cert", "ca", "--dir"])
-        .arg(dir.join("ca"))
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    for n in names {
-        let ok = roster()
-            .args(["cert", "node", "--name", n, "--ca"])
-            .arg(dir.join("ca"))
-            .arg("--out")
-            .arg(dir.join(n))
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
 }
 
 /// Sends `sig` (e.g. `-TERM`) to a process with the system's kill(1).
@@ -116,7 +98,7 @@ fn bad_configuration_is_one_clear_error_line_and_a_non_zero_exit() {
 #[test]
 fn agents_join_and_stop_gracefully_on_sigterm() {
     let dir = tmp("agents");
-    certs(&dir, &["a", "b"]);
+    common::certs(&dir, &["a", "b"]);
     let pa = free_port();
     let pb = free_port();
     let config = dir.join("a.toml");

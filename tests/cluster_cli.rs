@@ -7,7 +7,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod common;
-use common::{base_port, roster_in as roster};
+use common::{base_port, roster_in as roster, wait_until};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,17 +30,6 @@ fn status(dir: &Path) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
 }
 
 /// Stops the cluster if a test fails half-way.
@@ -93,7 +82,7 @@ fn init_start_status_kill_restart_stop_destroy() {
                     .all(|x| x["process"] == "Running" && x["cluster_view"] == "alive")
         })
     };
-    let t = wait_for(Duration::from_secs(20), || all_alive(&status(&dir)))
+    let t = wait_until(Duration::from_secs(20), || all_alive(&status(&dir)))
         .expect("3 Running nodes that see each other");
     println!("3 nodes Running and alive in the cluster view after {t:?}");
     let text = roster(&dir, &["cluster", "status"]);
@@ -107,14 +96,14 @@ fn init_start_status_kill_restart_stop_destroy() {
         .args(["-9", &pid.to_string()])
         .status()
         .unwrap();
-    let restarted = wait_for(Duration::from_secs(5), || {
+    let restarted = wait_until(Duration::from_secs(5), || {
         let v = status(&dir);
         v["nodes"][1]["process"] == "Running" && v["nodes"][1]["pid"].as_u64() != Some(pid)
     })
     .expect("node 1 was not restarted");
     println!("node 1 restarted {restarted:?} after kill -9");
     assert!(restarted <= Duration::from_secs(2));
-    wait_for(Duration::from_secs(20), || all_alive(&status(&dir))).expect("node 1 Alive again");
+    wait_until(Duration::from_secs(20), || all_alive(&status(&dir))).expect("node 1 Alive again");
     println!("node 1 Alive again {:?} after kill -9", killed.elapsed());
 
     // stop --node 0: Stopped, and Left (not Down) in the cluster's view.
@@ -124,7 +113,7 @@ fn init_start_status_kill_restart_stop_destroy() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let left = wait_for(Duration::from_secs(10), || {
+    let left = wait_until(Duration::from_secs(10), || {
         let v = status(&dir);
         v["nodes"][0]["process"] == "Stopped" && v["nodes"][0]["cluster_view"] == "left"
     });
@@ -139,7 +128,7 @@ fn init_start_status_kill_restart_stop_destroy() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    wait_for(Duration::from_secs(20), || all_alive(&status(&dir))).expect("node 0 back");
+    wait_until(Duration::from_secs(20), || all_alive(&status(&dir))).expect("node 0 back");
 
     // `cluster chaos isolate 2`: node 2 is Down in the cluster's view; the
     // rules show on every node; `cluster chaos heal` brings it back.
@@ -150,7 +139,7 @@ fn init_start_status_kill_restart_stop_destroy() {
         String::from_utf8_lossy(&out.stderr)
     );
     let isolated = Instant::now();
-    let down = wait_for(Duration::from_secs(30), || {
+    let down = wait_until(Duration::from_secs(30), || {
         status(&dir)["nodes"][2]["cluster_view"] == "down"
     })
     .unwrap_or_else(|| panic!("node 2 never Down: {}", status(&dir)));
@@ -167,7 +156,7 @@ fn init_start_status_kill_restart_stop_destroy() {
             .count(),
         3
     );
-    let back = wait_for(Duration::from_secs(30), || all_alive(&status(&dir)))
+    let back = wait_until(Duration::from_secs(30), || all_alive(&status(&dir)))
         .expect("node 2 Alive again after healing");
     println!(
         "node 2 Alive again {back:?} after healing ({:?} after the isolation)",

@@ -10,7 +10,9 @@
 //! The agents are real processes, so the test reads the real clock.
 #![allow(clippy::disallowed_methods)]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,10 +20,6 @@ use serde_json::Value;
 
 const HOSTS: [&str; 3] = ["a", "b", "c"];
 const HTTP: &str = "127.0.0.1:8946";
-
-fn roster() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_roster"))
-}
 
 /// Runs `ip ARGS`; the error names the command and what it printed.
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -163,36 +161,6 @@ impl Drop for Lab {
     }
 }
 
-fn certs(dir: &Path) {
-    let ok = roster()
-        .args(["cert", "ca", "--dir"])
-        .arg(dir.join("ca"))
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    for h in HOSTS {
-        let ok = roster()
-            .args(["cert", "node", "--name", h, "--ca"])
-            .arg(dir.join("ca"))
-            .arg("--out")
-            .arg(dir.join(h))
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-}
-
-fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
-}
-
 #[test]
 fn three_hosts_in_network_namespaces_detect_a_cut_link_and_heal() {
     let pid = std::process::id();
@@ -209,7 +177,7 @@ fn three_hosts_in_network_namespaces_detect_a_cut_link_and_heal() {
         agents: Vec::new(),
     };
     lab.build().unwrap();
-    certs(&dir);
+    common::certs(&dir, &HOSTS);
     for i in 0..HOSTS.len() {
         lab.start(i);
     }
@@ -223,7 +191,7 @@ fn three_hosts_in_network_namespaces_detect_a_cut_link_and_heal() {
                 .all(|m| lab.state_of(h, m).as_deref() == Some("alive"))
         })
     };
-    let t = wait_for(Duration::from_secs(30), || all_alive(&lab))
+    let t = common::wait_until(Duration::from_secs(30), || all_alive(&lab))
         .unwrap_or_else(|| panic!("the three hosts never saw each other:\n{}", lab.log("b")));
     println!("3 hosts in 3 namespaces see each other after {t:?}");
 
@@ -264,7 +232,7 @@ fn three_hosts_in_network_namespaces_detect_a_cut_link_and_heal() {
     // Cut c's link on the bridge: a and b declare it Down.
     ip(&["-n", &lab.bridge_ns(), "link", "set", "veth-c", "down"]).unwrap();
     let cut = Instant::now();
-    let t = wait_for(Duration::from_secs(30), || {
+    let t = common::wait_until(Duration::from_secs(30), || {
         ["a", "b"]
             .iter()
             .all(|h| lab.state_of(h, "c").as_deref() == Some("down"))
@@ -277,7 +245,7 @@ fn three_hosts_in_network_namespaces_detect_a_cut_link_and_heal() {
 
     // Restore the link: c is Alive everywhere again (the filter still on).
     ip(&["-n", &lab.bridge_ns(), "link", "set", "veth-c", "up"]).unwrap();
-    let t = wait_for(Duration::from_secs(60), || all_alive(&lab))
+    let t = common::wait_until(Duration::from_secs(60), || all_alive(&lab))
         .unwrap_or_else(|| panic!("c never came back:\n{}", lab.log("c")));
     println!(
         "c Alive everywhere {t:?} after its link came back ({:?} after the cut)",

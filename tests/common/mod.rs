@@ -1,7 +1,10 @@
-//! Helpers shared by the tests that drive `roster cluster` as a process.
+//! Helpers shared by the tests that drive the `roster` binary as a process.
+//! (Each test crate uses some of them.)
+#![allow(dead_code)]
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 /// Runs `roster ARGS` in `dir`.
 pub fn roster_in(dir: &Path, args: &[&str]) -> Output {
@@ -30,4 +33,39 @@ pub fn base_port() -> u16 {
             return p;
         }
     }
+}
+
+/// Writes a cluster CA to `dir/ca` and a certificate for each name to
+/// `dir/NAME`, with `roster cert`.
+pub fn certs(dir: &Path, names: &[&str]) {
+    let roster = || Command::new(env!("CARGO_BIN_EXE_roster"));
+    let ok = roster()
+        .args(["cert", "ca", "--dir"])
+        .arg(dir.join("ca"))
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    for n in names {
+        let ok = roster()
+            .args(["cert", "node", "--name", n, "--ca"])
+            .arg(dir.join("ca"))
+            .arg("--out")
+            .arg(dir.join(n))
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+/// Polls `f` every 50 ms until it holds (how long that took) or `limit`
+/// passes (`None`).
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
 }
