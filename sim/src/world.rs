@@ -334,6 +334,15 @@ impl World {
         self.events.insert(self.seq, ev);
     }
 
+    /// Crashes a random one of `candidates` (not empty), recording when.
+    fn crash_one_of(&mut self, candidates: &[usize]) {
+        let n = candidates[self.rng.random_range(0..candidates.len())];
+        self.m
+            .crash_times
+            .push((self.now, self.slots[n].id.clone()));
+        self.act(Action::Crash(n));
+    }
+
     fn running(&self) -> Vec<usize> {
         (0..self.slots.len())
             .filter(|&i| self.slots[i].node.is_some())
@@ -786,11 +795,7 @@ impl World {
             Action::CrashRandom => {
                 let running = self.running();
                 if running.len() > 1 {
-                    let n = running[self.rng.random_range(0..running.len())];
-                    self.m
-                        .crash_times
-                        .push((self.now, self.slots[n].id.clone()));
-                    self.act(Action::Crash(n));
+                    self.crash_one_of(&running);
                     self.placement_check();
                 }
             }
@@ -801,11 +806,7 @@ impl World {
                     .filter(|&n| !self.net.impaired(n))
                     .collect();
                 if !healthy.is_empty() {
-                    let n = healthy[self.rng.random_range(0..healthy.len())];
-                    self.m
-                        .crash_times
-                        .push((self.now, self.slots[n].id.clone()));
-                    self.act(Action::Crash(n));
+                    self.crash_one_of(&healthy);
                     // Detection is measured on the healthy observers: a node
                     // that cannot hear (or is cut off) has no evidence, and
                     // Lifeguard has it defer its verdicts on purpose. The

@@ -831,17 +831,17 @@ fn chaos(dir: &Path, only: &[usize], cmd: ClusterChaosCmd) -> Result<(), String>
     let file = load(dir)?;
     let st = read_state(dir).ok_or("the cluster is not running")?;
     let targets = running_nodes(&file, &st, only)?;
-    let mut calls: Vec<(usize, ChaosCmd)> = Vec::new();
-    match cmd {
-        ClusterChaosCmd::Rules(rules) => {
-            calls = targets.iter().map(|&i| (i, rules.clone())).collect();
-        }
+    let calls: Vec<(usize, ChaosCmd)> = match cmd {
+        ClusterChaosCmd::Rules(rules) => targets.iter().map(|&i| (i, rules.clone())).collect(),
         ClusterChaosCmd::Isolate {
             node,
             direction,
             for_secs,
         } => {
             let victim = node_name(&file, node)?;
+            if !targets.contains(&node) {
+                return Err(format!("{victim} is not running"));
+            }
             let others: Vec<String> = file
                 .node
                 .iter()
@@ -858,21 +858,22 @@ fn chaos(dir: &Path, only: &[usize], cmd: ClusterChaosCmd) -> Result<(), String>
                     block_out,
                     for_secs,
                 };
-            if !targets.contains(&node) {
-                return Err(format!("{victim} is not running"));
-            }
-            calls.push(match direction {
-                Direction::Both => (node, set(others, vec![], vec![])),
-                Direction::In => (node, set(vec![], others, vec![])),
-                Direction::Out => (node, set(vec![], vec![], others)),
-            });
-            if direction == Direction::Both {
-                for &i in targets.iter().filter(|&&i| i != node) {
-                    calls.push((i, set(vec![file.node[node].id.clone()], vec![], vec![])));
-                }
+            match direction {
+                // Both ways: the node and every other running node block
+                // each other.
+                Direction::Both => std::iter::once((node, set(others, vec![], vec![])))
+                    .chain(
+                        targets
+                            .iter()
+                            .filter(|&&i| i != node)
+                            .map(|&i| (i, set(vec![file.node[node].id.clone()], vec![], vec![]))),
+                    )
+                    .collect(),
+                Direction::In => vec![(node, set(vec![], others, vec![]))],
+                Direction::Out => vec![(node, set(vec![], vec![], others))],
             }
         }
-    }
+    };
     if calls.is_empty() {
         return Err("no node is running".into());
     }

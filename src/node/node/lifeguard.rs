@@ -13,30 +13,7 @@ impl Node {
     pub(super) fn lifeguard_prescan(&mut self, p: &swim::Prescan) -> bool {
         let h = &p.header;
         if h.dst == self.identity && h.message == foca::Message::TurnUndead {
-            self.metrics.turn_undead_refuted += 1;
-            // Many members holding this node Down is evidence that it is
-            // the problem (Lifeguard raises its health score), but one
-            // member repeating itself is one piece of evidence: a member
-            // that cannot hear answers every message with "you are Down".
-            let now = self.io.now;
-            let window = self.config.suspect_to_down_after;
-            if self
-                .accusers
-                .get(&h.src.id)
-                .is_none_or(|t| now >= *t + window)
-            {
-                self.accusers.retain(|_, t| now < *t + window);
-                self.accusers.insert(h.src.id.clone(), now);
-                self.io.health_up();
-            }
-            // One refutation per probe period: the raised incarnation is
-            // already spreading, and refuting every message would run the
-            // incarnation (16 bits) up by one per message.
-            if self.refuted_within_a_probe_period() {
-                self.metrics.refutations_rate_limited += 1;
-            } else {
-                self.refute_with(self.io.self_incarnation, false);
-            }
+            self.answer_you_are_down(&h.src.id);
             return true;
         }
         if matches!(
@@ -54,6 +31,35 @@ impl Node {
             }
         }
         false
+    }
+
+    /// `accuser` holds this node Down ("you are Down"): refute instead of
+    /// rejoining.
+    fn answer_you_are_down(&mut self, accuser: &NodeId) {
+        self.metrics.turn_undead_refuted += 1;
+        // Many members holding this node Down is evidence that it is the
+        // problem (Lifeguard raises its health score), but one member
+        // repeating itself is one piece of evidence: a member that cannot
+        // hear answers every message with "you are Down".
+        let now = self.io.now;
+        let window = self.config.suspect_to_down_after;
+        if self
+            .accusers
+            .get(accuser)
+            .is_none_or(|t| now >= *t + window)
+        {
+            self.accusers.retain(|_, t| now < *t + window);
+            self.accusers.insert(accuser.clone(), now);
+            self.io.health_up();
+        }
+        // One refutation per probe period: the raised incarnation is already
+        // spreading, and refuting every message would run the incarnation
+        // (16 bits) up by one per message.
+        if self.refuted_within_a_probe_period() {
+            self.metrics.refutations_rate_limited += 1;
+        } else {
+            self.refute_with(self.io.self_incarnation, false);
+        }
     }
 
     /// A claim that `id` is at `incarnation`: resurrects a locally Down

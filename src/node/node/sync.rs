@@ -225,9 +225,9 @@ impl Node {
     /// is not alive is refuted.
     pub(super) fn merge_members(&mut self, list: &[MemberDigest]) {
         // foca's member table is searched linearly per update: index it once
-        // and hand foca only what would change it, so merging a full view
-        // costs O(n log n) instead of O(n^2).
-        // A sorted vector searched by halves: one entry per NodeId.
+        // (a vector sorted by NodeId, one entry each, searched by halves) and
+        // hand foca only what would change it, so merging a full view costs
+        // O(n log n) instead of O(n^2).
         let mut known: Vec<(&NodeId, (&Identity, Incarnation, State))> = self
             .swim
             .iter_membership_state()
