@@ -5,6 +5,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod common;
+use common::http_get;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -165,20 +166,6 @@ fn agents_join_and_stop_gracefully_on_sigterm() {
     let status = wait_exit(&mut a, Duration::from_secs(3)).expect("a exits within 3 s");
     assert!(status.success());
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
 }
 
 /// Sends SIGTERM to a process when dropped (so a failing test does not leave

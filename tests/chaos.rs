@@ -2,7 +2,9 @@
 //! on every peer makes it Down everywhere, healing brings it back Alive
 //! everywhere, and a one-way block makes no healthy node Down.
 
-use std::future::Future;
+mod common;
+use common::wait_async;
+
 use std::time::Duration;
 
 use roster::node::{Config, MemberState, NodeId};
@@ -13,21 +15,6 @@ use tokio::time::Instant;
 
 fn id(s: &str) -> NodeId {
     NodeId::new(s).unwrap()
-}
-
-async fn wait_for<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if check().await {
-            return start.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{what}: not reached within {limit:?}");
 }
 
 async fn state_of(r: &Roster, who: &NodeId) -> Option<MemberState> {
@@ -51,7 +38,7 @@ async fn blocking_a_node_makes_it_down_and_healing_brings_it_back() {
     }
     let n3 = id("n3");
     let others: Vec<usize> = vec![0, 1, 2, 4];
-    wait_for(Duration::from_secs(20), "5 alive everywhere", || async {
+    wait_async(Duration::from_secs(20), "5 alive everywhere", || async {
         for n in &nodes {
             let m = n.members().await.unwrap();
             if m.iter().filter(|m| m.state == MemberState::Alive).count() != 5 {
@@ -72,7 +59,7 @@ async fn blocking_a_node_makes_it_down_and_healing_brings_it_back() {
             .await
             .unwrap();
     }
-    let down = wait_for(Duration::from_secs(30), "n3 Down on every peer", || async {
+    let down = wait_async(Duration::from_secs(30), "n3 Down on every peer", || async {
         for &i in &others {
             if state_of(&nodes[i], &n3).await != Some(MemberState::Down) {
                 return false;
@@ -89,7 +76,7 @@ async fn blocking_a_node_makes_it_down_and_healing_brings_it_back() {
     for &i in &others {
         nodes[i].heal_chaos().await.unwrap();
     }
-    let back = wait_for(Duration::from_secs(30), "n3 Alive everywhere", || async {
+    let back = wait_async(Duration::from_secs(30), "n3 Alive everywhere", || async {
         for &i in &others {
             if state_of(&nodes[i], &n3).await != Some(MemberState::Alive) {
                 return false;
@@ -112,7 +99,7 @@ async fn blocking_a_node_makes_it_down_and_healing_brings_it_back() {
             .await
             .unwrap();
     }
-    wait_for(
+    wait_async(
         Duration::from_secs(30),
         "n3 Down under a one-way block",
         || async { state_of(&nodes[0], &n3).await == Some(MemberState::Down) },

@@ -2,7 +2,9 @@
 //!
 //! Every wait is on a condition with a deadline; nothing sleeps and hopes.
 
-use std::future::Future;
+mod common;
+use common::wait_async;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -29,23 +31,6 @@ async fn start(ca: &ClusterCa, name: &str, join: Option<SocketAddr>, config: Con
         b = b.join(j);
     }
     b.start().await.unwrap()
-}
-
-/// Polls `check` every 50 ms until it holds; panics with `what` after
-/// `limit`. Returns the time it took.
-async fn wait_for<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if check().await {
-            return start.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{what}: not reached within {limit:?}");
 }
 
 async fn states(r: &Roster) -> Vec<Member> {
@@ -81,7 +66,7 @@ async fn ten_nodes_join_through_different_members_and_see_each_other() {
         nodes.push(start(&ca, &format!("n{i}"), join, Config::lan()).await);
     }
     let refs: Vec<&Roster> = nodes.iter().collect();
-    let took = wait_for(Duration::from_secs(3), "10 Alive everywhere", || {
+    let took = wait_async(Duration::from_secs(3), "10 Alive everywhere", || {
         all_see(&refs, 10, MemberState::Alive, None)
     })
     .await;
@@ -112,7 +97,7 @@ async fn crash_leave_state_and_restart() {
     }
     {
         let refs: Vec<&Roster> = nodes.iter().collect();
-        wait_for(Duration::from_secs(5), "5 Alive", || {
+        wait_async(Duration::from_secs(5), "5 Alive", || {
             all_see(&refs, 5, MemberState::Alive, None)
         })
         .await;
@@ -121,7 +106,7 @@ async fn crash_leave_state_and_restart() {
     // State spreads.
     nodes[1].set_state("service", b"web").await.unwrap();
     let n1 = id("n1");
-    let took = wait_for(Duration::from_secs(2), "state everywhere", || async {
+    let took = wait_async(Duration::from_secs(2), "state everywhere", || async {
         for n in &nodes {
             let s = n.state_of(&n1).await.unwrap();
             if !s.iter().any(|(k, v)| k == "service" && v == b"web") {
@@ -140,7 +125,7 @@ async fn crash_leave_state_and_restart() {
     crashed.kill().await;
     {
         let refs: Vec<&Roster> = nodes.iter().collect();
-        let took = wait_for(
+        let took = wait_async(
             Duration::from_secs(15),
             "crashed node Down everywhere",
             || all_see(&refs, 1, MemberState::Down, Some(&crashed_id)),
@@ -169,7 +154,7 @@ async fn crash_leave_state_and_restart() {
     nodes.push(restarted);
     {
         let refs: Vec<&Roster> = nodes.iter().collect();
-        let took = wait_for(
+        let took = wait_async(
             Duration::from_secs(10),
             "restarted node Alive everywhere",
             || async {
@@ -196,7 +181,7 @@ async fn crash_leave_state_and_restart() {
     leaver.leave().await;
     {
         let refs: Vec<&Roster> = nodes.iter().collect();
-        let took = wait_for(Duration::from_secs(3), "leaver Left everywhere", || {
+        let took = wait_async(Duration::from_secs(3), "leaver Left everywhere", || {
             all_see(&refs, 1, MemberState::Left, Some(&leaver_id))
         })
         .await;
@@ -216,11 +201,11 @@ async fn a_node_from_another_ca_never_appears() {
     let b = start(&ca, "b", Some(a.local_addr()), Config::local()).await;
     let rogue = start(&rogue_ca, "rogue", Some(a.local_addr()), Config::local()).await;
     let ab = [&a, &b];
-    wait_for(Duration::from_secs(5), "a and b see each other", || {
+    wait_async(Duration::from_secs(5), "a and b see each other", || {
         all_see(&ab, 2, MemberState::Alive, None)
     })
     .await;
-    wait_for(Duration::from_secs(5), "refusal counted", || async {
+    wait_async(Duration::from_secs(5), "refusal counted", || async {
         a.runtime_metrics().tls_refusals + rogue.runtime_metrics().tls_refusals > 0
     })
     .await;
@@ -256,7 +241,7 @@ async fn two_hundred_keys_spread_without_oversized_datagrams() {
     let b = start(&ca, "b", Some(a.local_addr()), Config::local()).await;
     let c = start(&ca, "c", Some(b.local_addr()), Config::local()).await;
     let abc = [&a, &b, &c];
-    wait_for(Duration::from_secs(5), "3 Alive", || {
+    wait_async(Duration::from_secs(5), "3 Alive", || {
         all_see(&abc, 3, MemberState::Alive, None)
     })
     .await;
@@ -265,7 +250,7 @@ async fn two_hundred_keys_spread_without_oversized_datagrams() {
         a.set_state(&format!("key-{i:03}"), &value).await.unwrap();
     }
     let a_id = a.identity().id.clone();
-    let took = wait_for(Duration::from_secs(20), "200 keys everywhere", || async {
+    let took = wait_async(Duration::from_secs(20), "200 keys everywhere", || async {
         for n in [&b, &c] {
             if n.state_of(&a_id).await.unwrap().len() != 200 {
                 return false;

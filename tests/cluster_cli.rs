@@ -7,7 +7,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod common;
-use common::{base_port, roster_in as roster, wait_until};
+use common::{base_port, roster_in as roster, roster_ok, wait_until};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,12 +23,7 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn status(dir: &Path) -> Value {
-    let out = roster(dir, &["cluster", "status", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = roster_ok(dir, &["cluster", "status", "--json"]);
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -47,14 +42,9 @@ fn init_start_status_kill_restart_stop_destroy() {
     let dir = tmp("e2e");
     let _cleanup = Cleanup(dir.clone());
     let port = base_port().to_string();
-    let out = roster(
+    roster_ok(
         &dir,
         &["cluster", "init", "--nodes", "3", "--base-port", &port],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let toml = std::fs::read_to_string(dir.join(".roster/cluster/cluster.toml")).unwrap();
     assert!(
@@ -68,12 +58,7 @@ fn init_start_status_kill_restart_stop_destroy() {
             .success()
     );
 
-    let out = roster(&dir, &["cluster", "start", "--detach"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    roster_ok(&dir, &["cluster", "start", "--detach"]);
     // 3 Running nodes that see each other.
     let all_alive = |v: &Value| {
         v["nodes"].as_array().is_some_and(|n| {
@@ -107,12 +92,7 @@ fn init_start_status_kill_restart_stop_destroy() {
     println!("node 1 Alive again {:?} after kill -9", killed.elapsed());
 
     // stop --node 0: Stopped, and Left (not Down) in the cluster's view.
-    let out = roster(&dir, &["cluster", "stop", "--node", "0"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    roster_ok(&dir, &["cluster", "stop", "--node", "0"]);
     let left = wait_until(Duration::from_secs(10), || {
         let v = status(&dir);
         v["nodes"][0]["process"] == "Stopped" && v["nodes"][0]["cluster_view"] == "left"
@@ -122,34 +102,22 @@ fn init_start_status_kill_restart_stop_destroy() {
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(status(&dir)["nodes"][0]["process"], "Stopped");
     // restart --node 0 brings it back.
-    let out = roster(&dir, &["cluster", "restart", "--node", "0"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    roster_ok(&dir, &["cluster", "restart", "--node", "0"]);
     wait_until(Duration::from_secs(20), || all_alive(&status(&dir))).expect("node 0 back");
 
     // `cluster chaos isolate 2`: node 2 is Down in the cluster's view; the
     // rules show on every node; `cluster chaos heal` brings it back.
-    let out = roster(&dir, &["cluster", "chaos", "isolate", "2"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    roster_ok(&dir, &["cluster", "chaos", "isolate", "2"]);
     let isolated = Instant::now();
     let down = wait_until(Duration::from_secs(30), || {
         status(&dir)["nodes"][2]["cluster_view"] == "down"
     })
     .unwrap_or_else(|| panic!("node 2 never Down: {}", status(&dir)));
     println!("isolated node 2 Down in the cluster view after {down:?}");
-    let out = roster(&dir, &["cluster", "chaos", "show"]);
+    let out = roster_ok(&dir, &["cluster", "chaos", "show"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success());
     assert_eq!(text.matches("node-2").count(), 3, "{text}");
-    let out = roster(&dir, &["cluster", "chaos", "heal"]);
-    assert!(out.status.success());
+    let out = roster_ok(&dir, &["cluster", "chaos", "heal"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout)
             .matches("healed")
@@ -167,12 +135,7 @@ fn init_start_status_kill_restart_stop_destroy() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no node 7"));
 
-    let out = roster(&dir, &["cluster", "destroy"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    roster_ok(&dir, &["cluster", "destroy"]);
     assert!(!dir.join(".roster/cluster").exists());
 }
 
@@ -181,7 +144,7 @@ fn a_port_in_use_is_an_error_before_anything_starts() {
     let dir = tmp("port");
     let _cleanup = Cleanup(dir.clone());
     let port = base_port();
-    let out = roster(
+    roster_ok(
         &dir,
         &[
             "cluster",
@@ -192,7 +155,6 @@ fn a_port_in_use_is_an_error_before_anything_starts() {
             &port.to_string(),
         ],
     );
-    assert!(out.status.success());
     // Take node 1's HTTP port.
     let _held = std::net::TcpListener::bind(("127.0.0.1", port + 3)).unwrap();
     let out = roster(&dir, &["cluster", "start", "--detach"]);

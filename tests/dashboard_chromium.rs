@@ -7,9 +7,8 @@
 #![allow(clippy::disallowed_methods)]
 
 mod common;
-use common::{base_port, roster_in as roster};
+use common::{base_port, http_get, roster_in as roster, roster_ok, wait_for};
 
-use std::io::Read;
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -31,52 +30,6 @@ impl Drop for Cleanup {
         let _ = roster(&self.dir, &["cluster", "destroy"]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// One GET; the DevTools server may keep the connection open, so the body
-/// is read up to its Content-Length.
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    use std::io::Write;
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = s.read(&mut buf).unwrap_or(0);
-        raw.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse::<usize>().ok())
-                })
-                .flatten();
-            if len.is_some_and(|l| body.len() >= l) || n == 0 {
-                return Some(body.to_owned());
-            }
-        } else if n == 0 {
-            return None;
-        }
-    }
-}
-
-fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if let Some(t) = f() {
-            return Some(t);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
 }
 
 /// A DevTools session on one page.
@@ -128,27 +81,18 @@ fn dashboard_shows_members_live_in_headless_chromium() {
     };
     // A 3-node cluster on free ports.
     let port = base_port();
-    assert!(
-        roster(
-            &dir,
-            &[
-                "cluster",
-                "init",
-                "--nodes",
-                "3",
-                "--base-port",
-                &port.to_string()
-            ]
-        )
-        .status
-        .success()
+    roster_ok(
+        &dir,
+        &[
+            "cluster",
+            "init",
+            "--nodes",
+            "3",
+            "--base-port",
+            &port.to_string(),
+        ],
     );
-    let out = roster(&dir, &["cluster", "start", "--detach"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    roster_ok(&dir, &["cluster", "start", "--detach"]);
     let http0 = format!("127.0.0.1:{}", port + 1);
 
     // Chromium with DevTools on a port it picks (written to its profile dir).
@@ -213,16 +157,11 @@ fn dashboard_shows_members_live_in_headless_chromium() {
     .expect("the page never showed the metadata leader");
 
     // Fault rules set on node 0 show on its page; healing clears them.
-    let out = roster(
+    roster_ok(
         &dir,
         &[
             "cluster", "chaos", "--node", "0", "set", "--delay", "5", "--jitter", "2",
         ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let chaos = "document.getElementById('chaos').textContent";
     let shown = wait_for(Duration::from_secs(10), || {
@@ -233,20 +172,14 @@ fn dashboard_shows_members_live_in_headless_chromium() {
     })
     .expect("the page never showed the fault rules");
     println!("page shows {shown:?}");
-    let out = roster(&dir, &["cluster", "chaos", "--node", "0", "heal"]);
-    assert!(out.status.success());
+    roster_ok(&dir, &["cluster", "chaos", "--node", "0", "heal"]);
     wait_for(Duration::from_secs(10), || {
         (page.eval(chaos).as_str() == Some("")).then_some(())
     })
     .expect("the page still shows fault rules after healing");
 
     // Stop node 2; the same page (no reload) shows it as not alive.
-    let out = roster(&dir, &["cluster", "stop", "--node", "2"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    roster_ok(&dir, &["cluster", "stop", "--node", "2"]);
     let stopped = Instant::now();
     let state =
         r#"(document.querySelector('tr[data-member="node-2"]') || {dataset: {}}).dataset.state"#;

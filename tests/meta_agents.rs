@@ -6,6 +6,9 @@
 //! These tests wait on real processes, so they read the real clock.
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+use common::wait_for;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -138,17 +141,6 @@ impl Agents {
     fn log(&self, i: usize) -> String {
         std::fs::read_to_string(self.dir.join(format!("n{i}.log"))).unwrap_or_default()
     }
-}
-
-fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if let Some(t) = f() {
-            return Some(t);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
 }
 
 fn name_index(v: &Value) -> Option<usize> {

@@ -1,10 +1,25 @@
 //! Helpers shared by the tests that drive the `roster` binary as a process.
 //! (Each test crate uses some of them.)
 #![allow(dead_code)]
+// The helpers wait on real processes and sockets: they read the real clock.
+#![allow(clippy::disallowed_methods)]
 
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+
+/// Runs `roster ARGS` in `dir` and asserts it succeeded (its stderr in the
+/// failure message).
+pub fn roster_ok(dir: &Path, args: &[&str]) -> Output {
+    let out = roster_in(dir, args);
+    assert!(
+        out.status.success(),
+        "roster {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
 
 /// Runs `roster ARGS` in `dir`.
 pub fn roster_in(dir: &Path, args: &[&str]) -> Output {
@@ -57,15 +72,73 @@ pub fn certs(dir: &Path, names: &[&str]) {
     }
 }
 
-/// Polls `f` every 50 ms until it holds (how long that took) or `limit`
-/// passes (`None`).
-pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+/// Polls `f` every 50 ms until it gives a value, or `limit` passes (`None`).
+pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let start = Instant::now();
     while start.elapsed() < limit {
-        if f() {
-            return Some(start.elapsed());
+        if let Some(t) = f() {
+            return Some(t);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     None
+}
+
+/// Polls `f` every 50 ms until it holds (how long that took) or `limit`
+/// passes (`None`).
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    wait_for(limit, || f().then(|| start.elapsed()))
+}
+
+/// Polls the async `check` every 50 ms until it holds; panics with `what`
+/// after `limit`. Returns the time it took.
+pub async fn wait_async<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what}: not reached within {limit:?}");
+}
+
+/// One GET; its body. A server may keep the connection open (Chromium's
+/// DevTools does), so the body is read up to its Content-Length.
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).unwrap_or(0);
+        raw.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().ok())
+                })
+                .flatten();
+            if len.is_some_and(|l| body.len() >= l) || n == 0 {
+                return Some(body.to_owned());
+            }
+        } else if n == 0 {
+            return None;
+        }
+    }
 }
