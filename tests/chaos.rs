@@ -22,6 +22,16 @@ async fn state_of(r: &Roster, who: &NodeId) -> Option<MemberState> {
     m.into_iter().find(|m| &m.id == who).map(|m| m.state)
 }
 
+/// Whether every node of `observers` holds `who` in `state`.
+async fn all_see(nodes: &[Roster], observers: &[usize], who: &NodeId, state: MemberState) -> bool {
+    for &i in observers {
+        if state_of(&nodes[i], who).await != Some(state) {
+            return false;
+        }
+    }
+    true
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocking_a_node_makes_it_down_and_healing_brings_it_back() {
     let ca = ClusterCa::generate("chaos").unwrap();
@@ -59,13 +69,8 @@ async fn blocking_a_node_makes_it_down_and_healing_brings_it_back() {
             .await
             .unwrap();
     }
-    let down = wait_async(Duration::from_secs(30), "n3 Down on every peer", || async {
-        for &i in &others {
-            if state_of(&nodes[i], &n3).await != Some(MemberState::Down) {
-                return false;
-            }
-        }
-        true
+    let down = wait_async(Duration::from_secs(30), "n3 Down on every peer", || {
+        all_see(&nodes, &others, &n3, MemberState::Down)
     })
     .await;
     println!("n3 Down on every peer {down:?} after the block");
@@ -76,13 +81,8 @@ async fn blocking_a_node_makes_it_down_and_healing_brings_it_back() {
     for &i in &others {
         nodes[i].heal_chaos().await.unwrap();
     }
-    let back = wait_async(Duration::from_secs(30), "n3 Alive everywhere", || async {
-        for &i in &others {
-            if state_of(&nodes[i], &n3).await != Some(MemberState::Alive) {
-                return false;
-            }
-        }
-        true
+    let back = wait_async(Duration::from_secs(30), "n3 Alive everywhere", || {
+        all_see(&nodes, &others, &n3, MemberState::Alive)
     })
     .await;
     println!("n3 Alive everywhere {back:?} after healing");
