@@ -16,8 +16,7 @@ fn spec() -> RunSpec {
         seed: 1,
         duration: Some(Duration::from_secs(20)),
         loss: None,
-        no_lifeguard: false,
-        crash_at: None,
+        ..RunSpec::default()
     }
 }
 

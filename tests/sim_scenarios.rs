@@ -13,8 +13,7 @@ fn sim(scenario: &str, nodes: usize, seed: u64, secs: Option<u64>, loss: Option<
         seed,
         duration: secs.map(Duration::from_secs),
         loss,
-        no_lifeguard: false,
-        crash_at: None,
+        ..RunSpec::default()
     };
     let out = run(&spec).expect("valid spec");
     assert!(
@@ -132,8 +131,7 @@ fn bad_specs_are_refused() {
         seed: 1,
         duration: None,
         loss: None,
-        no_lifeguard: false,
-        crash_at: None,
+        ..RunSpec::default()
     };
     assert!(run(&spec).is_err());
     spec.scenario = "loss".into();

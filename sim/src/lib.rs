@@ -19,7 +19,7 @@ use roster::node::Config;
 pub use report::Report;
 
 /// What to run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RunSpec {
     /// Scenario name.
     pub scenario: String,
@@ -36,6 +36,8 @@ pub struct RunSpec {
     /// Also crash one random healthy node (running, not impaired by the
     /// network model) at this time, so any scenario measures detection.
     pub crash_at: Option<Duration>,
+    /// Overrides `Config::judge_max_health`.
+    pub judge_max_health: Option<u8>,
 }
 
 /// Why a run could not start.
@@ -90,6 +92,9 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, SpecError> {
     }
     let mut config = Config::for_cluster(spec.nodes);
     config.lifeguard = !spec.no_lifeguard;
+    if let Some(j) = spec.judge_max_health {
+        config.judge_max_health = j;
+    }
     if sc.name == "voter-crash-2of5" {
         config.meta.target_voters = 5;
     }

@@ -93,6 +93,10 @@ struct Knobs {
     /// network model does not impair at that moment).
     #[arg(long)]
     crash_at: Option<f64>,
+    /// Lifeguard: highest local health score at which a node still reaches
+    /// Down verdicts of its own (`Config::judge_max_health`).
+    #[arg(long)]
+    judge_max_health: Option<u8>,
 }
 
 impl Knobs {
@@ -106,6 +110,7 @@ impl Knobs {
             loss: self.loss,
             no_lifeguard: self.no_lifeguard,
             crash_at: secs("--crash-at", self.crash_at)?,
+            judge_max_health: self.judge_max_health,
         })
     }
 
@@ -123,6 +128,9 @@ impl Knobs {
         }
         if let Some(t) = self.crash_at {
             extra += &format!(" --crash-at {t}");
+        }
+        if let Some(j) = self.judge_max_health {
+            extra += &format!(" --judge-max-health {j}");
         }
         extra
     }

@@ -156,6 +156,9 @@ pub struct Measured {
     pub delta_delays: Vec<Nanos>,
     pub delta_coverage: Option<f64>,
     pub heal_converged: Option<Nanos>,
+    /// From the first partition until every running node holds exactly the
+    /// running members of its own side active (the other side Down).
+    pub split_detected: Option<Nanos>,
     pub window_bytes: u64,
     pub window_msgs: u64,
     pub window_secs: f64,
@@ -215,6 +218,7 @@ pub struct World {
     crashes: Vec<(usize, Identity, Nanos, Vec<usize>)>,
     faults_end: Option<Nanos>,
     heal_at: Option<Nanos>,
+    split_at: Option<Nanos>,
     window_start: Option<(Nanos, u64, u64)>,
     jumper: Option<usize>,
     end: Nanos,
@@ -258,6 +262,7 @@ impl World {
             crashes: Vec::new(),
             faults_end: None,
             heal_at: None,
+            split_at: None,
             window_start: None,
             jumper: None,
             end,
@@ -475,6 +480,12 @@ impl World {
         }
     }
 
+    /// Whether the network model impairs node `n` (see
+    /// [`Network::impaired`]).
+    fn impaired(&self, n: usize) -> bool {
+        self.net.impaired(n)
+    }
+
     fn slot_of(&self, id: &NodeId) -> Option<usize> {
         // Ids are "n{index}".
         id.as_str()
@@ -504,7 +515,7 @@ impl World {
                         .as_ref()
                         .is_some_and(|x| x.identity().generation == id.generation && !x.has_left());
                     let healthy = alive
-                        && !self.net.impaired(j)
+                        && !self.impaired(j)
                         && self.net.connected(n, j)
                         && self.net.connected(j, n);
                     // A verdict formed from evidence gathered before the
@@ -519,10 +530,12 @@ impl World {
                     if healthy && settled {
                         self.m.false_downs += 1;
                         if self.m.false_down_detail.len() < 10 {
+                            let health = self.slots[n].node.as_ref().map(|x| x.health_score());
                             self.m.false_down_detail.push(format!(
-                                "t={:.1}s {} declared {} Down",
+                                "t={:.1}s {} (health {health:?}{}) declared {} Down",
                                 self.now as f64 / SEC as f64,
                                 self.slots[n].id,
+                                if self.impaired(n) { ", impaired" } else { "" },
                                 id
                             ));
                         }
@@ -720,6 +733,9 @@ impl World {
             Action::Partition(p) => {
                 if p.is_none() && self.net.partition.is_some() {
                     self.heal_at = Some(self.now);
+                }
+                if p.is_some() && self.split_at.is_none() {
+                    self.split_at = Some(self.now);
                 }
                 self.net.partition = p;
                 self.topology_changed = Some(self.now);
@@ -1010,6 +1026,20 @@ impl World {
         true
     }
 
+    /// While a partition is in force: whether every running node holds
+    /// exactly the running members of its own side active.
+    fn split_seen(&self) -> bool {
+        let Some(groups) = &self.net.partition else {
+            return false;
+        };
+        let running = self.running();
+        running.iter().all(|&i| {
+            let side = running.iter().filter(|&&j| groups[j] == groups[i]).count();
+            let node = self.slots[i].node.as_ref().expect("running");
+            node.active_members() == side - 1
+        })
+    }
+
     fn periodic_check(&mut self) {
         let running = self.running();
         if running.is_empty() {
@@ -1048,6 +1078,12 @@ impl World {
             && self.converged(true)
         {
             self.m.heal_converged = Some(self.now - h);
+        }
+        if let Some(at) = self.split_at
+            && self.m.split_detected.is_none()
+            && self.split_seen()
+        {
+            self.m.split_detected = Some(self.now - at);
         }
         self.m.peak_live = self.m.peak_live.max(running.len());
         if self.now.is_multiple_of(SEC) {

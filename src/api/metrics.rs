@@ -122,9 +122,21 @@ pub fn render(
     );
     counter(
         &mut r,
+        "roster_stray_turn_undead_dropped",
+        "\"You are Down\" messages for an already refuted suspicion, not sent",
+        node.stray_turn_undead_dropped,
+    );
+    counter(
+        &mut r,
         "roster_downs_declared",
         "Members this node declared Down",
         node.downs_declared,
+    );
+    counter(
+        &mut r,
+        "roster_downs_adopted",
+        "Down verdicts adopted from another member while too unhealthy to judge",
+        node.downs_adopted,
     );
     counter(
         &mut r,

@@ -79,6 +79,16 @@ pub struct Config {
     /// scaled by `1 + score`. 8, as Lifeguard's paper and memberlist
     /// `AwarenessMaxMultiplier`.
     pub max_health_score: u8,
+    /// Highest local health score at which this node still reaches Down
+    /// verdicts of its own; above it, it adopts the verdicts other members
+    /// gossip and defers the rest (Lifeguard). Default 0: only a node whose
+    /// probes have been succeeding judges others. Measured on the
+    /// simulator (200 nodes, flaky-node with `--crash-at 120`, seeds
+    /// 1-50): with 0, no healthy member was declared Down; with 1 or 2, a
+    /// node losing 80% of its datagrams declared one in 3 of 50 runs (its
+    /// score climbs slowly because its probes are slowed by the same score),
+    /// with 4 in 8; detection of a real crash is as fast.
+    pub judge_max_health: u8,
     /// How long a Down member is remembered. 24 h (foca's default).
     pub remove_down_after: Duration,
     /// Limits on each node's state.
@@ -152,6 +162,7 @@ impl Config {
             max_drift: Duration::from_millis(500),
             lifeguard: true,
             max_health_score: 8,
+            judge_max_health: 0,
             remove_down_after: Duration::from_secs(24 * 3600),
             state_limits: StateLimits::default(),
             leave_fanout: 5,
@@ -268,7 +279,11 @@ impl Config {
         c.max_packet_size =
             NonZeroUsize::new(self.max_datagram_bytes.get() - crate::wire::ENVELOPE_BYTES)
                 .expect("validated above 512");
-        // Down members learn it from the final check and push-pull instead.
+        // A member this node declares Down is told so ("you are Down"), as
+        // is a member it holds Down that sends it anything: with Lifeguard
+        // the member answers with a refutation, which brings it back if it
+        // is alive (roster never sends this for a suspicion that was
+        // refuted: see `Io::send_to`).
         c.notify_down_members = true;
         c.periodic_announce = None;
         c.periodic_announce_to_down_members = None;

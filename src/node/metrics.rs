@@ -71,6 +71,9 @@ pub struct Metrics {
     pub downs_deferred: u64,
     /// Members this node declared Down.
     pub downs_declared: u64,
+    /// Of those, verdicts adopted from another member's gossiped Down while
+    /// this node was too unhealthy to judge.
+    pub downs_adopted: u64,
     /// Times this node had to rejoin under a new identity.
     pub forced_rejoins: u64,
     /// "You are Down" messages answered with a refutation instead of a rejoin.
@@ -78,6 +81,9 @@ pub struct Metrics {
     /// "You are Down" messages not refuted again because this node had
     /// refuted within the last probe period.
     pub refutations_rate_limited: u64,
+    /// "You are Down" messages foca asked to send for a suspicion that had
+    /// already been refuted (foca applied no Down), and that were dropped.
+    pub stray_turn_undead_dropped: u64,
     /// Locally Down members brought back after proving a higher incarnation.
     pub resurrections: u64,
     /// Push-pull exchanges started.

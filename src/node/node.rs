@@ -105,8 +105,6 @@ pub struct Node {
     /// Members this node declared Down, with the incarnation they were
     /// declared at: a packet proving a higher one brings them back.
     downs: BTreeMap<NodeId, (Identity, Incarnation)>,
-    /// Incarnation of the Down verdict being delivered to foca right now.
-    pending_down: Option<(Identity, Incarnation)>,
     verifications: BTreeMap<NodeId, Verification>,
     seeds: Vec<SocketAddr>,
     /// Seeds that answered a join request.
@@ -117,8 +115,12 @@ pub struct Node {
     events: VecDeque<Event>,
     metrics: Metrics,
     prescan_buf: Vec<Member<Identity>>,
-    /// Suspicions read from a packet, acted on once foca has applied it.
-    gossiped_suspects: Vec<(Identity, Incarnation)>,
+    /// Suspicions read from a packet (`true`: a Down verdict), acted on
+    /// once foca has applied it.
+    gossiped_suspects: Vec<(Identity, Incarnation, bool)>,
+    /// Members another node declared Down (a gossiped Down), at the highest
+    /// incarnation reported, while the suspicion lasts here.
+    reported_down: BTreeMap<NodeId, Incarnation>,
     unpark_pending: bool,
     /// When this node last raised its incarnation to refute a claim.
     last_refutation: Option<Duration>,
@@ -196,6 +198,9 @@ impl Node {
             probe_failures: 0,
             probes_sent: 0,
             tx: Default::default(),
+            verdict: None,
+            probe: None,
+            stray_turn_undead: 0,
         };
         let config_meta = config.meta.clone();
         let mut node = Self {
@@ -207,7 +212,6 @@ impl Node {
             rng,
             members: BTreeMap::new(),
             downs: BTreeMap::new(),
-            pending_down: None,
             verifications: BTreeMap::new(),
             seeds: Vec::new(),
             answered_seeds: Vec::new(),
@@ -218,6 +222,7 @@ impl Node {
             metrics: Metrics::default(),
             prescan_buf: Vec::new(),
             gossiped_suspects: Vec::new(),
+            reported_down: BTreeMap::new(),
             unpark_pending: false,
             last_refutation: None,
             accusers: BTreeMap::new(),
@@ -600,6 +605,7 @@ impl Node {
         m.probe_failures = self.io.probe_failures;
         m.probes_sent = self.io.probes_sent;
         m.health_score = self.io.health;
+        m.stray_turn_undead_dropped = self.io.stray_turn_undead;
         let c = self.shared.lock().counters;
         m.hlc_drift_rejections = c.drift_rejections;
         m.invalid_items += c.invalid_items;
@@ -682,8 +688,8 @@ impl Node {
         }
         let r = self.swim.handle_data(packet, &mut self.io);
         self.drain_notifications();
-        for (id, inc) in std::mem::take(&mut self.gossiped_suspects) {
-            self.suspect_from_gossip(id, inc);
+        for (id, inc, down) in std::mem::take(&mut self.gossiped_suspects) {
+            self.suspect_from_gossip(id, inc, down);
         }
         match r {
             Ok(()) => Ok(()),
@@ -703,10 +709,14 @@ impl Node {
                     ..
                 } = t
                 {
-                    self.pending_down = Some((member_id.clone(), incarnation));
+                    self.io.verdict = Some(swim::Verdict {
+                        member: member_id.clone(),
+                        incarnation,
+                        applied: false,
+                    });
                 }
                 let _ = self.swim.handle_timer(t, &mut self.io);
-                self.pending_down = None;
+                self.note_verdict();
             }
             TimerKind::Suspect {
                 member,
@@ -841,6 +851,17 @@ impl Node {
         }
     }
 
+    /// Records the incarnation of a Down verdict foca just applied, so that
+    /// only a claim past it brings the member back (see `observe`).
+    fn note_verdict(&mut self) {
+        if let Some(v) = self.io.verdict.take()
+            && v.applied
+        {
+            self.downs
+                .insert(v.member.id.clone(), (v.member, v.incarnation));
+        }
+    }
+
     /// Brings the member view up to date with what foca reported.
     fn drain_notifications(&mut self) {
         for n in std::mem::take(&mut self.io.notes) {
@@ -850,6 +871,13 @@ impl Node {
 
     fn on_notification(&mut self, n: OwnedNotification<Identity>) {
         let now = self.io.now;
+        // A member's suspicion ends when it goes up, down or is replaced.
+        if let OwnedNotification::MemberUp(id)
+        | OwnedNotification::MemberDown(id)
+        | OwnedNotification::Rename(id, _) = &n
+        {
+            self.reported_down.remove(&id.id);
+        }
         match n {
             OwnedNotification::MemberUp(id) => {
                 self.downs.remove(&id.id);
@@ -875,7 +903,9 @@ impl Node {
                 let state = if left {
                     MemberState::Left
                 } else {
-                    let at = match &self.pending_down {
+                    // The incarnation of this node's own verdict (see
+                    // `note_verdict`); 0 for a Down learned otherwise.
+                    let at = match self.downs.get(&id.id) {
                         Some((m, inc)) if *m == id => *inc,
                         _ => 0,
                     };

@@ -314,6 +314,16 @@ pub(crate) enum TimerKind {
     MetaTick,
 }
 
+/// A Down verdict handed to foca: foca applies it only if it still holds
+/// the member at the suspected incarnation.
+#[derive(Debug, Clone)]
+pub(crate) struct Verdict {
+    pub(crate) member: Identity,
+    pub(crate) incarnation: Incarnation,
+    /// foca reported the member Down while handling it.
+    pub(crate) applied: bool,
+}
+
 /// foca's runtime: collects what foca asks for.
 pub(crate) struct Io {
     pub(crate) now: Duration,
@@ -332,6 +342,15 @@ pub(crate) struct Io {
     /// Direct and indirect probe requests sent.
     pub(crate) probes_sent: u64,
     pub(crate) tx: super::metrics::Traffic,
+    /// The Down verdict being handed to foca right now (see
+    /// [`Io::send_to`]).
+    pub(crate) verdict: Option<Verdict>,
+    /// The probe in progress (foca's probe number) and whether an ack for
+    /// it has been counted.
+    pub(crate) probe: Option<(foca::ProbeNumber, bool)>,
+    /// "You are Down" messages foca tried to send about a verdict it did
+    /// not apply, and that were not sent.
+    pub(crate) stray_turn_undead: u64,
 }
 
 impl Io {
@@ -352,6 +371,20 @@ impl Io {
 
     pub(crate) fn health_down(&mut self) {
         self.health = self.health.saturating_sub(1);
+    }
+
+    /// An ack (direct or forwarded) for probe `n` arrived: the first one for
+    /// the current probe lowers the health score (Lifeguard: one point per
+    /// successful probe, as memberlist's awareness; a late direct ack and
+    /// the relays' forwarded acks for the same probe count once).
+    pub(crate) fn probe_acked(&mut self, n: foca::ProbeNumber) {
+        if let Some((p, credited)) = &mut self.probe
+            && *p == n
+            && !*credited
+        {
+            *credited = true;
+            self.health_down();
+        }
     }
 
     /// Queues an encoded message.
@@ -378,11 +411,15 @@ impl foca::Runtime<Identity> for Io {
         match n {
             Notification::DataSent(h) => {
                 self.self_incarnation = h.src_incarnation;
-                if matches!(
-                    h.message,
-                    foca::Message::Ping(_) | foca::Message::PingReq { .. }
-                ) {
-                    self.probes_sent += 1;
+                match h.message {
+                    foca::Message::Ping(n) => {
+                        self.probes_sent += 1;
+                        if self.probe.is_none_or(|(p, _)| p != n) {
+                            self.probe = Some((n, false));
+                        }
+                    }
+                    foca::Message::PingReq { .. } => self.probes_sent += 1,
+                    _ => {}
                 }
             }
             Notification::DataReceived(_) => {}
@@ -390,11 +427,33 @@ impl foca::Runtime<Identity> for Io {
                 self.probe_failures += 1;
                 self.health_up();
             }
+            Notification::MemberDown(id) => {
+                if let Some(v) = &mut self.verdict
+                    && v.member == *id
+                {
+                    v.applied = true;
+                }
+                self.notes.push(Notification::MemberDown(id).to_owned());
+            }
             other => self.notes.push(other.to_owned()),
         }
     }
 
     fn send_to(&mut self, to: Identity, data: &[u8]) {
+        // foca answers an expired suspicion timer with "you are Down" to the
+        // suspect even when the member is no longer at the suspected
+        // incarnation (it refuted) and nothing was applied: the only message
+        // foca sends while handling that timer is this one. Sent, it makes a
+        // healthy member refute again and count one more accuser, and with
+        // every node timing the same gossiped suspicion it arrives from
+        // nearly every member at once.
+        if let Some(v) = &self.verdict
+            && !v.applied
+            && v.member == to
+        {
+            self.stray_turn_undead += 1;
+            return;
+        }
         self.send(to.addr, Kind::Swim, wire::encode_swim(data));
     }
 

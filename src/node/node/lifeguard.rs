@@ -16,18 +16,24 @@ impl Node {
             self.answer_you_are_down(&h.src.id);
             return true;
         }
-        if matches!(
-            h.message,
-            foca::Message::Ack(_) | foca::Message::ForwardedAck { .. }
-        ) {
-            self.io.health_down();
+        match h.message {
+            foca::Message::Ack(n)
+            | foca::Message::ForwardedAck {
+                probe_number: n, ..
+            } => {
+                self.io.probe_acked(n);
+            }
+            _ => {}
         }
         self.observe(&h.src, h.src_incarnation, State::Alive);
         for m in &p.updates {
             self.observe(m.id(), m.incarnation(), m.state());
             if m.state() != State::Alive {
-                self.gossiped_suspects
-                    .push((m.id().clone(), m.incarnation()));
+                self.gossiped_suspects.push((
+                    m.id().clone(),
+                    m.incarnation(),
+                    m.state() == State::Down,
+                ));
             }
         }
         false
@@ -101,6 +107,7 @@ impl Node {
                 .handle_timer(Timer::RemoveDown(id.clone()), &mut self.io);
         }
         if refuted {
+            self.reported_down.remove(&id.id);
             self.metrics.suspicions_refuted += 1;
             self.events.push_back(Event::MemberRefuted(id.clone()));
         }
@@ -164,17 +171,18 @@ impl Node {
         })
     }
 
-    /// Lifeguard: a node failing most of its own probes (score above half
-    /// the maximum) is more likely the problem than the member it suspects,
-    /// so it defers Down verdicts until it recovers. A node on one side of a
-    /// partition fails only some probes and keeps judging.
+    /// Lifeguard: a node whose own probes fail (local health score above
+    /// [`Config::judge_max_health`]) is more likely the problem than the
+    /// member it suspects, so it reaches no Down verdict of its own: it
+    /// adopts the verdicts of others (see [`Self::adopt_reported_down`]) and
+    /// defers the rest until it recovers.
     pub(super) fn too_unhealthy_to_judge(&self) -> bool {
-        self.config.lifeguard
-            && u16::from(self.io.health) * 2 > u16::from(self.config.max_health_score)
+        self.config.lifeguard && self.io.health > self.config.judge_max_health
     }
 
-    /// Puts a Down verdict off (never drops it) while this node is too
-    /// unhealthy to judge: the suspicion runs again after one scaled probe
+    /// A node too unhealthy to judge: adopts a Down that another member
+    /// declared and gossiped about this suspicion, else puts the verdict off
+    /// (never drops it): the suspicion runs again after one scaled probe
     /// period.
     fn defer_verdict(
         &mut self,
@@ -182,9 +190,43 @@ impl Node {
         incarnation: Incarnation,
         token: foca::TimerToken,
     ) {
+        if self.adopt_reported_down(&member) {
+            return;
+        }
         self.metrics.downs_deferred += 1;
         let wait = self.config.probe_period * self.io.health_multiplier();
         self.rearm_suspicion(wait, member, incarnation, token);
+    }
+
+    /// Declares `member` Down on the word of another member that declared
+    /// it Down (a gossiped Down) at an incarnation this node has seen no
+    /// refutation past. `false` when there is no such report.
+    pub(super) fn adopt_reported_down(&mut self, member: &Identity) -> bool {
+        let Some(&at) = self.reported_down.get(&member.id) else {
+            return false;
+        };
+        let current = self.members.get(&member.id).is_some_and(|v| {
+            v.identity == *member
+                && matches!(v.state, MemberState::Alive | MemberState::Suspect)
+                && v.incarnation <= at
+        });
+        if !current {
+            self.reported_down.remove(&member.id);
+            return false;
+        }
+        self.metrics.downs_adopted += 1;
+        self.io.verdict = Some(swim::Verdict {
+            member: member.clone(),
+            incarnation: at,
+            applied: false,
+        });
+        let _ = self.swim.apply_many(
+            std::iter::once(Member::new(member.clone(), at, State::Down)),
+            true,
+            &mut self.io,
+        );
+        self.note_verdict();
+        true
     }
 
     /// Runs the suspicion of `member` at `incarnation` again after `wait`.
@@ -210,11 +252,39 @@ impl Node {
     /// every node confirms a failure itself, so it starts its own suspicion
     /// timer here (SWIM §4.2: a suspected member has the suspicion timeout
     /// to refute).
-    pub(super) fn suspect_from_gossip(&mut self, id: Identity, incarnation: Incarnation) {
+    /// `down`: the claim was a Down verdict; a node too unhealthy to judge
+    /// adopts it once its own suspicion has run out.
+    pub(super) fn suspect_from_gossip(
+        &mut self,
+        id: Identity,
+        incarnation: Incarnation,
+        down: bool,
+    ) {
         let Some(v) = self.members.get_mut(&id.id) else {
             return;
         };
-        if v.identity != id || v.state != MemberState::Alive || incarnation < v.incarnation {
+        if v.identity != id || incarnation < v.incarnation {
+            return;
+        }
+        if down && matches!(v.state, MemberState::Alive | MemberState::Suspect) {
+            let ran_out = v.state == MemberState::Suspect
+                && self.io.now >= v.since + self.config.suspect_to_down_after;
+            let at = self
+                .reported_down
+                .entry(id.id.clone())
+                .or_insert(incarnation);
+            *at = (*at).max(incarnation);
+            // Its own suspicion already ran out and was put off: the
+            // verdict need not wait for the next deferral.
+            if ran_out && self.too_unhealthy_to_judge() {
+                self.adopt_reported_down(&id);
+                return;
+            }
+        }
+        let Some(v) = self.members.get_mut(&id.id) else {
+            return;
+        };
+        if v.state != MemberState::Alive {
             return;
         }
         v.state = MemberState::Suspect;
@@ -244,8 +314,7 @@ impl Node {
         token: foca::TimerToken,
     ) {
         if !self.still_suspected(&member, incarnation) {
-            // Refuted or replaced: foca's own check turns this into a no-op.
-            self.deliver_down(member, incarnation, token);
+            self.settle_stale_suspicion(&member, incarnation);
             return;
         }
         if self.too_unhealthy_to_judge() {
@@ -301,7 +370,8 @@ impl Node {
             _ => None,
         };
         match answered {
-            Some(inc) if inc > incarnation => self.deliver_down(member, incarnation, token),
+            // Refuted: the answer already told foca (see `on_verify_ack`).
+            Some(inc) if inc > incarnation => {}
             Some(_) => {
                 // Answered without refuting yet: give the refutation time.
                 let wait = self.config.suspect_to_down_after;
@@ -318,6 +388,21 @@ impl Node {
                 self.defer_verdict(member, incarnation, token);
             }
             None => self.deliver_down(member, incarnation, token),
+        }
+    }
+
+    /// A suspicion timer ran out after the suspicion ended (the member
+    /// refuted, was replaced or is already Down): nothing goes to foca. If
+    /// this node saw the refutation in a packet foca ignored (foca drops the
+    /// updates carried by a member it holds Down), foca is told it here, so
+    /// it does not keep the member Suspect.
+    fn settle_stale_suspicion(&mut self, member: &Identity, incarnation: Incarnation) {
+        let Some(v) = self.members.get(&member.id) else {
+            return;
+        };
+        if v.identity == *member && v.state == MemberState::Alive && v.incarnation > incarnation {
+            let m = Member::new(member.clone(), v.incarnation, State::Alive);
+            let _ = self.swim.apply_many(std::iter::once(m), true, &mut self.io);
         }
     }
 

@@ -237,6 +237,7 @@ impl Node {
         let mut updates = Vec::new();
         let mut refute_at = None;
         let mut observed = Vec::new();
+        let mut suspects = Vec::new();
         for m in list {
             if m.identity.id == self.identity.id {
                 if m.identity == self.identity
@@ -273,6 +274,12 @@ impl Node {
                     }
                 }
             };
+            // A Down read as a suspicion is kept as a report even when it
+            // is no news to foca: a node too unhealthy to judge adopts it.
+            let down = m.state == WireState::Down;
+            if state == State::Suspect && (news || down) {
+                suspects.push((m.identity.clone(), m.incarnation, down));
+            }
             if news {
                 updates.push(Member::new(m.identity.clone(), m.incarnation, state));
             }
@@ -281,11 +288,6 @@ impl Node {
         if let Some(inc) = refute_at {
             self.refute(inc);
         }
-        let suspects: Vec<(Identity, Incarnation)> = updates
-            .iter()
-            .filter(|m| m.state() == State::Suspect)
-            .map(|m| (m.id().clone(), m.incarnation()))
-            .collect();
         for (id, inc, claim) in observed {
             self.observe(&id, inc, claim);
         }
@@ -296,8 +298,8 @@ impl Node {
         }
         self.drain_notifications();
         if self.config.lifeguard {
-            for (id, inc) in suspects {
-                self.suspect_from_gossip(id, inc);
+            for (id, inc, down) in suspects {
+                self.suspect_from_gossip(id, inc, down);
             }
         }
     }

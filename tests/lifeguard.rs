@@ -1,0 +1,240 @@
+//! Lifeguard at the level of `Node`: a few nodes wired together by a
+//! hand-driven network, so a test decides exactly which datagrams are lost.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use roster::node::{Config, Generation, Identity, MemberState, Node, NodeId, Now};
+use roster::wire::{Kind, Message};
+
+fn now(ms: u64) -> Now {
+    Now {
+        mono: Duration::from_millis(ms),
+        wall_ms: 1_767_225_600_000 + ms,
+    }
+}
+
+/// Which datagrams get through: `(time in ms, from, to)`, nodes by index.
+type Links = dyn Fn(u64, usize, usize) -> bool;
+
+/// Nodes on a lossless network with a 1 ms hop, stepped 10 ms at a time.
+struct Net {
+    nodes: Vec<Node>,
+    t: u64,
+    /// Messages in flight: (deliver at, from, to, stream, bytes).
+    flight: Vec<(u64, usize, usize, bool, Vec<u8>)>,
+    /// Every SWIM packet sent: (time, from, to, packet).
+    swim_log: Vec<(u64, usize, usize, Vec<u8>)>,
+}
+
+impl Net {
+    fn new(n: usize, config: Config) -> Self {
+        let nodes: Vec<Node> = (0..n)
+            .map(|i| {
+                let addr: SocketAddr = format!("127.0.0.1:{}", 7000 + i).parse().unwrap();
+                let id = Identity::new(NodeId::new(format!("n{i}")).unwrap(), addr, Generation(1));
+                Node::new(id, config.clone(), 1 + i as u64, now(0)).unwrap()
+            })
+            .collect();
+        let mut net = Self {
+            nodes,
+            t: 0,
+            flight: Vec::new(),
+            swim_log: Vec::new(),
+        };
+        let first = net.nodes[0].identity().addr;
+        for i in 1..n {
+            net.nodes[i].join(now(0), [first]);
+        }
+        net
+    }
+
+    fn index_of(&self, addr: SocketAddr) -> Option<usize> {
+        self.nodes.iter().position(|n| n.identity().addr == addr)
+    }
+
+    /// Runs until `done` holds (returns the time) or `until_ms` passes
+    /// (panics), delivering what `links` lets through.
+    fn run_until(&mut self, until_ms: u64, links: &Links, done: impl Fn(&Net) -> bool) -> u64 {
+        while self.t < until_ms {
+            if done(self) {
+                return self.t;
+            }
+            self.step(links);
+        }
+        panic!("condition not reached within {until_ms} ms");
+    }
+
+    /// Runs for `ms` whatever happens.
+    fn run_for(&mut self, ms: u64, links: &Links) {
+        let end = self.t + ms;
+        while self.t < end {
+            self.step(links);
+        }
+    }
+
+    fn step(&mut self, links: &Links) {
+        self.t += 10;
+        let t = self.t;
+        let due: Vec<_> = {
+            let (due, later) = std::mem::take(&mut self.flight)
+                .into_iter()
+                .partition(|f| f.0 <= t);
+            self.flight = later;
+            due
+        };
+        for (_, from, to, stream, bytes) in due {
+            let src = self.nodes[from].identity().addr;
+            let node = &mut self.nodes[to];
+            let _ = if stream {
+                node.handle_message(now(t), src, &bytes)
+            } else {
+                node.handle_datagram(now(t), src, &bytes)
+            };
+        }
+        for i in 0..self.nodes.len() {
+            self.nodes[i].handle_timeout(now(t));
+            while let Some(tx) = self.nodes[i].poll_transmit() {
+                let Some(to) = self.index_of(tx.dst) else {
+                    continue;
+                };
+                let stream = tx.kind.is_stream();
+                if tx.kind == Kind::Swim
+                    && let Ok(Message::Swim(p)) = Message::decode(&tx.bytes)
+                {
+                    self.swim_log.push((t, i, to, p.to_vec()));
+                }
+                // `links` cuts streams and datagrams alike (streams are
+                // reliable against loss, not against a cut).
+                if links(t, i, to) {
+                    self.flight.push((t + 1, i, to, stream, tx.bytes));
+                }
+            }
+            while self.nodes[i].poll_event().is_some() {}
+        }
+    }
+
+    fn state_of(&self, observer: usize, member: usize) -> Option<MemberState> {
+        let id = &self.nodes[member].identity().id;
+        self.nodes[observer].member(id).map(|v| v.state)
+    }
+}
+
+fn all_links(_: u64, _: usize, _: usize) -> bool {
+    true
+}
+
+/// Whether a SWIM packet is foca's "you are Down" (`TurnUndead`).
+fn is_turn_undead(packet: &[u8]) -> bool {
+    postcard::take_from_bytes::<foca::Header<Identity>>(packet)
+        .is_ok_and(|(h, _)| h.message == foca::Message::TurnUndead)
+}
+
+fn joined(net: &Net) -> bool {
+    let n = net.nodes.len();
+    net.nodes.iter().all(|x| x.active_members() == n - 1)
+}
+
+/// SWIM §4.2 with Lifeguard: a suspicion the member refutes ends there.
+/// Every node times a gossiped suspicion itself; when those timers run out
+/// after the refutation, no node may tell the member "you are Down" (each
+/// such message forces one more refutation and counts one more accuser
+/// against the member's health).
+#[test]
+fn refuted_suspicion_sends_no_you_are_down_to_the_member() {
+    let mut net = Net::new(4, Config::local());
+    net.run_until(20_000, &all_links, joined);
+    let victim = 3;
+    // Nothing from the victim gets through for 1.2 s: whoever probes it in
+    // that time suspects it; the victim still hears the suspicion and
+    // refutes, and its refutation spreads once it can send again.
+    let start = net.t;
+    let cut = move |t: u64, from: usize, _to: usize| from != victim || t >= start + 1_200;
+    let suspected = net.run_until(start + 30_000, &cut, |n| {
+        (0..n.nodes.len())
+            .filter(|&i| i != victim)
+            .any(|i| n.state_of(i, victim) == Some(MemberState::Suspect))
+    });
+    let refuted_at = net.run_until(suspected + 30_000, &cut, |n| {
+        n.nodes[victim].incarnation() >= 1
+            && (0..n.nodes.len())
+                .filter(|&i| i != victim)
+                .all(|i| n.state_of(i, victim) == Some(MemberState::Alive))
+    });
+    // Every suspicion timer started for it has run out well after this.
+    let log_from = net.swim_log.len();
+    net.run_for(10_000, &all_links);
+    let undead: Vec<_> = net.swim_log[log_from..]
+        .iter()
+        .filter(|(_, _, to, p)| *to == victim && is_turn_undead(p))
+        .map(|(t, from, _, _)| (t, from))
+        .collect();
+    assert!(
+        undead.is_empty(),
+        "\"you are Down\" sent to the refuted member after {refuted_at} ms: {undead:?}"
+    );
+    // The case was exercised: some node saw the refutation while its own
+    // suspicion timer was running (timers are never dropped, so it ran out
+    // within the 10 s above).
+    let saw_refuted: u64 = (0..victim)
+        .map(|i| net.nodes[i].metrics().suspicions_refuted)
+        .sum();
+    assert!(saw_refuted >= 1, "no node saw the suspicion refuted");
+    let v = net.nodes[victim].metrics();
+    assert_eq!(v.turn_undead_refuted, 0);
+    assert_eq!(v.forced_rejoins, 0);
+    for i in 0..victim {
+        assert_eq!(net.state_of(i, victim), Some(MemberState::Alive));
+        assert_eq!(net.nodes[i].metrics().downs_declared, 0);
+    }
+}
+
+/// Lifeguard: a node whose own probes fail is the likelier problem, so it
+/// reaches no Down verdict of its own; it adopts the verdict of members that
+/// reached one (a gossiped Down) instead of keeping a crashed member Suspect
+/// until its own health recovers.
+#[test]
+fn a_node_too_unhealthy_to_judge_adopts_a_gossiped_down() {
+    let mut net = Net::new(5, Config::local());
+    net.run_until(20_000, &all_links, joined);
+    let (deaf, crashed) = (0, 4);
+    let start = net.t;
+    // `deaf` hears nothing for 8 s; `crashed` is gone for good from 3 s.
+    let links = move |t: u64, from: usize, to: usize| {
+        let gone = t >= start + 3_000 && (from == crashed || to == crashed);
+        let unheard = to == deaf && t < start + 8_000;
+        !gone && !unheard
+    };
+    net.run_for(8_000, &links);
+    assert!(
+        net.nodes[deaf].health_score() > Config::local().judge_max_health,
+        "the deaf node should be too unhealthy to judge, health {}",
+        net.nodes[deaf].health_score()
+    );
+    for i in 1..crashed {
+        assert_eq!(net.state_of(i, crashed), Some(MemberState::Down));
+    }
+    let heard_again = net.t;
+    let done = net.run_until(heard_again + 30_000, &links, |n| {
+        n.state_of(deaf, crashed) == Some(MemberState::Down)
+    });
+    let m = net.nodes[deaf].metrics();
+    assert!(
+        m.downs_adopted >= 1,
+        "held {:?} Down after {} ms without adopting: {m:?}",
+        net.state_of(deaf, crashed),
+        done - heard_again
+    );
+    // Not after its own health recovered (it takes tens of seconds).
+    assert!(
+        done - heard_again < 5_000,
+        "adopted only after {} ms",
+        done - heard_again
+    );
+    // It judged no healthy member, before or after.
+    net.run_for(10_000, &links);
+    for i in 1..crashed {
+        assert_eq!(net.state_of(deaf, i), Some(MemberState::Alive));
+    }
+    assert_eq!(net.nodes[deaf].metrics().downs_declared, 1);
+}
