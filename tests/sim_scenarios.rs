@@ -229,3 +229,138 @@ fn plot_draws_detection_spread_and_bandwidth() {
     let last = d.plot.spread.last().unwrap().1;
     assert!(last > 0.99, "{last}");
 }
+
+/// The simulator runs the agent's preset (`Config::lan()`); a node sizes
+/// its suspicion window, retransmissions and push-pull interval from the
+/// live member count itself, as memberlist does, so they grow as members
+/// join.
+#[test]
+fn a_nodes_timing_follows_the_live_member_count() {
+    use roster::node::Config;
+    use roster_sim::net::{MS, SEC};
+    use roster_sim::world::{Action, World};
+
+    let mut w = World::new(10, 3, Config::lan(), 120 * SEC);
+    for i in 0..10 {
+        w.at(i as u64 * 50 * MS, Action::Start(i));
+    }
+    w.run_until(20 * SEC);
+    let small = w.node(0).expect("running").timing();
+    assert_eq!(small.members, 10);
+    assert_eq!(small.suspicion_window, Duration::from_secs(3));
+    assert_eq!(small.retransmits.get(), 6);
+    assert_eq!(small.sync_interval, Duration::from_secs(10));
+    for k in 0..190 {
+        w.at(20 * SEC + k * 20 * MS, Action::AddNode);
+    }
+    w.run_until(60 * SEC);
+    let big = w.node(0).expect("running").timing();
+    assert_eq!(big.members, 200);
+    // 3 * log10(200) probe periods; 6 * log10(201); 10 s * (ceil(log2(200) - 5) + 1).
+    assert_eq!(big.suspicion_window.as_millis(), 6903);
+    assert_eq!(big.retransmits.get(), 13);
+    assert_eq!(big.sync_interval, Duration::from_secs(40));
+}
+
+/// Runs `spec` over seeds 1-10 on two threads; every run must pass all its
+/// checks (the `sim` helper's assertions), converge by the end and detect
+/// the `--crash-at` crash. Returns each seed's `detect_all_secs`.
+fn ten_seeds(spec: RunSpec) -> Vec<f64> {
+    let seeds: Vec<u64> = (1..=10).collect();
+    let out = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for part in seeds.chunks(5) {
+            let (spec, out) = (&spec, &out);
+            s.spawn(move || {
+                for &seed in part {
+                    let r = run(&RunSpec {
+                        seed,
+                        ..spec.clone()
+                    })
+                    .expect("valid spec");
+                    let name = &spec.scenario;
+                    assert!(
+                        r.violations.is_empty() && r.liveness_failed.is_none(),
+                        "{name} seed {seed}: {:?} {:?}",
+                        r.violations,
+                        r.liveness_failed
+                    );
+                    assert_eq!(
+                        r.report.false_downs, 0,
+                        "{name} seed {seed}: {:?}",
+                        r.false_down_detail
+                    );
+                    assert!(r.report.converged_at_end, "{name} seed {seed}");
+                    let d = r.report.detect_all_secs.expect("the crash was detected");
+                    out.lock().unwrap().push(d);
+                }
+            });
+        }
+    });
+    out.into_inner().unwrap()
+}
+
+/// Pinned: before the "you are Down" storm was stopped, every one of these
+/// seeds ended with the impaired nodes still holding the crashed node
+/// Suspect (Lifeguard deferrals), and detection took about 50 s.
+/// `roster-sim sweep --scenario flaky-node --crash-at 120 --nodes 200 --seeds 1..10`
+#[test]
+fn flaky_node_seeds_1_to_10_detect_a_crash_and_converge() {
+    let d = ten_seeds(RunSpec {
+        scenario: "flaky-node".into(),
+        nodes: 200,
+        crash_at: Some(Duration::from_secs(120)),
+        ..RunSpec::default()
+    });
+    assert!(d.iter().all(|&d| d < 20.0), "detect_all_secs {d:?}");
+}
+
+/// Pinned like the flaky-node seeds:
+/// `roster-sim sweep --scenario one-way --duration 150 --crash-at 50 --nodes 200 --seeds 1..10`
+#[test]
+fn one_way_seeds_1_to_10_detect_a_crash_and_converge() {
+    let d = ten_seeds(RunSpec {
+        scenario: "one-way".into(),
+        nodes: 200,
+        duration: Some(Duration::from_secs(150)),
+        crash_at: Some(Duration::from_secs(50)),
+        ..RunSpec::default()
+    });
+    assert!(d.iter().all(|&d| d < 20.0), "detect_all_secs {d:?}");
+}
+
+/// A frozen node (a GC or VM pause), 200 nodes: shorter than the suspicion
+/// window it is declared Down by no one; longer than a verdict it is
+/// declared Down, then Alive again everywhere at the same identity within
+/// 3 s of resuming; and it declares no one Down for what it missed (the
+/// `pause` scenario's own checks, see `roster-sim list`).
+#[test]
+fn a_paused_node_is_down_only_when_it_should_be_and_back_without_rejoining() {
+    for (pause, seed) in [(2, 1), (5, 2), (15, 3), (60, 4)] {
+        let out = run(&RunSpec {
+            scenario: "pause".into(),
+            nodes: 200,
+            seed,
+            pause: Some(Duration::from_secs(pause)),
+            ..RunSpec::default()
+        })
+        .expect("valid spec");
+        let r = &out.report;
+        assert!(
+            out.violations.is_empty() && out.liveness_failed.is_none(),
+            "pause {pause} s seed {seed}: {:?} {:?}",
+            out.violations,
+            out.liveness_failed
+        );
+        assert_eq!(r.false_downs, 0, "{:?}", out.false_down_detail);
+        let downs = r.pause_declared_down.unwrap();
+        if pause < 6 {
+            assert_eq!(downs, 0, "pause {pause} s");
+        } else {
+            assert!(downs > 0, "pause {pause} s");
+            assert!(r.pause_back_alive_secs.is_some_and(|b| b <= 3.0), "{r:?}");
+        }
+        assert_eq!(r.pause_node_declared_down, Some(0));
+        assert_eq!(r.pause_rejoined, Some(false));
+    }
+}

@@ -38,6 +38,8 @@ pub struct RunSpec {
     pub crash_at: Option<Duration>,
     /// Overrides `Config::judge_max_health`.
     pub judge_max_health: Option<u8>,
+    /// How long the `pause` scenario freezes its node.
+    pub pause: Option<Duration>,
 }
 
 /// Why a run could not start.
@@ -55,6 +57,9 @@ pub enum SpecError {
     /// Crash time outside the run.
     #[error("--crash-at must fall within the run's duration")]
     BadCrashAt,
+    /// `--pause` given to another scenario than `pause`.
+    #[error("--pause applies to the pause scenario only")]
+    PauseWithoutScenario,
 }
 
 /// A finished run.
@@ -83,14 +88,28 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, SpecError> {
     {
         return Err(SpecError::BadLoss);
     }
-    let dur = spec
-        .duration
-        .unwrap_or(Duration::from_secs(sc.default_secs));
+    if spec.pause.is_some() && sc.name != "pause" {
+        return Err(SpecError::PauseWithoutScenario);
+    }
+    let pause = (sc.name == "pause").then(|| {
+        spec.pause
+            .map_or(scenario::DEFAULT_PAUSE, |p| p.as_nanos() as u64)
+    });
+    // A pause leaves 30 s after it to recover.
+    let default_secs = match pause {
+        Some(p) => sc
+            .default_secs
+            .max((scenario::PAUSE_AT + p).div_ceil(net::SEC) + 30),
+        None => sc.default_secs,
+    };
+    let dur = spec.duration.unwrap_or(Duration::from_secs(default_secs));
     let end = dur.as_nanos() as u64;
     if spec.crash_at.is_some_and(|t| t >= dur) {
         return Err(SpecError::BadCrashAt);
     }
-    let mut config = Config::for_cluster(spec.nodes);
+    // The agent's default preset: the node sizes its timing from the live
+    // member count itself, as it does in an agent.
+    let mut config = Config::lan();
     config.lifeguard = !spec.no_lifeguard;
     if let Some(j) = spec.judge_max_health {
         config.judge_max_health = j;
@@ -100,7 +119,7 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, SpecError> {
     }
     let target_voters = config.meta.target_voters.min(spec.nodes);
     let mut w = world::World::new(spec.nodes, spec.seed, config, end);
-    scenario::setup(sc.name, &mut w, spec.nodes, end, spec.loss);
+    scenario::setup(sc.name, &mut w, spec.nodes, end, spec.loss, pause);
     if let Some(t) = spec.crash_at {
         w.at(t.as_nanos() as u64, world::Action::CrashHealthy);
     }
@@ -176,9 +195,49 @@ fn liveness(name: &str, r: &Report, target_voters: usize) -> Option<String> {
         "partition-heal" if r.heal_converged_secs.is_none() => {
             Some("the cluster did not converge after the partition healed".into())
         }
+        "pause" => pause_liveness(r),
         "delta" if r.delta_coverage != Some(1.0) => {
             Some(format!("delta coverage {:?} is not 1.0", r.delta_coverage))
         }
         _ => None,
     }
+}
+
+/// The `pause` scenario's expectations: a pause shorter than the suspicion
+/// window gets the node no Down; a pause longer than a whole verdict gets it
+/// Down, and then Alive again everywhere at the same identity within 3 s of
+/// resuming; the node itself declares no one Down for what it missed.
+fn pause_liveness(r: &Report) -> Option<String> {
+    let (Some(len), Some(window), Some(verdict)) =
+        (r.pause_secs, r.pause_window_secs, r.pause_verdict_secs)
+    else {
+        return Some("no node was paused".into());
+    };
+    let downs = r.pause_declared_down.unwrap_or(0);
+    if r.pause_node_declared_down.unwrap_or(0) > 0 {
+        return Some(format!(
+            "the paused node declared {} members Down after resuming",
+            r.pause_node_declared_down.unwrap_or(0)
+        ));
+    }
+    if r.pause_rejoined == Some(true) {
+        return Some("the paused node came back under a new identity".into());
+    }
+    if len < window && downs > 0 {
+        return Some(format!(
+            "a {len} s pause, shorter than the {window} s suspicion window, got the node declared Down {downs} times"
+        ));
+    }
+    if len > verdict && downs == 0 {
+        return Some(format!(
+            "a {len} s pause, longer than a {verdict} s verdict, got the node declared Down by no one"
+        ));
+    }
+    if downs > 0 && r.pause_back_alive_secs.is_none_or(|b| b > 3.0) {
+        return Some(format!(
+            "declared Down, the node was Alive everywhere again only after {:?} s (limit 3 s)",
+            r.pause_back_alive_secs
+        ));
+    }
+    None
 }

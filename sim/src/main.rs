@@ -97,6 +97,10 @@ struct Knobs {
     /// Down verdicts of its own (`Config::judge_max_health`).
     #[arg(long)]
     judge_max_health: Option<u8>,
+    /// How long the `pause` scenario freezes its node, in seconds (default
+    /// 15).
+    #[arg(long)]
+    pause: Option<f64>,
 }
 
 impl Knobs {
@@ -111,6 +115,7 @@ impl Knobs {
             no_lifeguard: self.no_lifeguard,
             crash_at: secs("--crash-at", self.crash_at)?,
             judge_max_health: self.judge_max_health,
+            pause: secs("--pause", self.pause)?,
         })
     }
 
@@ -128,6 +133,9 @@ impl Knobs {
         }
         if let Some(t) = self.crash_at {
             extra += &format!(" --crash-at {t}");
+        }
+        if let Some(p) = self.pause {
+            extra += &format!(" --pause {p}");
         }
         if let Some(j) = self.judge_max_health {
             extra += &format!(" --judge-max-health {j}");

@@ -28,6 +28,12 @@ pub struct Report {
     pub bytes_per_node_per_sec: Option<f64>,
     pub msgs_per_node_per_sec: Option<f64>,
     pub hlc_drift_rejections: u64,
+    /// Lifeguard counters summed over the nodes running at the end.
+    pub you_are_down_received: u64,
+    pub stray_you_are_down_dropped: u64,
+    pub downs_deferred: u64,
+    pub downs_adopted: u64,
+    pub final_checks: u64,
     pub hlc_drift_rejections_from_jumper: u64,
     pub invariant_violations: u64,
     pub converged_at_end: bool,
@@ -46,6 +52,20 @@ pub struct Report {
     pub placement_converged_secs: Option<f64>,
     pub placement_unconverged: usize,
     pub placement_dead_cleared_secs: Option<f64>,
+    /// The `pause` scenario: the pause, the node's suspicion window and its
+    /// whole verdict time (window and final check) when it froze, Down
+    /// verdicts about it, the time from resuming until every running node
+    /// held it Alive at the same identity, Down verdicts it reached itself
+    /// after resuming, whether it came back under a new identity, and the
+    /// arrivals its full receive buffer dropped.
+    pub pause_secs: Option<f64>,
+    pub pause_window_secs: Option<f64>,
+    pub pause_verdict_secs: Option<f64>,
+    pub pause_declared_down: Option<u64>,
+    pub pause_back_alive_secs: Option<f64>,
+    pub pause_node_declared_down: Option<u64>,
+    pub pause_rejoined: Option<bool>,
+    pub pause_dropped: Option<u64>,
 }
 
 fn secs(n: Nanos) -> f64 {
@@ -130,6 +150,11 @@ impl Report {
             bytes_per_node_per_sec: per_node_sec(m.window_bytes),
             msgs_per_node_per_sec: per_node_sec(m.window_msgs),
             hlc_drift_rejections: m.drift_rejections,
+            you_are_down_received: m.lifeguard.you_are_down_received,
+            stray_you_are_down_dropped: m.lifeguard.stray_you_are_down_dropped,
+            downs_deferred: m.lifeguard.downs_deferred,
+            downs_adopted: m.lifeguard.downs_adopted,
+            final_checks: m.lifeguard.final_checks,
             hlc_drift_rejections_from_jumper: m.drift_rejections_by_jumper,
             invariant_violations: w.checks.count,
             converged_at_end: m.converged_at_end,
@@ -168,6 +193,14 @@ impl Report {
                 .filter(|v| v.2.is_none())
                 .count(),
             placement_dead_cleared_secs: dead_cleared(m),
+            pause_secs: m.pause.as_ref().map(|p| secs(p.len)),
+            pause_window_secs: m.pause.as_ref().map(|p| secs(p.window)),
+            pause_verdict_secs: m.pause.as_ref().map(|p| secs(p.verdict)),
+            pause_declared_down: m.pause.as_ref().map(|p| p.declared_down),
+            pause_back_alive_secs: m.pause.as_ref().and_then(|p| p.back_alive.map(secs)),
+            pause_node_declared_down: m.pause.as_ref().map(|p| p.it_declared_down),
+            pause_rejoined: m.pause.as_ref().map(|p| p.rejoined),
+            pause_dropped: m.pause.as_ref().map(|p| p.dropped),
         }
     }
 }

@@ -49,6 +49,11 @@ pub const SCENARIOS: &[Scenario] = &[
         default_secs: 120,
     },
     Scenario {
+        name: "pause",
+        about: "one random node freezes at 30 s for --pause seconds (default 15; a GC or VM pause), then resumes with its timers overdue",
+        default_secs: 120,
+    },
+    Scenario {
         name: "partition-heal",
         about: "a 50/50 split at 20 s for 60 s, with writes on both sides, then heal",
         default_secs: 140,
@@ -110,8 +115,21 @@ fn pick(w: &mut World, n: usize, count: usize) -> Vec<usize> {
     out
 }
 
+/// When the `pause` scenario freezes its node.
+pub const PAUSE_AT: Nanos = 30 * SEC;
+
+/// The `pause` scenario's pause when `--pause` is not given.
+pub const DEFAULT_PAUSE: Nanos = 15 * SEC;
+
 /// Schedules `name` on `w` for `n` nodes over `end` nanoseconds.
-pub fn setup(name: &str, w: &mut World, n: usize, end: Nanos, loss: Option<f64>) {
+pub fn setup(
+    name: &str,
+    w: &mut World,
+    n: usize,
+    end: Nanos,
+    loss: Option<f64>,
+    pause: Option<Nanos>,
+) {
     let start_window = if name == "bootstrap" { 10 * SEC } else { SEC };
     for i in 0..n {
         let t = w.rng().random_range(0..start_window);
@@ -146,6 +164,11 @@ pub fn setup(name: &str, w: &mut World, n: usize, end: Nanos, loss: Option<f64>)
                 w.at(quiet, Action::Loss(0.0));
             }
             w.at(quiet, Action::FaultsEnd);
+        }
+        "pause" => {
+            let len = pause.unwrap_or(DEFAULT_PAUSE);
+            w.at(PAUSE_AT, Action::PauseRandom(len));
+            w.at(PAUSE_AT + len, Action::FaultsEnd);
         }
         "one-way" => {
             for v in pick(w, n, (n / 50).max(1)) {

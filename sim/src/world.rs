@@ -73,6 +73,46 @@ pub enum Action {
     /// A random running node that the network model does not impair
     /// crashes; its detection is measured on the unimpaired observers.
     CrashHealthy,
+    /// A random running node freezes for this long (a GC or VM pause): it
+    /// neither sends nor processes; what arrives meanwhile waits in a
+    /// bounded receive buffer, and its timers are overdue when it resumes.
+    PauseRandom(Nanos),
+    /// A paused node resumes.
+    Resume(usize),
+}
+
+/// Message bytes a paused node's receive buffer holds before it drops
+/// arrivals: Linux's default socket receive buffer (`net.core.rmem_default`,
+/// 212,992 bytes). With none at all, a paused node is back as fast (the
+/// `pause` scenario's expectations hold either way).
+const PAUSE_BUFFER_BYTES: usize = 212_992;
+
+/// A pause and what it led to.
+#[derive(Debug, Clone)]
+pub struct Paused {
+    pub node: usize,
+    pub identity: Identity,
+    pub at: Nanos,
+    pub len: Nanos,
+    /// The node's suspicion window when it froze.
+    pub window: Nanos,
+    /// The longest a Down verdict about it takes to form from the moment
+    /// it froze: two probe periods until a probe of it fails, the
+    /// suspicion window, and the final check with one deferral.
+    pub verdict: Nanos,
+    /// When it resumed.
+    pub resumed: Option<Nanos>,
+    /// Down verdicts about it, by anyone.
+    pub declared_down: u64,
+    /// From resuming until every running node held it Alive again at the
+    /// same identity.
+    pub back_alive: Option<Nanos>,
+    /// Down verdicts it reached itself after resuming.
+    pub it_declared_down: u64,
+    /// It had to rejoin under a new identity.
+    pub rejoined: bool,
+    /// Arrivals dropped while its buffer was full.
+    pub dropped: u64,
 }
 
 #[derive(Debug)]
@@ -108,6 +148,12 @@ struct Slot {
     meta_pending: BTreeMap<u64, usize>,
     /// Hash of the placement table this node holds.
     placement: Option<u64>,
+    /// Frozen: arrivals wait in `held` (from, stream, bytes).
+    paused: bool,
+    held: Vec<(usize, bool, Vec<u8>)>,
+    held_bytes: usize,
+    /// When it last resumed from a pause.
+    resumed_at: Option<Nanos>,
 }
 
 /// Invariant and liveness checkers.
@@ -126,6 +172,22 @@ impl Checks {
             self.violations.push(what);
         }
     }
+}
+
+/// Lifeguard counters summed over nodes (see [`roster::node::Metrics`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LifeguardTotals {
+    /// "You are Down" messages received (each answered by a refutation or
+    /// rate-limited).
+    pub you_are_down_received: u64,
+    /// "You are Down" messages for a refuted suspicion, not sent.
+    pub stray_you_are_down_dropped: u64,
+    /// Verdicts put off by nodes too unhealthy to judge.
+    pub downs_deferred: u64,
+    /// Verdicts adopted from another member's gossiped Down.
+    pub downs_adopted: u64,
+    /// Final checks started.
+    pub final_checks: u64,
 }
 
 /// A write being tracked for spread latency.
@@ -164,6 +226,8 @@ pub struct Measured {
     pub window_secs: f64,
     pub window_nodes: f64,
     pub drift_rejections: u64,
+    /// Lifeguard counters summed over the nodes running at the end.
+    pub lifeguard: LifeguardTotals,
     pub drift_rejections_by_jumper: u64,
     pub converged_at_end: bool,
     pub peak_live: usize,
@@ -196,6 +260,8 @@ pub struct Measured {
     pub write_spread: Vec<(usize, Vec<Nanos>)>,
     /// Every second: (time, total bytes sent by running nodes, running).
     pub bytes_series: Vec<(Nanos, u64, usize)>,
+    /// The pause of the `pause` scenario.
+    pub pause: Option<Paused>,
 }
 
 /// A simulation in progress.
@@ -224,9 +290,6 @@ pub struct World {
     end: Nanos,
     /// When partitions or blocks last changed.
     topology_changed: Option<Nanos>,
-    /// Longest time a Down verdict takes to form: suspicion plus the final
-    /// check, with the deferrals Lifeguard allows at full health.
-    verdict_window: Nanos,
     /// Client history of metadata operations.
     pub history: History,
     /// Acknowledged writes: (index, key, value).
@@ -267,8 +330,6 @@ impl World {
             jumper: None,
             end,
             topology_changed: None,
-            verdict_window: (config.suspect_to_down_after + config.verify_timeout * 2).as_nanos()
-                as Nanos,
             history: History::default(),
             acked: Vec::new(),
             meta_value_seq: 0,
@@ -302,6 +363,10 @@ impl World {
             disk: MemDisk::default(),
             meta_pending: BTreeMap::new(),
             placement: None,
+            paused: false,
+            held: Vec::new(),
+            held_bytes: 0,
+            resumed_at: None,
         });
         self.by_addr.insert(addr, i);
         self.net.add_node();
@@ -363,10 +428,20 @@ impl World {
 
     /// Runs to the end.
     pub fn run(&mut self) {
-        while let Some(Reverse((t, seq))) = self.queue.pop() {
-            if t > self.end {
+        self.run_until(self.end);
+        self.now = self.end;
+        self.finish();
+    }
+
+    /// Runs every event up to `until` (at most the end), without the
+    /// end-of-run checks: a test can look at the nodes in between.
+    pub fn run_until(&mut self, until: Nanos) {
+        let until = until.min(self.end);
+        while let Some(&Reverse((t, seq))) = self.queue.peek() {
+            if t > until {
                 break;
             }
+            self.queue.pop();
             self.now = t;
             let ev = self.events.remove(&seq).expect("queued event exists");
             self.m.events += 1;
@@ -380,6 +455,10 @@ impl World {
                 Ev::Wake(n) => {
                     if self.slots[n].next_wake == Some(t) {
                         self.slots[n].next_wake = None;
+                        if self.slots[n].paused {
+                            // Frozen: `resume` fires what is overdue.
+                            continue;
+                        }
                         let now = self.now_of(n);
                         if let Some(node) = self.slots[n].node.as_mut() {
                             node.handle_timeout(now);
@@ -391,11 +470,25 @@ impl World {
                 Ev::Check => self.periodic_check(),
             }
         }
-        self.now = self.end;
-        self.finish();
+        self.now = self.now.max(until);
+    }
+
+    /// Node `n`, while it runs.
+    pub fn node(&self, n: usize) -> Option<&Node> {
+        self.slots[n].node.as_ref()
     }
 
     fn deliver(&mut self, to: usize, from: usize, stream: bool, bytes: &[u8]) {
+        let slot = &mut self.slots[to];
+        if slot.paused {
+            if slot.held_bytes + bytes.len() <= PAUSE_BUFFER_BYTES {
+                slot.held_bytes += bytes.len();
+                slot.held.push((from, stream, bytes.to_vec()));
+            } else if let Some(p) = &mut self.m.pause {
+                p.dropped += 1;
+            }
+            return;
+        }
         let now = self.now_of(to);
         let from_addr = self.slots[from].addr;
         let Some(node) = self.slots[to].node.as_mut() else {
@@ -480,10 +573,21 @@ impl World {
         }
     }
 
+    /// Longest time a Down verdict takes to form on node `n`: its current
+    /// suspicion window plus the final check, with the deferrals Lifeguard
+    /// allows at full health.
+    fn verdict_window(&self, n: usize) -> Nanos {
+        let Some(node) = self.slots[n].node.as_ref() else {
+            return 0;
+        };
+        let c = node.config();
+        (node.timing().suspicion_window + c.verify_timeout * 2).as_nanos() as Nanos
+    }
+
     /// Whether the network model impairs node `n` (see
     /// [`Network::impaired`]).
     fn impaired(&self, n: usize) -> bool {
-        self.net.impaired(n)
+        self.net.impaired(n) || self.slots[n].paused
     }
 
     fn slot_of(&self, id: &NodeId) -> Option<usize> {
@@ -509,6 +613,14 @@ impl World {
                 }
             }
             Event::MemberDown(id) => {
+                if let Some(p) = &mut self.m.pause {
+                    if p.identity == id {
+                        p.declared_down += 1;
+                    }
+                    if p.node == n && p.resumed.is_some() {
+                        p.it_declared_down += 1;
+                    }
+                }
                 if let Some(j) = self.slot_of(&id.id) {
                     let alive = self.slots[j]
                         .node
@@ -521,9 +633,13 @@ impl World {
                     // A verdict formed from evidence gathered before the
                     // network last changed (a heal, an unblock) is not a
                     // false alarm about the network as it is now.
-                    let settled = self
-                        .topology_changed
-                        .is_none_or(|t| self.now.saturating_sub(t) >= self.verdict_window);
+                    // Likewise for a verdict on a node that just resumed
+                    // from a pause, formed from the silence of the pause.
+                    let window = self.verdict_window(n);
+                    let settled = [self.topology_changed, self.slots[j].resumed_at]
+                        .into_iter()
+                        .flatten()
+                        .all(|t| self.now.saturating_sub(t) >= window);
                     if healthy && !settled {
                         self.m.transition_downs += 1;
                     }
@@ -610,6 +726,11 @@ impl World {
                 }
             },
             Event::Rejoined(id) => {
+                if let Some(p) = &mut self.m.pause
+                    && p.node == n
+                {
+                    p.rejoined = true;
+                }
                 self.m.false_downs += 1;
                 if self.m.false_down_detail.len() < 10 {
                     self.m.false_down_detail.push(format!(
@@ -819,7 +940,7 @@ impl World {
                 let healthy: Vec<usize> = self
                     .running()
                     .into_iter()
-                    .filter(|&n| !self.net.impaired(n))
+                    .filter(|&n| !self.impaired(n))
                     .collect();
                 if !healthy.is_empty() {
                     self.crash_one_of(&healthy);
@@ -827,11 +948,15 @@ impl World {
                     // that cannot hear (or is cut off) has no evidence, and
                     // Lifeguard has it defer its verdicts on purpose. The
                     // end-of-run convergence check still covers it.
+                    let impaired: Vec<bool> =
+                        (0..self.slots.len()).map(|o| self.impaired(o)).collect();
                     if let Some((_, _, _, observers)) = self.crashes.last_mut() {
-                        observers.retain(|&o| !self.net.impaired(o));
+                        observers.retain(|&o| !impaired[o]);
                     }
                 }
             }
+            Action::PauseRandom(len) => self.pause_random(len),
+            Action::Resume(n) => self.resume(n),
             Action::MetaClient { keys } => self.meta_client(keys),
             Action::MetaFinalReads { keys } => {
                 let running = self.running();
@@ -849,6 +974,70 @@ impl World {
                 }
             }
         }
+    }
+
+    fn pause_random(&mut self, len: Nanos) {
+        let running = self.running();
+        if running.len() < 2 {
+            return;
+        }
+        let n = running[self.rng.random_range(0..running.len())];
+        let node = self.slots[n].node.as_ref().expect("running");
+        let c = node.config();
+        let window = node.timing().suspicion_window;
+        let verdict = window + c.probe_period * 2 + c.verify_timeout * 2;
+        self.m.pause = Some(Paused {
+            node: n,
+            identity: node.identity().clone(),
+            at: self.now,
+            len,
+            window: window.as_nanos() as Nanos,
+            verdict: verdict.as_nanos() as Nanos,
+            resumed: None,
+            declared_down: 0,
+            back_alive: None,
+            it_declared_down: 0,
+            rejoined: false,
+            dropped: 0,
+        });
+        self.slots[n].paused = true;
+        self.at(self.now + len, Action::Resume(n));
+    }
+
+    /// Unfreezes `n`: its overdue timers fire first, then what waited in its
+    /// receive buffer arrives, in order.
+    fn resume(&mut self, n: usize) {
+        let slot = &mut self.slots[n];
+        slot.paused = false;
+        slot.resumed_at = Some(self.now);
+        slot.held_bytes = 0;
+        let held = std::mem::take(&mut slot.held);
+        if let Some(p) = &mut self.m.pause
+            && p.node == n
+        {
+            p.resumed = Some(self.now);
+        }
+        let now = self.now_of(n);
+        if let Some(node) = self.slots[n].node.as_mut() {
+            node.handle_timeout(now);
+        }
+        self.after(n);
+        for (from, stream, bytes) in held {
+            self.deliver(n, from, stream, &bytes);
+        }
+    }
+
+    /// Whether every running node holds the paused node Alive at the
+    /// identity it had when it froze.
+    fn pause_healed(&self, p: &Paused) -> bool {
+        self.running()
+            .into_iter()
+            .filter(|&i| i != p.node)
+            .all(|i| {
+                let node = self.slots[i].node.as_ref().expect("running");
+                node.member(&p.identity.id)
+                    .is_some_and(|v| v.identity == p.identity && v.state == MemberState::Alive)
+            })
     }
 
     fn placement_changed(&mut self, n: usize) {
@@ -1079,6 +1268,16 @@ impl World {
         {
             self.m.heal_converged = Some(self.now - h);
         }
+        if let Some(p) = &self.m.pause
+            && let Some(r) = p.resumed
+            && p.back_alive.is_none()
+            && self.pause_healed(p)
+        {
+            let back = self.now - r;
+            if let Some(p) = &mut self.m.pause {
+                p.back_alive = Some(back);
+            }
+        }
         if let Some(at) = self.split_at
             && self.m.split_detected.is_none()
             && self.split_seen()
@@ -1157,7 +1356,14 @@ impl World {
         }
         for s in &self.slots {
             if let Some(n) = &s.node {
-                self.m.drift_rejections += n.metrics().hlc_drift_rejections;
+                let x = n.metrics();
+                self.m.drift_rejections += x.hlc_drift_rejections;
+                let l = &mut self.m.lifeguard;
+                l.you_are_down_received += x.turn_undead_refuted;
+                l.stray_you_are_down_dropped += x.stray_turn_undead_dropped;
+                l.downs_deferred += x.downs_deferred;
+                l.downs_adopted += x.downs_adopted;
+                l.final_checks += x.verifications_started;
             }
         }
         // Crash detection: observers still running that never saw the Down.

@@ -29,6 +29,12 @@ fn gauge(r: &mut Registry, name: &str, help: &str, v: i64) {
     r.register(name, help, g);
 }
 
+fn gauge_f(r: &mut Registry, name: &str, help: &str, v: f64) {
+    let g = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    g.set(v);
+    r.register(name, help, g);
+}
+
 /// The metadata cluster's figures for [`render`].
 #[derive(Debug, Clone)]
 pub struct RaftFigures {
@@ -203,6 +209,30 @@ pub fn render(
         "roster_health_score",
         "Lifeguard local health score (0 is healthy)",
         i64::from(node.health_score),
+    );
+    gauge(
+        &mut r,
+        "roster_live_members",
+        "Live members, this node included, the timing is sized for",
+        node.live_members as i64,
+    );
+    gauge_f(
+        &mut r,
+        "roster_suspicion_window_seconds",
+        "How long a member stays Suspect before the final check (follows the live member count)",
+        node.suspicion_window_ms as f64 / 1000.0,
+    );
+    gauge(
+        &mut r,
+        "roster_retransmits",
+        "Times each membership update or state delta is piggybacked (follows the live member count)",
+        i64::from(node.retransmits),
+    );
+    gauge_f(
+        &mut r,
+        "roster_push_pull_interval_seconds",
+        "Time between push-pull exchanges (follows the live member count)",
+        node.push_pull_interval_ms as f64 / 1000.0,
     );
 
     let st = &raft.status;

@@ -246,6 +246,12 @@ async fn status(State(api): State<Api>) -> Result<Json<serde_json::Value>, ApiEr
             "down": count(MemberState::Down),
             "left": count(MemberState::Left),
         },
+        "timing": {
+            "live_members": s.timing.members,
+            "suspicion_window_ms": s.timing.suspicion_window.as_millis() as u64,
+            "retransmits": s.timing.retransmits.get(),
+            "push_pull_interval_ms": s.timing.sync_interval.as_millis() as u64,
+        },
         "hlc": s.hlc.to_string(),
         "raft": raft_json(&meta),
         "chaos": api.roster.chaos().await.ok().and_then(|c| c.0),

@@ -27,17 +27,22 @@ pub struct Config {
     /// Members asked to probe indirectly when a direct probe times out.
     /// 3: memberlist `IndirectChecks`.
     pub num_indirect_probes: NonZeroUsize,
-    /// Times each membership update or state delta is piggybacked before it
-    /// is dropped from the backlog. `6 * log10(n + 1)`: memberlist's
-    /// `RetransmitMult` is 4, but roster also carries state deltas this way,
-    /// and a node misses an item with probability about `e^-max_transmissions`
-    /// (0.03% per write and node at 100 nodes with 4, 0.0006% with 6).
-    pub max_transmissions: NonZeroU8,
+    /// How many times each membership update or state delta is piggybacked
+    /// before it leaves the backlog, per `log10(n + 1)` for `n` live
+    /// members (this node included): [`Timing::retransmits`] is
+    /// `retransmit_mult * log10(n + 1)` (at least 1, at most 255), computed
+    /// afresh as members come and go. 6: memberlist's `RetransmitMult` is
+    /// 4, but roster also carries state deltas this way, and a node misses
+    /// an item with probability about `e^-retransmits` (0.03% per write and
+    /// node at 100 nodes with 4, 0.0006% with 6).
+    pub retransmit_mult: NonZeroU8,
     /// How long a member stays Suspect before this node starts its final
-    /// check. `suspicion_mult * max(1, log10(n)) * probe_period` with
-    /// `suspicion_mult` 3 on LAN (memberlist uses 4; roster's final check
-    /// adds the confirmation round memberlist lacks), 5 on WAN.
-    pub suspect_to_down_after: Duration,
+    /// check, in probe periods per `max(1, log10(n))` for `n` live members:
+    /// [`Timing::suspicion_window`] is `suspicion_mult * max(1, log10(n)) *
+    /// probe_period`, computed afresh as members come and go (memberlist's
+    /// `suspicionTimeout`). 3 on LAN and local (memberlist uses 4; roster's
+    /// final check adds the confirmation round memberlist lacks), 5 on WAN.
+    pub suspicion_mult: NonZeroU8,
     /// How long the final check waits for the suspect's answer.
     /// Default `2 * probe_rtt`.
     pub verify_timeout: Duration,
@@ -49,9 +54,11 @@ pub struct Config {
     /// Members each gossip round goes to. LAN 3, WAN 4: memberlist
     /// `GossipNodes`.
     pub gossip_fanout: NonZeroUsize,
-    /// Time between push-pull anti-entropy exchanges with one random peer.
-    /// LAN 10 s, WAN 30 s; scaled up for large clusters by
-    /// [`Config::for_cluster`] like memberlist's `pushPullScale`.
+    /// Time between push-pull anti-entropy exchanges with one random peer
+    /// up to 32 live members; past that, [`Timing::sync_interval`] is this
+    /// times `ceil(log2(n) - 5) + 1` (memberlist's `pushPullScale`, so the
+    /// cluster-wide rate of full exchanges stays bounded), computed afresh
+    /// as members come and go. LAN 10 s, WAN 30 s, local 5 s.
     pub sync_interval: Duration,
     /// Time between attempts to reach one member held Down (a push-pull
     /// opening sent to it), so a member that recovers — after a partition,
@@ -82,12 +89,11 @@ pub struct Config {
     /// Highest local health score at which this node still reaches Down
     /// verdicts of its own; above it, it adopts the verdicts other members
     /// gossip and defers the rest (Lifeguard). Default 0: only a node whose
-    /// probes have been succeeding judges others. Measured on the
-    /// simulator (200 nodes, flaky-node with `--crash-at 120`, seeds
-    /// 1-50): with 0, no healthy member was declared Down; with 1 or 2, a
-    /// node losing 80% of its datagrams declared one in 3 of 50 runs (its
-    /// score climbs slowly because its probes are slowed by the same score),
-    /// with 4 in 8; detection of a real crash is as fast.
+    /// recent probes succeeded judges others. A node losing most of its
+    /// datagrams has a score that climbs slowly (its probes are slowed by
+    /// the same score), so with a higher threshold it judged others in its
+    /// first seconds of trouble; the README's "Lifeguard" figures compare
+    /// the values.
     pub judge_max_health: u8,
     /// How long a Down member is remembered. 24 h (foca's default).
     pub remove_down_after: Duration,
@@ -131,25 +137,37 @@ pub enum ConfigError {
     StateTooLargeForDatagram(usize),
 }
 
-fn log10_at_least_1(n: usize) -> f64 {
-    (n.max(1) as f64).log10().max(1.0)
+/// Live members up to which push-pull runs at the base interval
+/// (memberlist's `pushPullScaleThreshold`).
+const PUSH_PULL_SCALE_THRESHOLD: usize = 32;
+
+/// The parts of a node's timing that follow the number of live members
+/// (see [`Config::timing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// Live members it was computed for, this node included.
+    pub members: usize,
+    /// How long a member stays Suspect before the final check.
+    pub suspicion_window: Duration,
+    /// Times each update or delta is piggybacked.
+    pub retransmits: NonZeroU8,
+    /// Time between push-pull exchanges.
+    pub sync_interval: Duration,
 }
 
 impl Config {
-    /// A LAN cluster of about 32 nodes (memberlist `DefaultLANConfig`).
+    /// A LAN cluster (memberlist `DefaultLANConfig`). Like every preset it
+    /// fits any size: the suspicion window, retransmissions and push-pull
+    /// interval follow the number of live members (see [`Timing`]).
     pub fn lan() -> Self {
-        Self::lan_sized(32)
-    }
-
-    fn lan_sized(n: usize) -> Self {
         let probe_period = Duration::from_secs(1);
         let probe_rtt = Duration::from_millis(500);
         Self {
             probe_period,
             probe_rtt,
             num_indirect_probes: NonZeroUsize::new(3).expect("non-zero"),
-            max_transmissions: max_tx(n),
-            suspect_to_down_after: probe_period.mul_f64(3.0 * log10_at_least_1(n)),
+            retransmit_mult: NonZeroU8::new(6).expect("non-zero"),
+            suspicion_mult: NonZeroU8::new(3).expect("non-zero"),
             verify_timeout: probe_rtt * 2,
             verify_relays: 2,
             gossip_interval: Duration::from_millis(200),
@@ -173,19 +191,18 @@ impl Config {
     /// A WAN cluster (memberlist `DefaultWANConfig`): slower probes, longer
     /// suspicion, less frequent anti-entropy.
     pub fn wan() -> Self {
-        let n = 32;
         let probe_period = Duration::from_secs(5);
         let probe_rtt = Duration::from_secs(3);
         Self {
             probe_period,
             probe_rtt,
-            suspect_to_down_after: probe_period.mul_f64(5.0 * log10_at_least_1(n)),
+            suspicion_mult: NonZeroU8::new(5).expect("non-zero"),
             verify_timeout: probe_rtt * 2,
             gossip_interval: Duration::from_millis(500),
             gossip_fanout: NonZeroUsize::new(4).expect("non-zero"),
             sync_interval: Duration::from_secs(30),
             reconnect_interval: Duration::from_secs(30),
-            ..Self::lan_sized(n)
+            ..Self::lan()
         }
     }
 
@@ -197,29 +214,40 @@ impl Config {
         Self {
             probe_period,
             probe_rtt,
-            suspect_to_down_after: probe_period * 3,
             verify_timeout: probe_rtt * 2,
             gossip_interval: Duration::from_millis(100),
             sync_interval: Duration::from_secs(5),
             reconnect_interval: Duration::from_secs(2),
             join_retry_initial: Duration::from_millis(200),
             join_retry_max: Duration::from_secs(5),
-            ..Self::lan_sized(8)
+            ..Self::lan()
         }
     }
 
-    /// The LAN preset sized for a cluster of about `n` nodes: updates are
-    /// retransmitted `6 * log10(n + 1)` times, suspicion lasts
-    /// `3 * max(1, log10(n))` probe periods and push-pull runs less often
-    /// past 32 nodes (`ceil(log2(n) - 5) + 1` times the base interval, as
-    /// memberlist's `pushPullScale`).
-    pub fn for_cluster(n: usize) -> Self {
-        let mut c = Self::lan_sized(n);
-        if n > 32 {
+    /// The timing this configuration gives a cluster of `n` live members
+    /// (this node included): what a node uses at each moment, recomputed as
+    /// members come and go. O(1).
+    pub fn timing(&self, n: usize) -> Timing {
+        let n = n.max(1);
+        let log10_n = (n as f64).log10().max(1.0);
+        let suspicion_window = self
+            .probe_period
+            .mul_f64(f64::from(self.suspicion_mult.get()) * log10_n);
+        let tx =
+            (f64::from(self.retransmit_mult.get()) * ((n as f64) + 1.0).log10()).clamp(1.0, 255.0);
+        let retransmits = NonZeroU8::new(tx as u8).unwrap_or(NonZeroU8::MIN);
+        let sync_interval = if n > PUSH_PULL_SCALE_THRESHOLD {
             let scale = ((n as f64).log2() - 5.0).ceil() + 1.0;
-            c.sync_interval = c.sync_interval.mul_f64(scale);
+            self.sync_interval.mul_f64(scale)
+        } else {
+            self.sync_interval
+        };
+        Timing {
+            members: n,
+            suspicion_window,
+            retransmits,
+            sync_interval,
         }
-        c
     }
 
     /// Checks the configuration. A node is only built from a valid one.
@@ -227,7 +255,6 @@ impl Config {
         for (name, d) in [
             ("probe_period", self.probe_period),
             ("probe_rtt", self.probe_rtt),
-            ("suspect_to_down_after", self.suspect_to_down_after),
             ("verify_timeout", self.verify_timeout),
             ("gossip_interval", self.gossip_interval),
             ("sync_interval", self.sync_interval),
@@ -267,14 +294,14 @@ impl Config {
         Ok(())
     }
 
-    /// The foca configuration this one implies.
-    pub(crate) fn foca(&self) -> foca::Config {
+    /// The foca configuration this one implies at `timing`.
+    pub(crate) fn foca(&self, timing: &Timing) -> foca::Config {
         let mut c = foca::Config::simple();
         c.probe_period = self.probe_period;
         c.probe_rtt = self.probe_rtt;
         c.num_indirect_probes = self.num_indirect_probes;
-        c.max_transmissions = self.max_transmissions;
-        c.suspect_to_down_after = self.suspect_to_down_after;
+        c.max_transmissions = timing.retransmits;
+        c.suspect_to_down_after = timing.suspicion_window;
         c.remove_down_after = Some(self.remove_down_after);
         c.max_packet_size =
             NonZeroUsize::new(self.max_datagram_bytes.get() - crate::wire::ENVELOPE_BYTES)
@@ -301,38 +328,36 @@ impl Default for Config {
     }
 }
 
-fn max_tx(n: usize) -> NonZeroU8 {
-    let tx = (6.0 * ((n as f64) + 1.0).log10()).clamp(1.0, 255.0);
-    NonZeroU8::new(tx as u8).unwrap_or(NonZeroU8::MIN)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn presets_are_valid() {
-        for c in [
-            Config::lan(),
-            Config::wan(),
-            Config::local(),
-            Config::for_cluster(1),
-            Config::for_cluster(1000),
-            Config::for_cluster(100_000),
-        ] {
+        for c in [Config::lan(), Config::wan(), Config::local()] {
             c.validate().unwrap();
         }
     }
 
     #[test]
-    fn for_cluster_scales_with_size() {
-        let small = Config::for_cluster(10);
-        let big = Config::for_cluster(1000);
-        assert!(big.max_transmissions > small.max_transmissions);
-        assert!(big.suspect_to_down_after > small.suspect_to_down_after);
-        assert_eq!(big.suspect_to_down_after, Duration::from_secs(9));
-        assert_eq!(big.sync_interval, Duration::from_secs(60));
+    fn timing_follows_the_live_member_count() {
+        let c = Config::lan();
+        let small = c.timing(10);
+        let big = c.timing(1000);
+        assert_eq!(small.suspicion_window, Duration::from_secs(3));
+        assert_eq!(big.suspicion_window, Duration::from_secs(9));
+        assert_eq!(small.retransmits.get(), 6);
+        assert_eq!(big.retransmits.get(), 18);
         assert_eq!(small.sync_interval, Duration::from_secs(10));
+        assert_eq!(c.timing(32).sync_interval, Duration::from_secs(10));
+        assert_eq!(c.timing(33).sync_interval, Duration::from_secs(20));
+        assert_eq!(big.sync_interval, Duration::from_secs(60));
+        // Never zero, whatever the count.
+        for n in [0, 1, 2, 100_000] {
+            let t = c.timing(n);
+            assert!(!t.suspicion_window.is_zero());
+            assert!(t.retransmits.get() >= 1);
+        }
     }
 
     #[test]

@@ -96,4 +96,13 @@ pub struct Metrics {
     pub join_attempts: u64,
     /// Current local health score (0 is healthy).
     pub health_score: u8,
+    /// Live members, this node included, that the timing below is sized
+    /// for (see [`crate::node::Timing`]).
+    pub live_members: u64,
+    /// Current suspicion window, milliseconds.
+    pub suspicion_window_ms: u64,
+    /// Current number of times each update is piggybacked.
+    pub retransmits: u8,
+    /// Current interval between push-pull exchanges, milliseconds.
+    pub push_pull_interval_ms: u64,
 }

@@ -18,7 +18,7 @@ pub mod timers;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, Timing};
 pub use delta::{Delta, StateError, StateLimits};
 pub use hlc::{Hlc, HlcClock};
 pub use identity::{Generation, Identity, Incarnation, NodeId};

@@ -22,7 +22,7 @@ use std::time::Duration;
 use foca::{Member, OwnedNotification, State, Timer};
 use rand::{RngExt, SeedableRng};
 
-use super::config::{Config, ConfigError};
+use super::config::{Config, ConfigError, Timing};
 use super::delta::{Delta, StateError, StateStore};
 use super::hlc::{Hlc, HlcClock};
 use super::identity::{Identity, Incarnation, NodeId};
@@ -96,6 +96,8 @@ struct Verification {
 /// The membership core of one node. See the module docs for how to drive it.
 pub struct Node {
     config: Config,
+    /// What `config` gives the current number of live members.
+    timing: Timing,
     identity: Identity,
     swim: Swim,
     io: Io,
@@ -173,9 +175,10 @@ impl Node {
         });
         let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed);
         let swim_rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(rng.random());
+        let timing = config.timing(1);
         let swim = Swim::with_custom_broadcast(
             identity.clone(),
-            config.foca(),
+            config.foca(&timing),
             swim_rng,
             RosterCodec {
                 lifeguard: config.lifeguard,
@@ -205,6 +208,7 @@ impl Node {
         let config_meta = config.meta.clone();
         let mut node = Self {
             config,
+            timing,
             identity,
             swim,
             io,
@@ -230,7 +234,7 @@ impl Node {
             meta: MetaCore::new(config_meta, disk, now.mono),
         };
         node.meta_start();
-        let first_sync = node.jittered(node.config.sync_interval);
+        let first_sync = node.jittered(node.timing.sync_interval);
         node.io.schedule(first_sync, TimerKind::Sync);
         let first_reconnect = node.jittered(node.config.reconnect_interval);
         node.io.schedule(first_reconnect, TimerKind::Reconnect);
@@ -545,6 +549,13 @@ impl Node {
         &self.config
     }
 
+    /// The suspicion window, retransmissions and push-pull interval in
+    /// force: what the configuration gives the current number of live
+    /// members.
+    pub fn timing(&self) -> Timing {
+        self.timing
+    }
+
     /// Every member this node knows (itself excluded), by `NodeId`.
     pub fn members(&self) -> impl Iterator<Item = &MemberView> {
         self.members.values()
@@ -606,6 +617,10 @@ impl Node {
         m.probes_sent = self.io.probes_sent;
         m.health_score = self.io.health;
         m.stray_turn_undead_dropped = self.io.stray_turn_undead;
+        m.live_members = self.timing.members as u64;
+        m.suspicion_window_ms = self.timing.suspicion_window.as_millis() as u64;
+        m.retransmits = self.timing.retransmits.get();
+        m.push_pull_interval_ms = self.timing.sync_interval.as_millis() as u64;
         let c = self.shared.lock().counters;
         m.hlc_drift_rejections = c.drift_rejections;
         m.invalid_items += c.invalid_items;
@@ -750,7 +765,7 @@ impl Node {
                 self.reach_for_the_down();
             }
             TimerKind::Sync => {
-                let next = self.jittered(self.config.sync_interval);
+                let next = self.jittered(self.timing.sync_interval);
                 self.io.schedule(next, TimerKind::Sync);
                 self.start_sync();
             }
@@ -866,6 +881,25 @@ impl Node {
     fn drain_notifications(&mut self) {
         for n in std::mem::take(&mut self.io.notes) {
             self.on_notification(n);
+        }
+        self.resize();
+    }
+
+    /// Recomputes the timing when the number of live members changed, and
+    /// hands foca its part (memberlist likewise sizes its suspicion timeout,
+    /// retransmit limit and push-pull interval from the current count).
+    fn resize(&mut self) {
+        let live = self.swim.num_members() + 1;
+        if live == self.timing.members {
+            return;
+        }
+        let timing = self.config.timing(live);
+        let foca_changed = timing.retransmits != self.timing.retransmits
+            || timing.suspicion_window != self.timing.suspicion_window;
+        self.timing = timing;
+        if foca_changed {
+            // Only sizes change, which foca accepts at any time.
+            let _ = self.swim.set_config(self.config.foca(&timing));
         }
     }
 

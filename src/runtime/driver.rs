@@ -283,6 +283,7 @@ impl Driver {
                     hlc: self.node.hlc(),
                     health_score: self.node.health_score(),
                     joined: self.node.is_joined(),
+                    timing: self.node.timing(),
                 });
             }
             Command::Tags { reply } => {

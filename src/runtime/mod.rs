@@ -155,6 +155,8 @@ pub struct NodeStatus {
     pub health_score: u8,
     /// Whether the node knows an active member.
     pub joined: bool,
+    /// The timing in force for the current number of live members.
+    pub timing: crate::node::Timing,
 }
 
 /// Builds and starts a node. See [`Roster::builder`].

@@ -48,7 +48,7 @@ impl Node {
         // repeating itself is one piece of evidence: a member that cannot
         // hear answers every message with "you are Down".
         let now = self.io.now;
-        let window = self.config.suspect_to_down_after;
+        let window = self.timing.suspicion_window;
         if self
             .accusers
             .get(accuser)
@@ -252,56 +252,79 @@ impl Node {
     /// every node confirms a failure itself, so it starts its own suspicion
     /// timer here (SWIM §4.2: a suspected member has the suspicion timeout
     /// to refute).
-    /// `down`: the claim was a Down verdict; a node too unhealthy to judge
-    /// adopts it once its own suspicion has run out.
+    ///
+    /// `down`: the claim is another member's Down verdict, reached after a
+    /// whole suspicion window and an unanswered final check of its own.
+    /// That is the strongest confirmation a suspicion can get (Lifeguard's
+    /// dynamic suspicion shrinks the window as confirmations arrive), so
+    /// this node runs its final check at once instead of a window of its
+    /// own. A node too unhealthy to judge adopts the verdict once its own
+    /// suspicion of the member has run out.
     pub(super) fn suspect_from_gossip(
         &mut self,
         id: Identity,
         incarnation: Incarnation,
-        down: bool,
+        mut down: bool,
     ) {
         let Some(v) = self.members.get_mut(&id.id) else {
             return;
         };
-        if v.identity != id || incarnation < v.incarnation {
+        let active = matches!(v.state, MemberState::Alive | MemberState::Suspect);
+        if v.identity != id || incarnation < v.incarnation || !active {
             return;
         }
-        if down && matches!(v.state, MemberState::Alive | MemberState::Suspect) {
+        if down {
+            // This node's own suspicion of it has run its course.
             let ran_out = v.state == MemberState::Suspect
-                && self.io.now >= v.since + self.config.suspect_to_down_after;
+                && self.io.now >= v.since + self.timing.suspicion_window;
             let at = self
                 .reported_down
                 .entry(id.id.clone())
                 .or_insert(incarnation);
             *at = (*at).max(incarnation);
-            // Its own suspicion already ran out and was put off: the
-            // verdict need not wait for the next deferral.
-            if ran_out && self.too_unhealthy_to_judge() {
-                self.adopt_reported_down(&id);
-                return;
+            if self.too_unhealthy_to_judge() {
+                // It adopts the verdict once its own suspicion agrees (a
+                // stale report about a member it hears from, as after a
+                // partition heals, must not take a live member down); until
+                // then the suspicion runs as any other.
+                if ran_out {
+                    self.adopt_reported_down(&id);
+                    return;
+                }
+                down = false;
             }
         }
         let Some(v) = self.members.get_mut(&id.id) else {
             return;
         };
-        if v.state != MemberState::Alive {
+        let newly = v.state == MemberState::Alive;
+        if newly {
+            v.state = MemberState::Suspect;
+            v.since = self.io.now;
+            self.metrics.suspicions_raised += 1;
+            self.events.push_back(Event::MemberSuspected(id.clone()));
+        } else if !down {
             return;
         }
-        v.state = MemberState::Suspect;
-        v.suspect_incarnation = Some(incarnation);
-        v.since = self.io.now;
-        self.metrics.suspicions_raised += 1;
-        self.events.push_back(Event::MemberSuspected(id.clone()));
+        if v.suspect_incarnation.is_none_or(|s| s < incarnation) {
+            v.suspect_incarnation = Some(incarnation);
+        }
         let token = self.io.token;
-        let wait = self.config.suspect_to_down_after;
-        self.io.schedule(
-            wait,
-            TimerKind::Suspect {
-                member: id,
-                incarnation,
-                token,
-            },
-        );
+        if down {
+            if !self.verifications.contains_key(&id.id) {
+                self.start_final_check(id, incarnation, token);
+            }
+        } else {
+            let wait = self.timing.suspicion_window;
+            self.io.schedule(
+                wait,
+                TimerKind::Suspect {
+                    member: id,
+                    incarnation,
+                    token,
+                },
+            );
+        }
     }
 
     /// foca's suspicion ran out. Lifeguard first makes sure this node is
@@ -321,6 +344,21 @@ impl Node {
             self.defer_verdict(member, incarnation, token);
             return;
         }
+        // A check already running (started by a reported Down) decides.
+        if self.verifications.contains_key(&member.id) {
+            return;
+        }
+        self.start_final_check(member, incarnation, token);
+    }
+
+    /// Asks the suspect directly and through relays whether it is alive;
+    /// [`Self::on_verify_timeout`] reads the outcome.
+    fn start_final_check(
+        &mut self,
+        member: Identity,
+        incarnation: Incarnation,
+        token: foca::TimerToken,
+    ) {
         let nonce: u64 = self.rng.random();
         self.metrics.verifications_started += 1;
         let v = Verify {
@@ -367,14 +405,20 @@ impl Node {
                 self.verifications.remove(&member.id);
                 a
             }
-            _ => None,
+            // Superseded by another check, which decides.
+            _ => return,
         };
+        if answered.is_none() && !self.still_suspected(&member, incarnation) {
+            // Refuted meanwhile (seen in gossip rather than in an answer).
+            self.settle_stale_suspicion(&member, incarnation);
+            return;
+        }
         match answered {
             // Refuted: the answer already told foca (see `on_verify_ack`).
             Some(inc) if inc > incarnation => {}
             Some(_) => {
                 // Answered without refuting yet: give the refutation time.
-                let wait = self.config.suspect_to_down_after;
+                let wait = self.timing.suspicion_window;
                 self.rearm_suspicion(wait, member, incarnation, token);
             }
             None if self.too_unhealthy_to_judge() => {
