@@ -160,7 +160,8 @@ fn parse_seeds(s: &str) -> Option<std::ops::RangeInclusive<u64>> {
     (a <= b).then_some(a..=b)
 }
 
-/// Median, p99 and max of every numeric report field over the runs.
+/// Median, p99 and max of every numeric report field over the runs, and in
+/// how many runs it was not zero.
 fn summarise(reports: &[serde_json::Value]) -> serde_json::Map<String, serde_json::Value> {
     let mut fields: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     for r in reports {
@@ -185,6 +186,7 @@ fn summarise(reports: &[serde_json::Value]) -> serde_json::Map<String, serde_jso
             v.sort_by(f64::total_cmp);
             let s = serde_json::json!({
                 "runs": v.len(),
+                "nonzero": v.iter().filter(|&&x| x != 0.0).count(),
                 "median": q(&v, 0.5),
                 "p99": q(&v, 0.99),
                 "max": v[v.len() - 1],
@@ -286,16 +288,17 @@ fn sweep(
             failing.len()
         );
         println!(
-            "{:<34} {:>10} {:>10} {:>10}",
-            "figure", "median", "p99", "max"
+            "{:<34} {:>10} {:>10} {:>10} {:>8}",
+            "figure", "median", "p99", "max", "nonzero"
         );
         for (k, v) in &summary {
             let f = |x: &serde_json::Value| x.as_f64().unwrap_or(f64::NAN);
             println!(
-                "{k:<34} {:>10} {:>10} {:>10}",
+                "{k:<34} {:>10} {:>10} {:>10} {:>8}",
                 f(&v["median"]),
                 f(&v["p99"]),
-                f(&v["max"])
+                f(&v["max"]),
+                f(&v["nonzero"])
             );
         }
     }

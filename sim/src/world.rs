@@ -83,8 +83,8 @@ pub enum Action {
 
 /// Message bytes a paused node's receive buffer holds before it drops
 /// arrivals: Linux's default socket receive buffer (`net.core.rmem_default`,
-/// 212,992 bytes). With none at all, a paused node is back as fast (the
-/// `pause` scenario's expectations hold either way).
+/// 212,992 bytes). With none at all (every arrival during the pause lost),
+/// the `pause` scenario's expectations held as well in the runs tried.
 const PAUSE_BUFFER_BYTES: usize = 212_992;
 
 /// A pause and what it led to.
