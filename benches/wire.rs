@@ -43,7 +43,7 @@ fn members() -> Vec<MemberDigest> {
     (0..VIEW)
         .map(|i| MemberDigest {
             identity: identity(i),
-            incarnation: (i % 7) as u16,
+            incarnation: (i % 7) as u32,
             state: match i % 10 {
                 0 => WireState::Suspect,
                 1 => WireState::Down,
@@ -98,6 +98,7 @@ fn bench_wire(c: &mut Criterion) {
             Message::SyncRequest(SyncRequest {
                 from: identity(0),
                 incarnation: 2,
+                engine: 0,
                 join: true,
                 members_hash: 0xdead_beef,
                 state_hash: 0xfeed_face,
@@ -110,6 +111,7 @@ fn bench_wire(c: &mut Criterion) {
             Message::SyncRequest(SyncRequest {
                 from: identity(0),
                 incarnation: 2,
+                engine: 0,
                 join: false,
                 members_hash: 0xdead_beef,
                 state_hash: 0xfeed_face,
@@ -122,6 +124,7 @@ fn bench_wire(c: &mut Criterion) {
             Message::SyncReply(SyncReply {
                 from: identity(1),
                 incarnation: 5,
+                engine: 0,
                 full: Some(full_view()),
                 deltas: deltas(),
                 hlc: Hlc::new(WALL_MS, 4),

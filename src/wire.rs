@@ -25,6 +25,11 @@ use crate::node::meta::{MetaError, MetaOp, MetaReply, ReadMode};
 
 /// Wire protocol version.
 pub const VERSION: u8 = 1;
+
+/// [`SyncRequest::engine`] of a node running the foca engine.
+pub const ENGINE_FOCA: u8 = 0;
+/// [`SyncRequest::engine`] of a node running the native engine.
+pub const ENGINE_NATIVE: u8 = 1;
 /// Hard ceiling on any datagram (the runtime's path limit is lower).
 pub const MAX_DATAGRAM_BYTES: usize = 65_527;
 /// Hard ceiling on any stream message.
@@ -67,11 +72,14 @@ pub enum Kind {
     BootstrapAsk = 14,
     /// The answer to a bootstrap request (stream).
     BootstrapGrant = 15,
+    /// A packet of roster's native SWIM engine (datagram). A node running
+    /// the foca engine refuses it, as a native node refuses [`Kind::Swim`].
+    Member = 16,
 }
 
 impl Kind {
     /// Every kind, in number order.
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 16] = [
         Kind::Swim,
         Kind::SyncRequest,
         Kind::SyncReply,
@@ -87,6 +95,7 @@ impl Kind {
         Kind::MetaPush,
         Kind::BootstrapAsk,
         Kind::BootstrapGrant,
+        Kind::Member,
     ];
 
     /// The kind with this number.
@@ -98,7 +107,12 @@ impl Kind {
     pub fn is_stream(self) -> bool {
         !matches!(
             self,
-            Kind::Swim | Kind::Verify | Kind::VerifyRelay | Kind::VerifyAck | Kind::Leave
+            Kind::Swim
+                | Kind::Verify
+                | Kind::VerifyRelay
+                | Kind::VerifyAck
+                | Kind::Leave
+                | Kind::Member
         )
     }
 
@@ -129,6 +143,7 @@ impl Kind {
             Kind::MetaPush => "meta_push",
             Kind::BootstrapAsk => "bootstrap_ask",
             Kind::BootstrapGrant => "bootstrap_grant",
+            Kind::Member => "member",
         }
     }
 }
@@ -171,6 +186,10 @@ pub struct SyncRequest {
     pub from: Identity,
     /// Sender's incarnation.
     pub incarnation: Incarnation,
+    /// The SWIM engine the sender runs ([`ENGINE_FOCA`] or
+    /// [`ENGINE_NATIVE`]): push-pull between engines is refused, so a
+    /// mixed cluster never forms.
+    pub engine: u8,
     /// Whether the sender is joining (it then carries its full view).
     pub join: bool,
     /// Hash of the sender's active members.
@@ -190,6 +209,8 @@ pub struct SyncReply {
     pub from: Identity,
     /// Sender's incarnation.
     pub incarnation: Incarnation,
+    /// The SWIM engine the sender runs (see [`SyncRequest::engine`]).
+    pub engine: u8,
     /// The sender's full view; `None` when both sides were in sync.
     pub full: Option<SyncFull>,
     /// Deltas the requester lacked (known when it sent its full view).
@@ -381,6 +402,8 @@ pub enum Message<'a> {
     BootstrapAsk(BootstrapAsk),
     /// [`Kind::BootstrapGrant`]
     BootstrapGrant(BootstrapGrant),
+    /// [`Kind::Member`]: the native engine's packet, decoded by the engine.
+    Member(&'a [u8]),
 }
 
 /// Why bytes could not be decoded (or a message encoded). Nothing is changed
@@ -435,6 +458,7 @@ impl Message<'_> {
             Message::MetaPush(_) => Kind::MetaPush,
             Message::BootstrapAsk(_) => Kind::BootstrapAsk,
             Message::BootstrapGrant(_) => Kind::BootstrapGrant,
+            Message::Member(_) => Kind::Member,
         }
     }
 
@@ -443,7 +467,7 @@ impl Message<'_> {
         let kind = self.kind();
         let mut out = vec![VERSION, kind as u8];
         let encoded = match self {
-            Message::Swim(b) => {
+            Message::Swim(b) | Message::Member(b) => {
                 out.extend_from_slice(b);
                 Ok(out)
             }
@@ -493,6 +517,7 @@ impl Message<'_> {
         }
         Ok(match kind {
             Kind::Swim => Message::Swim(payload),
+            Kind::Member => Message::Member(payload),
             Kind::SyncRequest => Message::SyncRequest(parse(kind, payload)?),
             Kind::SyncReply => Message::SyncReply(parse(kind, payload)?),
             Kind::SyncDeltas => Message::SyncDeltas(parse(kind, payload)?),
@@ -518,7 +543,7 @@ impl Message<'_> {
     /// reading it anyway (see `swim_sender`).
     pub fn claimed_sender(&self) -> Option<NodeId> {
         match self {
-            Message::Swim(_) => None,
+            Message::Swim(_) | Message::Member(_) => None,
             Message::SyncRequest(r) => Some(r.from.id.clone()),
             Message::SyncReply(r) => Some(r.from.id.clone()),
             Message::SyncDeltas(r) => Some(r.from.id.clone()),
@@ -566,9 +591,18 @@ pub fn split_envelope(bytes: &[u8]) -> Result<(Kind, &[u8]), WireError> {
 
 /// Encodes a SWIM packet with its envelope, without an intermediate copy.
 pub fn encode_swim(packet: &[u8]) -> Vec<u8> {
+    encode_raw(Kind::Swim, packet)
+}
+
+/// Wraps a native engine packet in the envelope.
+pub(crate) fn encode_member(packet: &[u8]) -> Vec<u8> {
+    encode_raw(Kind::Member, packet)
+}
+
+fn encode_raw(kind: Kind, packet: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(ENVELOPE_BYTES + packet.len());
     out.push(VERSION);
-    out.push(Kind::Swim as u8);
+    out.push(kind as u8);
     out.extend_from_slice(packet);
     out
 }
@@ -610,6 +644,7 @@ mod tests {
             Message::SyncRequest(SyncRequest {
                 from: ident("a"),
                 incarnation: 1,
+                engine: ENGINE_NATIVE,
                 join: true,
                 members_hash: 5,
                 state_hash: 6,
@@ -626,6 +661,7 @@ mod tests {
             Message::SyncReply(SyncReply {
                 from: ident("b"),
                 incarnation: 0,
+                engine: ENGINE_FOCA,
                 full: None,
                 deltas: vec![Delta {
                     owner: NodeId::new("b").unwrap(),

@@ -1,13 +1,14 @@
 //! Arbitrary sequences of inputs to one `Node`: datagrams and stream
 //! messages (raw, or a valid envelope around fuzzed payload), time passing,
-//! joins, state writes and metadata requests. The node must never panic.
+//! joins, state writes and metadata requests, with either SWIM engine (the
+//! first byte chooses). The node must never panic.
 #![no_main]
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use roster::node::{Config, Generation, Identity, MetaOp, Node, NodeId, Now, ReadMode};
+use roster::node::{Config, EngineKind, Generation, Identity, MetaOp, Node, NodeId, Now, ReadMode};
 use roster::wire::{Kind, VERSION};
 
 fuzz_target!(|data: &[u8]| {
@@ -20,7 +21,14 @@ fuzz_target!(|data: &[u8]| {
         mono: Duration::from_secs(1),
         wall_ms: 1_700_000_000_000,
     };
-    let Ok(mut node) = Node::new(me, Config::local(), 7, now) else {
+    let Some((first, data)) = data.split_first() else {
+        return;
+    };
+    let config = Config {
+        engine: if first % 2 == 1 { EngineKind::Native } else { EngineKind::Foca },
+        ..Config::local()
+    };
+    let Ok(mut node) = Node::new(me, config, 7, now) else {
         return;
     };
     let peer: SocketAddr = "127.0.0.1:7001".parse().expect("addr");

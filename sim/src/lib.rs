@@ -14,7 +14,7 @@ pub mod world;
 
 use std::time::Duration;
 
-use roster::node::Config;
+use roster::node::{Config, EngineKind};
 
 pub use report::Report;
 
@@ -40,6 +40,8 @@ pub struct RunSpec {
     pub judge_max_health: Option<u8>,
     /// How long the `pause` scenario freezes its node.
     pub pause: Option<Duration>,
+    /// The SWIM engine every node runs.
+    pub engine: EngineKind,
 }
 
 /// Why a run could not start.
@@ -111,6 +113,7 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, SpecError> {
     // member count itself, as it does in an agent.
     let mut config = Config::lan();
     config.lifeguard = !spec.no_lifeguard;
+    config.engine = spec.engine;
     if let Some(j) = spec.judge_max_health {
         config.judge_max_health = j;
     }
@@ -127,6 +130,14 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, SpecError> {
     let started = std::time::Instant::now();
     w.run();
     let wall = started.elapsed().as_secs_f64();
+    if std::env::var_os("ROSTER_SIM_DEBUG").is_some() {
+        let t = w.traffic();
+        for (i, k) in roster::wire::Kind::ALL.iter().enumerate() {
+            if t.msgs[i] > 0 {
+                eprintln!("sent {k:?}: {} messages, {} bytes", t.msgs[i], t.bytes[i]);
+            }
+        }
+    }
     let report = Report::new(sc.name, spec.nodes, spec.seed, &w, wall);
     let liveness_failed = liveness(sc.name, &report, target_voters).or_else(|| {
         (spec.crash_at.is_some() && report.detect_all_secs.is_none()).then(|| {

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 /// allocator (see the README's simulator figures).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use roster::node::EngineKind;
 use roster_sim::{RunSpec, run, scenario::SCENARIOS};
 
 /// Exit code when an invariant was violated.
@@ -74,6 +75,29 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Run one scenario over the same seeds with each SWIM engine (foca,
+    /// then native, each in its own process) and print one table: detection,
+    /// false Downs, convergence, traffic, wall time and peak memory.
+    Compare {
+        /// Scenario name (see `list`).
+        #[arg(long)]
+        scenario: String,
+        /// Number of nodes.
+        #[arg(long, default_value_t = 100)]
+        nodes: usize,
+        /// Seeds, as `A..B` (inclusive).
+        #[arg(long, default_value = "1..10")]
+        seeds: String,
+        /// Runs in parallel within each engine's sweep (default: the
+        /// machine's cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        #[command(flatten)]
+        knobs: Knobs,
+        /// Print both summaries as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// What `run` and `sweep` both take besides the scenario, nodes and seeds.
@@ -101,6 +125,9 @@ struct Knobs {
     /// 15).
     #[arg(long)]
     pause: Option<f64>,
+    /// The SWIM engine every node runs: `foca` or `native`.
+    #[arg(long, default_value = "foca")]
+    engine: EngineKind,
 }
 
 impl Knobs {
@@ -116,6 +143,7 @@ impl Knobs {
             crash_at: secs("--crash-at", self.crash_at)?,
             judge_max_health: self.judge_max_health,
             pause: secs("--pause", self.pause)?,
+            engine: self.engine,
         })
     }
 
@@ -140,7 +168,151 @@ impl Knobs {
         if let Some(j) = self.judge_max_health {
             extra += &format!(" --judge-max-health {j}");
         }
+        if self.engine != EngineKind::Foca {
+            extra += &format!(" --engine {}", self.engine);
+        }
         extra
+    }
+}
+
+/// This process's peak resident memory in KiB (Linux; `None` elsewhere).
+fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `compare`: one `sweep --json` child process per engine, then one table.
+fn compare(
+    scenario: &str,
+    nodes: usize,
+    seeds: &str,
+    jobs: Option<usize>,
+    knobs: &Knobs,
+    json: bool,
+) -> ExitCode {
+    if parse_seeds(seeds).is_none() {
+        eprintln!("error: --seeds must be A..B with A <= B");
+        return ExitCode::from(64);
+    }
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: cannot find this program: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut sums = Vec::new();
+    for engine in [EngineKind::Foca, EngineKind::Native] {
+        let k = Knobs {
+            engine,
+            ..knobs.clone()
+        };
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(["sweep", "--scenario", scenario, "--json"])
+            .args(["--nodes", &nodes.to_string(), "--seeds", seeds])
+            .args(k.replay_flags().split_whitespace());
+        if let Some(j) = jobs {
+            cmd.args(["--jobs", &j.to_string()]);
+        }
+        let out = match cmd.stderr(std::process::Stdio::inherit()).output() {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("error: cannot run the {engine} sweep: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        for l in text.lines().filter(|l| l.starts_with("FAIL")) {
+            println!("{engine}: {l}");
+        }
+        let Some(v) = text
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        else {
+            eprintln!("error: the {engine} sweep printed no summary");
+            return ExitCode::FAILURE;
+        };
+        sums.push((engine, v));
+    }
+    if json {
+        let all: serde_json::Map<String, serde_json::Value> = sums
+            .iter()
+            .map(|(e, v)| (e.to_string(), v.clone()))
+            .collect();
+        println!("{}", serde_json::Value::Object(all));
+    } else {
+        print_comparison(scenario, nodes, seeds, &sums);
+    }
+    ExitCode::SUCCESS
+}
+
+/// The `compare` table: one row per figure, one column per engine, then
+/// native / foca.
+fn print_comparison(
+    scenario: &str,
+    nodes: usize,
+    seeds: &str,
+    sums: &[(EngineKind, serde_json::Value)],
+) {
+    let fig = |v: &serde_json::Value, k: &str, q: &str| v["figures"][k][q].as_f64();
+    let show = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |x| format!("{x}"));
+    println!("{scenario}, {nodes} nodes, seeds {seeds}: median (max) over the seeds");
+    print!("{:<28}", "figure");
+    for (e, _) in sums {
+        print!(" {:>22}", e.to_string());
+    }
+    println!(" {:>14}", "native/foca");
+    let rows: [(&str, &str); 7] = [
+        ("detect_first_secs", "detect_first_secs"),
+        ("detect_all_secs", "detect_all_secs"),
+        ("false_downs", "false_downs"),
+        ("runs with a false Down", "false_downs"),
+        ("bytes_per_node_per_sec", "bytes_per_node_per_sec"),
+        ("wall_secs per run", "wall_secs"),
+        ("join_converged_secs", "join_converged_secs"),
+    ];
+    for (label, key) in rows {
+        print!("{label:<28}");
+        let mut medians = Vec::new();
+        for (_, v) in sums {
+            let cell = if label.starts_with("runs with") {
+                let m = fig(v, key, "nonzero");
+                medians.push(m);
+                show(m)
+            } else {
+                let m = fig(v, key, "median");
+                medians.push(m);
+                format!("{} ({})", show(m), show(fig(v, key, "max")))
+            };
+            print!(" {cell:>22}");
+        }
+        println!(" {:>14}", ratio(&medians));
+    }
+    print!("{:<28}", "failing seeds");
+    let mut failing = Vec::new();
+    for (_, v) in sums {
+        let f = v["failing"].as_array().map(|a| a.len() as f64);
+        failing.push(f);
+        print!(" {:>22}", show(f));
+    }
+    println!(" {:>14}", ratio(&failing));
+    print!("{:<28}", "peak memory (MB)");
+    let mut peaks = Vec::new();
+    for (_, v) in sums {
+        let p = v["peak_rss_kb"].as_f64().map(|k| (k / 1024.0).round());
+        peaks.push(p);
+        print!(" {:>22}", show(p));
+    }
+    println!(" {:>14}", ratio(&peaks));
+}
+
+/// `b / a` to three places, when both are known and `a` is not zero.
+fn ratio(v: &[Option<f64>]) -> String {
+    match v {
+        [Some(a), Some(b)] if *a != 0.0 => format!("{:.3}", b / a),
+        _ => "-".to_owned(),
     }
 }
 
@@ -278,8 +450,9 @@ fn sweep(
     if json {
         println!(
             "{}",
-            serde_json::json!({"scenario": scenario, "nodes": nodes, "seeds": seeds.len(),
-                "failing": failing, "figures": summary})
+            serde_json::json!({"scenario": scenario, "engine": knobs.engine.to_string(),
+                "nodes": nodes, "seeds": seeds.len(), "failing": failing,
+                "peak_rss_kb": peak_rss_kb(), "figures": summary})
         );
     } else {
         println!(
@@ -326,6 +499,14 @@ fn main() -> ExitCode {
             knobs,
             json,
         } => sweep(scenario, nodes, &seeds, jobs, &knobs, json),
+        Cmd::Compare {
+            scenario,
+            nodes,
+            seeds,
+            jobs,
+            knobs,
+            json,
+        } => compare(&scenario, nodes, &seeds, jobs, &knobs, json),
         Cmd::Run {
             scenario,
             nodes,

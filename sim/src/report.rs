@@ -9,6 +9,8 @@ use crate::world::World;
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub scenario: String,
+    /// The SWIM engine the nodes ran (`foca` or `native`).
+    pub engine: String,
     pub nodes: usize,
     pub seed: u64,
     pub virtual_secs: f64,
@@ -127,6 +129,7 @@ impl Report {
         let expects_detection = !detect.is_empty() || m.undetected > 0;
         Self {
             scenario: scenario.to_owned(),
+            engine: w.config().engine.to_string(),
             nodes,
             seed,
             virtual_secs: secs(w.now),

@@ -139,7 +139,7 @@ struct Slot {
     /// Largest HLC this node has accepted from a remote delta.
     max_remote_hlc: Hlc,
     last_hlc: Hlc,
-    last_incarnation: (u64, u16),
+    last_incarnation: (u64, u32),
     /// Newest generation of each member seen in this node's MemberUp events.
     seen_gen: BTreeMap<NodeId, u64>,
     /// The node's Raft disk, kept across crashes.
@@ -473,6 +473,11 @@ impl World {
         self.now = self.now.max(until);
     }
 
+    /// The configuration every node starts with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// Node `n`, while it runs.
     pub fn node(&self, n: usize) -> Option<&Node> {
         self.slots[n].node.as_ref()
@@ -564,11 +569,14 @@ impl World {
             self.on_meta_result(n, req, r);
         }
         if let Some(d) = deadline {
-            let d = d.as_nanos() as Nanos;
+            // A deadline already past means "now": the wake is recorded at
+            // the time it is queued for, or it would never match and the
+            // node's timers would stall.
+            let d = (d.as_nanos() as Nanos).max(self.now);
             let slot = &mut self.slots[n];
             if slot.next_wake.is_none_or(|w| d < w) {
                 slot.next_wake = Some(d);
-                self.push(d.max(self.now), Ev::Wake(n));
+                self.push(d, Ev::Wake(n));
             }
         }
     }
@@ -1319,6 +1327,21 @@ impl World {
                 })
                 .count(),
         )
+    }
+
+    /// Messages and bytes sent by the running nodes, summed by wire kind.
+    pub fn traffic(&self) -> roster::node::metrics::Traffic {
+        let mut t = roster::node::metrics::Traffic::default();
+        for s in &self.slots {
+            if let Some(n) = &s.node {
+                let x = n.metrics().tx;
+                for i in 0..t.msgs.len() {
+                    t.msgs[i] += x.msgs[i];
+                    t.bytes[i] += x.bytes[i];
+                }
+            }
+        }
+        t
     }
 
     fn totals(&self) -> (u64, u64) {

@@ -141,8 +141,32 @@ pub fn render(
     counter(
         &mut r,
         "roster_downs_adopted",
-        "Down verdicts adopted from another member while too unhealthy to judge",
+        "Down verdicts adopted from another member's gossip",
         node.downs_adopted,
+    );
+    counter(
+        &mut r,
+        "roster_nacks_received",
+        "Native engine: nacks from indirect-probe relays (this node's own path works)",
+        node.nacks_received,
+    );
+    counter(
+        &mut r,
+        "roster_suspicion_confirmations",
+        "Native engine: independent confirmations of suspicions",
+        node.confirmations,
+    );
+    counter(
+        &mut r,
+        "roster_told_down",
+        "Native engine: members held Down told so after they sent something",
+        node.told_down,
+    );
+    counter(
+        &mut r,
+        "roster_engine_mismatch_dropped",
+        "Push-pull messages from a node running the other SWIM engine",
+        node.engine_mismatch_dropped,
     );
     counter(
         &mut r,

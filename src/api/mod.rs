@@ -239,6 +239,7 @@ async fn status(State(api): State<Api>) -> Result<Json<serde_json::Value>, ApiEr
             "incarnation": s.incarnation,
             "health_score": s.health_score,
             "joined": s.joined,
+            "engine": s.engine.to_string(),
         },
         "members": {
             "alive": count(MemberState::Alive),

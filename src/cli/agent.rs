@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
-use crate::node::{Config, NodeId};
+use crate::node::{Config, EngineKind, NodeId};
 use crate::runtime::Roster;
 
 /// Membership timing profile.
@@ -26,6 +26,25 @@ pub enum Profile {
     Wan,
     /// One machine (`Config::local`).
     Local,
+}
+
+/// The SWIM engine (`Config::engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// foca 2.0 with roster's Lifeguard layer.
+    Foca,
+    /// roster's own SWIM engine, Lifeguard built in.
+    Native,
+}
+
+impl From<Engine> for EngineKind {
+    fn from(e: Engine) -> Self {
+        match e {
+            Engine::Foca => EngineKind::Foca,
+            Engine::Native => EngineKind::Native,
+        }
+    }
 }
 
 /// Log output.
@@ -68,6 +87,10 @@ pub struct AgentArgs {
     /// Timing profile.
     #[arg(long, env = "ROSTER_PROFILE", value_enum)]
     pub profile: Option<Profile>,
+    /// SWIM engine (default foca). Every member of a cluster must run the
+    /// same one: each refuses the other's packets.
+    #[arg(long, env = "ROSTER_ENGINE", value_enum)]
+    pub engine: Option<Engine>,
     /// Log format.
     #[arg(long, env = "ROSTER_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -104,6 +127,7 @@ struct FileConfig {
     #[serde(default)]
     tag: Vec<String>,
     profile: Option<Profile>,
+    engine: Option<Engine>,
     log_format: Option<LogFormat>,
     http: Option<SocketAddr>,
     voter: Option<bool>,
@@ -131,6 +155,8 @@ pub struct Settings {
     pub tags: BTreeMap<String, String>,
     /// Profile.
     pub profile: Profile,
+    /// SWIM engine.
+    pub engine: Engine,
     /// Log format.
     pub log_format: LogFormat,
     /// HTTP API address.
@@ -203,6 +229,7 @@ pub fn settings(args: AgentArgs) -> Result<Settings, String> {
         data_dir: args.data_dir.or(file.data_dir),
         tls_dir,
         profile: args.profile.or(file.profile).unwrap_or(Profile::Lan),
+        engine: args.engine.or(file.engine).unwrap_or(Engine::Foca),
         log_format: args
             .log_format
             .or(file.log_format)
@@ -269,10 +296,13 @@ async fn serve(s: Settings) -> ExitCode {
     let mut b = Roster::builder()
         .tls_dir(&s.tls_dir)
         .bind(s.bind)
-        .config(match s.profile {
-            Profile::Lan => Config::lan(),
-            Profile::Wan => Config::wan(),
-            Profile::Local => Config::local(),
+        .config(Config {
+            engine: s.engine.into(),
+            ..match s.profile {
+                Profile::Lan => Config::lan(),
+                Profile::Wan => Config::wan(),
+                Profile::Local => Config::local(),
+            }
         });
     if let Some(n) = s.name {
         b = b.name(n);

@@ -78,10 +78,31 @@ pub struct Config {
     /// Largest accepted lead of a remote HLC over the local wall clock.
     /// 500 ms, as CockroachDB's `max-offset`.
     pub max_drift: Duration,
-    /// Lifeguard layer (local health, final check before Down, no forced
-    /// rejoin after a refutation). On by default; off gives foca's plain
-    /// SWIM behaviour for comparison.
+    /// Which SWIM engine runs membership: [`EngineKind::Foca`] (foca 2.0
+    /// with roster's Lifeguard layer) or [`EngineKind::Native`] (roster's
+    /// own engine, Lifeguard built in). Members of one cluster must run the
+    /// same engine: each refuses the other's packets.
+    pub engine: EngineKind,
+    /// Lifeguard layer of the foca engine (local health, final check before
+    /// Down, no forced rejoin after a refutation). On by default; off gives
+    /// foca's plain SWIM behaviour for comparison. The native engine always
+    /// runs Lifeguard.
     pub lifeguard: bool,
+    /// Native engine, Lifeguard's dynamic suspicion: the shortest window,
+    /// reached once `suspicion_confirmations` other members confirm a
+    /// suspicion, is `suspicion_min_mult * max(1, log10(n))` probe periods
+    /// for `n` live members (memberlist's `SuspicionMult`, 4 on LAN). 2
+    /// here: a verdict also waits for a last direct probe, and a node with
+    /// poor local health defers its own (see the README's engine section).
+    pub suspicion_min_mult: f64,
+    /// Native engine: the longest window, which an unconfirmed suspicion
+    /// lasts, as a multiple of the shortest (memberlist's
+    /// `SuspicionMaxTimeoutMult`, 6).
+    pub suspicion_max_mult: NonZeroU8,
+    /// Native engine: independent confirmations that bring a suspicion's
+    /// window down to the shortest (Lifeguard's `K`; memberlist uses
+    /// `SuspicionMult - 2`, 2 on LAN). 3.
+    pub suspicion_confirmations: u8,
     /// Highest local health score (Lifeguard's LHM `S`): probe timing is
     /// scaled by `1 + score`. 8, as Lifeguard's paper and memberlist
     /// `AwarenessMaxMultiplier`.
@@ -137,6 +158,36 @@ pub enum ConfigError {
     StateTooLargeForDatagram(usize),
 }
 
+/// The SWIM engine a node runs (see [`Config::engine`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EngineKind {
+    /// foca 2.0 with roster's Lifeguard layer.
+    #[default]
+    Foca,
+    /// roster's own engine.
+    Native,
+}
+
+impl std::str::FromStr for EngineKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "foca" => Ok(Self::Foca),
+            "native" => Ok(Self::Native),
+            other => Err(format!("unknown engine {other:?} (foca or native)")),
+        }
+    }
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Foca => "foca",
+            Self::Native => "native",
+        })
+    }
+}
+
 /// Live members up to which push-pull runs at the base interval
 /// (memberlist's `pushPullScaleThreshold`).
 const PUSH_PULL_SCALE_THRESHOLD: usize = 32;
@@ -153,6 +204,11 @@ pub struct Timing {
     pub retransmits: NonZeroU8,
     /// Time between push-pull exchanges.
     pub sync_interval: Duration,
+    /// Native engine: the shortest suspicion window (with every expected
+    /// confirmation).
+    pub suspicion_min: Duration,
+    /// Native engine: the longest suspicion window (unconfirmed).
+    pub suspicion_max: Duration,
 }
 
 impl Config {
@@ -178,7 +234,11 @@ impl Config {
             join_retry_max: Duration::from_secs(30),
             max_datagram_bytes: NonZeroUsize::new(QUIC_MIN_DATAGRAM_BYTES).expect("non-zero"),
             max_drift: Duration::from_millis(500),
+            engine: EngineKind::Foca,
             lifeguard: true,
+            suspicion_min_mult: 2.0,
+            suspicion_max_mult: NonZeroU8::new(6).expect("non-zero"),
+            suspicion_confirmations: 3,
             max_health_score: 8,
             judge_max_health: 0,
             remove_down_after: Duration::from_secs(24 * 3600),
@@ -242,11 +302,15 @@ impl Config {
         } else {
             self.sync_interval
         };
+        let suspicion_min = self.probe_period.mul_f64(self.suspicion_min_mult * log10_n);
+        let suspicion_max = suspicion_min * u32::from(self.suspicion_max_mult.get());
         Timing {
             members: n,
             suspicion_window,
             retransmits,
             sync_interval,
+            suspicion_min,
+            suspicion_max,
         }
     }
 
@@ -283,6 +347,9 @@ impl Config {
                 rtt: self.probe_rtt,
                 period: self.probe_period,
             });
+        }
+        if !(self.suspicion_min_mult.is_finite() && self.suspicion_min_mult > 0.0) {
+            return Err(ConfigError::Zero("suspicion_min_mult"));
         }
         if self.max_datagram_bytes.get() < 512 {
             return Err(ConfigError::DatagramTooSmall(self.max_datagram_bytes.get()));

@@ -233,8 +233,9 @@ impl fmt::Display for Generation {
 }
 
 /// SWIM incarnation number, owned by the member it describes; it grows each
-/// time the member refutes a suspicion (SWIM §4.2).
-pub type Incarnation = foca::Incarnation;
+/// time the member refutes a suspicion (SWIM §4.2). 32 bits; the foca
+/// engine's wire carries 16 of them (see `swim::to_foca`).
+pub type Incarnation = u32;
 
 /// The identity gossiped for a member: what SWIM probes and what the member
 /// list shows.

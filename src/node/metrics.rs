@@ -71,9 +71,19 @@ pub struct Metrics {
     pub downs_deferred: u64,
     /// Members this node declared Down.
     pub downs_declared: u64,
-    /// Of those, verdicts adopted from another member's gossiped Down while
-    /// this node was too unhealthy to judge.
+    /// Of those, verdicts adopted from another member's gossiped Down (the
+    /// foca engine: while this node was too unhealthy to judge; the native
+    /// engine: at once, as memberlist does).
     pub downs_adopted: u64,
+    /// Native engine: nacks received from indirect-probe relays.
+    pub nacks_received: u64,
+    /// Native engine: independent confirmations of suspicions.
+    pub confirmations: u64,
+    /// Native engine: members held Down told so after they sent something.
+    pub told_down: u64,
+    /// Push-pull messages from a node running the other SWIM engine,
+    /// dropped.
+    pub engine_mismatch_dropped: u64,
     /// Times this node had to rejoin under a new identity.
     pub forced_rejoins: u64,
     /// "You are Down" messages answered with a refutation instead of a rejoin.

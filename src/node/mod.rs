@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod delta;
+mod engine;
 pub mod hlc;
 pub mod identity;
 pub mod meta;
@@ -18,7 +19,7 @@ pub mod timers;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use config::{Config, ConfigError, Timing};
+pub use config::{Config, ConfigError, EngineKind, Timing};
 pub use delta::{Delta, StateError, StateLimits};
 pub use hlc::{Hlc, HlcClock};
 pub use identity::{Generation, Identity, Incarnation, NodeId};

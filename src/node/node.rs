@@ -22,8 +22,9 @@ use std::time::Duration;
 use foca::{Member, OwnedNotification, State, Timer};
 use rand::{RngExt, SeedableRng};
 
-use super::config::{Config, ConfigError, Timing};
+use super::config::{Config, ConfigError, EngineKind, Timing};
 use super::delta::{Delta, StateError, StateStore};
+use super::engine::{Engine, EngineEvent};
 use super::hlc::{Hlc, HlcClock};
 use super::identity::{Identity, Incarnation, NodeId};
 use super::metrics::Metrics;
@@ -37,6 +38,7 @@ use crate::wire::{
 
 mod lifeguard;
 mod meta;
+mod native;
 mod sync;
 
 use meta::MetaCore;
@@ -100,6 +102,12 @@ pub struct Node {
     timing: Timing,
     identity: Identity,
     swim: Swim,
+    /// The native engine, when `config.engine` is `Native`; foca then stays
+    /// idle (never joined, never driven).
+    native: Option<Box<Engine>>,
+    /// Application items (state deltas, leaves) for the native engine; the
+    /// foca engine owns its own handler.
+    items: GossipHandler,
     io: Io,
     shared: SharedRef,
     rng: rand::rngs::Xoshiro256PlusPlus,
@@ -176,6 +184,16 @@ impl Node {
         let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed);
         let swim_rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(rng.random());
         let timing = config.timing(1);
+        let native = (config.engine == EngineKind::Native).then(|| {
+            let room = config.max_datagram_bytes.get() - wire::ENVELOPE_BYTES;
+            Box::new(Engine::new(
+                identity.clone(),
+                &config,
+                rng.random(),
+                now.mono,
+                room,
+            ))
+        });
         let swim = Swim::with_custom_broadcast(
             identity.clone(),
             config.foca(&timing),
@@ -206,11 +224,16 @@ impl Node {
             stray_turn_undead: 0,
         };
         let config_meta = config.meta.clone();
+        let items = GossipHandler {
+            shared: shared.clone(),
+        };
         let mut node = Self {
             config,
             timing,
             identity,
             swim,
+            native,
+            items,
             io,
             shared,
             rng,
@@ -272,11 +295,15 @@ impl Node {
         self.set_now(now);
         let leave = Leave {
             identity: self.identity.clone(),
-            incarnation: self.io.self_incarnation,
+            incarnation: self.incarnation(),
         };
         if let Some(bytes) = swim::encode_item(&Item::Left(leave.clone())) {
-            let _ = self.swim.add_broadcast(&bytes);
-            let _ = self.swim.gossip(&mut self.io);
+            if let Some(e) = self.native.as_mut() {
+                e.leave(self.io.now, self.config.gossip_fanout.get());
+            } else {
+                let _ = self.swim.add_broadcast(&bytes);
+                let _ = self.swim.gossip(&mut self.io);
+            }
         }
         let targets = self.random_members(self.config.leave_fanout, |_| true);
         for t in targets {
@@ -389,6 +416,13 @@ impl Node {
                 self.on_sync_deltas(d);
                 Ok(())
             }
+            Message::Member(p) => self.on_member(p, peer),
+            // The foca engine's final check: a native node has none.
+            Message::Verify(_) | Message::VerifyRelay(_) | Message::VerifyAck(_)
+                if self.native.is_some() =>
+            {
+                Ok(())
+            }
             Message::Verify(v) => {
                 self.on_verify(v);
                 Ok(())
@@ -406,7 +440,7 @@ impl Node {
             Message::Leave(l) => {
                 if let Some(bytes) = swim::encode_item(&Item::Left(l)) {
                     // The handler records it and queues it for apply_leaves.
-                    let _ = self.swim.add_broadcast(&bytes);
+                    self.add_item(&bytes, None);
                 }
                 Ok(())
             }
@@ -449,6 +483,10 @@ impl Node {
             return;
         }
         self.set_now(now);
+        if let Some(e) = self.native.as_mut() {
+            e.handle_timeout(self.io.now);
+            self.after_swim();
+        }
         while let Some(t) = self.io.timers.pop_due(now.mono) {
             self.fire(t);
             self.after_swim();
@@ -495,9 +533,9 @@ impl Node {
         };
         let hlc = d.hlc;
         match swim::encode_item(&item) {
-            // add_broadcast hands the item to the handler, which merges it.
+            // The handler merges it, then it is gossiped.
             Some(bytes) => {
-                if self.swim.add_broadcast(&bytes).is_err() {
+                if !self.add_item(&bytes, None) {
                     // Too large to piggyback: keep it locally, push-pull
                     // carries it.
                     self.shared.lock().merge_remote(d);
@@ -526,9 +564,12 @@ impl Node {
     /// When [`Node::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Duration> {
         if self.left {
-            None
-        } else {
-            self.io.timers.next_deadline()
+            return None;
+        }
+        let mine = self.io.timers.next_deadline();
+        match self.native.as_ref().and_then(|e| e.poll_timeout()) {
+            Some(e) => Some(mine.map_or(e, |m| m.min(e))),
+            None => mine,
         }
     }
 
@@ -541,7 +582,15 @@ impl Node {
 
     /// This node's SWIM incarnation.
     pub fn incarnation(&self) -> Incarnation {
-        self.io.self_incarnation
+        match &self.native {
+            Some(e) => e.incarnation(),
+            None => self.io.self_incarnation,
+        }
+    }
+
+    /// The SWIM engine this node runs.
+    pub fn engine(&self) -> EngineKind {
+        self.config.engine
     }
 
     /// The configuration in force.
@@ -566,17 +615,27 @@ impl Node {
         self.members.get(id)
     }
 
-    /// Members foca counts as active (Alive or Suspect).
+    /// Members the SWIM engine counts as active (Alive or Suspect).
     pub fn active_members(&self) -> usize {
-        self.swim.num_members()
+        match &self.native {
+            Some(e) => e.num_active(),
+            None => self.swim.num_members(),
+        }
     }
 
-    /// foca's member table: `(identity, incarnation, active)` for every
-    /// member, Down ones included. O(members).
-    pub fn swim_members(&self) -> impl Iterator<Item = (&Identity, Incarnation, bool)> {
-        self.swim
-            .iter_membership_state()
-            .map(|m| (m.id(), m.incarnation(), swim::is_active(m.state())))
+    /// The SWIM engine's member table: `(identity, incarnation, active)`
+    /// for every member, Down ones included. O(members).
+    pub fn swim_members(&self) -> Box<dyn Iterator<Item = (&Identity, Incarnation, bool)> + '_> {
+        match &self.native {
+            Some(e) => Box::new(e.members().map(|(id, inc, st)| (id, inc, st.is_active()))),
+            None => Box::new(self.swim.iter_membership_state().map(|m| {
+                (
+                    m.id(),
+                    Incarnation::from(m.incarnation()),
+                    swim::is_active(m.state()),
+                )
+            })),
+        }
     }
 
     /// Live value of `owner`'s `key`.
@@ -615,7 +674,22 @@ impl Node {
         m.tx = self.io.tx;
         m.probe_failures = self.io.probe_failures;
         m.probes_sent = self.io.probes_sent;
-        m.health_score = self.io.health;
+        m.health_score = self.health_score();
+        if let Some(e) = &self.native {
+            let c = e.counters();
+            m.probe_failures = c.probe_failures;
+            m.probes_sent = c.probes_sent;
+            m.suspicions_raised = c.suspicions_raised;
+            m.suspicions_refuted = c.suspicions_refuted;
+            m.self_refutations = c.self_refutations;
+            m.downs_declared = c.downs_declared + c.downs_adopted;
+            m.downs_adopted = c.downs_adopted;
+            m.downs_deferred = c.downs_deferred;
+            m.verifications_started = c.final_checks;
+            m.nacks_received = c.nacks_received;
+            m.confirmations = c.confirmations;
+            m.told_down = c.told_down;
+        }
         m.stray_turn_undead_dropped = self.io.stray_turn_undead;
         m.live_members = self.timing.members as u64;
         m.suspicion_window_ms = self.timing.suspicion_window.as_millis() as u64;
@@ -639,7 +713,10 @@ impl Node {
 
     /// Local health score (Lifeguard): 0 is healthy.
     pub fn health_score(&self) -> u8 {
-        self.io.health
+        match &self.native {
+            Some(e) => e.health(),
+            None => self.io.health,
+        }
     }
 
     // ----- internals -----
@@ -679,6 +756,12 @@ impl Node {
     }
 
     fn on_swim(&mut self, packet: &[u8], peer: Option<&NodeId>) -> Result<(), InputError> {
+        if self.native.is_some() {
+            self.metrics.swim_errors += 1;
+            return Err(InputError::Swim(
+                "a foca engine packet; this node runs the native engine".into(),
+            ));
+        }
         if self.config.lifeguard {
             let buf = std::mem::take(&mut self.prescan_buf);
             if let Some(p) = swim::prescan(packet, buf) {
@@ -726,7 +809,7 @@ impl Node {
                 {
                     self.io.verdict = Some(swim::Verdict {
                         member: member_id.clone(),
-                        incarnation,
+                        incarnation: u32::from(incarnation),
                         applied: false,
                     });
                 }
@@ -773,7 +856,7 @@ impl Node {
                 // Keep at it while alone, and for a while until every seed
                 // has answered: stopping at the first answer could leave a
                 // few early nodes in an island of their own.
-                let alone = self.swim.num_members() == 0;
+                let alone = self.active_members() == 0;
                 let seeds_pending = self.seeds.iter().any(|s| !self.answered_seeds.contains(s));
                 if !alone && (!seeds_pending || attempt > MAX_SEED_RETRIES) {
                     self.join_retry_pending = false;
@@ -801,6 +884,7 @@ impl Node {
     // ----- after every foca call -----
 
     fn after_swim(&mut self) {
+        self.drain_native();
         for (id, inc) in std::mem::take(&mut self.io.suspected) {
             self.metrics.suspicions_raised += 1;
             if let Some(v) = self.members.get_mut(&id.id)
@@ -855,9 +939,18 @@ impl Node {
         let known_active = self.members.get(&l.identity.id).is_some_and(|v| {
             v.identity == l.identity && matches!(v.state, MemberState::Alive | MemberState::Suspect)
         });
+        if let Some(e) = self.native.as_mut() {
+            e.mark_left(&l.identity, l.incarnation);
+            self.drain_native();
+            return;
+        }
         if known_active {
             let _ = self.swim.apply_many(
-                std::iter::once(Member::new(l.identity.clone(), l.incarnation, State::Down)),
+                std::iter::once(Member::new(
+                    l.identity.clone(),
+                    swim::to_foca(l.incarnation),
+                    State::Down,
+                )),
                 false,
                 &mut self.io,
             );
@@ -889,7 +982,7 @@ impl Node {
     /// hands foca its part (memberlist likewise sizes its suspicion timeout,
     /// retransmit limit and push-pull interval from the current count).
     fn resize(&mut self) {
-        let live = self.swim.num_members() + 1;
+        let live = self.active_members() + 1;
         if live == self.timing.members {
             return;
         }
@@ -897,7 +990,9 @@ impl Node {
         let foca_changed = timing.retransmits != self.timing.retransmits
             || timing.suspicion_window != self.timing.suspicion_window;
         self.timing = timing;
-        if foca_changed {
+        if let Some(e) = self.native.as_mut() {
+            e.set_timing(timing);
+        } else if foca_changed {
             // Only sizes change, which foca accepts at any time.
             let _ = self.swim.set_config(self.config.foca(&timing));
         }

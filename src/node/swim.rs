@@ -410,7 +410,7 @@ impl foca::Runtime<Identity> for Io {
     fn notify(&mut self, n: Notification<'_, Identity>) {
         match n {
             Notification::DataSent(h) => {
-                self.self_incarnation = h.src_incarnation;
+                self.self_incarnation = u32::from(h.src_incarnation);
                 match h.message {
                     foca::Message::Ping(n) => {
                         self.probes_sent += 1;
@@ -474,11 +474,12 @@ impl foca::Runtime<Identity> for Io {
                 incarnation,
                 token,
             } => {
-                self.suspected.push((member_id.clone(), incarnation));
+                self.suspected
+                    .push((member_id.clone(), u32::from(incarnation)));
                 let t = if self.lifeguard {
                     TimerKind::Suspect {
                         member: member_id,
-                        incarnation,
+                        incarnation: u32::from(incarnation),
                         token,
                     }
                 } else {
@@ -494,6 +495,31 @@ impl foca::Runtime<Identity> for Io {
                 self.schedule(after * mult, TimerKind::Foca(t));
             }
             t => self.schedule(after, TimerKind::Foca(t)),
+        }
+    }
+}
+
+/// An incarnation as foca holds it (16 bits; a larger one, which the foca
+/// engine never produces, is held at the maximum).
+pub(crate) fn to_foca(i: Incarnation) -> foca::Incarnation {
+    foca::Incarnation::try_from(i).unwrap_or(foca::Incarnation::MAX)
+}
+
+/// The application slot of a broadcast item for the native engine's queue:
+/// a newer item about the same thing (the same state key, the same node's
+/// leave) takes the older one's place.
+pub(crate) fn item_slot(key: &ItemKey) -> [u64; 2] {
+    use super::delta::{FNV_OFFSET, fnv1a};
+    use super::identity::mix64;
+    match key {
+        ItemKey::Delta { owner, key, .. } => {
+            let k = owner.key();
+            let h = fnv1a(FNV_OFFSET, key.as_bytes());
+            [mix64(k[0] ^ h), mix64(k[1] ^ mix64(h))]
+        }
+        ItemKey::Left { id, .. } => {
+            let k = id.key();
+            [k[0], mix64(k[1] ^ 0x4c45_4654)]
         }
     }
 }

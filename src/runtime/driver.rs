@@ -282,6 +282,7 @@ impl Driver {
                     incarnation: self.node.incarnation(),
                     hlc: self.node.hlc(),
                     health_score: self.node.health_score(),
+                    engine: self.node.engine(),
                     joined: self.node.is_joined(),
                     timing: self.node.timing(),
                 });

@@ -157,6 +157,8 @@ pub struct NodeStatus {
     pub joined: bool,
     /// The timing in force for the current number of live members.
     pub timing: crate::node::Timing,
+    /// The SWIM engine the node runs.
+    pub engine: crate::node::EngineKind,
 }
 
 /// Builds and starts a node. See [`Roster::builder`].

@@ -25,13 +25,13 @@ impl Node {
             }
             _ => {}
         }
-        self.observe(&h.src, h.src_incarnation, State::Alive);
+        self.observe(&h.src, u32::from(h.src_incarnation), State::Alive);
         for m in &p.updates {
-            self.observe(m.id(), m.incarnation(), m.state());
+            self.observe(m.id(), u32::from(m.incarnation()), m.state());
             if m.state() != State::Alive {
                 self.gossiped_suspects.push((
                     m.id().clone(),
-                    m.incarnation(),
+                    u32::from(m.incarnation()),
                     m.state() == State::Down,
                 ));
             }
@@ -125,7 +125,7 @@ impl Node {
         let _ = self.swim.apply_many(
             std::iter::once(Member::new(
                 self.identity.clone(),
-                incarnation,
+                swim::to_foca(incarnation),
                 State::Suspect,
             )),
             true,
@@ -221,7 +221,7 @@ impl Node {
             applied: false,
         });
         let _ = self.swim.apply_many(
-            std::iter::once(Member::new(member.clone(), at, State::Down)),
+            std::iter::once(Member::new(member.clone(), swim::to_foca(at), State::Down)),
             true,
             &mut self.io,
         );
@@ -445,7 +445,7 @@ impl Node {
             return;
         };
         if v.identity == *member && v.state == MemberState::Alive && v.incarnation > incarnation {
-            let m = Member::new(member.clone(), v.incarnation, State::Alive);
+            let m = Member::new(member.clone(), swim::to_foca(v.incarnation), State::Alive);
             let _ = self.swim.apply_many(std::iter::once(m), true, &mut self.io);
         }
     }
@@ -458,7 +458,7 @@ impl Node {
     ) {
         self.fire(TimerKind::Foca(Timer::ChangeSuspectToDown {
             member_id: member,
-            incarnation,
+            incarnation: swim::to_foca(incarnation),
             token,
         }));
     }
@@ -491,7 +491,11 @@ impl Node {
         // The answer proves the member alive at its new incarnation; foca
         // clears the suspicion and spreads the news.
         let _ = self.swim.apply_many(
-            std::iter::once(Member::new(a.from.clone(), a.incarnation, State::Alive)),
+            std::iter::once(Member::new(
+                a.from.clone(),
+                swim::to_foca(a.incarnation),
+                State::Alive,
+            )),
             true,
             &mut self.io,
         );

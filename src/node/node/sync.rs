@@ -6,6 +6,10 @@ use super::*;
 impl Node {
     pub(super) fn members_hash(&self) -> u64 {
         use crate::node::delta::{FNV_OFFSET, fnv1a};
+        if let Some(e) = &self.native {
+            // Kept up to date on every change: O(1).
+            return e.fingerprint();
+        }
         // foca's table is in random order: hash an order-independent sum.
         let mut acc: u64 = 0;
         for m in self.swim.iter_membership_state() {
@@ -19,26 +23,49 @@ impl Node {
         // Include ourselves so both sides hash the same set.
         let h = fnv1a(FNV_OFFSET, self.identity.id.as_str().as_bytes());
         let h = fnv1a(h, &self.identity.generation.0.to_le_bytes());
-        acc.wrapping_add(fnv1a(h, &self.io.self_incarnation.to_le_bytes()))
+        acc.wrapping_add(fnv1a(
+            h,
+            &swim::to_foca(self.io.self_incarnation).to_le_bytes(),
+        ))
     }
 
     pub(super) fn full_view(&self) -> SyncFull {
-        let mut members: Vec<MemberDigest> = self
-            .swim
-            .iter_membership_state()
-            .map(|m| MemberDigest {
-                identity: m.id().clone(),
-                incarnation: m.incarnation(),
-                state: match m.state() {
-                    State::Alive => WireState::Alive,
-                    State::Suspect => WireState::Suspect,
-                    State::Down => WireState::Down,
-                },
-            })
-            .collect();
+        use crate::node::engine::table::State as Native;
+        let mut members: Vec<MemberDigest> = match &self.native {
+            // Left members stay out: Left is terminal, nobody needs news of it.
+            Some(e) => e
+                .members()
+                .filter_map(|(id, incarnation, st)| {
+                    let state = match st {
+                        Native::Alive => WireState::Alive,
+                        Native::Suspect => WireState::Suspect,
+                        Native::Down => WireState::Down,
+                        Native::Left => return None,
+                    };
+                    Some(MemberDigest {
+                        identity: id.clone(),
+                        incarnation,
+                        state,
+                    })
+                })
+                .collect(),
+            None => self
+                .swim
+                .iter_membership_state()
+                .map(|m| MemberDigest {
+                    identity: m.id().clone(),
+                    incarnation: Incarnation::from(m.incarnation()),
+                    state: match m.state() {
+                        State::Alive => WireState::Alive,
+                        State::Suspect => WireState::Suspect,
+                        State::Down => WireState::Down,
+                    },
+                })
+                .collect(),
+        };
         members.push(MemberDigest {
             identity: self.identity.clone(),
-            incarnation: self.io.self_incarnation,
+            incarnation: self.incarnation(),
             state: WireState::Alive,
         });
         // One entry per NodeId (foca keys its table by it), so an unstable
@@ -57,7 +84,8 @@ impl Node {
         };
         SyncRequest {
             from: self.identity.clone(),
-            incarnation: self.io.self_incarnation,
+            incarnation: self.incarnation(),
+            engine: self.engine_byte(),
             join,
             members_hash: self.members_hash(),
             state_hash,
@@ -68,7 +96,7 @@ impl Node {
 
     pub(super) fn send_join(&mut self) {
         let req = Message::SyncRequest(self.sync_request(true));
-        let alone = self.swim.num_members() == 0;
+        let alone = self.active_members() == 0;
         let mut targets: Vec<SocketAddr> = self
             .seeds
             .iter()
@@ -126,8 +154,26 @@ impl Node {
         self.io.send_msg(addr, &req);
     }
 
+    /// This node's engine as push-pull names it.
+    fn engine_byte(&self) -> u8 {
+        match self.config.engine {
+            EngineKind::Foca => wire::ENGINE_FOCA,
+            EngineKind::Native => wire::ENGINE_NATIVE,
+        }
+    }
+
+    /// Whether a push-pull from a node running `engine` is refused (the
+    /// other engine: a mixed cluster must not form).
+    fn other_engine(&mut self, engine: u8) -> bool {
+        let other = engine != self.engine_byte();
+        if other {
+            self.metrics.engine_mismatch_dropped += 1;
+        }
+        other
+    }
+
     pub(super) fn on_sync_request(&mut self, from: SocketAddr, r: SyncRequest) {
-        if r.from.id == self.identity.id {
+        if r.from.id == self.identity.id || self.other_engine(r.engine) {
             return;
         }
         self.introduce(&r.from, r.incarnation, r.join);
@@ -149,7 +195,8 @@ impl Node {
         }
         let reply = SyncReply {
             from: self.identity.clone(),
-            incarnation: self.io.self_incarnation,
+            incarnation: self.incarnation(),
+            engine: self.engine_byte(),
             full: (!in_sync).then(|| self.full_view()),
             deltas,
             hlc: self.shared.lock().hlc.last(),
@@ -160,7 +207,7 @@ impl Node {
     }
 
     pub(super) fn on_sync_reply(&mut self, from: SocketAddr, r: SyncReply) {
-        if r.from.id == self.identity.id {
+        if r.from.id == self.identity.id || self.other_engine(r.engine) {
             return;
         }
         if self.seeds.contains(&from) && !self.answered_seeds.contains(&from) {
@@ -212,9 +259,23 @@ impl Node {
 
     /// A member that contacted us directly is alive at `incarnation`.
     pub(super) fn introduce(&mut self, who: &Identity, incarnation: Incarnation, broadcast: bool) {
+        if let Some(e) = self.native.as_mut() {
+            use crate::node::engine::packet::WireState as W;
+            e.merge(
+                self.io.now,
+                [(who.clone(), incarnation, W::Alive)],
+                broadcast,
+            );
+            self.drain_native();
+            return;
+        }
         self.observe(who, incarnation, State::Alive);
         let _ = self.swim.apply_many(
-            std::iter::once(Member::new(who.clone(), incarnation, State::Alive)),
+            std::iter::once(Member::new(
+                who.clone(),
+                swim::to_foca(incarnation),
+                State::Alive,
+            )),
             broadcast,
             &mut self.io,
         );
@@ -224,6 +285,20 @@ impl Node {
     /// (this node confirms failures itself); a claim about this node that it
     /// is not alive is refuted.
     pub(super) fn merge_members(&mut self, list: &[MemberDigest]) {
+        if let Some(e) = self.native.as_mut() {
+            use crate::node::engine::packet::WireState as W;
+            let claims = list.iter().map(|m| {
+                let state = match m.state {
+                    WireState::Alive => W::Alive,
+                    WireState::Suspect => W::Suspect,
+                    WireState::Down => W::Down,
+                };
+                (m.identity.clone(), m.incarnation, state)
+            });
+            e.merge(self.io.now, claims, false);
+            self.drain_native();
+            return;
+        }
         // foca's member table is searched linearly per update: index it once
         // (a vector sorted by NodeId, one entry each, searched by halves) and
         // hand foca only what would change it, so merging a full view costs
@@ -231,7 +306,7 @@ impl Node {
         let mut known: Vec<(&NodeId, (&Identity, Incarnation, State))> = self
             .swim
             .iter_membership_state()
-            .map(|m| (&m.id().id, (m.id(), m.incarnation(), m.state())))
+            .map(|m| (&m.id().id, (m.id(), u32::from(m.incarnation()), m.state())))
             .collect();
         known.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let mut updates = Vec::new();
@@ -281,7 +356,11 @@ impl Node {
                 suspects.push((m.identity.clone(), m.incarnation, down));
             }
             if news {
-                updates.push(Member::new(m.identity.clone(), m.incarnation, state));
+                updates.push(Member::new(
+                    m.identity.clone(),
+                    swim::to_foca(m.incarnation),
+                    state,
+                ));
             }
         }
         drop(known);
@@ -313,10 +392,10 @@ impl Node {
             if !self.shared.lock().check_drift(d) {
                 continue;
             }
-            // Through foca's backlog, so news learned by push-pull spreads
-            // like a fresh write (the handler merges it).
+            // Through the engine's backlog, so news learned by push-pull
+            // spreads like a fresh write (the handler merges it).
             match swim::encode_item(&Item::Delta(d.clone())) {
-                Some(bytes) if self.swim.add_broadcast(&bytes).is_ok() => {}
+                Some(bytes) if self.add_item(&bytes, None) => {}
                 _ => {
                     self.shared.lock().merge(d);
                 }
