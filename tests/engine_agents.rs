@@ -178,6 +178,17 @@ fn a_mixed_cluster_refuses_rather_than_misreads() {
         joined.is_none(),
         "a foca agent and a native agent joined each other"
     );
+    // Refused, and counted: b's join attempts reached a.
+    let metrics = http_get(&format!("127.0.0.1:{}", a.1), "/metrics").unwrap();
+    let dropped: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("roster_engine_mismatch_dropped_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        dropped > 0,
+        "no push-pull refused for its engine:\n{metrics}"
+    );
     drop(agents);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -290,6 +290,27 @@ fn print_comparison(
         }
         println!(" {:>14}", ratio(&medians));
     }
+    // Figures only some scenarios report (the pause scenario's): median
+    // (min-max).
+    for key in [
+        "pause_declared_down",
+        "pause_back_alive_secs",
+        "pause_node_declared_down",
+        "pause_rejoined",
+    ] {
+        if sums.iter().all(|(_, v)| v["figures"].get(key).is_none()) {
+            continue;
+        }
+        print!("{key:<28}");
+        let mut medians = Vec::new();
+        for (_, v) in sums {
+            let m = fig(v, key, "median");
+            medians.push(m);
+            let range = format!("{}-{}", show(fig(v, key, "min")), show(fig(v, key, "max")));
+            print!(" {:>22}", format!("{} ({range})", show(m)));
+        }
+        println!(" {:>14}", ratio(&medians));
+    }
     print!("{:<28}", "failing seeds");
     let mut failing = Vec::new();
     for (_, v) in sums {
@@ -332,8 +353,8 @@ fn parse_seeds(s: &str) -> Option<std::ops::RangeInclusive<u64>> {
     (a <= b).then_some(a..=b)
 }
 
-/// Median, p99 and max of every numeric report field over the runs, and in
-/// how many runs it was not zero.
+/// Median, p99, min and max of every numeric report field over the runs,
+/// and in how many runs it was not zero.
 fn summarise(reports: &[serde_json::Value]) -> serde_json::Map<String, serde_json::Value> {
     let mut fields: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     for r in reports {
@@ -359,6 +380,7 @@ fn summarise(reports: &[serde_json::Value]) -> serde_json::Map<String, serde_jso
             let s = serde_json::json!({
                 "runs": v.len(),
                 "nonzero": v.iter().filter(|&&x| x != 0.0).count(),
+                "min": v[0],
                 "median": q(&v, 0.5),
                 "p99": q(&v, 0.99),
                 "max": v[v.len() - 1],

@@ -1618,13 +1618,18 @@ impl Node {
     /// list that leaves this node out, it drops its Raft state and follows
     /// as a non-voter (a leader adds it back through a snapshot if chosen
     /// again). A voter still in the configuration is never dropped this way.
+    /// The same holds for a node made a voter that went down before it
+    /// applied its first configuration.
     fn maybe_step_down_zombie(&mut self) {
         let now = self.io.now;
         let Some(raw) = self.meta.raw.as_ref() else {
             self.meta.leaderless_since = None;
             return;
         };
-        if raw.raft.leader_id != raft::INVALID_ID {
+        // A node made a voter that went down before it applied its first
+        // configuration is in no configuration of its own: it never
+        // campaigns, and still names the leader that added it.
+        if raw.raft.leader_id != raft::INVALID_ID && raw.raft.promotable() {
             self.meta.leaderless_since = None;
             return;
         }
