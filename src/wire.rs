@@ -628,7 +628,7 @@ mod tests {
             assert_eq!(Kind::from_u8(*k as u8), Some(*k));
         }
         assert_eq!(Kind::from_u8(0), None);
-        assert_eq!(Kind::from_u8(16), None);
+        assert_eq!(Kind::from_u8(Kind::ALL.len() as u8 + 1), None);
     }
 
     #[test]
@@ -641,6 +641,7 @@ mod tests {
         };
         let msgs = vec![
             Message::Swim(&[1, 2, 3]),
+            Message::Member(&[4, 5, 6]),
             Message::SyncRequest(SyncRequest {
                 from: ident("a"),
                 incarnation: 1,

@@ -111,8 +111,13 @@ async fn blocking_a_node_makes_it_down_and_healing_brings_it_back() {
         for &i in &others {
             for &j in &others {
                 if i != j {
+                    // Suspect is allowed (a probe through the loaded
+                    // machine may time out and be refuted); Down is not.
                     let s = state_of(&nodes[i], &id(&format!("n{j}"))).await;
-                    assert_eq!(s, Some(MemberState::Alive), "n{i} holds healthy n{j} {s:?}");
+                    assert!(
+                        matches!(s, Some(MemberState::Alive | MemberState::Suspect)),
+                        "n{i} holds healthy n{j} {s:?}"
+                    );
                 }
             }
         }

@@ -239,9 +239,15 @@ fn three_hosts_in_network_namespaces_detect_a_cut_link_and_heal() {
     })
     .unwrap_or_else(|| panic!("c never Down on a and b:\n{}", lab.log("a")));
     println!("c Down on a and b {t:?} after its link was cut");
-    // a and b still hold each other alive.
-    assert_eq!(lab.state_of("a", "b").as_deref(), Some("alive"));
-    assert_eq!(lab.state_of("b", "a").as_deref(), Some("alive"));
+    // a and b still hold each other as members (a probe lost to the 5%
+    // loss may leave one Suspect for a moment; Down it must not be).
+    for (h, m) in [("a", "b"), ("b", "a")] {
+        let s = lab.state_of(h, m);
+        assert!(
+            matches!(s.as_deref(), Some("alive" | "suspect")),
+            "{h} holds {m} {s:?} after c was cut"
+        );
+    }
 
     // Restore the link: c is Alive everywhere again (the filter still on).
     ip(&["-n", &lab.bridge_ns(), "link", "set", "veth-c", "up"]).unwrap();
