@@ -5,7 +5,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod common;
-use common::{http_get, wait_for};
+use common::{free_tcp, free_udp, http_get, wait_for};
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -21,22 +21,6 @@ impl Drop for Agents {
             let _ = c.wait();
         }
     }
-}
-
-fn free_udp() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_tcp() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Starts `roster agent` for `name` on loopback with its HTTP API.

@@ -7,7 +7,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod common;
-use common::{http_get, wait_for, wait_until};
+use common::{free_tcp, free_udp, http_get, wait_for, wait_until};
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -23,22 +23,6 @@ impl Drop for Agents {
             let _ = c.wait();
         }
     }
-}
-
-fn free_udp() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_tcp() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn agent(dir: &Path, name: &str, engine: &str, bind: u16, http: u16, join: Option<u16>) -> Child {

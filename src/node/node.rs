@@ -883,6 +883,30 @@ impl Node {
 
     // ----- after every foca call -----
 
+    /// The first other member became active: the node has joined.
+    fn became_active(&mut self) {
+        if self.joined {
+            return;
+        }
+        self.joined = true;
+        self.events.push_back(Event::Joined);
+        // Gossip alone leaves a few members unknown to a few nodes when many
+        // join at once: a few quick push-pulls right after joining close
+        // those gaps in seconds instead of one sync interval.
+        let wait = self.config.gossip_interval * 2;
+        self.io.schedule(wait, TimerKind::CatchUpSync { round: 1 });
+    }
+
+    /// No other member is active any more: try the seeds again.
+    fn became_idle(&mut self) {
+        self.joined = false;
+        if !self.join_retry_pending && !self.left {
+            self.join_retry_pending = true;
+            let d = self.config.join_retry_initial;
+            self.io.schedule(d, TimerKind::JoinRetry { attempt: 1 });
+        }
+    }
+
     fn after_swim(&mut self) {
         self.drain_native();
         for (id, inc) in std::mem::take(&mut self.io.suspected) {
@@ -1072,24 +1096,8 @@ impl Node {
                     }
                 }
             }
-            OwnedNotification::Active if !self.joined => {
-                self.joined = true;
-                self.events.push_back(Event::Joined);
-                // Gossip alone leaves a few members unknown to a few nodes
-                // when many join at once: a few quick push-pulls right after
-                // joining close those gaps in seconds instead of one sync
-                // interval.
-                let wait = self.config.gossip_interval * 2;
-                self.io.schedule(wait, TimerKind::CatchUpSync { round: 1 });
-            }
-            OwnedNotification::Idle => {
-                self.joined = false;
-                if !self.join_retry_pending && !self.left {
-                    self.join_retry_pending = true;
-                    let d = self.config.join_retry_initial;
-                    self.io.schedule(d, TimerKind::JoinRetry { attempt: 1 });
-                }
-            }
+            OwnedNotification::Active => self.became_active(),
+            OwnedNotification::Idle => self.became_idle(),
             OwnedNotification::Rejoin(id) => {
                 self.metrics.forced_rejoins += 1;
                 self.identity = id.clone();

@@ -30,6 +30,24 @@ pub fn roster_in(dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// A free UDP port on loopback (best effort: probed, then used).
+pub fn free_udp() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A free TCP port on loopback (best effort: probed, then used).
+pub fn free_tcp() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A base port with 6 free ports after it, UDP and TCP (best effort: probed,
 /// then used).
 pub fn base_port() -> u16 {

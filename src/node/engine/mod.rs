@@ -332,7 +332,7 @@ impl Engine {
         if header.from.id == self.me.id {
             return Err(EngineError::Malformed);
         }
-        let sender = self.heard_from(&header.from, header.incarnation);
+        self.heard_from(&header.from, header.incarnation);
         match header.body {
             Body::Ping {
                 seq,
@@ -360,7 +360,7 @@ impl Engine {
         }
         for n in news {
             match n {
-                News::Member(u) => self.on_update(u, sender),
+                News::Member(u) => self.on_update(u),
                 News::Item(bytes) => self.events.push_back(EngineEvent::Item {
                     bytes,
                     from: header.from.clone(),
@@ -393,15 +393,12 @@ impl Engine {
                 s => s,
             };
             let by = (state == WireState::Suspect).then(|| me.clone());
-            self.on_update(
-                Update {
-                    member: id,
-                    incarnation,
-                    state,
-                    by,
-                },
-                None,
-            );
+            self.on_update(Update {
+                member: id,
+                incarnation,
+                state,
+                by,
+            });
         }
         self.quiet_inserts = false;
     }
@@ -425,7 +422,7 @@ impl Engine {
         }
         let inc = e.incarnation.max(incarnation);
         self.suspicions.remove(&row);
-        self.table.update(row, inc, State::Left, self.now);
+        self.table.update(row, inc, State::Left);
         self.events.push_back(EngineEvent::Left(member.clone()));
         self.after_change(false);
     }
@@ -591,7 +588,7 @@ impl Engine {
                 state: WireState::Suspect,
                 by: Some(self.me.id.clone()),
             };
-            self.on_update(u, None);
+            self.on_update(u);
         }
         let next = (p.start + self.config.probe_period).saturating_sub(self.now);
         self.schedule_probe(next);
@@ -625,69 +622,46 @@ impl Engine {
     }
 
     /// A packet came from `from` at `incarnation`: it is alive at least at
-    /// that incarnation. Returns its row when known.
-    fn heard_from(&mut self, from: &Identity, incarnation: u32) -> Option<Row> {
-        match self.table.find(&from.id) {
-            Some(row) => {
-                let e = self.table.get(row);
-                if e.identity.generation > from.generation {
-                    return Some(row);
-                }
-                if e.identity == *from
-                    && matches!(e.state, State::Down)
-                    && incarnation <= e.incarnation
-                {
-                    // It does not know it was declared Down: tell it, at
-                    // most once per probe period, so it refutes.
-                    let due = self
-                        .told
-                        .get(&row)
-                        .is_none_or(|t| self.now >= *t + self.config.probe_period);
-                    if due {
-                        self.told.insert(row, self.now);
-                        self.counters.told_down += 1;
-                        let u = Update {
-                            member: from.clone(),
-                            incarnation: e.incarnation,
-                            state: WireState::Down,
-                            by: Some(self.me.id.clone()),
-                        };
-                        self.send_with(from.addr, Body::Gossip, Some(u));
-                    }
-                    return Some(row);
-                }
-                if e.identity == *from && e.state == State::Left {
-                    return Some(row);
-                }
-                self.on_update(
-                    Update {
-                        member: from.clone(),
-                        incarnation,
-                        state: WireState::Alive,
-                        by: None,
-                    },
-                    Some(row),
-                );
-                self.table.find(&from.id)
+    /// that incarnation.
+    fn heard_from(&mut self, from: &Identity, incarnation: u32) {
+        if let Some(row) = self.table.find(&from.id) {
+            let e = self.table.get(row);
+            if e.identity.generation > from.generation
+                || (e.identity == *from && e.state == State::Left)
+            {
+                return;
             }
-            None => {
-                self.on_update(
-                    Update {
+            if e.identity == *from && e.state == State::Down && incarnation <= e.incarnation {
+                // It does not know it was declared Down: tell it, at most
+                // once per probe period, so it refutes.
+                let due = self
+                    .told
+                    .get(&row)
+                    .is_none_or(|t| self.now >= *t + self.config.probe_period);
+                if due {
+                    self.told.insert(row, self.now);
+                    self.counters.told_down += 1;
+                    let u = Update {
                         member: from.clone(),
-                        incarnation,
-                        state: WireState::Alive,
-                        by: None,
-                    },
-                    None,
-                );
-                self.table.find(&from.id)
+                        incarnation: e.incarnation,
+                        state: WireState::Down,
+                        by: Some(self.me.id.clone()),
+                    };
+                    self.send_with(from.addr, Body::Gossip, Some(u));
+                }
+                return;
             }
         }
+        self.on_update(Update {
+            member: from.clone(),
+            incarnation,
+            state: WireState::Alive,
+            by: None,
+        });
     }
 
-    /// Applies one claim (SWIM §4.2 with Lifeguard). `_sender`: the row of
-    /// the member the packet came from, when known.
-    fn on_update(&mut self, u: Update, _sender: Option<Row>) {
+    /// Applies one claim (SWIM §4.2 with Lifeguard).
+    fn on_update(&mut self, u: Update) {
         if u.member.id == self.me.id {
             self.about_me(&u);
             return;
@@ -698,18 +672,12 @@ impl Engine {
                 if u.state != WireState::Alive {
                     return;
                 }
-                let row = self.table.insert(
-                    u.member.clone(),
-                    u.incarnation,
-                    State::Alive,
-                    self.now,
-                    &mut self.rng,
-                );
+                self.table
+                    .insert(u.member.clone(), u.incarnation, State::Alive, &mut self.rng);
                 self.events.push_back(EngineEvent::Up(u.member.clone()));
                 if !self.quiet_inserts {
                     self.gossip_update(u);
                 }
-                let _ = row;
                 self.after_change(true);
                 return;
             }
@@ -724,13 +692,8 @@ impl Engine {
             let old = e.identity.clone();
             self.suspicions.remove(&row);
             self.told.remove(&row);
-            self.table.insert(
-                u.member.clone(),
-                u.incarnation,
-                State::Alive,
-                self.now,
-                &mut self.rng,
-            );
+            self.table
+                .insert(u.member.clone(), u.incarnation, State::Alive, &mut self.rng);
             self.events.push_back(EngineEvent::Replaced {
                 old,
                 new: u.member.clone(),
@@ -748,8 +711,7 @@ impl Engine {
                 }
                 self.suspicions.remove(&row);
                 self.told.remove(&row);
-                self.table
-                    .update(row, u.incarnation, State::Alive, self.now);
+                self.table.update(row, u.incarnation, State::Alive);
                 match state {
                     State::Suspect => {
                         self.counters.suspicions_refuted += 1;
@@ -769,8 +731,7 @@ impl Engine {
                 let by = u.by.clone().unwrap_or_else(|| u.member.id.clone());
                 if state == State::Suspect {
                     if u.incarnation > inc {
-                        self.table
-                            .update(row, u.incarnation, State::Suspect, self.now);
+                        self.table.update(row, u.incarnation, State::Suspect);
                     }
                     let Some(s) = self.suspicions.get_mut(&row) else {
                         return;
@@ -785,8 +746,7 @@ impl Engine {
                     return;
                 }
                 self.counters.suspicions_raised += 1;
-                self.table
-                    .update(row, u.incarnation, State::Suspect, self.now);
+                self.table.update(row, u.incarnation, State::Suspect);
                 let (min, max, k) = self.suspicion_bounds();
                 let s = Suspicion::new(by.key(), k, min, max, self.now);
                 let deadline = s.deadline();
@@ -811,8 +771,7 @@ impl Engine {
                     return;
                 }
                 self.suspicions.remove(&row);
-                self.table
-                    .update(row, inc.max(u.incarnation), State::Left, self.now);
+                self.table.update(row, inc.max(u.incarnation), State::Left);
                 self.events.push_back(EngineEvent::Left(u.member.clone()));
                 self.gossip_update(u);
                 self.after_change(false);
@@ -922,7 +881,7 @@ impl Engine {
     fn declare_down(&mut self, row: Row, incarnation: u32, by: Option<NodeId>) {
         self.suspicions.remove(&row);
         let id = self.table.get(row).identity.clone();
-        self.table.update(row, incarnation, State::Down, self.now);
+        self.table.update(row, incarnation, State::Down);
         self.events.push_back(EngineEvent::Down(id.clone()));
         self.gossip_update(Update {
             member: id,

@@ -4,7 +4,6 @@
 //! indices. Nothing on the per-packet path scans the table.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use rand::RngExt;
 
@@ -39,8 +38,6 @@ pub(crate) struct Entry {
     pub(crate) identity: Identity,
     pub(crate) incarnation: u32,
     pub(crate) state: State,
-    /// When the state last changed (monotonic time).
-    pub(crate) since: Duration,
     /// Position in the active list, while active.
     active_at: u32,
 }
@@ -111,15 +108,14 @@ impl Table {
         identity: Identity,
         incarnation: u32,
         state: State,
-        now: Duration,
         rng: &mut impl rand::Rng,
     ) -> Row {
         if let Some(r) = self.index.get(&identity.id.key()).copied() {
-            self.set_state(r, State::Left, now);
+            self.set_state(r, State::Left);
             let e = &mut self.rows[r as usize];
             e.identity = identity;
             e.incarnation = incarnation;
-            self.set_state(r, state, now);
+            self.set_state(r, state);
             return r;
         }
         let r = self.rows.len() as Row;
@@ -128,7 +124,6 @@ impl Table {
             identity,
             incarnation,
             state: State::Left,
-            since: now,
             active_at: NONE,
         });
         // Appended, then swapped to a random place among the members not
@@ -137,13 +132,13 @@ impl Table {
         let last = self.order.len() - 1;
         let at = rng.random_range(self.cursor.min(last)..=last);
         self.order.swap(at, last);
-        self.set_state(r, state, now);
+        self.set_state(r, state);
         r
     }
 
     /// Changes a member's state (and incarnation), keeping the active list
     /// and the fingerprint up to date.
-    pub(crate) fn update(&mut self, row: Row, incarnation: u32, state: State, now: Duration) {
+    pub(crate) fn update(&mut self, row: Row, incarnation: u32, state: State) {
         let e = &self.rows[row as usize];
         if e.state.is_active() {
             self.fingerprint ^= member_print(&e.identity, e.incarnation);
@@ -153,15 +148,12 @@ impl Table {
         if e.state.is_active() {
             self.fingerprint ^= member_print(&e.identity, e.incarnation);
         }
-        self.set_state(row, state, now);
+        self.set_state(row, state);
     }
 
-    fn set_state(&mut self, row: Row, state: State, now: Duration) {
+    fn set_state(&mut self, row: Row, state: State) {
         let e = &mut self.rows[row as usize];
         let (was, is) = (e.state.is_active(), state.is_active());
-        if e.state != state {
-            e.since = now;
-        }
         e.state = state;
         let print = member_print(&e.identity, e.incarnation);
         if was && !is {

@@ -67,11 +67,7 @@ impl Node {
         while let Some((dst, bytes)) = e.poll_transmit() {
             self.io.send(dst, Kind::Member, wire::encode_member(&bytes));
         }
-        let mut events = Vec::new();
-        while let Some(ev) = e.poll_event() {
-            events.push(ev);
-        }
-        for ev in events {
+        while let Some(ev) = self.native.as_mut().and_then(|e| e.poll_event()) {
             self.on_engine_event(ev);
         }
         self.resize();
@@ -174,22 +170,8 @@ impl Node {
                 self.last_refutation = Some(now);
                 self.events.push_back(Event::Refuted { incarnation });
             }
-            EngineEvent::Joined => {
-                if !self.joined {
-                    self.joined = true;
-                    self.events.push_back(Event::Joined);
-                    let wait = self.config.gossip_interval * 2;
-                    self.io.schedule(wait, TimerKind::CatchUpSync { round: 1 });
-                }
-            }
-            EngineEvent::Alone => {
-                self.joined = false;
-                if !self.join_retry_pending && !self.left {
-                    self.join_retry_pending = true;
-                    let d = self.config.join_retry_initial;
-                    self.io.schedule(d, TimerKind::JoinRetry { attempt: 1 });
-                }
-            }
+            EngineEvent::Joined => self.became_active(),
+            EngineEvent::Alone => self.became_idle(),
             EngineEvent::Item { bytes, from } => {
                 // A leave lands in `pending_leaves`, a delta raises its event
                 // through the shared state: `after_swim` takes both.
