@@ -38,6 +38,9 @@ pub struct RunSpec {
     pub crash_at: Option<Duration>,
     /// Overrides `Config::judge_max_health`.
     pub judge_max_health: Option<u8>,
+    /// Overrides `Config::suspicion_min_mult` (the native engine's shortest
+    /// suspicion window, in probe periods per decade of members).
+    pub suspicion_min_mult: Option<f64>,
     /// How long the `pause` scenario freezes its node.
     pub pause: Option<Duration>,
     /// The SWIM engine every node runs.
@@ -56,6 +59,9 @@ pub enum SpecError {
     /// Loss out of range.
     #[error("--loss must be within [0, 1)")]
     BadLoss,
+    /// A suspicion multiplier that is not a positive number.
+    #[error("--suspicion-min-mult must be a positive number")]
+    BadSuspicionMult,
     /// Crash time outside the run.
     #[error("--crash-at must fall within the run's duration")]
     BadCrashAt,
@@ -116,6 +122,12 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, SpecError> {
     config.engine = spec.engine;
     if let Some(j) = spec.judge_max_health {
         config.judge_max_health = j;
+    }
+    if let Some(m) = spec.suspicion_min_mult {
+        if !(m.is_finite() && m > 0.0) {
+            return Err(SpecError::BadSuspicionMult);
+        }
+        config.suspicion_min_mult = m;
     }
     if sc.name == "voter-crash-2of5" {
         config.meta.target_voters = 5;

@@ -121,6 +121,10 @@ struct Knobs {
     /// Down verdicts of its own (`Config::judge_max_health`).
     #[arg(long)]
     judge_max_health: Option<u8>,
+    /// Native engine: the shortest suspicion window, in probe periods per
+    /// decade of members (`Config::suspicion_min_mult`).
+    #[arg(long)]
+    suspicion_min_mult: Option<f64>,
     /// How long the `pause` scenario freezes its node, in seconds (default
     /// 15).
     #[arg(long)]
@@ -142,6 +146,7 @@ impl Knobs {
             no_lifeguard: self.no_lifeguard,
             crash_at: secs("--crash-at", self.crash_at)?,
             judge_max_health: self.judge_max_health,
+            suspicion_min_mult: self.suspicion_min_mult,
             pause: secs("--pause", self.pause)?,
             engine: self.engine,
         })
@@ -167,6 +172,9 @@ impl Knobs {
         }
         if let Some(j) = self.judge_max_health {
             extra += &format!(" --judge-max-health {j}");
+        }
+        if let Some(m) = self.suspicion_min_mult {
+            extra += &format!(" --suspicion-min-mult {m}");
         }
         if self.engine != EngineKind::Foca {
             extra += &format!(" --engine {}", self.engine);

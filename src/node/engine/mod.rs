@@ -6,8 +6,14 @@
 //!
 //! - **Probing**: one member per probe period, round-robin over a shuffled
 //!   order; no ack within `probe_rtt` and `k` relays are asked to probe
-//!   indirectly; each relay that cannot reach the target either answers
-//!   with a **nack**, which proves the asker's own path works.
+//!   indirectly while the prober pings the target once more itself (as
+//!   memberlist's fallback probe does, here over the same datagram path);
+//!   each relay that cannot reach the target either answers with a
+//!   **nack**, which proves the asker's own path works. Either ack ends the
+//!   probe.
+//! - **The last direct probe**: before its verdict a node pings the
+//!   suspected member once more, one probe timeout before the window ends,
+//!   carrying the suspicion, so a member that is back refutes in time.
 //! - **Local health** ([`awareness`]): a failed probe raises the score by
 //!   the relays that did not nack (by one when no relay was asked), a
 //!   refutation by one, a successful probe lowers it by one; the time a
@@ -535,13 +541,29 @@ impl Engine {
         }
     }
 
-    /// No direct ack: ask `num_indirect_probes` other Alive members.
+    /// No direct ack: ask `num_indirect_probes` other Alive members, and
+    /// ping the target once more (same sequence number: either ack ends the
+    /// probe). A single lost datagram on the direct path then no longer
+    /// decides a suspicion by itself.
     fn indirect(&mut self, seq: u32) {
         let Some(p) = &self.probe else { return };
         if p.seq != seq {
             return;
         }
         let (row, target) = (p.row, p.target.clone());
+        let suspected = {
+            let e = self.table.get(row);
+            (e.identity == target && e.state == State::Suspect).then_some(e.incarnation)
+        };
+        self.counters.probes_sent += 1;
+        self.send(
+            target.addr,
+            Body::Ping {
+                seq,
+                target: target.id.clone(),
+                suspected,
+            },
+        );
         let mut rows = std::mem::take(&mut self.scratch);
         let k = self.config.num_indirect_probes.get();
         self.table.random_active(
@@ -738,8 +760,8 @@ impl Engine {
                     };
                     if s.confirm(by.key()) {
                         self.counters.confirmations += 1;
-                        let deadline = s.deadline();
-                        self.timers.insert(deadline, Timer::Suspicion(row));
+                        let wake = s.next_wake();
+                        self.timers.insert(wake, Timer::Suspicion(row));
                         // Lifeguard: a new confirmation is news to others.
                         self.gossip_update(u);
                     }
@@ -748,10 +770,10 @@ impl Engine {
                 self.counters.suspicions_raised += 1;
                 self.table.update(row, u.incarnation, State::Suspect);
                 let (min, max, k) = self.suspicion_bounds();
-                let s = Suspicion::new(by.key(), k, min, max, self.now);
-                let deadline = s.deadline();
+                let s = Suspicion::new(by.key(), k, (min, max), self.config.probe_rtt, self.now);
+                let wake = s.next_wake();
                 self.suspicions.insert(row, s);
-                self.timers.insert(deadline, Timer::Suspicion(row));
+                self.timers.insert(wake, Timer::Suspicion(row));
                 self.events.push_back(EngineEvent::Suspected {
                     member: u.member.clone(),
                     incarnation: u.incarnation,
@@ -830,10 +852,11 @@ impl Engine {
         let Some(s) = self.suspicions.get(&row) else {
             return;
         };
-        // A stale timer (the deadline moved earlier, then this one).
-        if self.now < s.deadline() {
+        // A stale timer (the wake moved, then this one).
+        if self.now < s.next_wake() {
             return;
         }
+        let checked = s.checked_at.is_some();
         let e = self.table.get(row);
         if e.state != State::Suspect {
             self.suspicions.remove(&row);
@@ -842,24 +865,29 @@ impl Engine {
         if self.awareness.score() > self.config.judge_max_health {
             // Lifeguard, as roster's foca layer applies it: a node whose own
             // probes fail does not trust its own evidence. It waits a
-            // scaled probe period and looks again; meanwhile a refutation or
-            // another member's Down settles it.
+            // scaled probe period and looks again, with a fresh last probe;
+            // meanwhile a refutation or another member's Down settles it.
             self.counters.downs_deferred += 1;
             let wait = self.awareness.scale(self.config.probe_period);
+            if let Some(s) = self.suspicions.get_mut(&row) {
+                s.checked_at = None;
+            }
             self.timers.insert(self.now + wait, Timer::Suspicion(row));
             return;
         }
         let inc = e.incarnation;
-        if !self.suspicions.get(&row).is_some_and(|s| s.checked) {
-            // A last direct probe, carrying the suspicion, before the
-            // verdict: a member that is back (a healed link, the end of a
-            // pause) refutes on the spot instead of being declared Down on
-            // evidence from before. One probe timeout later, unless the
-            // refutation came, the verdict stands.
-            if let Some(s) = self.suspicions.get_mut(&row) {
-                s.checked = true;
-            }
+        if !checked {
+            // A last direct probe, carrying the suspicion, one probe timeout
+            // before the verdict: a member that is back (a healed link, the
+            // end of a pause) refutes on the spot instead of being declared
+            // Down on evidence from before. Unless the refutation comes, the
+            // verdict stands when the window ends.
             let target = e.identity.clone();
+            let Some(s) = self.suspicions.get_mut(&row) else {
+                return;
+            };
+            s.checked_at = Some(self.now);
+            let wake = s.next_wake();
             let seq = self.next_seq();
             self.counters.final_checks += 1;
             self.send(
@@ -870,8 +898,7 @@ impl Engine {
                     suspected: Some(inc),
                 },
             );
-            let wait = self.config.probe_rtt;
-            self.timers.insert(self.now + wait, Timer::Suspicion(row));
+            self.timers.insert(wake, Timer::Suspicion(row));
             return;
         }
         self.counters.downs_declared += 1;

@@ -22,18 +22,22 @@ pub(crate) struct Suspicion {
     max: Duration,
     /// When this node started suspecting.
     pub(crate) start: Duration,
-    /// Whether the last direct probe before the verdict was sent.
-    pub(crate) checked: bool,
+    /// How long before the deadline the last direct probe goes out, so that
+    /// its answer is due when the window ends (the probe timeout).
+    lead: Duration,
+    /// When the last direct probe before the verdict was sent.
+    pub(crate) checked_at: Option<Duration>,
 }
 
 impl Suspicion {
     /// A suspicion raised by `accuser` at `now`: the window starts at
-    /// `max` (at `min` when `k` is 0: nobody is expected to confirm).
+    /// `max` (at `min` when `k` is 0: nobody is expected to confirm). The
+    /// last direct probe goes out `lead` before the window ends.
     pub(crate) fn new(
         accuser: [u64; 2],
         k: u32,
-        min: Duration,
-        max: Duration,
+        (min, max): (Duration, Duration),
+        lead: Duration,
         now: Duration,
     ) -> Self {
         Self {
@@ -43,7 +47,8 @@ impl Suspicion {
             min,
             max: max.max(min),
             start: now,
-            checked: false,
+            lead,
+            checked_at: None,
         }
     }
 
@@ -64,6 +69,17 @@ impl Suspicion {
     /// When the suspicion runs out.
     pub(crate) fn deadline(&self) -> Duration {
         self.start + self.window()
+    }
+
+    /// When this suspicion next needs attention: the last direct probe
+    /// `lead` before the deadline (not before the start), then the verdict
+    /// at the deadline, and never sooner than `lead` after that probe went
+    /// out, so the member always has a full probe timeout to answer it.
+    pub(crate) fn next_wake(&self) -> Duration {
+        match self.checked_at {
+            None => self.deadline().saturating_sub(self.lead).max(self.start),
+            Some(at) => self.deadline().max(at + self.lead),
+        }
     }
 
     /// `from` suspects the member too. `true` when this is a new
@@ -101,8 +117,8 @@ mod tests {
             let mut s = Suspicion::new(
                 key(0),
                 2,
-                Duration::from_secs(8),
-                Duration::from_secs(48),
+                (Duration::from_secs(8), Duration::from_secs(48)),
+                Duration::ZERO,
                 Duration::ZERO,
             );
             for i in 0..n {
@@ -122,8 +138,8 @@ mod tests {
         let mut s = Suspicion::new(
             key(7),
             3,
-            Duration::from_secs(2),
-            Duration::from_secs(12),
+            (Duration::from_secs(2), Duration::from_secs(12)),
+            Duration::ZERO,
             Duration::from_secs(100),
         );
         assert!(!s.confirm(key(7)));
@@ -141,10 +157,30 @@ mod tests {
         let s = Suspicion::new(
             key(1),
             0,
-            Duration::from_secs(3),
-            Duration::from_secs(18),
+            (Duration::from_secs(3), Duration::from_secs(18)),
+            Duration::ZERO,
             Duration::ZERO,
         );
         assert_eq!(s.window(), Duration::from_secs(3));
+    }
+
+    /// The last direct probe goes out one probe timeout before the window
+    /// ends, and the verdict waits a full probe timeout after it, however
+    /// the deadline moved.
+    #[test]
+    fn the_last_probe_is_due_when_the_window_ends() {
+        let ms = Duration::from_millis;
+        let mut s = Suspicion::new(key(1), 1, (ms(4000), ms(8000)), ms(500), ms(100));
+        assert_eq!(s.next_wake(), ms(7600));
+        s.checked_at = Some(ms(7600));
+        assert_eq!(s.next_wake(), ms(8100));
+        // A confirmation after the probe went out: the window is at its
+        // minimum, but the answer is still awaited.
+        s.confirm(key(2));
+        assert_eq!(s.deadline(), ms(4100));
+        assert_eq!(s.next_wake(), ms(8100));
+        // A window shorter than the lead: the probe goes out at once.
+        let s = Suspicion::new(key(1), 0, (ms(300), ms(300)), ms(500), ms(100));
+        assert_eq!(s.next_wake(), ms(100));
     }
 }
