@@ -91,10 +91,11 @@ pub struct Config {
     /// Native engine, Lifeguard's dynamic suspicion: the shortest window,
     /// reached once `suspicion_confirmations` other members confirm a
     /// suspicion, is `suspicion_min_mult * max(1, log10(n))` probe periods
-    /// for `n` live members (memberlist's `SuspicionMult`, 4 on LAN). 1.5
+    /// for `n` live members (memberlist's `SuspicionMult`, 4 on LAN). 2
     /// here: a failed direct probe is retried beside the indirect ones, a
     /// verdict waits for a last direct probe, and a node with poor local
-    /// health defers its own (see the README's engine section).
+    /// health defers its own (see the README's engine section). At 1.5, a
+    /// 5 s pause of one of 200 nodes was declared Down in 2 of 10 seeds.
     pub suspicion_min_mult: f64,
     /// Native engine: the longest window, which an unconfirmed suspicion
     /// lasts, as a multiple of the shortest (memberlist's
@@ -237,7 +238,7 @@ impl Config {
             max_drift: Duration::from_millis(500),
             engine: EngineKind::Foca,
             lifeguard: true,
-            suspicion_min_mult: 1.5,
+            suspicion_min_mult: 2.0,
             suspicion_max_mult: NonZeroU8::new(6).expect("non-zero"),
             suspicion_confirmations: 3,
             max_health_score: 8,
