@@ -96,6 +96,88 @@ fn bad_configuration_is_one_clear_error_line_and_a_non_zero_exit() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A damaged data dir, an open private key or an open token file: one
+/// `error:` line naming the file and what to do, a non-zero exit, no panic,
+/// and the damaged file left as it was.
+#[cfg(unix)]
+#[test]
+fn damaged_data_and_open_secrets_are_one_clear_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tmp("damaged");
+    common::certs(&dir, &["a"]);
+    let port = free_port().to_string();
+    let agent = |data: &std::path::Path, extra: &[&str]| {
+        roster()
+            .args(["agent", "--bind", &format!("127.0.0.1:{port}"), "--tls-dir"])
+            .arg(dir.join("a"))
+            .arg("--data-dir")
+            .arg(data)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let one_error = |out: &std::process::Output, needle: &str| {
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("error: ") && err.contains(needle), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    };
+    // A real database, first: start and stop an agent once.
+    let data = dir.join("data");
+    let mut child = roster()
+        .args(["agent", "--bind", &format!("127.0.0.1:{port}"), "--tls-dir"])
+        .arg(dir.join("a"))
+        .arg("--data-dir")
+        .arg(&data)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let db = data.join("roster.redb");
+    let made = common::wait_until(Duration::from_secs(10), || {
+        std::fs::metadata(&db).is_ok_and(|m| m.len() > 4096)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(made.is_some(), "the agent created its database");
+    let mode = std::fs::metadata(&db).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the database is its owner's only");
+    let good = std::fs::read(&db).unwrap();
+    // Truncated, then garbage.
+    for bytes in [good[..1000].to_vec(), vec![0x5a; 5000]] {
+        std::fs::write(&db, &bytes).unwrap();
+        one_error(&agent(&data, &[]), "roster.redb is damaged");
+        assert_eq!(
+            std::fs::read(&db).unwrap(),
+            bytes,
+            "the file was not touched"
+        );
+    }
+    // A private key others can read.
+    let key = dir.join("a").join("node.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    one_error(&agent(&dir.join("data2"), &[]), "chmod 600");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // A token file others can read.
+    let token = dir.join("token");
+    std::fs::write(&token, "0123456789abcdef0123\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let http = format!("127.0.0.1:{}", free_port());
+    one_error(
+        &agent(
+            &dir.join("data3"),
+            &[
+                "--http",
+                &http,
+                "--http-token-file",
+                token.to_str().unwrap(),
+            ],
+        ),
+        "chmod 600",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn agents_join_and_stop_gracefully_on_sigterm() {
     let dir = tmp("agents");
@@ -200,14 +282,25 @@ fn demo_runs_five_nodes_with_a_dashboard_and_cleans_up_on_sigterm() {
             dir = Some(std::path::PathBuf::from(d.trim()));
         }
         if let Some(u) = line.strip_prefix("dashboard: http://") {
-            dashboard = Some(u.trim_end_matches('/').to_owned());
+            dashboard = u
+                .split_once("/?token=")
+                .map(|(a, t)| (a.to_owned(), t.trim().to_owned()));
             break;
         }
     }
-    let (dir, dashboard) = (
+    let (dir, (dashboard, token)) = (
         dir.expect("demo names its dir"),
-        dashboard.expect("dashboard URL"),
+        dashboard.expect("a dashboard URL with the operator token"),
     );
+    // The URL carries the cluster's token, kept 0600 in the demo's dir.
+    let file = dir.join("http-token");
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), token);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
     let start = Instant::now();
     let mut alive = 0;
     while start.elapsed() < Duration::from_secs(20) && alive < 5 {

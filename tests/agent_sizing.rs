@@ -32,7 +32,11 @@ fn agent(dir: &Path, name: &str, bind: u16, http: u16, join: Option<u16>) -> Chi
         .arg("--tls-dir")
         .arg(dir.join(name))
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(
+            std::fs::File::create(dir.join(format!("{name}.log")))
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null()),
+        );
     if let Some(j) = join {
         c.args(["--join", &format!("127.0.0.1:{j}")]);
     }
@@ -78,7 +82,24 @@ fn an_agents_timing_grows_as_members_join() {
             .0
             .push(agent(&dir, name, ports[i].0, ports[i].1, Some(join)));
     }
-    let big = timing_for(http0, 40, Duration::from_secs(60));
+    let big = wait_for(Duration::from_secs(60), || {
+        timing(http0).filter(|t| t["live_members"].as_u64() == Some(40))
+    })
+    .unwrap_or_else(|| {
+        // Which agents stopped, and what they said.
+        let mut gone = String::new();
+        for (i, c) in agents.0.iter_mut().enumerate() {
+            if let Ok(Some(status)) = c.try_wait() {
+                let log =
+                    std::fs::read_to_string(dir.join(format!("n{i}.log"))).unwrap_or_default();
+                gone += &format!("\nn{i} exited {status}: {log}");
+            }
+        }
+        panic!(
+            "timing never sized for 40 members: {:?}{gone}",
+            timing(http0)
+        )
+    });
     eprintln!("3 members: {small}\n40 members: {big}");
     let ms = |t: &serde_json::Value, k: &str| t[k].as_u64().unwrap();
     // The `local` preset: 3 * max(1, log10(n)) probe periods of 500 ms,

@@ -10,11 +10,39 @@ use roster::runtime::tls::ClusterCa;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// One HTTP/1.1 request over a fresh connection; returns (status, body).
+/// The operator token every test server takes.
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+fn access() -> roster::api::Access {
+    roster::api::Access::new(roster::api::Token::parse(TOKEN, "test").unwrap())
+}
+
+/// One HTTP/1.1 request with the operator token over a fresh connection;
+/// returns (status, body).
 async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    let (s, _, b) = raw(
+        addr,
+        method,
+        path,
+        &format!("Host: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n"),
+        body,
+    )
+    .await;
+    (s, b)
+}
+
+/// One HTTP/1.1 request with exactly the headers given (each ending in
+/// CRLF); returns (status, head, body).
+async fn raw(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> (u16, String, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\n{headers}Connection: close\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).await.unwrap();
@@ -26,11 +54,24 @@ async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, 
         .unwrap();
     let text = String::from_utf8_lossy(&out).into_owned();
     let status: u16 = text[9..12].parse().unwrap();
-    let body = text
+    let (head, body) = text
         .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
+        .map(|(h, b)| (h.to_owned(), b.to_owned()))
         .unwrap_or_default();
-    (status, body)
+    (status, head, body)
+}
+
+/// Node `a` on loopback, alone.
+async fn node_a(ca: &ClusterCa) -> Arc<Roster> {
+    Arc::new(
+        Roster::builder()
+            .tls(ca.issue(&NodeId::new("a").unwrap()).unwrap())
+            .bind("127.0.0.1:0".parse().unwrap())
+            .config(Config::local())
+            .start()
+            .await
+            .unwrap(),
+    )
 }
 
 fn json(body: &str) -> Value {
@@ -59,7 +100,7 @@ async fn every_route_answers_and_bad_input_gets_a_json_4xx() {
         .await
         .unwrap();
     let roster = Arc::new(roster);
-    let server = roster::api::serve(roster.clone(), "127.0.0.1:0".parse().unwrap())
+    let server = roster::api::serve(roster.clone(), "127.0.0.1:0".parse().unwrap(), access())
         .await
         .unwrap();
     let addr = server.local_addr();
@@ -152,7 +193,20 @@ async fn every_route_answers_and_bad_input_gets_a_json_4xx() {
     let (s, b) = http(addr, "GET", "/v1/partitions/key/user:1", b"").await;
     assert_json_error(s, &b, 503, "no_placement");
     let (s, b) = http(addr, "GET", "/v1/leave", b"").await;
-    assert!(s == 404 || s == 405, "{s} {b}");
+    assert_json_error(s, &b, 405, "method_not_allowed");
+
+    // Reserved keys: tags and roster's own state, roster's metadata prefix.
+    for key in ["tag:zone", "tag:owner", "tag:voter", "roster:raft"] {
+        let (s, b) = http(addr, "PUT", &format!("/v1/state/{key}"), b"x").await;
+        assert_json_error(s, &b, 400, "reserved_key");
+        let (s, b) = http(addr, "DELETE", &format!("/v1/state/{key}"), b"").await;
+        assert_json_error(s, &b, 400, "reserved_key");
+    }
+    let (s, b) = http(addr, "PUT", "/v1/meta/roster%2Fcerts", b"x").await;
+    assert_json_error(s, &b, 400, "reserved_key");
+    let (s, b) = http(addr, "GET", "/v1/members", b"").await;
+    assert_eq!(s, 200);
+    assert_eq!(json(&b)[0]["tags"]["zone"], "z1", "the tag is unchanged");
 
     // Leave through the API: accepted, then the node stops.
     let (s, b) = http(addr, "POST", "/v1/leave", b"").await;
@@ -166,6 +220,142 @@ async fn every_route_answers_and_bad_input_gets_a_json_4xx() {
     assert_json_error(s, &b, 503, "node_stopped");
 
     server.stop().await;
+}
+
+/// Every route but `/health` needs the token; a foreign `Host` or a foreign
+/// `Origin` on a change is refused whatever the credential; the dashboard
+/// URL's token becomes an HttpOnly SameSite=Strict cookie, which reads with
+/// it but changes only with the anti-forgery header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_needs_the_token_its_own_host_and_its_own_origin() {
+    let ca = ClusterCa::generate("test").unwrap();
+    let roster = node_a(&ca).await;
+    let server = roster::api::serve(
+        roster.clone(),
+        "127.0.0.1:0".parse().unwrap(),
+        access().allow_host("roster.example"),
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    let host = format!("Host: {addr}\r\n");
+    let bearer = format!("{host}Authorization: Bearer {TOKEN}\r\n");
+    let routes: [(&str, &str); 14] = [
+        ("GET", "/"),
+        ("GET", "/metrics"),
+        ("GET", "/v1/status"),
+        ("GET", "/v1/members"),
+        ("GET", "/v1/events"),
+        ("GET", "/v1/state/k"),
+        ("PUT", "/v1/state/k"),
+        ("DELETE", "/v1/state/k"),
+        ("GET", "/v1/meta/k"),
+        ("PUT", "/v1/meta/k"),
+        ("POST", "/v1/meta/k"),
+        ("GET", "/v1/voters"),
+        ("POST", "/v1/chaos"),
+        ("POST", "/v1/leave"),
+    ];
+    for (m, p) in routes {
+        let (s, head, b) = raw(addr, m, p, &host, b"").await;
+        assert_eq!(s, 401, "{m} {p} without a token: {b}");
+        if p != "/" {
+            assert_json_error(s, &b, 401, "unauthorized");
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains("www-authenticate: bearer"),
+                "{head}"
+            );
+        }
+        let wrong = format!("{host}Authorization: Bearer wrong-token-0123456789\r\n");
+        let (s, _, b) = raw(addr, m, p, &wrong, b"").await;
+        assert_json_error(s, &b, 401, "unauthorized");
+    }
+    let (s, _, _) = raw(addr, "GET", "/health", &host, b"").await;
+    assert_eq!(s, 200, "/health is open");
+    let (s, _, _) = raw(addr, "GET", "/v1/status", &bearer, b"").await;
+    assert_eq!(s, 200);
+    let alt = format!("{host}X-Roster-Token: {TOKEN}\r\n");
+    let (s, _, _) = raw(addr, "GET", "/v1/status", &alt, b"").await;
+    assert_eq!(s, 200);
+
+    // DNS rebinding: a name that is not this server's, token or not.
+    for h in ["evil.example", "evil.example:80", "127.0.0.1.evil.example"] {
+        let hdr = format!("Host: {h}\r\nAuthorization: Bearer {TOKEN}\r\n");
+        let (s, _, b) = raw(addr, "GET", "/v1/status", &hdr, b"").await;
+        assert_json_error(s, &b, 403, "host_not_allowed");
+    }
+    for h in [
+        format!("localhost:{}", addr.port()),
+        format!("roster.example:{}", addr.port()),
+    ] {
+        let hdr = format!("Host: {h}\r\nAuthorization: Bearer {TOKEN}\r\n");
+        let (s, _, b) = raw(addr, "GET", "/v1/status", &hdr, b"").await;
+        assert_eq!(s, 200, "{h}: {b}");
+    }
+
+    // A change from another origin, even with the token.
+    let foreign = format!("{bearer}Origin: http://evil.example\r\n");
+    for (m, p) in [
+        ("POST", "/v1/chaos"),
+        ("PUT", "/v1/state/k"),
+        ("PUT", "/v1/meta/k"),
+        ("POST", "/v1/leave"),
+    ] {
+        let (s, _, b) = raw(addr, m, p, &foreign, b"{}").await;
+        assert_json_error(s, &b, 403, "cross_origin");
+    }
+    let site = format!("{bearer}Sec-Fetch-Site: cross-site\r\n");
+    let (s, _, b) = raw(addr, "PUT", "/v1/state/k", &site, b"v").await;
+    assert_json_error(s, &b, 403, "cross_origin");
+    let own = format!("{bearer}Origin: http://{addr}\r\n");
+    let (s, _, b) = raw(addr, "PUT", "/v1/state/k", &own, b"v").await;
+    assert_eq!(s, 200, "same origin: {b}");
+
+    // The dashboard URL: the token becomes a cookie, the browser is sent on
+    // without it in the URL.
+    let (s, head, _) = raw(addr, "GET", "/?token=nope-nope-nope-nope", &host, b"").await;
+    assert_eq!(s, 401);
+    assert!(!head.to_ascii_lowercase().contains("set-cookie"));
+    let (s, head, _) = raw(addr, "GET", &format!("/?token={TOKEN}"), &host, b"").await;
+    assert_eq!(s, 303, "{head}");
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.contains("location: /\r\n"), "{head}");
+    let cookie_line = lower
+        .lines()
+        .find(|l| l.starts_with("set-cookie:"))
+        .expect("a cookie")
+        .to_owned();
+    assert!(
+        cookie_line.contains("httponly") && cookie_line.contains("samesite=strict"),
+        "{cookie_line}"
+    );
+    let cookie = format!("{host}Cookie: roster_token_{}={TOKEN}\r\n", addr.port());
+    let (s, _, b) = raw(addr, "GET", "/", &cookie, b"").await;
+    assert!(s == 200 && b.contains("<title>roster</title>"), "{s}");
+    let (s, _, _) = raw(addr, "GET", "/v1/members", &cookie, b"").await;
+    assert_eq!(s, 200);
+    // A cookie alone never changes anything: a cross-origin form or no-cors
+    // fetch would carry it (were it not SameSite) but cannot add the header.
+    let (s, _, b) = raw(addr, "PUT", "/v1/state/k", &cookie, b"v2").await;
+    assert_json_error(s, &b, 403, "missing_request_header");
+    let with_header = format!("{cookie}X-Roster-Request: 1\r\n");
+    let (s, _, b) = raw(addr, "PUT", "/v1/state/k", &with_header, b"v2").await;
+    assert_eq!(s, 200, "{b}");
+    // Another port's cookie is not this server's.
+    let other = format!("{host}Cookie: roster_token_1={TOKEN}\r\n");
+    let (s, _, _) = raw(addr, "GET", "/v1/members", &other, b"").await;
+    assert_eq!(s, 401);
+
+    // The library refuses reserved keys too.
+    assert!(matches!(
+        roster.set_state("tag:owner", b"false").await,
+        Err(roster::runtime::WriteError::State(
+            roster::node::StateError::Reserved(_)
+        ))
+    ));
+    server.stop().await;
+    roster.leave().await;
 }
 
 /// Parses Prometheus/OpenMetrics text: `# TYPE` lines into (name, type), and
@@ -202,15 +392,7 @@ fn parse_metrics(text: &str) -> std::collections::BTreeMap<String, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_and_hold_the_documented_names_and_types() {
     let ca = ClusterCa::generate("test").unwrap();
-    let a = Arc::new(
-        Roster::builder()
-            .tls(ca.issue(&NodeId::new("a").unwrap()).unwrap())
-            .bind("127.0.0.1:0".parse().unwrap())
-            .config(Config::local())
-            .start()
-            .await
-            .unwrap(),
-    );
+    let a = node_a(&ca).await;
     let b = Roster::builder()
         .tls(ca.issue(&NodeId::new("b").unwrap()).unwrap())
         .bind("127.0.0.1:0".parse().unwrap())
@@ -219,7 +401,7 @@ async fn metrics_parse_and_hold_the_documented_names_and_types() {
         .start()
         .await
         .unwrap();
-    let server = roster::api::serve(a.clone(), "127.0.0.1:0".parse().unwrap())
+    let server = roster::api::serve(a.clone(), "127.0.0.1:0".parse().unwrap(), access())
         .await
         .unwrap();
     let addr = server.local_addr();

@@ -125,6 +125,10 @@ impl Lab {
             .arg(env!("CARGO_BIN_EXE_roster"))
             .args(args)
             .args(["--http", HTTP, "--json"])
+            // Every namespace's agent listens on the same loopback address,
+            // so the token record by address is ambiguous here: name it.
+            .arg("--token-file")
+            .arg(self.dir.join(format!("{h}-data")).join("http-token"))
             .output()
             .ok()?;
         if !out.status.success() {

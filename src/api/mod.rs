@@ -7,11 +7,15 @@
 //! `POST /v1/meta/{key}` compare-and-set, `GET /v1/meta?prefix=P`; reads are
 //! linearizable unless `?stale=true`), `GET /v1/voters`, the partition
 //! placement (`GET /v1/partitions`, `GET /v1/partitions/key/{key}`), and the
-//! dashboard at `/`. Errors are JSON
+//! dashboard at `/`. Every route but `/health` needs the operator token
+//! ([`auth`]). Errors are JSON
 //! `{"error": ..., "detail": ...}` with a fitting status code; bodies are
 //! limited to [`MAX_BODY_BYTES`].
 
+pub mod auth;
 pub mod metrics;
+
+pub use auth::{Access, Token, TokenError};
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -106,9 +110,9 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Builds the router for `roster` and starts recording its membership
-/// events. Must run inside a tokio runtime.
-pub fn router(roster: Arc<Roster>) -> Router {
+/// Builds the router for `roster`, guarded by `access` (see [`auth`]), and
+/// starts recording its membership events. Must run inside a tokio runtime.
+pub fn router(roster: Arc<Roster>, access: Access) -> Router {
     let recent = Arc::new(Mutex::new(VecDeque::with_capacity(RECENT_EVENTS)));
     let mut events = roster.subscribe();
     let sink = recent.clone();
@@ -164,23 +168,34 @@ pub fn router(roster: Arc<Roster>) -> Router {
         .route("/v1/partitions", get(partitions))
         .route("/v1/partitions/key/{key}", get(partition_of_key))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(Api { roster, recent })
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(access),
+            auth::guard,
+        ))
 }
 
-/// Serves the API on `addr` in a background task.
-pub async fn serve(roster: Arc<Roster>, addr: SocketAddr) -> std::io::Result<ServeHandle> {
+/// Serves the API on `addr` in a background task, to callers that `access`
+/// lets in.
+pub async fn serve(
+    roster: Arc<Roster>,
+    addr: SocketAddr,
+    access: Access,
+) -> std::io::Result<ServeHandle> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    serve_on(roster, listener)
+    serve_on(roster, listener, access)
 }
 
 /// Serves the API on an already bound listener in a background task.
 pub fn serve_on(
     roster: Arc<Roster>,
     listener: tokio::net::TcpListener,
+    access: Access,
 ) -> std::io::Result<ServeHandle> {
     let local = listener.local_addr()?;
-    let app = router(roster);
+    let app = router(roster, access);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "HTTP server stopped");
@@ -211,6 +226,14 @@ impl ServeHandle {
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
 }
 
 async fn health(State(api): State<Api>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -366,6 +389,9 @@ async fn state_get(
 
 fn write_error(e: WriteError) -> ApiError {
     match e {
+        WriteError::State(e @ crate::node::StateError::Reserved(_)) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "reserved_key", e.to_string())
+        }
         WriteError::State(e) => {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_state", e.to_string())
         }
@@ -414,6 +440,7 @@ fn meta_error(e: MetaError) -> ApiError {
         MetaError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
         MetaError::Interrupted(_) => (StatusCode::SERVICE_UNAVAILABLE, "interrupted"),
         MetaError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+        MetaError::Reserved(_) => (StatusCode::BAD_REQUEST, "reserved_key"),
         MetaError::Busy(_) => (StatusCode::TOO_MANY_REQUESTS, "busy"),
         MetaError::Stopped => return ApiError::stopped(),
     };

@@ -97,6 +97,20 @@ pub struct AgentArgs {
     /// Address of the HTTP API and dashboard (off when unset).
     #[arg(long, env = "ROSTER_HTTP")]
     pub http: Option<SocketAddr>,
+    /// The operator token for the HTTP API, in a file readable by its owner
+    /// only (default: `http-token` in the data dir, created on first start;
+    /// without a data dir, a new token each start).
+    #[arg(long, env = "ROSTER_HTTP_TOKEN_FILE")]
+    pub http_token_file: Option<PathBuf>,
+    /// A DNS name the HTTP API answers to besides IP addresses and
+    /// `localhost` (repeatable): requests naming any other `Host` are
+    /// refused, which stops DNS rebinding.
+    #[arg(
+        long = "http-allow-host",
+        env = "ROSTER_HTTP_ALLOW_HOST",
+        value_delimiter = ','
+    )]
+    pub http_allow_host: Vec<String>,
     /// Whether this node may become a metadata voter (`--voter false` opts
     /// out, e.g. a small edge node; default true).
     #[arg(long, env = "ROSTER_VOTER", action = clap::ArgAction::Set)]
@@ -130,6 +144,9 @@ struct FileConfig {
     engine: Option<Engine>,
     log_format: Option<LogFormat>,
     http: Option<SocketAddr>,
+    http_token_file: Option<PathBuf>,
+    #[serde(default)]
+    http_allow_host: Vec<String>,
     voter: Option<bool>,
     bootstrap_expect: Option<usize>,
     voters: Option<usize>,
@@ -161,6 +178,10 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// HTTP API address.
     pub http: Option<SocketAddr>,
+    /// The operator token's file.
+    pub http_token_file: Option<PathBuf>,
+    /// Host names the API answers to.
+    pub http_allow_host: Vec<String>,
     /// May become a metadata voter.
     pub voter: bool,
     /// Bootstrap threshold.
@@ -235,6 +256,12 @@ pub fn settings(args: AgentArgs) -> Result<Settings, String> {
             .or(file.log_format)
             .unwrap_or(LogFormat::Text),
         http: args.http.or(file.http),
+        http_token_file: args.http_token_file.or(file.http_token_file),
+        http_allow_host: if args.http_allow_host.is_empty() {
+            file.http_allow_host
+        } else {
+            args.http_allow_host
+        },
         voter: args
             .voter
             .or(file.voter)
@@ -313,8 +340,8 @@ async fn serve(s: Settings) -> ExitCode {
     for j in s.join {
         b = b.join(j);
     }
-    if let Some(d) = s.data_dir {
-        b = b.data_dir(d);
+    if let Some(d) = &s.data_dir {
+        b = b.data_dir(d.clone());
     }
     for (k, v) in s.tags {
         b = b.tag(k, v);
@@ -324,16 +351,25 @@ async fn serve(s: Settings) -> ExitCode {
         .bootstrap_expect(s.bootstrap_expect)
         .target_voters(s.voters)
         .owner(s.owner);
-    // The HTTP port is taken first, so a port in use fails before the node
-    // joins anyone.
+    // The HTTP port and the token come first, so a port in use or a bad
+    // token file fails before the node joins anyone.
     let http = match s.http {
-        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => Some(l),
-            Err(e) => {
-                eprintln!("error: cannot bind the HTTP API on {addr}: {e}");
-                return ExitCode::FAILURE;
+        Some(addr) => {
+            let token = match http_token(s.http_token_file.as_deref(), s.data_dir.as_deref()) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => Some((l, token)),
+                Err(e) => {
+                    eprintln!("error: cannot bind the HTTP API on {addr}: {e}");
+                    return ExitCode::FAILURE;
+                }
             }
-        },
+        }
         None => None,
     };
     let roster = match b.start().await {
@@ -343,20 +379,41 @@ async fn serve(s: Settings) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mut registered = None;
     let server = match http {
-        Some(listener) => match crate::api::serve_on(roster.clone(), listener) {
-            Ok(h) => {
-                tracing::info!(addr = %h.local_addr(), "HTTP API and dashboard");
-                Some(h)
+        Some((listener, (token, source))) => {
+            let mut access = crate::api::Access::new(token.clone());
+            for h in &s.http_allow_host {
+                access = access.allow_host(h);
             }
-            Err(e) => {
-                eprintln!("error: HTTP API: {e}");
-                roster.leave().await;
-                return ExitCode::FAILURE;
+            match crate::api::serve_on(roster.clone(), listener, access) {
+                Ok(h) => {
+                    let addr = h.local_addr();
+                    match super::credentials::register(addr, &token) {
+                        Ok(p) => {
+                            tracing::info!(%addr, token = %source, recorded = %p.display(), "HTTP API and dashboard (operator token required)");
+                            registered = Some(p);
+                        }
+                        Err(e) => {
+                            tracing::info!(%addr, token = %source, "HTTP API and dashboard (operator token required)");
+                            tracing::warn!(error = %e, "could not record the token for the CLI; pass --token-file to client commands");
+                        }
+                    }
+                    if !addr.ip().is_loopback() {
+                        tracing::warn!(%addr, "the HTTP API listens beyond this machine over plain HTTP: the operator token crosses the network unencrypted; prefer a loopback address");
+                    }
+                    Some(h)
+                }
+                Err(e) => {
+                    eprintln!("error: HTTP API: {e}");
+                    roster.leave().await;
+                    return ExitCode::FAILURE;
+                }
             }
-        },
+        }
         None => None,
     };
+    let _unregister = Unregister(registered);
     tracing::info!(node = %roster.identity(), addr = %roster.local_addr(), "agent running");
     tokio::select! {
         _ = &mut signal => {}
@@ -383,6 +440,38 @@ async fn serve(s: Settings) -> ExitCode {
         tracing::warn!("leave did not finish in time; exiting");
     }
     ExitCode::SUCCESS
+}
+
+/// Removes the token this agent recorded for the CLI when it stops.
+struct Unregister(Option<PathBuf>);
+
+impl Drop for Unregister {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// The API's operator token and where it came from (for the log; never the
+/// token itself): `--http-token-file`, else `http-token` in the data dir
+/// (created on first start), else a new one for this run.
+fn http_token(
+    file: Option<&std::path::Path>,
+    data_dir: Option<&std::path::Path>,
+) -> Result<(crate::api::Token, String), String> {
+    use crate::api::Token;
+    if let Some(f) = file {
+        let t = Token::load(f).map_err(|e| format!("--http-token-file {e}"))?;
+        return Ok((t, f.display().to_string()));
+    }
+    if let Some(d) = data_dir {
+        let p = d.join("http-token");
+        let (t, _) = Token::load_or_create(&p).map_err(|e| e.to_string())?;
+        return Ok((t, p.display().to_string()));
+    }
+    let t = Token::generate().map_err(|e| e.to_string())?;
+    Ok((t, "new for this run (no --data-dir)".into()))
 }
 
 /// SIGINT or SIGTERM. The handlers are registered when this is called, not

@@ -23,9 +23,34 @@ pub struct ClientArgs {
     /// The agent's HTTP address.
     #[arg(long, env = "ROSTER_HTTP_ADDR", default_value = DEFAULT_HTTP, global = true)]
     pub http: String,
+    /// A file holding the agent's operator token (default: what the agent
+    /// recorded for its address, see `roster agent --http-token-file`).
+    #[arg(long, env = "ROSTER_HTTP_TOKEN_FILE", global = true)]
+    pub token_file: Option<std::path::PathBuf>,
     /// Print the agent's JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+}
+
+impl ClientArgs {
+    /// The agent to talk to, with the token found for it.
+    pub fn agent(&self) -> Result<Agent, String> {
+        let token = super::credentials::find(&self.http, self.token_file.as_deref())?;
+        Ok(Agent {
+            addr: self.http.clone(),
+            token,
+        })
+    }
+}
+
+/// An agent's HTTP API and the operator token to present to it.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    /// `host:port`.
+    pub addr: String,
+    /// The operator token (`None`: none was found; the agent will answer
+    /// 401).
+    pub token: Option<crate::api::Token>,
 }
 
 /// `roster state` subcommands.
@@ -146,7 +171,18 @@ fn percent_encode(s: &str) -> String {
 }
 
 /// One request to the agent: (status, JSON body).
-fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> Result<(u16, Value), String> {
+pub(crate) fn request(
+    agent: &Agent,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<(u16, Value), String> {
+    let addr = agent.addr.as_str();
+    let auth = agent
+        .token
+        .as_ref()
+        .map(|t| format!("Authorization: Bearer {}\r\n", t.expose()))
+        .unwrap_or_default();
     let mut s =
         TcpStream::connect(addr).map_err(|e| format!("cannot reach the agent at {addr}: {e}"))?;
     s.set_read_timeout(Some(TIMEOUT))
@@ -155,7 +191,7 @@ fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> Result<(u16, Va
         .map_err(|e| e.to_string())?;
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .and_then(|()| s.write_all(body))
@@ -177,8 +213,13 @@ fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> Result<(u16, Va
 }
 
 fn api_error(status: u16, v: &Value) -> String {
+    let hint = if status == 401 {
+        "; give the agent's token with --token-file FILE or ROSTER_HTTP_TOKEN (an agent records it in its data dir as http-token)"
+    } else {
+        ""
+    };
     format!(
-        "agent answered {status}: {} ({})",
+        "agent answered {status}: {} ({}){hint}",
         v["error"].as_str().unwrap_or("error"),
         v["detail"].as_str().unwrap_or("")
     )
@@ -225,7 +266,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 /// `roster members`.
 pub fn members(c: &ClientArgs) -> ExitCode {
     run_result(|| {
-        let (status, v) = request(&c.http, "GET", "/v1/members", b"")?;
+        let (status, v) = request(&c.agent()?, "GET", "/v1/members", b"")?;
         if status != 200 {
             return Err(api_error(status, &v));
         }
@@ -267,7 +308,7 @@ pub fn members(c: &ClientArgs) -> ExitCode {
 /// `roster status`.
 pub fn status(c: &ClientArgs) -> ExitCode {
     run_result(|| {
-        let (status, v) = request(&c.http, "GET", "/v1/status", b"")?;
+        let (status, v) = request(&c.agent()?, "GET", "/v1/status", b"")?;
         if status != 200 {
             return Err(api_error(status, &v));
         }
@@ -318,13 +359,13 @@ pub fn meta(c: &ClientArgs, cmd: MetaCmd) -> ExitCode {
         let stale_q = |stale: bool| if stale { "?stale=true" } else { "" };
         let (status, v) = match &cmd {
             MetaCmd::Get { key, stale } => request(
-                &c.http,
+                &c.agent()?,
                 "GET",
                 &format!("/v1/meta/{}{}", percent_encode(key), stale_q(*stale)),
                 b"",
             )?,
             MetaCmd::Put { key, value } => request(
-                &c.http,
+                &c.agent()?,
                 "PUT",
                 &format!("/v1/meta/{}", percent_encode(key)),
                 value.as_bytes(),
@@ -340,14 +381,14 @@ pub fn meta(c: &ClientArgs, cmd: MetaCmd) -> ExitCode {
                 }
                 let body = serde_json::json!({"expect": expect, "value": value});
                 request(
-                    &c.http,
+                    &c.agent()?,
                     "POST",
                     &format!("/v1/meta/{}", percent_encode(key)),
                     body.to_string().as_bytes(),
                 )?
             }
             MetaCmd::Delete { key } => request(
-                &c.http,
+                &c.agent()?,
                 "DELETE",
                 &format!("/v1/meta/{}", percent_encode(key)),
                 b"",
@@ -359,7 +400,7 @@ pub fn meta(c: &ClientArgs, cmd: MetaCmd) -> ExitCode {
                     let stale = if *stale { "&stale=true" } else { "" };
                     format!("?prefix={}{stale}", percent_encode(prefix))
                 };
-                request(&c.http, "GET", &format!("/v1/meta{q}"), b"")?
+                request(&c.agent()?, "GET", &format!("/v1/meta{q}"), b"")?
             }
         };
         if !(200..300).contains(&status) {
@@ -411,7 +452,7 @@ pub fn partitions(c: &ClientArgs, key: Option<&str>) -> ExitCode {
             Some(k) => format!("/v1/partitions/key/{}", percent_encode(k)),
             None => "/v1/partitions".to_owned(),
         };
-        let (status, v) = request(&c.http, "GET", &path, b"")?;
+        let (status, v) = request(&c.agent()?, "GET", &path, b"")?;
         if status != 200 {
             return Err(api_error(status, &v));
         }
@@ -460,7 +501,7 @@ pub fn partitions(c: &ClientArgs, key: Option<&str>) -> ExitCode {
 }
 
 /// Sends one `roster chaos` command to the agent at `addr`; its JSON answer.
-pub(crate) fn chaos_call(addr: &str, cmd: &ChaosCmd) -> Result<Value, String> {
+pub(crate) fn chaos_call(addr: &Agent, cmd: &ChaosCmd) -> Result<Value, String> {
     let (status, v) = match cmd {
         ChaosCmd::Set {
             drop,
@@ -502,7 +543,7 @@ pub(crate) fn chaos_summary(cmd: &ChaosCmd, v: &Value) -> String {
 /// `roster chaos ...`.
 pub fn chaos(c: &ClientArgs, cmd: ChaosCmd) -> ExitCode {
     run_result(|| {
-        let v = chaos_call(&c.http, &cmd)?;
+        let v = chaos_call(&c.agent()?, &cmd)?;
         if c.json {
             println!("{v}");
         } else {
@@ -515,7 +556,7 @@ pub fn chaos(c: &ClientArgs, cmd: ChaosCmd) -> ExitCode {
 /// `roster leave`.
 pub fn leave(c: &ClientArgs) -> ExitCode {
     run_result(|| {
-        let (status, v) = request(&c.http, "POST", "/v1/leave", b"")?;
+        let (status, v) = request(&c.agent()?, "POST", "/v1/leave", b"")?;
         if !(200..300).contains(&status) {
             return Err(api_error(status, &v));
         }
@@ -531,7 +572,7 @@ pub fn leave(c: &ClientArgs) -> ExitCode {
 /// `roster voters`.
 pub fn voters(c: &ClientArgs) -> ExitCode {
     run_result(|| {
-        let (status, v) = request(&c.http, "GET", "/v1/voters", b"")?;
+        let (status, v) = request(&c.agent()?, "GET", "/v1/voters", b"")?;
         if status != 200 {
             return Err(api_error(status, &v));
         }
@@ -578,20 +619,20 @@ pub fn state(c: &ClientArgs, cmd: StateCmd) -> ExitCode {
                     .map(|n| format!("?node={}", percent_encode(n)))
                     .unwrap_or_default();
                 request(
-                    &c.http,
+                    &c.agent()?,
                     "GET",
                     &format!("/v1/state/{}{q}", percent_encode(key)),
                     b"",
                 )?
             }
             StateCmd::Set { key, value } => request(
-                &c.http,
+                &c.agent()?,
                 "PUT",
                 &format!("/v1/state/{}", percent_encode(key)),
                 value.as_bytes(),
             )?,
             StateCmd::Delete { key } => request(
-                &c.http,
+                &c.agent()?,
                 "DELETE",
                 &format!("/v1/state/{}", percent_encode(key)),
                 b"",

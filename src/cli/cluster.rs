@@ -284,9 +284,46 @@ pub fn init(dir: &Path, n: usize, base_port: Option<u16>) -> Result<ClusterFile,
         base_port: base_port.unwrap_or(0),
         node: nodes,
     };
+    crate::api::Token::generate()
+        .and_then(|t| t.write_private(&token_path(dir), false))
+        .map_err(|e| e.to_string())?;
     let text = toml::to_string_pretty(&file).map_err(|e| e.to_string())?;
     std::fs::write(file_path(dir), text).map_err(|e| e.to_string())?;
     Ok(file)
+}
+
+/// Prints the dashboard URL with the operator token (the one place it is
+/// shown: the page trades it for a cookie) and where the token is kept.
+pub fn print_dashboard(dir: &Path, nodes: &[NodeSpec]) {
+    let Some(n) = nodes.first() else { return };
+    match token(dir) {
+        Ok(t) => println!("dashboard: http://{}/?token={}", n.http, t.expose()),
+        Err(e) => println!("dashboard: http://{}/ (no token: {e})", n.http),
+    }
+    println!(
+        "operator token: {} (client commands on this machine find it by themselves)",
+        token_path(dir).display()
+    );
+}
+
+/// The cluster's operator token file: every node's API takes it.
+pub fn token_path(dir: &Path) -> PathBuf {
+    dir.join("http-token")
+}
+
+/// The cluster's operator token (created if the directory predates it).
+pub fn token(dir: &Path) -> Result<crate::api::Token, String> {
+    crate::api::Token::load_or_create(&token_path(dir))
+        .map(|(t, _)| t)
+        .map_err(|e| e.to_string())
+}
+
+/// Node `n`'s API with the cluster's token.
+fn agent(dir: &Path, n: &NodeSpec) -> super::client::Agent {
+    super::client::Agent {
+        addr: n.http.to_string(),
+        token: token(dir).ok(),
+    }
 }
 
 /// Checks that no node's port is taken.
@@ -321,6 +358,8 @@ fn spawn(exe: &Path, dir: &Path, n: &NodeSpec, extra_tags: &[String]) -> std::io
         .arg(&n.data_dir)
         .args(["--bind", &n.gossip.to_string()])
         .args(["--http", &n.http.to_string()])
+        .arg("--http-token-file")
+        .arg(std::fs::canonicalize(token_path(dir)).unwrap_or_else(|_| token_path(dir)))
         .args(["--profile", "local"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -582,11 +621,13 @@ pub fn run(cmd: ClusterCmd) -> ExitCode {
             } else if detach {
                 start_detached(&dir)
             } else {
-                return block_on(supervise(&dir, &[], |nodes| {
+                let shown = dir.clone();
+                return block_on(supervise(&dir, &[], move |nodes| {
                     println!("cluster running: {} nodes; Ctrl-C stops it", nodes.len());
                     for n in nodes {
                         println!("  {:<8} gossip {}  http://{}/", n.name, n.gossip, n.http);
                     }
+                    print_dashboard(&shown, nodes);
                 }));
             }
         }
@@ -629,6 +670,7 @@ fn start_detached(dir: &Path) -> Result<(), String> {
                 st.pid,
                 dir.join("supervisor.log").display()
             );
+            print_dashboard(dir, &file.node);
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -642,12 +684,12 @@ fn start_detached(dir: &Path) -> Result<(), String> {
 
 /// What the cluster says about each member: the view of the first running
 /// node that answers.
-fn cluster_view(file: &ClusterFile, st: &SupervisorState) -> BTreeMap<String, String> {
+fn cluster_view(dir: &Path, file: &ClusterFile, st: &SupervisorState) -> BTreeMap<String, String> {
     for n in &file.node {
         if !matches!(st.nodes.get(&n.index), Some((ProcState::Running, _))) {
             continue;
         }
-        if let Some(v) = http_get(n.http, "/v1/members")
+        if let Some(v) = http_get(&agent(dir, n), "/v1/members")
             && let Some(list) = v.as_array()
         {
             return list
@@ -664,24 +706,17 @@ fn cluster_view(file: &ClusterFile, st: &SupervisorState) -> BTreeMap<String, St
     BTreeMap::new()
 }
 
-fn http_get(addr: SocketAddr, path: &str) -> Option<serde_json::Value> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    serde_json::from_str(raw.split_once("\r\n\r\n")?.1).ok()
+fn http_get(agent: &super::client::Agent, path: &str) -> Option<serde_json::Value> {
+    match super::client::request(agent, "GET", path, b"") {
+        Ok((200, v)) => Some(v),
+        _ => None,
+    }
 }
 
 fn status(dir: &Path, json: bool) -> Result<(), String> {
     let file = load(dir)?;
     let st = read_state(dir).unwrap_or_default();
-    let view = cluster_view(&file, &st);
+    let view = cluster_view(dir, &file, &st);
     let rows: Vec<(
         String,
         ProcState,
@@ -880,7 +915,7 @@ fn chaos(dir: &Path, only: &[usize], cmd: ClusterChaosCmd) -> Result<(), String>
     let mut failed = 0;
     for (i, call) in &calls {
         let n = &file.node[*i];
-        match super::client::chaos_call(&n.http.to_string(), call) {
+        match super::client::chaos_call(&agent(dir, n), call) {
             Ok(v) => println!("{}: {}", n.name, super::client::chaos_summary(call, &v)),
             Err(e) => {
                 failed += 1;

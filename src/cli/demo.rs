@@ -28,7 +28,7 @@ pub fn run() -> ExitCode {
             nodes.len(),
             shown.display()
         );
-        println!("dashboard: http://{}/", nodes[0].http);
+        cluster::print_dashboard(&shown, nodes);
         let state = std::fs::read_to_string(shown.join("state.json")).unwrap_or_default();
         let pids: serde_json::Value = serde_json::from_str(&state).unwrap_or_default();
         for n in nodes {

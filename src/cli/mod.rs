@@ -5,6 +5,7 @@ pub mod agent;
 pub mod cert;
 pub mod client;
 pub mod cluster;
+pub mod credentials;
 pub mod demo;
 
 use std::path::PathBuf;

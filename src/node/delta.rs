@@ -47,6 +47,10 @@ pub enum StateError {
     /// Keys must not be empty.
     #[error("state key is empty")]
     EmptyKey,
+    /// `tag:*` and `roster:*` keys are written by the node itself (tags from
+    /// its configuration, roster's own adverts).
+    #[error("state key {0:?} is reserved: tag:* and roster:* keys are written by the agent itself")]
+    Reserved(String),
     /// The key is over [`StateLimits::max_key_bytes`].
     #[error("state key is {len} bytes, the limit is {max}")]
     KeyTooLong {

@@ -83,6 +83,21 @@ pub enum InputError {
 /// is already part of a cluster.
 const MAX_SEED_RETRIES: u32 = 8;
 
+/// State keys of a node's tags: `tag:{name}`, written from its own
+/// configuration only.
+pub const TAG_PREFIX: &str = "tag:";
+/// State keys under these prefixes are the node's own (tags, roster's
+/// adverts such as [`crate::node::meta::ADVERT_KEY`]): no client writes them.
+pub const RESERVED_STATE_PREFIXES: [&str; 2] = [TAG_PREFIX, "roster:"];
+
+/// Refuses a client write of a reserved key.
+fn reserved(key: &str) -> Result<(), StateError> {
+    if RESERVED_STATE_PREFIXES.iter().any(|p| key.starts_with(p)) {
+        return Err(StateError::Reserved(key.to_owned()));
+    }
+    Ok(())
+}
+
 /// Push-pull rounds run right after joining: two gossip intervals after
 /// joining, then after 2, 4 and 8 more (0.4, 0.8, 1.6 and 3.2 s on LAN).
 const CATCH_UP_SYNCS: u32 = 4;
@@ -495,13 +510,27 @@ impl Node {
 
     /// Writes `key = value` in this node's state and starts spreading it.
     /// Returns the write's HLC stamp.
+    /// Keys starting `tag:` or `roster:` are reserved
+    /// ([`StateError::Reserved`]): tags go through [`Node::set_tag`].
     pub fn set_state(&mut self, now: Now, key: &str, value: &[u8]) -> Result<Hlc, StateError> {
+        reserved(key)?;
         self.write(now, key, Some(value.to_vec()))
+    }
+
+    /// Sets this node's tag `name` (state key `tag:{name}`), as the agent
+    /// does from its configuration.
+    pub fn set_tag(&mut self, now: Now, name: &str, value: &str) -> Result<Hlc, StateError> {
+        self.write(
+            now,
+            &format!("{TAG_PREFIX}{name}"),
+            Some(value.as_bytes().to_vec()),
+        )
     }
 
     /// Deletes `key` from this node's state (a tombstone that spreads like a
     /// write). Returns the stamp, or `None` when the key did not exist.
     pub fn delete_state(&mut self, now: Now, key: &str) -> Result<Option<Hlc>, StateError> {
+        reserved(key)?;
         let exists = self
             .shared
             .lock()

@@ -393,7 +393,7 @@ impl Builder {
             None => Node::new(identity.clone(), self.config.clone(), seed, now)?,
         };
         for (k, v) in &self.tags {
-            if let Err(e) = node.set_state(now, &format!("tag:{k}"), v.as_bytes()) {
+            if let Err(e) = node.set_tag(now, k, v) {
                 tracing::warn!(tag = %k, error = %e, "tag refused");
             }
         }

@@ -36,6 +36,17 @@ pub enum StoreError {
     /// The database failed.
     #[error("data dir database: {0}")]
     Db(Box<redb::Error>),
+    /// The database file is truncated, not a redb file, or otherwise
+    /// unreadable: nothing was changed.
+    #[error(
+        "{path} is damaged or not roster's ({reason}); nothing was changed. Restore it from a backup, or move it away to start this node with an empty data dir"
+    )]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What redb said.
+        reason: String,
+    },
     /// A stored value does not have the expected form.
     #[error("data dir is corrupt: {0}")]
     Corrupt(&'static str),
@@ -51,6 +62,62 @@ pub enum StoreError {
 
 fn dberr<E: Into<redb::Error>>(e: E) -> StoreError {
     StoreError::Db(Box::new(e.into()))
+}
+
+/// The data dir is for its owner only (mode 0700 on Unix), best effort: a
+/// directory the operator chose to share keeps its mode.
+fn private_dir(dir: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(dir)
+            && m.permissions().mode() & 0o077 != 0
+        {
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
+
+/// Opens or creates the redb file. A damaged file (redb asserts on some,
+/// such as a truncated one) becomes [`StoreError::Damaged`] rather than a
+/// panic; the panic message is kept out of the output meanwhile.
+fn open_db(path: &Path) -> Result<Database, StoreError> {
+    let damaged = |reason: String| StoreError::Damaged {
+        path: path.to_owned(),
+        reason,
+    };
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(|| Database::create(path));
+    std::panic::set_hook(prev);
+    match r {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => {
+            let e: redb::Error = e.into();
+            match &e {
+                redb::Error::Corrupted(_) => Err(damaged(e.to_string())),
+                redb::Error::Io(io)
+                    if matches!(
+                        io.kind(),
+                        std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+                    ) =>
+                {
+                    Err(damaged(e.to_string()))
+                }
+                _ => Err(StoreError::Db(Box::new(e))),
+            }
+        }
+        Err(p) => {
+            let why = p
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "redb could not read it".into());
+            Err(damaged(why))
+        }
+    }
 }
 
 /// A node's on-disk state.
@@ -71,7 +138,19 @@ impl Store {
             path: dir.to_owned(),
             source,
         })?;
-        let db = Database::create(dir.join("roster.redb")).map_err(dberr)?;
+        private_dir(dir);
+        let path = dir.join("roster.redb");
+        let db = open_db(&path)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(
+                |source| StoreError::Dir {
+                    path: path.clone(),
+                    source,
+                },
+            )?;
+        }
         let tx = db.begin_write().map_err(dberr)?;
         tx.open_table(META).map_err(dberr)?;
         tx.open_table(MEMBERS).map_err(dberr)?;

@@ -67,6 +67,30 @@ fn read(path: &Path) -> Result<String, TlsError> {
     })
 }
 
+/// Reads a private key, refusing one that group or others may read (as
+/// OpenSSH does).
+fn read_key(path: &Path) -> Result<String, TlsError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path).map_err(|source| TlsError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(TlsError::Invalid {
+                path: path.to_owned(),
+                reason: format!(
+                    "private key readable by group or others (mode {mode:o}); run `chmod 600 {}`",
+                    path.display()
+                ),
+            });
+        }
+    }
+    read(path)
+}
+
 /// Writes a new file; refuses to overwrite, and keeps private keys private
 /// (mode 0600 on Unix).
 fn write(path: &Path, data: &str, private: bool) -> Result<(), TlsError> {
@@ -138,7 +162,7 @@ impl ClusterCa {
     pub fn load(dir: &Path) -> Result<Self, TlsError> {
         Ok(Self {
             cert_pem: read(&dir.join("ca.crt"))?,
-            key_pem: read(&dir.join("ca.key"))?,
+            key_pem: read_key(&dir.join("ca.key"))?,
         })
     }
 
@@ -202,7 +226,7 @@ impl NodeCert {
         let c = Self {
             ca_pem: read(&dir.join("ca.crt"))?,
             cert_pem: read(&dir.join("node.crt"))?,
-            key_pem: read(&dir.join("node.key"))?,
+            key_pem: read_key(&dir.join("node.key"))?,
         };
         c.node_id().map_err(|reason| TlsError::Invalid {
             path: dir.join("node.crt"),

@@ -127,14 +127,21 @@ where
 }
 
 /// One GET; its body. A server may keep the connection open (Chromium's
-/// DevTools does), so the body is read up to its Content-Length.
+/// DevTools does), so the body is read up to its Content-Length. A roster
+/// agent's operator token is found as the CLI finds it (what the agent
+/// recorded for its address).
 pub fn http_get(addr: &str, path: &str) -> Option<String> {
     use std::io::{Read, Write};
+    let auth = roster::cli::credentials::find(addr, None)
+        .ok()
+        .flatten()
+        .map(|t| format!("Authorization: Bearer {}\r\n", t.expose()))
+        .unwrap_or_default();
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
     )
     .ok()?;
     let mut raw = Vec::new();

@@ -224,6 +224,10 @@ pub enum MetaError {
     /// The request is invalid (limits, empty key).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The key is under the prefix roster keeps for itself
+    /// ([`RESERVED_META_PREFIX`]).
+    #[error("key {0:?} is reserved: keys under \"roster/\" are written by roster itself")]
+    Reserved(String),
     /// Too many requests in flight on this node.
     #[error("too many metadata requests in flight ({0})")]
     Busy(usize),
@@ -316,6 +320,10 @@ pub struct Advert {
 
 /// The state key under which voters advertise the cluster.
 pub const ADVERT_KEY: &str = "roster:raft";
+
+/// Metadata keys under this prefix are roster's own: a client write is
+/// refused ([`MetaError::Reserved`]).
+pub const RESERVED_META_PREFIX: &str = "roster/";
 
 impl Advert {
     /// JSON text for the state store.

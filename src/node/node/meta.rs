@@ -468,6 +468,14 @@ impl Node {
             self.complete(id, Err(e));
             return id;
         }
+        if !op.is_read()
+            && op
+                .key()
+                .starts_with(super::super::meta::RESERVED_META_PREFIX)
+        {
+            self.complete(id, Err(MetaError::Reserved(op.key().to_owned())));
+            return id;
+        }
         if mode == ReadMode::Stale && op.is_read() {
             let r = if self.meta_cluster().is_some() {
                 Ok(self.meta.machine().read(&op))
