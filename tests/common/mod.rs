@@ -30,42 +30,52 @@ pub fn roster_in(dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Ports handed out come from 20000..32000, below Linux's ephemeral range
+/// (32768 and up): a port probed free there cannot be taken in the meantime
+/// by an outgoing connection's local port (which made agents fail with
+/// "Address already in use"). Each call moves on from the last, starting
+/// at an offset drawn from the process id.
+fn next_free(width: u16) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let at = NEXT.fetch_add(u32::from(width), Ordering::Relaxed) % SPAN;
+        if at + u32::from(width) > SPAN {
+            continue;
+        }
+        let p = (LOW + at) as u16;
+        if (p..p + width).all(|q| {
+            std::net::UdpSocket::bind(("127.0.0.1", q)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", q)).is_ok()
+        }) {
+            return p;
+        }
+    }
+    panic!("no free port in 20000..32000");
+}
+
 /// A free UDP port on loopback (best effort: probed, then used).
 pub fn free_udp() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    next_free(1)
 }
 
 /// A free TCP port on loopback (best effort: probed, then used).
 pub fn free_tcp() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    next_free(1)
 }
 
 /// A base port with 6 free ports after it, UDP and TCP (best effort: probed,
 /// then used).
 pub fn base_port() -> u16 {
-    loop {
-        let p = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if p < 60_000
-            && (p..p + 6).all(|q| {
-                std::net::UdpSocket::bind(("127.0.0.1", q)).is_ok()
-                    && std::net::TcpListener::bind(("127.0.0.1", q)).is_ok()
-            })
-        {
-            return p;
-        }
-    }
+    next_free(6)
 }
 
 /// Writes a cluster CA to `dir/ca` and a certificate for each name to
