@@ -130,6 +130,41 @@ async fn every_route_answers_and_bad_input_gets_a_json_4xx() {
     let (s, b) = http(addr, "GET", "/v1/state/service?node=a", b"").await;
     assert_eq!((s, json(&b)["value"].clone()), (200, Value::from("web")));
 
+    // Keys may contain '/', raw or escaped.
+    let (s, b) = http(addr, "PUT", "/v1/state/svc/web/port", b"8080").await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = http(addr, "GET", "/v1/state/svc%2Fweb%2Fport", b"").await;
+    assert_eq!(s, 200, "{b}");
+    let v = json(&b);
+    assert_eq!(
+        (v["key"].clone(), v["value"].clone()),
+        ("svc/web/port".into(), "8080".into())
+    );
+    assert_eq!(v["encoding"], "utf-8");
+    let (s, b) = http(addr, "GET", "/v1/meta/config/a/b", b"").await;
+    assert_json_error(s, &b, 503, "no_cluster");
+    // Values are bytes: what is not UTF-8 comes back base64-encoded, or
+    // as the bytes themselves with ?raw=true.
+    let bin = [0xffu8, 0x00, 0xfe, b'a'];
+    let (s, b) = http(addr, "PUT", "/v1/state/bin", &bin).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = http(addr, "GET", "/v1/state/bin", b"").await;
+    assert_eq!(s, 200, "{b}");
+    let v = json(&b);
+    assert_eq!(
+        (v["value"].clone(), v["encoding"].clone()),
+        ("/wD+YQ==".into(), "base64".into())
+    );
+    let auth = format!("Host: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n");
+    let (s, head, _) = raw(addr, "GET", "/v1/state/bin?raw=true", &auth, b"").await;
+    let head = head.to_ascii_lowercase();
+    assert_eq!(s, 200);
+    assert!(
+        head.contains("content-type: application/octet-stream")
+            && head.contains("content-length: 4"),
+        "{head}"
+    );
+
     // Unknown key, unknown route, bad node name.
     let (s, b) = http(addr, "GET", "/v1/state/missing", b"").await;
     assert_json_error(s, &b, 404, "unknown_key");
@@ -458,4 +493,68 @@ async fn metrics_parse_and_hold_the_documented_names_and_types() {
     server.stop().await;
     b.leave().await;
     a.leave().await;
+}
+
+/// The soft limit on open files of this process (Linux), if known.
+fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// 5,000 connections that never finish their headers do not keep a normal
+/// request from being answered, and a connection that sends nothing is
+/// closed after the header timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_do_not_starve_the_api() {
+    const SLOW: usize = 5000;
+    // Both ends of every connection live in this process.
+    if open_file_limit().is_none_or(|l| l < 2 * SLOW as u64 + 1000) {
+        eprintln!(
+            "\n*** SKIPPED slow_clients_do_not_starve_the_api: the open-file limit ({:?}) is below {} (raise it with ulimit -n) ***\n",
+            open_file_limit(),
+            2 * SLOW + 1000
+        );
+        return;
+    }
+    let ca = ClusterCa::generate("test").unwrap();
+    let roster = node_a(&ca).await;
+    let server = roster::api::serve(roster.clone(), "127.0.0.1:0".parse().unwrap(), access())
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let mut held = Vec::with_capacity(SLOW);
+    for _ in 0..SLOW {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /v1/status HTTP/1.1\r\nHost: ")
+            .await
+            .unwrap();
+        held.push(s);
+    }
+    let start = tokio::time::Instant::now();
+    let (s, b) = tokio::time::timeout(
+        Duration::from_secs(10),
+        http(addr, "GET", "/v1/status", b""),
+    )
+    .await
+    .expect("answered while 5,000 slow connections are open");
+    let took = start.elapsed();
+    assert_eq!(s, 200, "{b}");
+    println!("a normal request was answered in {took:?} beside {SLOW} slow connections");
+    // A slow connection is closed once the header timeout passes.
+    let mut buf = [0u8; 256];
+    let limit = roster::api::HEADER_READ_TIMEOUT + Duration::from_secs(10);
+    let n = tokio::time::timeout(limit, held[0].read(&mut buf))
+        .await
+        .expect("the server closes a connection that never finishes its headers");
+    // Closed (0 bytes) or answered with a 408 and then closed.
+    let n = n.unwrap_or(0);
+    assert!(
+        n == 0 || buf[..n].starts_with(b"HTTP/1.1 408"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    drop(held);
+    server.stop().await;
+    roster.leave().await;
 }

@@ -28,11 +28,7 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    common::free_tcp()
 }
 
 /// One HTTP request: (status, JSON body). `None` when the agent is
@@ -312,7 +308,10 @@ fn metadata_routes_refuse_bad_input() {
     assert_eq!(v["current"], "a");
     let (s, v) = http(p, "GET", "/v1/meta?prefix=k", "").unwrap();
     assert_eq!(s, 200);
-    assert_eq!(v, serde_json::json!([{"key": "k", "value": "a"}]));
+    assert_eq!(
+        v,
+        serde_json::json!([{"key": "k", "value": "a", "encoding": "utf-8"}])
+    );
     let (s, _) = http(p, "DELETE", "/v1/meta/k", "").unwrap();
     assert_eq!(s, 200);
     // Voters and status name the leader and the voters.

@@ -148,12 +148,12 @@ pub fn router(roster: Arc<Roster>, access: Access) -> Router {
         .route("/v1/events", get(recent_events))
         .route("/metrics", get(metrics_text))
         .route(
-            "/v1/state/{key}",
+            "/v1/state/{*key}",
             get(state_get).put(state_put).delete(state_delete),
         )
         .route("/v1/meta", get(meta_list))
         .route(
-            "/v1/meta/{key}",
+            "/v1/meta/{*key}",
             get(meta_get)
                 .put(meta_put)
                 .delete(meta_delete)
@@ -166,7 +166,7 @@ pub fn router(roster: Arc<Roster>, access: Access) -> Router {
             get(chaos_get).post(chaos_set).delete(chaos_heal),
         )
         .route("/v1/partitions", get(partitions))
-        .route("/v1/partitions/key/{key}", get(partition_of_key))
+        .route("/v1/partitions/key/{*key}", get(partition_of_key))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -196,12 +196,67 @@ pub fn serve_on(
 ) -> std::io::Result<ServeHandle> {
     let local = listener.local_addr()?;
     let app = router(roster, access);
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    });
+    let task = tokio::spawn(accept_loop(listener, app));
     Ok(ServeHandle { local, task })
+}
+
+/// Longest a client may take to send a request's headers, counted from
+/// when the connection opened or its last answer went out; then the
+/// connection is closed, so slow or idle clients cannot hold it.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Most connections served at once. A connection past it is closed on
+/// accept (logged at most once a minute), which keeps the process within
+/// its file-descriptor limit.
+pub const MAX_CONNECTIONS: usize = 8192;
+
+/// Accepts connections and serves each on its own task with
+/// [`HEADER_READ_TIMEOUT`], at most [`MAX_CONNECTIONS`] at a time.
+async fn accept_loop(listener: tokio::net::TcpListener, app: Router) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut refused = 0u64;
+    let mut warned: Option<tokio::time::Instant> = None;
+    let mut warn_due = move || {
+        let now = tokio::time::Instant::now();
+        let due =
+            warned.is_none_or(|t| now.duration_since(t) >= std::time::Duration::from_secs(60));
+        if due {
+            warned = Some(now);
+        }
+        due
+    };
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // Out of descriptors or the like: wait a little, go on.
+                if warn_due() {
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refused += 1;
+            if warn_due() {
+                tracing::warn!(
+                    limit = MAX_CONNECTIONS,
+                    refused,
+                    "HTTP connection limit reached; closing new connections"
+                );
+            }
+            continue;
+        };
+        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = b.serve_connection(io, svc).await;
+        });
+    }
 }
 
 /// A running HTTP server.
@@ -356,13 +411,39 @@ async fn recent_events(State(api): State<Api>) -> Json<Vec<EventRecord>> {
 #[derive(Debug, Deserialize)]
 struct NodeQuery {
     node: Option<String>,
+    /// Answer with the value's bytes themselves.
+    #[serde(default)]
+    raw: bool,
+}
+
+/// A value in a JSON answer: the text itself when it is UTF-8
+/// (`"encoding": "utf-8"`), else standard base64 (`"encoding": "base64"`),
+/// so any bytes written come back the same.
+fn value_json(v: &[u8]) -> (serde_json::Value, &'static str) {
+    use base64::Engine;
+    match std::str::from_utf8(v) {
+        Ok(s) => (json!(s), "utf-8"),
+        Err(_) => (
+            json!(base64::engine::general_purpose::STANDARD.encode(v)),
+            "base64",
+        ),
+    }
+}
+
+/// The bytes of a value as the whole answer.
+fn raw_value(v: Vec<u8>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        v,
+    )
+        .into_response()
 }
 
 async fn state_get(
     State(api): State<Api>,
     Path(key): Path<String>,
     Query(q): Query<NodeQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let node = match q.node {
         Some(n) => NodeId::new(n)
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_node", e.to_string()))?,
@@ -374,11 +455,17 @@ async fn state_get(
         .await
         .map_err(|_| ApiError::stopped())?
     {
-        Some(v) => Ok(Json(json!({
-            "node": node.as_str(),
-            "key": key,
-            "value": String::from_utf8_lossy(&v),
-        }))),
+        Some(v) if q.raw => Ok(raw_value(v)),
+        Some(v) => {
+            let (value, encoding) = value_json(&v);
+            Ok(Json(json!({
+                "node": node.as_str(),
+                "key": key,
+                "value": value,
+                "encoding": encoding,
+            }))
+            .into_response())
+        }
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_key",
@@ -451,6 +538,9 @@ fn meta_error(e: MetaError) -> ApiError {
 struct MetaQuery {
     #[serde(default)]
     stale: bool,
+    /// Answer with the value's bytes themselves.
+    #[serde(default)]
+    raw: bool,
     #[serde(default)]
     prefix: String,
 }
@@ -477,7 +567,7 @@ async fn meta_get(
     State(api): State<Api>,
     Path(key): Path<String>,
     Query(q): Query<MetaQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     match api
         .roster
         .meta(crate::node::MetaOp::Get { key: key.clone() }, read_mode(&q))
@@ -486,12 +576,21 @@ async fn meta_get(
     {
         crate::node::MetaReply::Value {
             value: Some(v),
+            index: _,
+        } if q.raw => Ok(raw_value(v)),
+        crate::node::MetaReply::Value {
+            value: Some(v),
             index,
-        } => Ok(Json(json!({
-            "key": key,
-            "value": String::from_utf8_lossy(&v),
-            "index": index,
-        }))),
+        } => {
+            let (value, encoding) = value_json(&v);
+            Ok(Json(json!({
+                "key": key,
+                "value": value,
+                "encoding": encoding,
+                "index": index,
+            }))
+            .into_response())
+        }
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_key",
@@ -511,7 +610,10 @@ async fn meta_list(
         .map_err(meta_error)?;
     let list: Vec<_> = entries
         .iter()
-        .map(|(k, v)| json!({"key": k, "value": String::from_utf8_lossy(v)}))
+        .map(|(k, v)| {
+            let (value, encoding) = value_json(v);
+            json!({"key": k, "value": value, "encoding": encoding})
+        })
         .collect();
     Ok(Json(json!(list)))
 }
@@ -575,7 +677,8 @@ async fn meta_cas(
     Ok(Json(json!({
         "key": key,
         "swapped": swapped,
-        "current": current.map(|c| String::from_utf8_lossy(&c).into_owned()),
+        "current": current.as_deref().map(|c| value_json(c).0),
+        "encoding": current.as_deref().map(|c| value_json(c).1),
     })))
 }
 

@@ -212,6 +212,34 @@ pub(crate) fn request(
     Ok((status, json))
 }
 
+/// Prints a value from a JSON answer: text on a line of its own, other bytes
+/// exactly as stored (the agent sends them base64-encoded).
+fn print_value(v: &Value) -> Result<(), String> {
+    let text = v["value"].as_str().unwrap_or("");
+    if v["encoding"] == "base64" {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|e| format!("agent sent bad base64: {e}"))?;
+        std::io::stdout()
+            .write_all(&bytes)
+            .map_err(|e| e.to_string())
+    } else {
+        println!("{text}");
+        Ok(())
+    }
+}
+
+/// A value for a table cell: the text, or `base64:…` for other bytes.
+fn shown(v: &Value) -> String {
+    let text = v["value"].as_str().unwrap_or("");
+    if v["encoding"] == "base64" {
+        format!("base64:{text}")
+    } else {
+        text.to_owned()
+    }
+}
+
 fn api_error(status: u16, v: &Value) -> String {
     let hint = if status == 401 {
         "; give the agent's token with --token-file FILE or ROSTER_HTTP_TOKEN (an agent records it in its data dir as http-token)"
@@ -411,7 +439,7 @@ pub fn meta(c: &ClientArgs, cmd: MetaCmd) -> ExitCode {
             return Ok(());
         }
         match cmd {
-            MetaCmd::Get { .. } => println!("{}", v["value"].as_str().unwrap_or("")),
+            MetaCmd::Get { .. } => print_value(&v)?,
             MetaCmd::Put { .. } => println!("ok (index {})", v["index"]),
             MetaCmd::Cas { .. } => {
                 if v["swapped"].as_bool() == Some(true) {
@@ -431,12 +459,7 @@ pub fn meta(c: &ClientArgs, cmd: MetaCmd) -> ExitCode {
                     .as_array()
                     .ok_or("agent sent a non-list")?
                     .iter()
-                    .map(|e| {
-                        vec![
-                            e["key"].as_str().unwrap_or("").to_owned(),
-                            e["value"].as_str().unwrap_or("").to_owned(),
-                        ]
-                    })
+                    .map(|e| vec![e["key"].as_str().unwrap_or("").to_owned(), shown(e)])
                     .collect();
                 print!("{}", table(&["Key", "Value"], &rows));
             }
@@ -644,7 +667,7 @@ pub fn state(c: &ClientArgs, cmd: StateCmd) -> ExitCode {
         if c.json {
             println!("{v}");
         } else if let StateCmd::Get { .. } = cmd {
-            println!("{}", v["value"].as_str().unwrap_or(""));
+            print_value(&v)?;
         } else {
             println!("ok (hlc {})", v["hlc"].as_str().unwrap_or(""));
         }
