@@ -662,8 +662,9 @@ impl Driver {
                 Err(e) => {
                     metrics.connect_failures.fetch_add(1, Ordering::Relaxed);
                     if e.contains("certificate") || e.contains("TLS") || e.contains("crypto") {
-                        metrics.tls_refusals.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(%addr, error = %e, "refused peer: TLS handshake failed");
+                        if let Some(n) = metrics.refused(refusal_clock_ms()) {
+                            tracing::warn!(%addr, error = %e, refused_since_last_line = n, "refused peer: TLS handshake failed");
+                        }
                     } else {
                         tracing::debug!(%addr, error = %e, "connection failed");
                     }
@@ -775,16 +776,18 @@ async fn accept_loop(
             let conn = match incoming.await {
                 Ok(c) => c,
                 Err(e) => {
-                    metrics.tls_refusals.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%addr, error = %e, "refused peer: TLS handshake failed");
+                    if let Some(n) = metrics.refused(refusal_clock_ms()) {
+                        tracing::warn!(%addr, error = %e, refused_since_last_line = n, "refused peer: TLS handshake failed");
+                    }
                     return;
                 }
             };
             let peer = match peer_node_id(&conn) {
                 Ok(p) => p,
                 Err(e) => {
-                    metrics.tls_refusals.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%addr, error = %e, "refused peer: certificate names no node");
+                    if let Some(n) = metrics.refused(refusal_clock_ms()) {
+                        tracing::warn!(%addr, error = %e, refused_since_last_line = n, "refused peer: certificate names no node");
+                    }
                     conn.close(1u32.into(), b"bad certificate");
                     return;
                 }
@@ -852,4 +855,16 @@ async fn read_loop(
             id: conn.stable_id(),
         })
         .await;
+}
+
+/// Milliseconds on a clock private to the refusal log's rate limit.
+#[allow(clippy::disallowed_methods)] // the runtime reads the real clock
+fn refusal_clock_ms() -> u64 {
+    use std::sync::OnceLock;
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+        + 1
 }

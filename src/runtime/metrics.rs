@@ -26,6 +26,31 @@ pub struct RuntimeMetrics {
     pub stream_send_errors: AtomicU64,
     /// Transmits dropped while a peer could not be reached.
     pub transmits_dropped: AtomicU64,
+    /// When a TLS refusal was last logged (milliseconds on the runtime's
+    /// clock, 0: never) and the refusals counted at that moment.
+    refusal_logged: std::sync::Mutex<(u64, u64)>,
+}
+
+/// TLS refusals are logged at most once per this many milliseconds; each is
+/// counted in `tls_refusals` all the same.
+pub const REFUSAL_LOG_INTERVAL_MS: u64 = 10_000;
+
+impl RuntimeMetrics {
+    /// Counts a TLS refusal at `now_ms`; `Some(n)` when it should be logged,
+    /// `n` being the refusals since the last line logged (this one included).
+    pub fn refused(&self, now_ms: u64) -> Option<u64> {
+        let total = self.tls_refusals.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self
+            .refusal_logged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if last.0 != 0 && now_ms < last.0.saturating_add(REFUSAL_LOG_INTERVAL_MS) {
+            return None;
+        }
+        let since = total - last.1;
+        *last = (now_ms.max(1), total);
+        Some(since)
+    }
 }
 
 /// A copy of [`RuntimeMetrics`] at one moment.
@@ -60,5 +85,21 @@ impl RuntimeMetrics {
             stream_send_errors: r(&self.stream_send_errors),
             transmits_dropped: r(&self.transmits_dropped),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_all_counted_and_logged_once_per_interval() {
+        let m = RuntimeMetrics::default();
+        assert_eq!(m.refused(5), Some(1));
+        for t in 0..100 {
+            assert_eq!(m.refused(6 + t), None);
+        }
+        assert_eq!(m.refused(5 + REFUSAL_LOG_INTERVAL_MS), Some(101));
+        assert_eq!(m.tls_refusals.load(Ordering::Relaxed), 102);
     }
 }
