@@ -178,20 +178,13 @@ impl Token {
 
 /// Refuses a secret file that its group or others may read or write.
 pub fn check_private(path: &Path, meta: &std::fs::Metadata) -> Result<(), TokenError> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(TokenError::TooOpen {
-                path: path.display().to_string(),
-                mode,
-            });
-        }
+    match crate::runtime::tls::open_mode(meta) {
+        Some(mode) => Err(TokenError::TooOpen {
+            path: path.display().to_string(),
+            mode,
+        }),
+        None => Ok(()),
     }
-    #[cfg(not(unix))]
-    let _ = (path, meta);
-    Ok(())
 }
 
 /// What the API accepts: the operator token and the host names it answers

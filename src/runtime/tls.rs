@@ -67,26 +67,37 @@ fn read(path: &Path) -> Result<String, TlsError> {
     })
 }
 
-/// Reads a private key, refusing one that group or others may read (as
-/// OpenSSH does).
-fn read_key(path: &Path) -> Result<String, TlsError> {
+/// The permission bits of a secret file that its group or others may
+/// read or write, `None` when it is its owner's only (or off Unix).
+pub fn open_mode(meta: &std::fs::Metadata) -> Option<u32> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let meta = std::fs::metadata(path).map_err(|source| TlsError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
         let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(TlsError::Invalid {
-                path: path.to_owned(),
-                reason: format!(
-                    "private key readable by group or others (mode {mode:o}); run `chmod 600 {}`",
-                    path.display()
-                ),
-            });
-        }
+        (mode & 0o077 != 0).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
+    }
+}
+
+/// Reads a private key, refusing one that group or others may read (as
+/// OpenSSH does).
+fn read_key(path: &Path) -> Result<String, TlsError> {
+    let meta = std::fs::metadata(path).map_err(|source| TlsError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    if let Some(mode) = open_mode(&meta) {
+        return Err(TlsError::Invalid {
+            path: path.to_owned(),
+            reason: format!(
+                "private key readable by group or others (mode {mode:o}); run `chmod 600 {}`",
+                path.display()
+            ),
+        });
     }
     read(path)
 }

@@ -503,14 +503,7 @@ impl Engine {
         let target = e.identity.clone();
         let suspected = (e.state == State::Suspect).then_some(e.incarnation);
         self.counters.probes_sent += 1;
-        self.send(
-            target.addr,
-            Body::Ping {
-                seq,
-                target: target.id.clone(),
-                suspected,
-            },
-        );
+        self.ping(&target, seq, suspected);
         self.probe = Some(Probe {
             seq,
             row,
@@ -556,14 +549,7 @@ impl Engine {
             (e.identity == target && e.state == State::Suspect).then_some(e.incarnation)
         };
         self.counters.probes_sent += 1;
-        self.send(
-            target.addr,
-            Body::Ping {
-                seq,
-                target: target.id.clone(),
-                suspected,
-            },
-        );
+        self.ping(&target, seq, suspected);
         let mut rows = std::mem::take(&mut self.scratch);
         let k = self.config.num_indirect_probes.get();
         self.table.random_active(
@@ -630,14 +616,7 @@ impl Engine {
             .entry(&target.id)
             .filter(|e| e.state == State::Suspect)
             .map(|e| e.incarnation);
-        self.send(
-            target.addr,
-            Body::Ping {
-                seq,
-                target: target.id.clone(),
-                suspected,
-            },
-        );
+        self.ping(&target, seq, suspected);
         self.relays.insert(seq, Relayed { origin, origin_seq });
         let wait = self.config.probe_rtt.mul_f64(0.8);
         self.timers.insert(self.now + wait, Timer::Relay(seq));
@@ -890,14 +869,7 @@ impl Engine {
             let wake = s.next_wake();
             let seq = self.next_seq();
             self.counters.final_checks += 1;
-            self.send(
-                target.addr,
-                Body::Ping {
-                    seq,
-                    target: target.id,
-                    suspected: Some(inc),
-                },
-            );
+            self.ping(&target, seq, Some(inc));
             self.timers.insert(wake, Timer::Suspicion(row));
             return;
         }
@@ -954,6 +926,19 @@ impl Engine {
             self.send(addr, Body::Gossip);
         }
         self.scratch = rows;
+    }
+
+    /// A ping to `target`; `suspected`: the incarnation this node suspects it
+    /// at, so it refutes at once (Lifeguard's buddy system).
+    fn ping(&mut self, target: &Identity, seq: u32, suspected: Option<u32>) {
+        self.send(
+            target.addr,
+            Body::Ping {
+                seq,
+                target: target.id.clone(),
+                suspected,
+            },
+        );
     }
 
     fn send(&mut self, to: SocketAddr, body: Body) {
