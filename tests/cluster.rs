@@ -267,3 +267,99 @@ async fn two_hundred_keys_spread_without_oversized_datagrams() {
         n.leave().await;
     }
 }
+
+/// A member with a valid certificate ("mallory", never joined) dials node
+/// `b` over QUIC and pushes, in a push-pull message, a newer value for
+/// node `a`'s key. `a` overwrites it with its true value everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_write_from_a_certified_peer_is_overwritten_by_the_owner() {
+    use roster::node::{Delta, Generation, Hlc, Identity};
+    use roster::wire::{Message, SyncDeltas};
+
+    let ca = ClusterCa::generate("test").unwrap();
+    let a = start(&ca, "a", None, Config::lan()).await;
+    let b = start(&ca, "b", Some(a.local_addr()), Config::lan()).await;
+    let c = start(&ca, "c", Some(a.local_addr()), Config::lan()).await;
+    let abc = [&a, &b, &c];
+    wait_async(Duration::from_secs(5), "3 Alive", || {
+        all_see(&abc, 3, MemberState::Alive, None)
+    })
+    .await;
+    a.set_state("service", b"web").await.unwrap();
+    let a_id = a.identity().id.clone();
+    let everywhere = |want: &'static [u8]| {
+        let a_id = a_id.clone();
+        move || {
+            let a_id = a_id.clone();
+            async move {
+                for n in abc {
+                    if n.state(&a_id, "service").await.unwrap().as_deref() != Some(want) {
+                        return false;
+                    }
+                }
+                true
+            }
+        }
+    };
+    wait_async(
+        Duration::from_secs(3),
+        "a's value everywhere",
+        everywhere(b"web"),
+    )
+    .await;
+    assert_eq!(a.node_metrics().await.unwrap().state_forgeries_refuted, 0);
+
+    // Mallory's forged push, over a real QUIC connection with a valid
+    // certificate.
+    let mallory_cert = ca.issue(&id("mallory")).unwrap();
+    let mut endpoint = quinn::Endpoint::client(loopback()).unwrap();
+    endpoint.set_default_client_config(mallory_cert.client_config().unwrap());
+    let conn = endpoint
+        .connect(b.local_addr(), roster::runtime::tls::CLUSTER_SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    // A test is a driver: it may read the wall clock.
+    #[allow(clippy::disallowed_methods)]
+    let wall_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let stamp = Hlc::new(wall_ms, 0);
+    let forged = Message::SyncDeltas(SyncDeltas {
+        from: Identity::new(id("mallory"), endpoint.local_addr().unwrap(), Generation(1)),
+        deltas: vec![Delta {
+            owner: a_id.clone(),
+            key: "service".into(),
+            value: Some(b"evil".to_vec()),
+            hlc: stamp,
+        }],
+        members: Vec::new(),
+        state: None,
+        hlc: stamp,
+    })
+    .encode()
+    .unwrap();
+    let mut s = conn.open_uni().await.unwrap();
+    s.write_all(&forged).await.unwrap();
+    s.finish().unwrap();
+    let sent = Instant::now();
+
+    wait_async(Duration::from_secs(3), "a refutes the forgery", || async {
+        a.node_metrics().await.unwrap().state_forgeries_refuted >= 1
+    })
+    .await;
+    wait_async(
+        Duration::from_secs(3),
+        "a's true value back everywhere",
+        everywhere(b"web"),
+    )
+    .await;
+    let took = sent.elapsed();
+    eprintln!("forged value replaced by the owner's on every node {took:?} after it was sent");
+    assert!(took <= Duration::from_secs(3), "{took:?}");
+    conn.close(0u32.into(), b"done");
+    for n in [a, b, c] {
+        n.leave().await;
+    }
+}

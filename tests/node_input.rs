@@ -180,3 +180,133 @@ fn messages_claiming_another_sender_than_the_authenticated_peer_are_refused() {
     }
     assert_eq!(b.metrics().wrong_sender_dropped, captured.len() as u64);
 }
+
+/// Delivers every queued transmission between the nodes, then advances
+/// their clocks, until `done` or the step budget ends.
+fn pump_all(
+    nodes: &mut [Node],
+    from_ms: u64,
+    until_ms: u64,
+    done: impl Fn(&[Node]) -> bool,
+) -> u64 {
+    let mut t = from_ms;
+    while t < until_ms {
+        for i in 0..nodes.len() {
+            while let Some(tx) = nodes[i].poll_transmit() {
+                let src = nodes[i].identity().addr;
+                let src_id = nodes[i].identity().id.clone();
+                if let Some(dst) = nodes.iter_mut().find(|n| n.identity().addr == tx.dst) {
+                    let _ = if tx.kind.is_stream() {
+                        dst.handle_message_from(now(t), src, &src_id, &tx.bytes)
+                    } else {
+                        dst.handle_datagram_from(now(t), src, &src_id, &tx.bytes)
+                    };
+                }
+            }
+        }
+        if done(nodes) {
+            return t;
+        }
+        t += 10;
+        for n in nodes.iter_mut() {
+            n.handle_timeout(now(t));
+        }
+    }
+    panic!("condition not reached within {until_ms} ms");
+}
+
+/// A forged write of `a`'s key, sent by `mallory` (a member with a valid
+/// identity) to `b` in a push-pull message.
+fn forged_sync(
+    mallory: &Node,
+    owner: &NodeId,
+    key: &str,
+    value: &[u8],
+    hlc: roster::node::Hlc,
+) -> Vec<u8> {
+    roster::wire::Message::SyncDeltas(roster::wire::SyncDeltas {
+        from: mallory.identity().clone(),
+        deltas: vec![roster::node::Delta {
+            owner: owner.clone(),
+            key: key.into(),
+            value: Some(value.to_vec()),
+            hlc,
+        }],
+        members: Vec::new(),
+        state: None,
+        hlc,
+    })
+    .encode()
+    .unwrap()
+}
+
+#[test]
+fn a_forged_write_of_another_owners_key_is_overwritten_by_the_owner() {
+    let mut nodes = vec![node("a", 7000), node("b", 7001), node("mallory", 7002)];
+    let a_addr = nodes[0].identity().addr;
+    nodes[1].join(now(0), [a_addr]);
+    nodes[2].join(now(0), [a_addr]);
+    pump_all(&mut nodes, 0, 20_000, |ns| {
+        ns.iter().all(|n| n.active_members() == 2)
+    });
+    let a_id = nodes[0].identity().id.clone();
+    let b_id = nodes[1].identity().id.clone();
+    nodes[0].set_state(now(20_000), "role", b"web").unwrap();
+    pump_all(&mut nodes, 20_000, 40_000, |ns| {
+        ns.iter()
+            .all(|n| n.state(&a_id, "role").as_deref() == Some(b"web"))
+    });
+    // Mallory tells b that a's key is now "evil", with a newer stamp.
+    let stamp = roster::node::Hlc::new(now(30_000).wall_ms, 0);
+    let bytes = forged_sync(&nodes[2], &a_id, "role", b"evil", stamp);
+    let m_addr = nodes[2].identity().addr;
+    let m_id = nodes[2].identity().id.clone();
+    nodes[1]
+        .handle_message_from(now(30_000), m_addr, &m_id, &bytes)
+        .unwrap();
+    assert_eq!(nodes[1].state(&a_id, "role").as_deref(), Some(&b"evil"[..]));
+    let took = pump_all(&mut nodes, 30_000, 60_000, |ns| {
+        ns.iter()
+            .all(|n| n.state(&a_id, "role").as_deref() == Some(b"web"))
+    }) - 30_000;
+    assert!(took <= 3_000, "the owner's value came back after {took} ms");
+    let m = nodes[0].metrics();
+    assert_eq!(m.state_forgeries_refuted, 1);
+    assert_eq!(m.stale_own_state_retired, 0);
+    // b's own keys are b's too: a forged key b never wrote is deleted.
+    let bytes = forged_sync(&nodes[2], &b_id, "extra", b"evil", stamp);
+    nodes[0]
+        .handle_message_from(now(60_000), m_addr, &m_id, &bytes)
+        .unwrap();
+    pump_all(&mut nodes, 60_000, 90_000, |ns| {
+        ns.iter().all(|n| n.state(&b_id, "extra").is_none())
+    });
+    assert_eq!(nodes[1].metrics().state_forgeries_refuted, 1);
+}
+
+#[test]
+fn a_restarted_node_retires_its_earlier_lifes_state() {
+    let mut nodes = vec![node("a", 7000), node("b", 7001)];
+    let a_addr = nodes[0].identity().addr;
+    nodes[1].join(now(0), [a_addr]);
+    pump_all(&mut nodes, 0, 20_000, |ns| {
+        ns.iter().all(|n| n.active_members() == 1)
+    });
+    let a_id = nodes[0].identity().id.clone();
+    nodes[0].set_state(now(20_000), "old", b"1").unwrap();
+    pump_all(&mut nodes, 20_000, 40_000, |ns| {
+        ns[1].state(&a_id, "old").as_deref() == Some(b"1")
+    });
+    // a restarts empty (same id, next generation) and rejoins b.
+    let id = Identity::new(a_id.clone(), a_addr, Generation(2));
+    nodes[0] = Node::new(id, Config::local(), 2, now(40_000)).unwrap();
+    nodes[0].set_state(now(40_000), "new", b"2").unwrap();
+    let b_addr = nodes[1].identity().addr;
+    nodes[0].join(now(40_000), [b_addr]);
+    pump_all(&mut nodes, 40_000, 80_000, |ns| {
+        ns.iter().all(|n| {
+            n.state(&a_id, "old").is_none() && n.state(&a_id, "new").as_deref() == Some(b"2")
+        }) && ns[0].metrics().stale_own_state_retired > 0
+    });
+    assert_eq!(nodes[0].metrics().state_forgeries_refuted, 0);
+}

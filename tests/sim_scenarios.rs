@@ -364,3 +364,36 @@ fn a_paused_node_is_down_only_when_it_should_be_and_back_without_rejoining() {
         assert_eq!(r.pause_rejoined, Some(false));
     }
 }
+
+/// Owner authority: every forged write of another member's key is taken by
+/// the node it was pushed to, then overwritten everywhere by its owner
+/// within 3 s (the scenario's own check), and each owner counts it.
+#[test]
+fn a_forged_write_is_overwritten_by_its_owner_everywhere() {
+    for engine in [
+        roster::node::EngineKind::Foca,
+        roster::node::EngineKind::Native,
+    ] {
+        let out = run(&RunSpec {
+            scenario: "forgery".into(),
+            nodes: 100,
+            seed: 2,
+            engine,
+            ..RunSpec::default()
+        })
+        .expect("valid spec");
+        let r = &out.report;
+        assert!(
+            out.violations.is_empty() && out.liveness_failed.is_none(),
+            "{engine:?}: {:?} {:?}",
+            out.violations,
+            out.liveness_failed
+        );
+        let n = r.forgeries.unwrap();
+        assert!(n >= 5, "{r:?}");
+        assert_eq!(r.forgeries_took_hold, Some(n), "{r:?}");
+        assert_eq!(r.forgeries_restored, Some(n), "{r:?}");
+        assert_eq!(r.forgeries_refuted, n as u64, "{r:?}");
+        assert!(r.forgery_restore_max_secs.unwrap() <= 3.0, "{r:?}");
+    }
+}

@@ -219,9 +219,38 @@ fn liveness(name: &str, r: &Report, target_voters: usize) -> Option<String> {
             Some("the cluster did not converge after the partition healed".into())
         }
         "pause" => pause_liveness(r),
+        "forgery" => forgery_refuted(r),
         "delta" if r.delta_coverage != Some(1.0) => {
             Some(format!("delta coverage {:?} is not 1.0", r.delta_coverage))
         }
+        _ => None,
+    }
+}
+
+/// The `forgery` scenario's expectations: forged writes were pushed and
+/// taken by their target, and every one was overwritten everywhere by its
+/// owner within 3 s.
+fn forgery_refuted(r: &Report) -> Option<String> {
+    let (Some(n), Some(held), Some(restored)) =
+        (r.forgeries, r.forgeries_took_hold, r.forgeries_restored)
+    else {
+        return Some("no forged write was pushed".into());
+    };
+    if held == 0 {
+        return Some(format!(
+            "none of the {n} forged writes was taken by its target"
+        ));
+    }
+    if restored < n {
+        return Some(format!(
+            "{} of {n} forged values were never overwritten by their owner",
+            n - restored
+        ));
+    }
+    match r.forgery_restore_max_secs {
+        Some(max) if max > 3.0 => Some(format!(
+            "a forged value stayed {max} s before the owner's value was back everywhere (limit 3 s)"
+        )),
         _ => None,
     }
 }

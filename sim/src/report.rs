@@ -68,6 +68,16 @@ pub struct Report {
     pub pause_node_declared_down: Option<u64>,
     pub pause_rejoined: Option<bool>,
     pub pause_dropped: Option<u64>,
+    /// The `forgery` scenario: forged writes pushed, how many the target
+    /// took, how many were overwritten everywhere by their owner, the
+    /// slowest and median time to that, and the refutations counted by the
+    /// owners (`roster_state_forgeries_refuted_total`).
+    pub forgeries: Option<usize>,
+    pub forgeries_took_hold: Option<usize>,
+    pub forgeries_restored: Option<usize>,
+    pub forgery_restore_max_secs: Option<f64>,
+    pub forgery_restore_p50_secs: Option<f64>,
+    pub forgeries_refuted: u64,
 }
 
 fn secs(n: Nanos) -> f64 {
@@ -122,6 +132,8 @@ impl Report {
         detect.sort_unstable();
         let mut deltas = m.delta_delays.clone();
         deltas.sort_unstable();
+        let mut restore: Vec<Nanos> = m.forgeries.iter().filter_map(|f| f.restored).collect();
+        restore.sort_unstable();
         let per_node_sec = |total: u64| {
             (m.window_secs > 0.0 && m.window_nodes > 0.0)
                 .then(|| (total as f64 / m.window_nodes / m.window_secs * 10.0).round() / 10.0)
@@ -200,6 +212,14 @@ impl Report {
             pause_window_secs: m.pause.as_ref().map(|p| secs(p.window)),
             pause_verdict_secs: m.pause.as_ref().map(|p| secs(p.verdict)),
             pause_declared_down: m.pause.as_ref().map(|p| p.declared_down),
+            forgeries: (!m.forgeries.is_empty()).then_some(m.forgeries.len()),
+            forgeries_took_hold: (!m.forgeries.is_empty())
+                .then(|| m.forgeries.iter().filter(|f| f.took_hold).count()),
+            forgeries_restored: (!m.forgeries.is_empty())
+                .then(|| m.forgeries.iter().filter(|f| f.restored.is_some()).count()),
+            forgery_restore_max_secs: restore.last().map(|&n| secs(n)),
+            forgery_restore_p50_secs: quantile(&restore, 0.5),
+            forgeries_refuted: m.forgeries_refuted,
             pause_back_alive_secs: m.pause.as_ref().and_then(|p| p.back_alive.map(secs)),
             pause_node_declared_down: m.pause.as_ref().map(|p| p.it_declared_down),
             pause_rejoined: m.pause.as_ref().map(|p| p.rejoined),

@@ -49,6 +49,11 @@ pub const SCENARIOS: &[Scenario] = &[
         default_secs: 120,
     },
     Scenario {
+        name: "forgery",
+        about: "members write keys from 10 s; from 20 s, every 2 s a member pushes a forged newer value of another member's key to a third node; each owner must have its value back everywhere within 3 s",
+        default_secs: 60,
+    },
+    Scenario {
         name: "pause",
         about: "one random node freezes at 30 s for --pause seconds (default 15; a GC or VM pause), then resumes with its timers overdue",
         default_secs: 120,
@@ -226,6 +231,19 @@ pub fn setup(
                 w.at(t, Action::WriteRandom);
                 w.at(t + 250 * MS, Action::Write(j));
                 t += SEC;
+            }
+            w.at(quiet, Action::FaultsEnd);
+        }
+        "forgery" => {
+            let mut t = 10 * SEC;
+            while t < 20 * SEC {
+                w.at(t, Action::WriteRandom);
+                t += SEC / 4;
+            }
+            let mut t = 20 * SEC;
+            while t < quiet {
+                w.at(t, Action::Forge);
+                t += 2 * SEC;
             }
             w.at(quiet, Action::FaultsEnd);
         }

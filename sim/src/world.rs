@@ -51,6 +51,9 @@ pub enum Action {
     Deaf(usize, bool),
     /// Jump a node's wall clock.
     ClockJump(usize, i64),
+    /// A running member with a valid identity pushes, to a third node, a
+    /// newer forged value for a key another member wrote.
+    Forge,
     /// Fault phase is over: measurements of convergence start now.
     FaultsEnd,
     /// Crash the metadata leader (and restart it `restart_after` later).
@@ -201,6 +204,20 @@ struct WriteTrack {
     audience: Vec<usize>,
 }
 
+/// One forged write and how it ended.
+#[derive(Debug, Clone)]
+pub struct Forgery {
+    pub owner: usize,
+    pub key: String,
+    /// The owner's value when the forgery was pushed.
+    pub truth: Option<Vec<u8>>,
+    pub at: Nanos,
+    /// The node it was pushed to adopted the forged value.
+    pub took_hold: bool,
+    /// Time until every running node held the owner's own value again.
+    pub restored: Option<Nanos>,
+}
+
 /// The measurements a run produces.
 #[derive(Debug, Default, Clone)]
 pub struct Measured {
@@ -229,6 +246,10 @@ pub struct Measured {
     /// Lifeguard counters summed over the nodes running at the end.
     pub lifeguard: LifeguardTotals,
     pub drift_rejections_by_jumper: u64,
+    /// Forged writes pushed by the `Forge` fault.
+    pub forgeries: Vec<Forgery>,
+    /// Forgeries refuted, summed over the nodes running at the end.
+    pub forgeries_refuted: u64,
     pub converged_at_end: bool,
     pub peak_live: usize,
     pub final_live: usize,
@@ -876,6 +897,7 @@ impl World {
                 self.topology_changed = Some(self.now);
             }
             Action::ClockJump(n, ms) => self.slots[n].clock.jumped_ms += ms,
+            Action::Forge => self.forge(),
             Action::FaultsEnd => self.faults_end = Some(self.now),
             Action::CrashLeader { restart_after } => {
                 let leader = self.running().into_iter().find(|&i| {
@@ -1168,6 +1190,90 @@ impl World {
         }
     }
 
+    /// The `Forge` fault: picks a key some running member wrote, a forger
+    /// and a target among the others, and delivers to the target a push-pull
+    /// message from the forger carrying a newer value for that key.
+    fn forge(&mut self) {
+        let running = self.running();
+        let owned: Vec<(usize, String)> = self
+            .write_index
+            .keys()
+            .filter(|(o, _)| running.contains(o))
+            .cloned()
+            .collect();
+        if running.len() < 3 || owned.is_empty() {
+            return;
+        }
+        let (owner, key) = owned[self.rng.random_range(0..owned.len())].clone();
+        let others: Vec<usize> = running.iter().copied().filter(|&i| i != owner).collect();
+        let forger = others[self.rng.random_range(0..others.len())];
+        let targets: Vec<usize> = others.iter().copied().filter(|&i| i != forger).collect();
+        let target = targets[self.rng.random_range(0..targets.len())];
+        let (from, owner_id, stamp) = {
+            let f = self.slots[forger].node.as_ref().expect("running");
+            (
+                f.identity().clone(),
+                self.slots[owner].id.clone(),
+                Hlc(f.hlc().0 + 1),
+            )
+        };
+        let msg = roster::wire::Message::SyncDeltas(roster::wire::SyncDeltas {
+            from,
+            deltas: vec![roster::node::Delta {
+                owner: owner_id.clone(),
+                key: key.clone(),
+                value: Some(b"forged".to_vec()),
+                hlc: stamp,
+            }],
+            members: Vec::new(),
+            state: None,
+            hlc: stamp,
+        });
+        let Ok(bytes) = msg.encode() else {
+            return;
+        };
+        let truth = self.slots[owner]
+            .node
+            .as_ref()
+            .and_then(|o| o.state(&owner_id, &key));
+        self.deliver(target, forger, true, &bytes);
+        let took_hold = self.slots[target]
+            .node
+            .as_ref()
+            .is_some_and(|t| t.state(&owner_id, &key).as_deref() == Some(b"forged"));
+        self.m.forgeries.push(Forgery {
+            owner,
+            key,
+            truth,
+            at: self.now,
+            took_hold,
+            restored: None,
+        });
+    }
+
+    /// Marks forgeries after which every running node holds the owner's own
+    /// value again.
+    fn check_forgeries(&mut self) {
+        let running = self.running();
+        for i in 0..self.m.forgeries.len() {
+            let f = &self.m.forgeries[i];
+            if f.restored.is_some() {
+                continue;
+            }
+            let id = &self.slots[f.owner].id;
+            let all = running.iter().all(|&n| {
+                self.slots[n]
+                    .node
+                    .as_ref()
+                    .is_some_and(|x| x.state(id, &f.key) == f.truth)
+            });
+            if all {
+                let at = f.at;
+                self.m.forgeries[i].restored = Some(self.now - at);
+            }
+        }
+    }
+
     fn write(&mut self, n: usize) {
         let now = self.now_of(n);
         self.write_seq += 1;
@@ -1293,6 +1399,9 @@ impl World {
             self.m.split_detected = Some(self.now - at);
         }
         self.m.peak_live = self.m.peak_live.max(running.len());
+        if !self.m.forgeries.is_empty() {
+            self.check_forgeries();
+        }
         if self.now.is_multiple_of(SEC) {
             let (bytes, _) = self.totals();
             self.m.bytes_series.push((self.now, bytes, running.len()));
@@ -1381,6 +1490,7 @@ impl World {
             if let Some(n) = &s.node {
                 let x = n.metrics();
                 self.m.drift_rejections += x.hlc_drift_rejections;
+                self.m.forgeries_refuted += x.state_forgeries_refuted;
                 let l = &mut self.m.lifeguard;
                 l.you_are_down_received += x.turn_undead_refuted;
                 l.stray_you_are_down_dropped += x.stray_turn_undead_dropped;

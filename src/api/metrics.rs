@@ -188,6 +188,18 @@ pub fn render(
     );
     counter(
         &mut r,
+        "roster_state_forgeries_refuted",
+        "Writes to this node's own keys made elsewhere, overwritten with the true value",
+        node.state_forgeries_refuted,
+    );
+    counter(
+        &mut r,
+        "roster_state_stale_own_retired",
+        "This node's entries from before it started, echoed back by peers and retired",
+        node.stale_own_state_retired,
+    );
+    counter(
+        &mut r,
         "roster_malformed_dropped",
         "Inputs dropped because they did not decode",
         node.malformed_dropped,

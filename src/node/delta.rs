@@ -140,7 +140,7 @@ fn entry_hash(key: &str, e: &Entry) -> u64 {
 }
 
 /// Total order of competing writes to one key (see the module docs).
-fn wins(new_hlc: Hlc, new_value: &Option<Vec<u8>>, old: &Entry) -> bool {
+pub(crate) fn wins(new_hlc: Hlc, new_value: &Option<Vec<u8>>, old: &Entry) -> bool {
     use std::cmp::Ordering::*;
     match new_hlc.cmp(&old.hlc) {
         Greater => true,

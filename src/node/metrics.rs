@@ -53,6 +53,12 @@ pub struct Metrics {
     pub hlc_drift_rejections: u64,
     /// Deltas or broadcast items refused (limits, bad encoding).
     pub invalid_items: u64,
+    /// Writes to this node's own keys made elsewhere (stamped after it
+    /// started), overwritten with the true value.
+    pub state_forgeries_refuted: u64,
+    /// This node's entries from before it started, echoed back by peers and
+    /// retired with a newer write.
+    pub stale_own_state_retired: u64,
     /// Members this node started suspecting.
     pub suspicions_raised: u64,
     /// Suspicions of other members this node saw refuted.

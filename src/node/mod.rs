@@ -113,6 +113,17 @@ pub enum Event {
         /// How far ahead it was.
         ahead_ms: u64,
     },
+    /// A write to one of this node's own keys arrived that this node did
+    /// not make (stamped after it started); the key was written again with
+    /// the true value and a newer stamp.
+    StateForgeryRefuted {
+        /// The key.
+        key: String,
+        /// The peer it arrived from, when known (a relay or the forger).
+        from: Option<NodeId>,
+        /// The forged stamp.
+        hlc: Hlc,
+    },
     /// This node refuted a suspicion about itself.
     Refuted {
         /// Its new incarnation.

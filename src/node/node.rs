@@ -195,6 +195,11 @@ impl Node {
             left: BTreeMap::new(),
             counters: Default::default(),
             parked: Vec::new(),
+            me: identity.id.clone(),
+            boot_wall_ms: now.wall_ms,
+            authoring: false,
+            relay: None,
+            reassert: Default::default(),
         });
         let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed);
         let swim_rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(rng.random());
@@ -417,6 +422,7 @@ impl Node {
         self.metrics.rx.count(kind, bytes.len());
         self.set_now(now);
         self.last_heard = Some(self.io.now);
+        self.shared.lock().relay = peer.cloned().or_else(|| msg.claimed_sender());
         let r = match msg {
             Message::Swim(p) => self.on_swim(p, peer),
             Message::SyncRequest(r) => {
@@ -488,6 +494,7 @@ impl Node {
                 Ok(())
             }
         };
+        self.shared.lock().relay = None;
         self.after_swim();
         r
     }
@@ -545,11 +552,19 @@ impl Node {
 
     fn write(&mut self, now: Now, key: &str, value: Option<Vec<u8>>) -> Result<Hlc, StateError> {
         self.set_now(now);
+        let hlc = self.write_own(key, value)?;
+        self.after_swim();
+        Ok(hlc)
+    }
+
+    /// Stamps and spreads a write of this node's own key.
+    fn write_own(&mut self, key: &str, value: Option<Vec<u8>>) -> Result<Hlc, StateError> {
         let item = {
             let mut s = self.shared.lock();
             s.store.validate(key, value.as_deref())?;
             s.store.check_room(&self.identity.id, key)?;
-            let hlc = s.hlc.now(now.wall_ms);
+            let wall_ms = s.wall_ms;
+            let hlc = s.hlc.now(wall_ms);
             Item::Delta(Delta {
                 owner: self.identity.id.clone(),
                 key: key.to_owned(),
@@ -561,21 +576,36 @@ impl Node {
             unreachable!("built above")
         };
         let hlc = d.hlc;
-        match swim::encode_item(&item) {
-            // The handler merges it, then it is gossiped.
-            Some(bytes) => {
-                if !self.add_item(&bytes, None) {
-                    // Too large to piggyback: keep it locally, push-pull
-                    // carries it.
-                    self.shared.lock().merge_remote(d);
-                }
-            }
-            None => {
-                self.shared.lock().merge_remote(d);
+        self.shared.lock().authoring = true;
+        // The handler merges it, then it is gossiped; one too large to
+        // piggyback is kept locally and push-pull carries it.
+        let queued = swim::encode_item(&item).is_some_and(|bytes| self.add_item(&bytes, None));
+        let mut s = self.shared.lock();
+        if !queued {
+            s.merge_remote(d, None);
+        }
+        s.authoring = false;
+        Ok(hlc)
+    }
+
+    /// Writes again, with a fresh stamp, own keys that a write made
+    /// elsewhere tried to change (owner authority, see `Shared::merge`).
+    fn reassert_own_keys(&mut self) {
+        let keys = std::mem::take(&mut self.shared.lock().reassert);
+        if self.left {
+            return;
+        }
+        for key in keys {
+            let value = {
+                let s = self.shared.lock();
+                s.store.get(&self.identity.id, &key).map(<[u8]>::to_vec)
+            };
+            // Fails only for a key this node never held while it already
+            // holds its limit of keys: then no node can hold that key either.
+            if self.write_own(&key, value).is_err() {
+                self.metrics.invalid_items += 1;
             }
         }
-        self.after_swim();
-        Ok(hlc)
     }
 
     // ----- outputs -----
@@ -726,6 +756,8 @@ impl Node {
         m.push_pull_interval_ms = self.timing.sync_interval.as_millis() as u64;
         let c = self.shared.lock().counters;
         m.hlc_drift_rejections = c.drift_rejections;
+        m.state_forgeries_refuted = c.forgeries_refuted;
+        m.stale_own_state_retired = c.stale_own_retired;
         m.invalid_items += c.invalid_items;
         m
     }
@@ -937,6 +969,7 @@ impl Node {
     }
 
     fn after_swim(&mut self) {
+        self.reassert_own_keys();
         self.drain_native();
         for (id, inc) in std::mem::take(&mut self.io.suspected) {
             self.metrics.suspicions_raised += 1;

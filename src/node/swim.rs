@@ -137,6 +137,12 @@ impl foca::Invalidates for ItemKey {
 pub(crate) struct SharedCounters {
     pub(crate) drift_rejections: u64,
     pub(crate) invalid_items: u64,
+    /// Writes to this node's own keys that it did not make, stamped in
+    /// this life: overwritten with the true value.
+    pub(crate) forgeries_refuted: u64,
+    /// Entries of this node from an earlier life (before this start),
+    /// retired with a tombstone or the current value.
+    pub(crate) stale_own_retired: u64,
 }
 
 /// State the broadcast handler (owned by foca) shares with the node.
@@ -154,6 +160,18 @@ pub(crate) struct Shared {
     /// Remote deltas refused for drift, kept until the local wall clock
     /// has caught up with their stamp (at most [`MAX_PARKED`]).
     pub(crate) parked: Vec<Delta>,
+    /// This node's id: deltas for its keys are its own to make.
+    pub(crate) me: NodeId,
+    /// Wall clock at this start: own stamps below it are from an earlier life.
+    pub(crate) boot_wall_ms: u64,
+    /// Set while the node merges a write it made itself.
+    pub(crate) authoring: bool,
+    /// The peer whose push-pull deltas are being merged (foca's handler
+    /// does not learn it).
+    pub(crate) relay: Option<NodeId>,
+    /// Own keys to write again with a fresh stamp (a write made elsewhere
+    /// was seen), in key order.
+    pub(crate) reassert: std::collections::BTreeSet<String>,
 }
 
 /// Most deltas parked for drift at once; past it they wait for push-pull.
@@ -173,8 +191,8 @@ impl Shared {
         ready
     }
 
-    pub(crate) fn merge_remote(&mut self, d: &Delta) -> bool {
-        self.check_drift(d) && self.merge(d)
+    pub(crate) fn merge_remote(&mut self, d: &Delta, from: Option<&NodeId>) -> bool {
+        self.check_drift(d) && self.merge(d, from)
     }
 
     /// Feeds a remote stamp to the HLC; `false` (counted, clock unchanged)
@@ -197,7 +215,14 @@ impl Shared {
         }
     }
 
-    pub(crate) fn merge(&mut self, d: &Delta) -> bool {
+    /// Merges a delta (its stamp already fed to the clock). A delta for one
+    /// of this node's own keys that it did not write is not taken: the key is
+    /// queued to be written again with a newer stamp (see [`Shared::reassert`]).
+    pub(crate) fn merge(&mut self, d: &Delta, from: Option<&NodeId>) -> bool {
+        if d.owner == self.me && !self.authoring {
+            self.own_key_written_elsewhere(d, from);
+            return false;
+        }
         match self.store.merge(d) {
             Ok(true) => {
                 self.events.push_back(Event::StateChanged {
@@ -214,6 +239,39 @@ impl Shared {
                 false
             }
         }
+    }
+}
+
+impl Shared {
+    /// Owner authority: only this node writes its keys. A delta that would
+    /// change one of them came from elsewhere — a forgery when stamped in
+    /// this life, an echo of an earlier life's state otherwise — and the
+    /// key is written again, so the newer true value (or tombstone)
+    /// replaces it everywhere within a gossip round.
+    fn own_key_written_elsewhere(&mut self, d: &Delta, from: Option<&NodeId>) {
+        let newer = match self.store.entry(&self.me, &d.key) {
+            Some(e) => super::delta::wins(d.hlc, &d.value, e),
+            None => true,
+        };
+        if !newer {
+            return;
+        }
+        if self.store.validate(&d.key, d.value.as_deref()).is_err() {
+            self.counters.invalid_items += 1;
+            return;
+        }
+        if d.hlc.wall_ms() < self.boot_wall_ms {
+            self.counters.stale_own_retired += 1;
+        } else {
+            self.counters.forgeries_refuted += 1;
+            let from = from.or(self.relay.as_ref()).cloned();
+            self.events.push_back(Event::StateForgeryRefuted {
+                key: d.key.clone(),
+                from,
+                hlc: d.hlc,
+            });
+        }
+        self.reassert.insert(d.key.clone());
     }
 }
 
@@ -257,10 +315,9 @@ impl foca::BroadcastHandler<Identity> for GossipHandler {
         Ok(match item {
             Item::Delta(d) => {
                 // Local writes were stamped by this clock already.
-                let new = if sender.is_some() {
-                    s.merge_remote(&d)
-                } else {
-                    s.merge(&d)
+                let new = match sender {
+                    Some(from) => s.merge_remote(&d, Some(&from.id)),
+                    None => s.merge(&d, None),
                 };
                 new.then_some(ItemKey::Delta {
                     owner: d.owner,

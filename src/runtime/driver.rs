@@ -746,6 +746,12 @@ fn log_event(e: &Event) {
             tracing::warn!(%owner, ahead_ms, "refused a write stamped too far ahead")
         }
         Event::Refuted { incarnation } => tracing::info!(incarnation, "refuted a suspicion"),
+        Event::StateForgeryRefuted { key, from, hlc } => tracing::warn!(
+            key = %key,
+            from = from.as_ref().map_or("unknown", |f| f.as_str()),
+            stamp = %hlc,
+            "a write to this node's own key arrived that it did not make; overwritten with the true value"
+        ),
         Event::StateChanged { .. } | Event::MetadataChanged { .. } => {}
         Event::MetaBootstrapped { cluster } => {
             tracing::info!(

@@ -386,7 +386,7 @@ impl Node {
     pub(super) fn merge_deltas(&mut self, deltas: &[Delta], spread: bool) {
         for d in deltas {
             if !spread {
-                self.shared.lock().merge_remote(d);
+                self.shared.lock().merge_remote(d, None);
                 continue;
             }
             if !self.shared.lock().check_drift(d) {
@@ -397,7 +397,7 @@ impl Node {
             match swim::encode_item(&Item::Delta(d.clone())) {
                 Some(bytes) if self.add_item(&bytes, None) => {}
                 _ => {
-                    self.shared.lock().merge(d);
+                    self.shared.lock().merge(d, None);
                 }
             }
         }
