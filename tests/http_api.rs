@@ -558,3 +558,65 @@ async fn slow_clients_do_not_starve_the_api() {
     server.stop().await;
     roster.leave().await;
 }
+
+/// Quotas: one client filling its prefix gets 507 `quota_exceeded`, and
+/// another client's writes under its own prefix still succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_filling_its_prefix_does_not_block_another() {
+    let ca = ClusterCa::generate("test").unwrap();
+    let roster = Arc::new(
+        Roster::builder()
+            .tls(ca.issue(&NodeId::new("a").unwrap()).unwrap())
+            .bind("127.0.0.1:0".parse().unwrap())
+            .config(Config::local())
+            .bootstrap_expect(1)
+            .start()
+            .await
+            .unwrap(),
+    );
+    let server = roster::api::serve(roster.clone(), "127.0.0.1:0".parse().unwrap(), access())
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    // The lone voter forms the metadata cluster.
+    let mut formed = false;
+    for _ in 0..100 {
+        if http(addr, "PUT", "/v1/meta/app2/first", b"1").await.0 == 200 {
+            formed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(formed, "no metadata cluster within 10 s");
+
+    // The first client writes 64 KiB values under app1/ until refused.
+    let value = vec![b'x'; 64 * 1024];
+    let mut accepted = 0;
+    let mut refusal = None;
+    for i in 0..70 {
+        let (s, b) = http(addr, "PUT", &format!("/v1/meta/app1/k{i:02}"), &value).await;
+        if s == 200 {
+            accepted += 1;
+        } else {
+            refusal = Some((s, b));
+            break;
+        }
+    }
+    let (s, b) = refusal.expect("the quota stops the first client");
+    assert_json_error(s, &b, 507, "quota_exceeded");
+    assert!(b.contains("app1/"), "{b}");
+    // 1 MiB per prefix: 15 values of 64 KiB and their keys fit, not 16.
+    assert_eq!(accepted, 15);
+    // Another client, under its own prefix, is not blocked.
+    let (s, b) = http(addr, "PUT", "/v1/meta/app2/config", &value).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = http(addr, "GET", "/v1/meta/app2/first", b"").await;
+    assert_eq!(s, 200, "{b}");
+    // The first client can still overwrite and delete its own keys.
+    let (s, b) = http(addr, "PUT", "/v1/meta/app1/k00", b"small").await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = http(addr, "DELETE", "/v1/meta/app1/k01", b"").await;
+    assert_eq!(s, 200, "{b}");
+    server.stop().await;
+    roster.leave().await;
+}

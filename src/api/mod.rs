@@ -529,6 +529,8 @@ fn meta_error(e: MetaError) -> ApiError {
         MetaError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
         MetaError::Reserved(_) => (StatusCode::BAD_REQUEST, "reserved_key"),
         MetaError::Busy(_) => (StatusCode::TOO_MANY_REQUESTS, "busy"),
+        MetaError::Quota(_) => (StatusCode::INSUFFICIENT_STORAGE, "quota_exceeded"),
+        MetaError::StoreFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "store_full"),
         MetaError::Stopped => return ApiError::stopped(),
     };
     ApiError::new(status, code, e.to_string())

@@ -21,8 +21,15 @@ pub enum LogEntry {
 }
 use crate::node::identity::NodeId;
 
-/// Limits of the replicated store; requests over them fail with
-/// [`MetaError::Invalid`] before they are proposed.
+/// Limits of the replicated store, checked before a write is proposed:
+/// sizes over them fail with [`MetaError::Invalid`], a full prefix with
+/// [`MetaError::Quota`], a full store with [`MetaError::StoreFull`].
+///
+/// Quotas are per prefix — a key's text up to and including its first `/`
+/// (`app1/config` is under `app1/`; keys without `/` share the empty
+/// prefix) — so one client writing under its own prefix cannot fill the
+/// store for the others. The store keeps `system_reserve_*` free for
+/// roster's own `roster/` entries, which no quota limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MetaLimits {
     /// Longest key, bytes. 256.
@@ -34,6 +41,14 @@ pub struct MetaLimits {
     /// Most bytes of keys and values together. 4 MiB (a snapshot must fit
     /// in one stream message).
     pub max_total_bytes: usize,
+    /// Most bytes of keys and values under one prefix. 1 MiB.
+    pub max_prefix_bytes: usize,
+    /// Most keys under one prefix. 2,500.
+    pub max_prefix_keys: usize,
+    /// Bytes of `max_total_bytes` only roster's own entries may use. 256 KiB.
+    pub system_reserve_bytes: usize,
+    /// Keys of `max_keys` only roster's own entries may use. 100.
+    pub system_reserve_keys: usize,
 }
 
 impl Default for MetaLimits {
@@ -43,6 +58,10 @@ impl Default for MetaLimits {
             max_value_bytes: 64 * 1024,
             max_keys: 10_000,
             max_total_bytes: 4 * 1024 * 1024,
+            max_prefix_bytes: 1024 * 1024,
+            max_prefix_keys: 2_500,
+            system_reserve_bytes: 256 * 1024,
+            system_reserve_keys: 100,
         }
     }
 }
@@ -113,6 +132,12 @@ pub struct Machine {
     pub placement: Option<Table>,
 }
 
+/// The quota prefix of a key: up to and including its first `/`, or empty
+/// for a key without one.
+pub fn prefix_of(key: &str) -> &str {
+    key.find('/').map_or("", |i| &key[..=i])
+}
+
 /// How a configuration change names the nodes it adds: carried in the
 /// entry's context.
 pub type ConfNames = Vec<(RaftId, NodeId)>;
@@ -153,21 +178,72 @@ impl Machine {
                     limits.max_value_bytes
                 )));
             }
-            let old = self.kv.get(key).map_or(0, |o| key.len() + o.len());
-            if !self.kv.contains_key(key) && self.kv.len() >= limits.max_keys {
-                return Err(MetaError::Invalid(format!(
-                    "the store holds its limit of {} keys",
-                    limits.max_keys
-                )));
-            }
-            if self.bytes - old + key.len() + v.len() > limits.max_total_bytes {
-                return Err(MetaError::Invalid(format!(
-                    "the store would exceed its {}-byte limit",
-                    limits.max_total_bytes
-                )));
-            }
+            self.check_room(key, v.len(), limits)?;
         }
         Ok(())
+    }
+
+    /// Whether writing `value_len` bytes at `key` keeps the store, and the
+    /// key's prefix, within their limits.
+    fn check_room(
+        &self,
+        key: &str,
+        value_len: usize,
+        limits: &MetaLimits,
+    ) -> Result<(), MetaError> {
+        let old = self.kv.get(key).map(|o| key.len() + o.len());
+        let new_key = usize::from(old.is_none());
+        let old = old.unwrap_or(0);
+        let system = key.starts_with(super::RESERVED_META_PREFIX);
+        let (max_keys, max_bytes) = if system {
+            (limits.max_keys, limits.max_total_bytes)
+        } else {
+            (
+                limits.max_keys.saturating_sub(limits.system_reserve_keys),
+                limits
+                    .max_total_bytes
+                    .saturating_sub(limits.system_reserve_bytes),
+            )
+        };
+        if self.kv.len() + new_key > max_keys {
+            return Err(MetaError::StoreFull(format!(
+                "the store holds its limit of {max_keys} keys for clients"
+            )));
+        }
+        if self.bytes - old + key.len() + value_len > max_bytes {
+            return Err(MetaError::StoreFull(format!(
+                "the store would exceed its {max_bytes}-byte limit for clients ({} bytes used)",
+                self.bytes
+            )));
+        }
+        if system {
+            return Ok(());
+        }
+        let prefix = prefix_of(key);
+        let (keys, bytes) = self.usage(prefix);
+        if keys + new_key > limits.max_prefix_keys {
+            return Err(MetaError::Quota(format!(
+                "prefix {prefix:?} holds its quota of {} keys",
+                limits.max_prefix_keys
+            )));
+        }
+        if bytes - old + key.len() + value_len > limits.max_prefix_bytes {
+            return Err(MetaError::Quota(format!(
+                "prefix {prefix:?} would exceed its quota of {} bytes ({bytes} used)",
+                limits.max_prefix_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Keys and bytes under `prefix` (as [`prefix_of`] cuts it). Walks the
+    /// prefix's keys, at most the key quota of them.
+    pub fn usage(&self, prefix: &str) -> (usize, usize) {
+        self.kv
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(k, _)| prefix_of(k) == prefix)
+            .fold((0, 0), |(n, b), (k, v)| (n + 1, b + k.len() + v.len()))
     }
 
     /// Serves a read from the local copy.
@@ -358,6 +434,9 @@ mod tests {
             max_value_bytes: 4,
             max_keys: 1,
             max_total_bytes: 8,
+            system_reserve_bytes: 0,
+            system_reserve_keys: 0,
+            ..MetaLimits::default()
         };
         let mut m = Machine::default();
         assert!(m.validate(&put("", "x"), &limits).is_err());
@@ -368,5 +447,59 @@ mod tests {
         assert!(m.validate(&put("j", "1"), &limits).is_err());
         assert!(m.validate(&put("k", "1234"), &limits).is_ok());
         assert!(Machine::decode(&[0xff, 0xff]).is_none());
+    }
+
+    #[test]
+    fn a_full_prefix_blocks_only_itself_and_roster_keeps_its_reserve() {
+        let limits = MetaLimits {
+            max_keys: 20,
+            max_total_bytes: 200,
+            max_prefix_keys: 4,
+            max_prefix_bytes: 40,
+            system_reserve_keys: 2,
+            system_reserve_bytes: 30,
+            ..MetaLimits::default()
+        };
+        assert_eq!(prefix_of("a/b/c"), "a/");
+        assert_eq!(prefix_of("plain"), "");
+        let mut m = Machine::default();
+        let mut i = 1;
+        // a/ fills its key quota; b/ and the unprefixed keys still write.
+        for k in ["a/1", "a/2", "a/3", "a/4"] {
+            m.validate(&put(k, "v"), &limits).unwrap();
+            m.apply(&put(k, "v"), i, 1);
+            i += 1;
+        }
+        assert!(matches!(
+            m.validate(&put("a/5", "v"), &limits),
+            Err(MetaError::Quota(_))
+        ));
+        // Overwriting an existing key of a full prefix is still allowed.
+        m.validate(&put("a/1", "w"), &limits).unwrap();
+        m.validate(&put("b/1", "v"), &limits).unwrap();
+        m.validate(&put("x", "v"), &limits).unwrap();
+        // Bytes: one big value fills b/ (40 bytes), the next write is refused.
+        let big = "x".repeat(36);
+        m.validate(&put("b/1", &big), &limits).unwrap();
+        m.apply(&put("b/1", &big), i, 1);
+        i += 1;
+        assert_eq!(m.usage("b/"), (1, 39));
+        assert!(matches!(
+            m.validate(&put("b/2", "vv"), &limits),
+            Err(MetaError::Quota(_))
+        ));
+        // Many prefixes fill the client share of the store (200 - 30 bytes)...
+        for p in ["c", "d"] {
+            let k = format!("{p}/1");
+            m.validate(&put(&k, &big), &limits).unwrap();
+            m.apply(&put(&k, &big), i, 1);
+            i += 1;
+        }
+        assert!(matches!(
+            m.validate(&put("e/1", &big), &limits),
+            Err(MetaError::StoreFull(_))
+        ));
+        // ...and roster's own entries still have room.
+        m.validate(&put("roster/revoked", "v"), &limits).unwrap();
     }
 }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::identity::NodeId;
 
-pub use machine::{LogEntry, Machine, MetaLimits};
+pub use machine::{LogEntry, Machine, MetaLimits, prefix_of};
 pub use placement::{Role, Table};
 pub use storage::{DiskError, DiskImage, MemDisk, RaftDisk};
 
@@ -238,6 +238,13 @@ pub enum MetaError {
     /// The node has left or is stopping.
     #[error("node is not running")]
     Stopped,
+    /// The write would take the key's prefix over its quota
+    /// ([`MetaLimits::max_prefix_bytes`], [`MetaLimits::max_prefix_keys`]).
+    #[error("quota exceeded: {0}")]
+    Quota(String),
+    /// The store is full for client writes.
+    #[error("store full: {0}")]
+    StoreFull(String),
 }
 
 impl MetaError {

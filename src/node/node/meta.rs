@@ -1234,7 +1234,10 @@ impl Node {
     /// not clean and settled (a member suspected or recently Down, a join
     /// address that never answered, members still coming).
     fn bootstrap_view(&mut self) -> Option<Vec<NodeId>> {
-        if !self.meta.cfg.voter || !self.joined || self.left {
+        // A node that expects to bootstrap alone and has no one to join need
+        // not wait to have joined anyone.
+        let alone = self.meta.cfg.bootstrap_expect <= 1 && self.seeds.is_empty();
+        if !self.meta.cfg.voter || !(self.joined || alone) || self.left {
             return None;
         }
         if self.meta.raw.is_some() || self.meta_cluster().is_some() {
