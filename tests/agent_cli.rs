@@ -358,3 +358,150 @@ fn demo_runs_five_nodes_with_a_dashboard_and_cleans_up_on_sigterm() {
         start.elapsed()
     );
 }
+
+/// A member's state in an agent's `/v1/members`.
+fn member_state(http: &str, id: &str) -> Option<String> {
+    let body = http_get(http, "/v1/members")?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v.as_array()?
+        .iter()
+        .find(|m| m["id"] == id)
+        .and_then(|m| m["state"].as_str().map(str::to_owned))
+}
+
+/// One figure from an agent's `/metrics`.
+fn metric(http: &str, name: &str) -> Option<f64> {
+    let body = http_get(http, "/metrics")?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Issues a certificate for `name` valid `days` days and moves it over the
+/// one in `tls_dir` (the CA stays).
+fn rotate(dir: &std::path::Path, name: &str, tls_dir: &std::path::Path, days: &str) {
+    let fresh = dir.join(format!("fresh-{name}-{days}"));
+    let ok = roster()
+        .args(["cert", "node", "--name", name, "--days", days, "--ca"])
+        .arg(dir.join("ca"))
+        .arg("--out")
+        .arg(&fresh)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    for f in ["node.crt", "node.key"] {
+        std::fs::rename(fresh.join(f), tls_dir.join(f)).unwrap();
+    }
+}
+
+/// SIGHUP reloads `--tls-dir`: the agent takes a rotated certificate
+/// without leaving (its peer holds it Alive throughout), warns that the new
+/// one expires within 30 days, refuses one that names another node (keeping
+/// its own), and a new member joins it with the new certificate.
+#[test]
+fn sighup_reloads_rotated_certificates_and_the_node_stays_alive() {
+    let dir = tmp("sighup");
+    common::certs(&dir, &["a", "b", "c"]);
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let (ha, hb) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let agent = |name: &str, port: u16, http: Option<&str>, join: Option<u16>| {
+        let mut c = roster();
+        c.args(["agent", "--profile", "local", "--bind"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--tls-dir")
+            .arg(dir.join(name))
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped());
+        if let Some(h) = http {
+            c.args(["--http", h]);
+        }
+        if let Some(j) = join {
+            c.args(["--join", &format!("127.0.0.1:{j}")]);
+        }
+        c.spawn().unwrap()
+    };
+    let mut a = agent("a", pa, Some(&ha), None);
+    let _a_term = TermOnDrop(a.id());
+    let mut b = agent("b", pb, Some(&hb), Some(pa));
+    let _b_term = TermOnDrop(b.id());
+    let a_log = a.stderr.take().unwrap();
+    let (tx, a_lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(a_log).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let alive = |http: &str, id: &str| member_state(http, id).as_deref() == Some("alive");
+    common::wait_until(Duration::from_secs(10), || {
+        alive(&hb, "a") && alive(&ha, "b")
+    })
+    .expect("a and b see each other");
+    let year = metric(&ha, "roster_cert_expiry_seconds").expect("expiry gauge");
+    assert!(
+        year > 364.0 * 86_400.0 && year <= 365.0 * 86_400.0,
+        "{year}"
+    );
+
+    // Rotate a's certificate to one valid 20 days, then SIGHUP.
+    rotate(&dir, "a", &dir.join("a"), "20");
+    signal(a.id(), "-HUP");
+    let mut down = false;
+    let reloaded = common::wait_until(Duration::from_secs(10), || {
+        down |= !alive(&hb, "a");
+        metric(&ha, "roster_tls_reloads_total") == Some(1.0)
+    });
+    assert!(reloaded.is_some(), "the reload never took effect");
+    let days = metric(&ha, "roster_cert_expiry_seconds").unwrap() / 86_400.0;
+    assert!(days > 19.0 && days <= 20.0, "{days}");
+    // Stays Alive in b's view for the next 3 s as well.
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(3) {
+        down |= !alive(&hb, "a");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!down, "a left b's Alive set around the reload");
+    let mut warned = false;
+    let mut saw_reload = false;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(5) && !(warned && saw_reload) {
+        if let Ok(line) = a_lines.recv_timeout(Duration::from_millis(100)) {
+            warned |= line.contains("expires soon");
+            saw_reload |= line.contains("certificates reloaded");
+        }
+    }
+    assert!(
+        warned && saw_reload,
+        "warned {warned}, reload logged {saw_reload}"
+    );
+
+    // A certificate naming another node is refused; a keeps its own.
+    let wrong = dir.join("wrong");
+    std::fs::create_dir_all(&wrong).unwrap();
+    rotate(&dir, "b", &wrong, "30");
+    for f in ["node.crt", "node.key"] {
+        std::fs::rename(dir.join("a").join(f), wrong.join(format!("a-{f}"))).unwrap();
+        std::fs::rename(wrong.join(f), dir.join("a").join(f)).unwrap();
+    }
+    signal(a.id(), "-HUP");
+    common::wait_until(Duration::from_secs(10), || {
+        metric(&ha, "roster_tls_reload_failures_total") == Some(1.0)
+    })
+    .expect("the wrong certificate is refused and counted");
+    let still = metric(&ha, "roster_cert_expiry_seconds").unwrap() / 86_400.0;
+    assert!(still > 19.0 && still <= 20.0, "{still}");
+
+    // A new member joins a, whose handshake now presents the new certificate.
+    let mut c = agent("c", pc, None, Some(pa));
+    let _c_term = TermOnDrop(c.id());
+    common::wait_until(Duration::from_secs(10), || alive(&ha, "c"))
+        .expect("c joins a after the rotation");
+    assert!(alive(&hb, "a"));
+    for child in [&mut c, &mut b, &mut a] {
+        signal(child.id(), "-TERM");
+        wait_exit(child, Duration::from_secs(5)).expect("exits");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -363,3 +363,58 @@ async fn a_forged_write_from_a_certified_peer_is_overwritten_by_the_owner() {
         n.leave().await;
     }
 }
+
+/// Certificate lifetimes: a node refuses to start with an expired
+/// certificate, and a peer presenting one is refused at the handshake and
+/// counted, as is one whose certificate is not valid yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_and_not_yet_valid_certificates_are_refused() {
+    // A test is a driver: it may read the wall clock.
+    #[allow(clippy::disallowed_methods)]
+    let now = std::time::SystemTime::now();
+    let day = Duration::from_secs(86_400);
+    let ca = ClusterCa::generate("test").unwrap();
+    let a = start(&ca, "a", None, Config::local()).await;
+    let cert = ca.issue(&id("a")).unwrap();
+    let left = cert.not_after().unwrap().duration_since(now).unwrap();
+    assert!(left > 364 * day && left <= 365 * day, "{left:?}");
+
+    let expired = ca
+        .issue_valid(&id("late"), now - 2 * day, now - day)
+        .unwrap();
+    let err = Roster::builder()
+        .tls(expired.clone())
+        .bind(loopback())
+        .start()
+        .await
+        .expect_err("an expired certificate is refused at start");
+    assert!(err.to_string().contains("expired 1 days ago"), "{err}");
+
+    let early = ca
+        .issue_valid(&id("early"), now + day, now + 2 * day)
+        .unwrap();
+    for (what, cert) in [("expired", expired), ("not yet valid", early)] {
+        let before = a.runtime_metrics().tls_refusals;
+        let mut endpoint = quinn::Endpoint::client(loopback()).unwrap();
+        endpoint.set_default_client_config(cert.client_config().unwrap());
+        let handshake = endpoint
+            .connect(a.local_addr(), roster::runtime::tls::CLUSTER_SERVER_NAME)
+            .unwrap()
+            .await;
+        // TLS 1.3: the client may finish before the server has checked its
+        // certificate; then the connection closes at once.
+        if let Ok(conn) = handshake {
+            let closed = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+            assert!(closed.is_ok(), "{what}: the connection stayed open");
+        }
+        wait_async(Duration::from_secs(5), "the refusal is counted", || async {
+            a.runtime_metrics().tls_refusals > before
+        })
+        .await;
+        assert!(
+            !states(&a).await.iter().any(|m| m.id.as_str() != "a"),
+            "{what}: a peer got in"
+        );
+    }
+    a.leave().await;
+}

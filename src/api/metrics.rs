@@ -222,6 +222,29 @@ pub fn render(
         "Peers refused during the TLS handshake",
         rt.tls_refusals,
     );
+    if rt.cert_not_after_unix > 0 {
+        let now = crate::runtime::tls::wall_now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        gauge(
+            &mut r,
+            "roster_cert_expiry_seconds",
+            "Seconds until this node's certificate expires (negative: expired)",
+            rt.cert_not_after_unix as i64 - now as i64,
+        );
+    }
+    counter(
+        &mut r,
+        "roster_tls_reloads",
+        "Certificate reloads that took effect (SIGHUP)",
+        rt.tls_reloads,
+    );
+    counter(
+        &mut r,
+        "roster_tls_reload_failures",
+        "Certificate reloads refused; the node kept its certificates",
+        rt.tls_reload_failures,
+    );
     counter(
         &mut r,
         "roster_connect_failures",

@@ -414,6 +414,8 @@ async fn serve(s: Settings) -> ExitCode {
         None => None,
     };
     let _unregister = Unregister(registered);
+    let reloader = tokio::spawn(reload_on_sighup(roster.clone(), s.tls_dir.clone()));
+    let _reloader = AbortOnDrop(reloader);
     tracing::info!(node = %roster.identity(), addr = %roster.local_addr(), "agent running");
     tokio::select! {
         _ = &mut signal => {}
@@ -440,6 +442,63 @@ async fn serve(s: Settings) -> ExitCode {
         tracing::warn!("leave did not finish in time; exiting");
     }
     ExitCode::SUCCESS
+}
+
+/// Stops a background task when the agent returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// On SIGHUP, loads `--tls-dir` again and switches to its certificates
+/// without leaving the cluster; once a day, warns if the certificate in use
+/// expires within 30 days.
+async fn reload_on_sighup(roster: std::sync::Arc<Roster>, dir: PathBuf) {
+    const DAY: Duration = Duration::from_secs(86_400);
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut daily = tokio::time::interval_at(tokio::time::Instant::now() + DAY, DAY);
+    loop {
+        #[cfg(unix)]
+        let hangup = async {
+            match hup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<()>();
+        tokio::select! {
+            _ = hangup => {}
+            _ = daily.tick() => {
+                let until = roster.runtime_metrics().cert_not_after_unix;
+                crate::runtime::warn_if_expiring(until);
+                continue;
+            }
+        }
+        let loaded = crate::runtime::tls::NodeCert::load(&dir).map_err(|e| e.to_string());
+        let result = match loaded {
+            Ok(cert) => roster.reload_tls(cert).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => tracing::info!(
+                dir = %dir.display(),
+                not_after_unix = roster.runtime_metrics().cert_not_after_unix,
+                "SIGHUP: certificates reloaded; new connections use them"
+            ),
+            Err(e) => tracing::error!(
+                dir = %dir.display(),
+                error = %e,
+                "SIGHUP: certificates not reloaded; keeping the current ones"
+            ),
+        }
+    }
 }
 
 /// Removes the token this agent recorded for the CLI when it stops.

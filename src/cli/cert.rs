@@ -9,18 +9,29 @@ use crate::runtime::tls::ClusterCa;
 /// Runs a `cert` subcommand.
 pub fn run(cmd: CertCmd) -> ExitCode {
     let result = match cmd {
-        CertCmd::Ca { dir, name } => ClusterCa::generate(&name)
+        CertCmd::Ca { dir, name, days } => ClusterCa::generate_for_days(&name, days)
             .and_then(|ca| ca.save(&dir))
-            .map(|()| format!("cluster CA written to {}", dir.display()))
-            .map_err(|e| e.to_string()),
-        CertCmd::Node { name, ca, out } => {
-            NodeId::new(name).map_err(|e| e.to_string()).and_then(|id| {
-                let ca = ClusterCa::load(&ca).map_err(|e| e.to_string())?;
-                let cert = ca.issue(&id).map_err(|e| e.to_string())?;
-                cert.save(&out).map_err(|e| e.to_string())?;
-                Ok(format!("certificate for {id} written to {}", out.display()))
+            .map(|()| {
+                format!(
+                    "cluster CA written to {} (valid for {days} days)",
+                    dir.display()
+                )
             })
-        }
+            .map_err(|e| e.to_string()),
+        CertCmd::Node {
+            name,
+            ca,
+            out,
+            days,
+        } => NodeId::new(name).map_err(|e| e.to_string()).and_then(|id| {
+            let ca = ClusterCa::load(&ca).map_err(|e| e.to_string())?;
+            let cert = ca.issue_for_days(&id, days).map_err(|e| e.to_string())?;
+            cert.save(&out).map_err(|e| e.to_string())?;
+            Ok(format!(
+                "certificate for {id} written to {} (valid for {days} days)",
+                out.display()
+            ))
+        }),
     };
     match result {
         Ok(msg) => {

@@ -98,6 +98,9 @@ pub enum CertCmd {
         /// The CA's name.
         #[arg(long, default_value = "roster cluster CA")]
         name: String,
+        /// Days the CA is valid (ten years by default).
+        #[arg(long, default_value_t = crate::runtime::tls::CA_DAYS, value_parser = clap::value_parser!(u32).range(1..=36500))]
+        days: u32,
     },
     /// Issue a node certificate whose subject is the node's NodeId.
     Node {
@@ -110,6 +113,10 @@ pub enum CertCmd {
         /// Directory to write `ca.crt`, `node.crt`, `node.key` into.
         #[arg(long)]
         out: PathBuf,
+        /// Days the certificate is valid (one year by default). Replace it
+        /// before then: write the new files and send the agent SIGHUP.
+        #[arg(long, default_value_t = crate::runtime::tls::NODE_DAYS, value_parser = clap::value_parser!(u32).range(1..=36500))]
+        days: u32,
     },
 }
 

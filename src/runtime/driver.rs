@@ -85,6 +85,12 @@ pub(crate) enum Command {
         rules: Option<super::chaos::ChaosRules>,
         reply: oneshot::Sender<()>,
     },
+    /// New certificates: connections made from now on present them
+    /// (existing connections stay up).
+    ReloadTls {
+        client: quinn::ClientConfig,
+        reply: oneshot::Sender<()>,
+    },
     GetChaos {
         reply: oneshot::Sender<(Option<super::chaos::ChaosRules>, u64)>,
     },
@@ -315,6 +321,10 @@ impl Driver {
             Command::Meta { op, mode, reply } => {
                 let id = self.node.meta_request(now, op, mode);
                 self.meta_waiters.insert(id, reply);
+            }
+            Command::ReloadTls { client, reply } => {
+                self.endpoint.set_default_client_config(client);
+                let _ = reply.send(());
             }
             Command::SetChaos { rules, reply } => {
                 match rules {

@@ -26,6 +26,12 @@ pub struct RuntimeMetrics {
     pub stream_send_errors: AtomicU64,
     /// Transmits dropped while a peer could not be reached.
     pub transmits_dropped: AtomicU64,
+    /// The node certificate's last valid second (Unix time; 0: unknown).
+    pub cert_not_after_unix: AtomicU64,
+    /// Certificate reloads that took effect.
+    pub tls_reloads: AtomicU64,
+    /// Certificate reloads refused (the old certificates stay in use).
+    pub tls_reload_failures: AtomicU64,
     /// When a TLS refusal was last logged (milliseconds on the runtime's
     /// clock, 0: never) and the refusals counted at that moment.
     refusal_logged: std::sync::Mutex<(u64, u64)>,
@@ -67,6 +73,9 @@ pub struct RuntimeSnapshot {
     pub datagram_send_errors: u64,
     pub stream_send_errors: u64,
     pub transmits_dropped: u64,
+    pub cert_not_after_unix: u64,
+    pub tls_reloads: u64,
+    pub tls_reload_failures: u64,
 }
 
 impl RuntimeMetrics {
@@ -84,6 +93,9 @@ impl RuntimeMetrics {
             datagram_send_errors: r(&self.datagram_send_errors),
             stream_send_errors: r(&self.stream_send_errors),
             transmits_dropped: r(&self.transmits_dropped),
+            cert_not_after_unix: r(&self.cert_not_after_unix),
+            tls_reloads: r(&self.tls_reloads),
+            tls_reload_failures: r(&self.tls_reload_failures),
         }
     }
 }

@@ -35,6 +35,17 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 /// How long an unused connection stays open.
 pub const CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Why new certificates were not taken; the node keeps its current ones.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The certificate is unusable for this node.
+    #[error("{0}")]
+    Certificate(String),
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    Stopped,
+}
+
 /// Why a node could not start. Nothing was left running.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -316,6 +327,7 @@ impl Builder {
             (None, None) => return Err(StartError::NoCertificate),
         };
         let cert_id = cert.node_id().map_err(StartError::BadCertificate)?;
+        cert.check_not_expired()?;
         let name = self.name.clone().unwrap_or_else(|| cert_id.clone());
         if cert_id != name {
             return Err(StartError::NameMismatch {
@@ -347,17 +359,7 @@ impl Builder {
             }
         }
 
-        let mut server = cert.server_config()?;
-        let mut transport = quinn::TransportConfig::default();
-        transport.max_idle_timeout(Some(
-            CONNECTION_IDLE_TIMEOUT
-                .try_into()
-                .expect("30 s fits a QUIC idle timeout"),
-        ));
-        let transport = Arc::new(transport);
-        server.transport_config(transport.clone());
-        let mut client = cert.client_config()?;
-        client.transport_config(transport);
+        let (server, client) = quic_configs(&cert)?;
         let mut endpoint =
             quinn::Endpoint::server(server, self.bind).map_err(|source| StartError::Bind {
                 addr: self.bind,
@@ -402,6 +404,7 @@ impl Builder {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let (cmd_tx, cmd_rx) = mpsc::channel(256);
         let metrics = Arc::new(RuntimeMetrics::default());
+        note_expiry(&cert, &metrics);
         let drv = Driver::new(
             node,
             endpoint.clone(),
@@ -430,6 +433,52 @@ impl Builder {
             alive,
             leaving: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
+    }
+}
+
+/// The QUIC server and client configurations for a certificate.
+fn quic_configs(cert: &NodeCert) -> Result<(quinn::ServerConfig, quinn::ClientConfig), StartError> {
+    let mut server = cert.server_config()?;
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_idle_timeout(Some(
+        CONNECTION_IDLE_TIMEOUT
+            .try_into()
+            .expect("30 s fits a QUIC idle timeout"),
+    ));
+    let transport = Arc::new(transport);
+    server.transport_config(transport.clone());
+    let mut client = cert.client_config()?;
+    client.transport_config(transport);
+    Ok((server, client))
+}
+
+/// Records the certificate's expiry for `roster_cert_expiry_seconds` and
+/// warns when it is less than [`tls::EXPIRY_WARNING_DAYS`] away.
+fn note_expiry(cert: &NodeCert, metrics: &RuntimeMetrics) {
+    let Ok(until) = cert.not_after() else {
+        return;
+    };
+    let unix = until
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    metrics
+        .cert_not_after_unix
+        .store(unix, std::sync::atomic::Ordering::Relaxed);
+    warn_if_expiring(unix);
+}
+
+/// Warns when a certificate valid until `unix` expires within
+/// [`tls::EXPIRY_WARNING_DAYS`].
+pub(crate) fn warn_if_expiring(unix: u64) {
+    let now = tls::wall_now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let left = unix.saturating_sub(now);
+    if unix != 0 && left < tls::EXPIRY_WARNING_DAYS * 86_400 {
+        tracing::warn!(
+            days_left = left / 86_400,
+            "the node certificate expires soon: issue a new one (roster cert node) and reload it (SIGHUP)"
+        );
     }
 }
 
@@ -716,6 +765,43 @@ impl Roster {
     pub async fn heal_chaos(&self) -> Result<(), Stopped> {
         self.ask(|reply| Command::SetChaos { rules: None, reply })
             .await
+    }
+
+    /// Switches to new certificates without leaving the cluster: new
+    /// connections, incoming and outgoing, use them; connections already
+    /// open stay up. Refused (and counted), keeping the current ones, when
+    /// the certificate names another node or has expired.
+    pub async fn reload_tls(&self, cert: NodeCert) -> Result<(), ReloadError> {
+        let checked = (|| {
+            let id = cert.node_id().map_err(ReloadError::Certificate)?;
+            if id != self.identity.id {
+                return Err(ReloadError::Certificate(format!(
+                    "the certificate names {id}, this node is {}",
+                    self.identity.id
+                )));
+            }
+            cert.check_not_expired()
+                .map_err(|e| ReloadError::Certificate(e.to_string()))?;
+            quic_configs(&cert).map_err(|e| ReloadError::Certificate(e.to_string()))
+        })();
+        let (server, client) = match checked {
+            Ok(c) => c,
+            Err(e) => {
+                self.metrics
+                    .tls_reload_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        self.endpoint.set_server_config(Some(server));
+        self.ask(|reply| Command::ReloadTls { client, reply })
+            .await
+            .map_err(|_| ReloadError::Stopped)?;
+        note_expiry(&cert, &self.metrics);
+        self.metrics
+            .tls_reloads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// The fault rules in force and how many messages they dropped.

@@ -12,9 +12,15 @@
 //!
 //! Files: a CA directory holds `ca.crt` and `ca.key`; a node directory holds
 //! `ca.crt`, `node.crt` and `node.key` (PEM).
+//!
+//! Lifetimes: a CA is valid for [`CA_DAYS`], a node certificate for
+//! [`NODE_DAYS`] unless told otherwise. The handshake checks validity both
+//! ways, so a peer with an expired (or not yet valid) certificate is refused
+//! like one from another CA.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -29,6 +35,41 @@ use crate::node::NodeId;
 pub const CLUSTER_SERVER_NAME: &str = "roster.cluster";
 /// ALPN protocol of roster's QUIC connections.
 pub const ALPN: &[u8] = b"roster/1";
+/// Default lifetime of a cluster CA, days (ten years).
+pub const CA_DAYS: u32 = 3650;
+/// Default lifetime of a node certificate, days (one year).
+pub const NODE_DAYS: u32 = 365;
+/// A node warns at start, and every day after, when its certificate
+/// expires within this many days.
+pub const EXPIRY_WARNING_DAYS: u64 = 30;
+
+/// The wall clock, for certificate validity (the runtime, not the core).
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn wall_now() -> SystemTime {
+    SystemTime::now()
+}
+
+fn days(n: u32) -> Duration {
+    Duration::from_secs(u64::from(n) * 86_400)
+}
+
+/// Sets a certificate's validity. A minute of slack before `from` lets a
+/// peer whose clock is a little behind accept a certificate made just now.
+fn validity(params: &mut CertificateParams, from: SystemTime, until: SystemTime) {
+    let from = from.checked_sub(Duration::from_secs(60)).unwrap_or(from);
+    params.not_before = time::OffsetDateTime::from(from);
+    params.not_after = time::OffsetDateTime::from(until);
+}
+
+/// A certificate's last valid moment.
+pub fn not_after_of(der: &CertificateDer<'_>) -> Result<SystemTime, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|e| format!("certificate does not parse: {e}"))?;
+    let secs = cert.validity().not_after.timestamp();
+    let secs =
+        u64::try_from(secs).map_err(|_| format!("certificate expires before 1970 ({secs})"))?;
+    Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+}
 
 /// Why certificates could not be made, loaded or used.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +96,14 @@ pub enum TlsError {
     /// rustls refused the configuration.
     #[error("TLS configuration refused: {0}")]
     Config(String),
+    /// The node certificate has expired.
+    #[error(
+        "the node certificate expired {days_ago} days ago; issue a new one (roster cert node --name NAME --ca CA_DIR --out DIR) and restart, or reload with SIGHUP"
+    )]
+    Expired {
+        /// Whole days since it expired.
+        days_ago: u64,
+    },
     /// A certificate already exists where a new one would be written.
     #[error("{0} already exists; remove it or choose another directory")]
     Exists(PathBuf),
@@ -149,9 +198,16 @@ impl std::fmt::Debug for ClusterCa {
 }
 
 impl ClusterCa {
-    /// A new CA named `name`.
+    /// A new CA named `name`, valid for [`CA_DAYS`].
     pub fn generate(name: &str) -> Result<Self, TlsError> {
+        Self::generate_for_days(name, CA_DAYS)
+    }
+
+    /// A new CA named `name`, valid from now for `days` days.
+    pub fn generate_for_days(name: &str, days_valid: u32) -> Result<Self, TlsError> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
+        let now = wall_now();
+        validity(&mut params, now, now + days(days_valid));
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, name);
         params.distinguished_name = dn;
@@ -193,11 +249,29 @@ impl ClusterCa {
         &self.cert_pem
     }
 
-    /// Issues a certificate for node `id`.
+    /// Issues a certificate for node `id`, valid for [`NODE_DAYS`].
     pub fn issue(&self, id: &NodeId) -> Result<NodeCert, TlsError> {
+        self.issue_for_days(id, NODE_DAYS)
+    }
+
+    /// Issues a certificate for node `id`, valid from now for `days` days.
+    pub fn issue_for_days(&self, id: &NodeId, days_valid: u32) -> Result<NodeCert, TlsError> {
+        let now = wall_now();
+        self.issue_valid(id, now, now + days(days_valid))
+    }
+
+    /// Issues a certificate for node `id` valid from `from` until `until`
+    /// (a past `until` makes an expired certificate, for tests and drills).
+    pub fn issue_valid(
+        &self,
+        id: &NodeId,
+        from: SystemTime,
+        until: SystemTime,
+    ) -> Result<NodeCert, TlsError> {
         let ca_key = KeyPair::from_pem(&self.key_pem)?;
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, ca_key)?;
         let mut params = CertificateParams::new(vec![CLUSTER_SERVER_NAME.to_owned()])?;
+        validity(&mut params, from, until);
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, id.as_str());
         params.distinguished_name = dn;
@@ -271,6 +345,26 @@ impl NodeCert {
         let der =
             CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).map_err(|e| e.to_string())?;
         node_id_of(&der)
+    }
+
+    /// The last moment the node certificate is valid.
+    pub fn not_after(&self) -> Result<SystemTime, String> {
+        let der =
+            CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).map_err(|e| e.to_string())?;
+        not_after_of(&der)
+    }
+
+    /// Refuses a certificate that has expired: a node starting with one
+    /// could reach no peer.
+    pub fn check_not_expired(&self) -> Result<(), TlsError> {
+        let until = self.not_after().map_err(TlsError::Config)?;
+        if until <= wall_now() {
+            let ago = wall_now().duration_since(until).unwrap_or_default();
+            return Err(TlsError::Expired {
+                days_ago: ago.as_secs() / 86_400,
+            });
+        }
+        Ok(())
     }
 
     fn parts(
