@@ -418,3 +418,100 @@ async fn expired_and_not_yet_valid_certificates_are_refused() {
     }
     a.leave().await;
 }
+
+/// Tries a QUIC handshake with `cert` against `addr`: `true` when the
+/// connection is up and stays up for a moment (a server that refuses the
+/// client certificate closes it at once).
+async fn handshake_holds(cert: &roster::runtime::tls::NodeCert, addr: SocketAddr) -> bool {
+    let mut endpoint = quinn::Endpoint::client(loopback()).unwrap();
+    endpoint.set_default_client_config(cert.client_config().unwrap());
+    let Ok(conn) = endpoint
+        .connect(addr, roster::runtime::tls::CLUSTER_SERVER_NAME)
+        .unwrap()
+        .await
+    else {
+        return false;
+    };
+    let held = tokio::time::timeout(Duration::from_millis(500), conn.closed())
+        .await
+        .is_err();
+    conn.close(0u32.into(), b"done");
+    held
+}
+
+/// A revoked certificate: once the revocation is committed, every node
+/// refuses that NodeId at the handshake (counted), drops its connections,
+/// and the cluster holds it Down; reinstating lets it in again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_certificate_is_refused_everywhere() {
+    let ca = ClusterCa::generate("test").unwrap();
+    let a = start(&ca, "a", None, Config::local()).await;
+    let b = start(&ca, "b", Some(a.local_addr()), Config::local()).await;
+    let c = start(&ca, "c", Some(a.local_addr()), Config::local()).await;
+    let d = start(&ca, "d", Some(a.local_addr()), Config::local()).await;
+    let abc = [&a, &b, &c];
+    wait_async(Duration::from_secs(5), "4 Alive", || {
+        all_see(&abc, 4, MemberState::Alive, None)
+    })
+    .await;
+    let d_id = d.identity().id.clone();
+    let d_cert = ca.issue(&d_id).unwrap();
+    assert!(handshake_holds(&d_cert, b.local_addr()).await);
+
+    // The metadata cluster forms, then a revokes d through it.
+    let mut revoked = None;
+    for _ in 0..100 {
+        match a.revoke(&d_id).await {
+            Ok(i) => {
+                revoked = Some(i);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    revoked.expect("the revocation is committed within 10 s");
+    let refusals_before = b.runtime_metrics().tls_refusals;
+    wait_async(
+        Duration::from_secs(5),
+        "every node lists d revoked",
+        || async {
+            for n in abc {
+                if n.revoked().await.unwrap() != vec![d_id.clone()] {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    assert!(!handshake_holds(&d_cert, b.local_addr()).await);
+    wait_async(Duration::from_secs(5), "b counts the refusal", || async {
+        b.runtime_metrics().tls_refusals > refusals_before
+    })
+    .await;
+    let took = wait_async(Duration::from_secs(20), "d Down everywhere", || {
+        all_see(&abc, 1, MemberState::Down, Some(&d_id))
+    })
+    .await;
+    eprintln!("revoked node Down on every other node {took:?} after the revocation spread");
+
+    // Reinstated: its certificate is accepted again.
+    a.reinstate(&d_id).await.unwrap();
+    wait_async(
+        Duration::from_secs(5),
+        "no node lists d revoked",
+        || async {
+            for n in abc {
+                if !n.revoked().await.unwrap().is_empty() {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    assert!(handshake_holds(&d_cert, b.local_addr()).await);
+    for n in [a, b, c, d] {
+        n.leave().await;
+    }
+}

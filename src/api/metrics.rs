@@ -235,6 +235,12 @@ pub fn render(
     }
     counter(
         &mut r,
+        "roster_revoked_dropped",
+        "Messages dropped because their peer's certificate is revoked",
+        rt.revoked_dropped,
+    );
+    counter(
+        &mut r,
         "roster_tls_reloads",
         "Certificate reloads that took effect (SIGHUP)",
         rt.tls_reloads,

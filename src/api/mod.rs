@@ -160,6 +160,11 @@ pub fn router(roster: Arc<Roster>, access: Access) -> Router {
                 .post(meta_cas),
         )
         .route("/v1/voters", get(voters))
+        .route("/v1/revoked", get(revoked_list))
+        .route(
+            "/v1/revoked/{name}",
+            axum::routing::put(revoke).delete(reinstate),
+        )
         .route("/v1/leave", axum::routing::post(leave))
         .route(
             "/v1/chaos",
@@ -682,6 +687,41 @@ async fn meta_cas(
         "current": current.as_deref().map(|c| value_json(c).0),
         "encoding": current.as_deref().map(|c| value_json(c).1),
     })))
+}
+
+async fn revoked_list(State(api): State<Api>) -> Result<Json<serde_json::Value>, ApiError> {
+    let ids = api
+        .roster
+        .revoked()
+        .await
+        .map_err(|_| ApiError::stopped())?;
+    let names: Vec<&str> = ids.iter().map(|i| i.as_str()).collect();
+    Ok(Json(json!({ "revoked": names })))
+}
+
+fn node_name(name: String) -> Result<NodeId, ApiError> {
+    NodeId::new(name).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_node", e.to_string()))
+}
+
+/// `PUT /v1/revoked/{name}`: every node refuses that NodeId's certificate
+/// from now on.
+async fn revoke(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = node_name(name)?;
+    let index = api.roster.revoke(&id).await.map_err(meta_error)?;
+    Ok(Json(json!({ "revoked": id.as_str(), "index": index })))
+}
+
+/// `DELETE /v1/revoked/{name}`: lifts a revocation.
+async fn reinstate(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = node_name(name)?;
+    let index = api.roster.reinstate(&id).await.map_err(meta_error)?;
+    Ok(Json(json!({ "reinstated": id.as_str(), "index": index })))
 }
 
 async fn voters(State(api): State<Api>) -> Result<Json<serde_json::Value>, ApiError> {

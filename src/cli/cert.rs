@@ -32,6 +32,11 @@ pub fn run(cmd: CertCmd) -> ExitCode {
                 out.display()
             ))
         }),
+        CertCmd::Revoke { name, client } => return super::client::revoke(&client, &name, true),
+        CertCmd::Reinstate { name, client } => {
+            return super::client::revoke(&client, &name, false);
+        }
+        CertCmd::Revoked(client) => return super::client::revoked(&client),
     };
     match result {
         Ok(msg) => {

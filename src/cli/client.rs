@@ -592,6 +592,47 @@ pub fn leave(c: &ClientArgs) -> ExitCode {
     })
 }
 
+/// `roster cert revoke NAME` / `roster cert reinstate NAME`.
+pub fn revoke(c: &ClientArgs, name: &str, revoke: bool) -> ExitCode {
+    run_result(|| {
+        let path = format!("/v1/revoked/{}", percent_encode(name));
+        let method = if revoke { "PUT" } else { "DELETE" };
+        let (status, v) = request(&c.agent()?, method, &path, b"")?;
+        if status != 200 {
+            return Err(api_error(status, &v));
+        }
+        if c.json {
+            println!("{v}");
+        } else if revoke {
+            println!(
+                "revoked {name} (index {}): every node refuses its certificate once it has applied the change",
+                v["index"]
+            );
+        } else {
+            println!("reinstated {name} (index {})", v["index"]);
+        }
+        Ok(())
+    })
+}
+
+/// `roster cert revoked`.
+pub fn revoked(c: &ClientArgs) -> ExitCode {
+    run_result(|| {
+        let (status, v) = request(&c.agent()?, "GET", "/v1/revoked", b"")?;
+        if status != 200 {
+            return Err(api_error(status, &v));
+        }
+        if c.json {
+            println!("{v}");
+            return Ok(());
+        }
+        for n in v["revoked"].as_array().into_iter().flatten() {
+            println!("{}", n.as_str().unwrap_or_default());
+        }
+        Ok(())
+    })
+}
+
 /// `roster voters`.
 pub fn voters(c: &ClientArgs) -> ExitCode {
     run_result(|| {

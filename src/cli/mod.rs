@@ -118,6 +118,26 @@ pub enum CertCmd {
         #[arg(long, default_value_t = crate::runtime::tls::NODE_DAYS, value_parser = clap::value_parser!(u32).range(1..=36500))]
         days: u32,
     },
+    /// Revoke a node's certificate cluster-wide (through an agent): every
+    /// node refuses that NodeId at the TLS handshake and drops its
+    /// connections.
+    Revoke {
+        /// The NodeId.
+        name: String,
+        /// Connection options.
+        #[command(flatten)]
+        client: client::ClientArgs,
+    },
+    /// Lift a revocation.
+    Reinstate {
+        /// The NodeId.
+        name: String,
+        /// Connection options.
+        #[command(flatten)]
+        client: client::ClientArgs,
+    },
+    /// List revoked NodeIds.
+    Revoked(client::ClientArgs),
 }
 
 /// Runs the command line; returns the process exit code.

@@ -91,6 +91,14 @@ pub(crate) enum Command {
         client: quinn::ClientConfig,
         reply: oneshot::Sender<()>,
     },
+    Revoke {
+        id: NodeId,
+        revoke: bool,
+        reply: oneshot::Sender<Result<MetaReply, MetaError>>,
+    },
+    Revoked {
+        reply: oneshot::Sender<Vec<NodeId>>,
+    },
     GetChaos {
         reply: oneshot::Sender<(Option<super::chaos::ChaosRules>, u64)>,
     },
@@ -163,6 +171,10 @@ pub(crate) struct Driver {
     replies: BTreeMap<(SocketAddr, u64), (Instant, quinn::SendStream)>,
     /// The fault filter (off unless rules are set).
     chaos: super::chaos::Chaos,
+    /// Revoked NodeIds, shared with the TLS verifiers.
+    pub(crate) revoked: super::tls::Revoked,
+    /// The metadata index the revoked set was last read at.
+    revoked_read_at: u64,
 }
 
 /// Request streams kept waiting for an answer at most.
@@ -202,6 +214,36 @@ impl Driver {
             meta_waiters: BTreeMap::new(),
             replies: BTreeMap::new(),
             chaos: super::chaos::Chaos::default(),
+            revoked: super::tls::Revoked::default(),
+            revoked_read_at: 0,
+        }
+    }
+
+    /// After the metadata copy moved on: reads the revoked NodeIds again,
+    /// and closes connections to peers that are now revoked (a later
+    /// handshake refuses them).
+    fn refresh_revoked(&mut self) {
+        let applied = self.node.meta_machine().applied;
+        if applied == self.revoked_read_at {
+            return;
+        }
+        self.revoked_read_at = applied;
+        let ids = self.node.revoked();
+        if !self.revoked.set(ids.clone()) {
+            return;
+        }
+        tracing::warn!(revoked = ?ids.iter().map(|i| i.as_str()).collect::<Vec<_>>(), "revoked certificates changed");
+        let cut: Vec<SocketAddr> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| peer_node_id(&p.conn).is_ok_and(|id| self.revoked.contains(&id)))
+            .map(|(a, _)| *a)
+            .collect();
+        for a in cut {
+            if let Some(p) = self.peers.remove(&a) {
+                p.conn.close(0u32.into(), b"certificate revoked");
+                tracing::warn!(addr = %a, "closed the connection of a revoked peer");
+            }
         }
     }
 
@@ -322,6 +364,13 @@ impl Driver {
                 let id = self.node.meta_request(now, op, mode);
                 self.meta_waiters.insert(id, reply);
             }
+            Command::Revoke { id, revoke, reply } => {
+                let id = self.node.revoke_certificate(now, &id, revoke);
+                self.meta_waiters.insert(id, reply);
+            }
+            Command::Revoked { reply } => {
+                let _ = reply.send(self.node.revoked());
+            }
             Command::ReloadTls { client, reply } => {
                 self.endpoint.set_default_client_config(client);
                 let _ = reply.send(());
@@ -355,6 +404,23 @@ impl Driver {
 
     fn input(&mut self, input: Input) {
         let now = self.now();
+        // A connection made before its peer was revoked may still deliver.
+        let from_revoked = match &input {
+            Input::Datagram { peer, .. }
+            | Input::Message { peer, .. }
+            | Input::Request { peer, .. } => self.revoked.contains(peer),
+            Input::Connected { conn, .. } => {
+                peer_node_id(conn).is_ok_and(|id| self.revoked.contains(&id))
+            }
+            _ => false,
+        };
+        if from_revoked {
+            if let Input::Connected { conn, .. } = &input {
+                conn.close(0u32.into(), b"certificate revoked");
+            }
+            self.metrics.revoked_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         match input {
             Input::Datagram { from, peer, bytes } => {
                 if self.chaos.drop_in(&peer) {
@@ -485,6 +551,7 @@ impl Driver {
 
     /// Sends everything the node queued and hands its events out.
     fn flush(&mut self) {
+        self.refresh_revoked();
         while let Some(t) = self.node.poll_transmit() {
             self.send(t);
         }

@@ -30,6 +30,9 @@ pub struct RuntimeMetrics {
     pub cert_not_after_unix: AtomicU64,
     /// Certificate reloads that took effect.
     pub tls_reloads: AtomicU64,
+    /// Inputs dropped because their peer's certificate is revoked (arriving
+    /// on a connection opened before the revocation).
+    pub revoked_dropped: AtomicU64,
     /// Certificate reloads refused (the old certificates stay in use).
     pub tls_reload_failures: AtomicU64,
     /// When a TLS refusal was last logged (milliseconds on the runtime's
@@ -76,6 +79,7 @@ pub struct RuntimeSnapshot {
     pub cert_not_after_unix: u64,
     pub tls_reloads: u64,
     pub tls_reload_failures: u64,
+    pub revoked_dropped: u64,
 }
 
 impl RuntimeMetrics {
@@ -96,6 +100,7 @@ impl RuntimeMetrics {
             cert_not_after_unix: r(&self.cert_not_after_unix),
             tls_reloads: r(&self.tls_reloads),
             tls_reload_failures: r(&self.tls_reload_failures),
+            revoked_dropped: r(&self.revoked_dropped),
         }
     }
 }

@@ -359,7 +359,8 @@ impl Builder {
             }
         }
 
-        let (server, client) = quic_configs(&cert)?;
+        let revoked = tls::Revoked::default();
+        let (server, client) = quic_configs(&cert, &revoked)?;
         let mut endpoint =
             quinn::Endpoint::server(server, self.bind).map_err(|source| StartError::Bind {
                 addr: self.bind,
@@ -416,6 +417,8 @@ impl Builder {
             store,
             self.max_connections,
         );
+        let mut drv = drv;
+        drv.revoked = revoked.clone();
         let (alive_tx, alive) = tokio::sync::watch::channel(());
         let task = tokio::spawn(async move {
             drv.run().await;
@@ -429,6 +432,7 @@ impl Builder {
             events,
             metrics,
             endpoint,
+            revoked,
             task,
             alive,
             leaving: Arc::new(std::sync::atomic::AtomicBool::new(false)),
@@ -437,8 +441,11 @@ impl Builder {
 }
 
 /// The QUIC server and client configurations for a certificate.
-fn quic_configs(cert: &NodeCert) -> Result<(quinn::ServerConfig, quinn::ClientConfig), StartError> {
-    let mut server = cert.server_config()?;
+fn quic_configs(
+    cert: &NodeCert,
+    revoked: &tls::Revoked,
+) -> Result<(quinn::ServerConfig, quinn::ClientConfig), StartError> {
+    let mut server = cert.server_config_refusing(revoked)?;
     let mut transport = quinn::TransportConfig::default();
     transport.max_idle_timeout(Some(
         CONNECTION_IDLE_TIMEOUT
@@ -447,7 +454,7 @@ fn quic_configs(cert: &NodeCert) -> Result<(quinn::ServerConfig, quinn::ClientCo
     ));
     let transport = Arc::new(transport);
     server.transport_config(transport.clone());
-    let mut client = cert.client_config()?;
+    let mut client = cert.client_config_refusing(revoked)?;
     client.transport_config(transport);
     Ok((server, client))
 }
@@ -492,6 +499,8 @@ pub struct Roster {
     events: broadcast::Sender<Event>,
     metrics: Arc<RuntimeMetrics>,
     endpoint: quinn::Endpoint,
+    /// Revoked NodeIds, read by the TLS verifiers.
+    revoked: tls::Revoked,
     task: tokio::task::JoinHandle<()>,
     /// Closed when the driver task ends (or panics).
     alive: tokio::sync::watch::Receiver<()>,
@@ -782,7 +791,7 @@ impl Roster {
             }
             cert.check_not_expired()
                 .map_err(|e| ReloadError::Certificate(e.to_string()))?;
-            quic_configs(&cert).map_err(|e| ReloadError::Certificate(e.to_string()))
+            quic_configs(&cert, &self.revoked).map_err(|e| ReloadError::Certificate(e.to_string()))
         })();
         let (server, client) = match checked {
             Ok(c) => c,
@@ -802,6 +811,35 @@ impl Roster {
             .tls_reloads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Revokes node `id`'s certificate cluster-wide (a metadata write):
+    /// once applied, every node refuses that NodeId at the TLS handshake and
+    /// closes its connections to it. Its log index.
+    pub async fn revoke(&self, id: &NodeId) -> Result<u64, MetaError> {
+        self.revoke_write(id, true).await
+    }
+
+    /// Lifts a revocation.
+    pub async fn reinstate(&self, id: &NodeId) -> Result<u64, MetaError> {
+        self.revoke_write(id, false).await
+    }
+
+    async fn revoke_write(&self, id: &NodeId, revoke: bool) -> Result<u64, MetaError> {
+        let id = id.clone();
+        match self
+            .ask(|reply| Command::Revoke { id, revoke, reply })
+            .await
+            .map_err(|_| MetaError::Stopped)??
+        {
+            MetaReply::Written { index } | MetaReply::Deleted { index, .. } => Ok(index),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// NodeIds whose certificates are revoked, from this node's copy.
+    pub async fn revoked(&self) -> Result<Vec<NodeId>, Stopped> {
+        self.ask(|reply| Command::Revoked { reply }).await
     }
 
     /// The fault rules in force and how many messages they dropped.

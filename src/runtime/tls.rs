@@ -393,14 +393,27 @@ impl NodeCert {
 
     /// QUIC server configuration: requires a client certificate from the CA.
     pub fn server_config(&self) -> Result<quinn::ServerConfig, TlsError> {
+        self.server_config_refusing(&Revoked::default())
+    }
+
+    /// QUIC server configuration that also refuses the NodeIds in
+    /// `revoked` (read at each handshake).
+    pub fn server_config_refusing(
+        &self,
+        revoked: &Revoked,
+    ) -> Result<quinn::ServerConfig, TlsError> {
         let (roots, chain, key) = self.parts()?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        let inner = rustls::server::WebPkiClientVerifier::builder_with_provider(
             Arc::new(roots),
             provider.clone(),
         )
         .build()
         .map_err(|e| TlsError::Config(e.to_string()))?;
+        let verifier = Arc::new(RefusingRevoked {
+            inner,
+            revoked: revoked.clone(),
+        });
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| TlsError::Config(e.to_string()))?
@@ -416,18 +429,167 @@ impl NodeCert {
     /// QUIC client configuration: presents this node's certificate and
     /// accepts only servers certified by the CA.
     pub fn client_config(&self) -> Result<quinn::ClientConfig, TlsError> {
+        self.client_config_refusing(&Revoked::default())
+    }
+
+    /// QUIC client configuration that also refuses servers whose NodeId is
+    /// in `revoked`.
+    pub fn client_config_refusing(
+        &self,
+        revoked: &Revoked,
+    ) -> Result<quinn::ClientConfig, TlsError> {
         let (roots, chain, key) = self.parts()?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+        let verifier = Arc::new(RefusingRevoked {
+            inner,
+            revoked: revoked.clone(),
+        });
         let mut tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| TlsError::Config(e.to_string()))?
-            .with_root_certificates(roots)
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
             .with_client_auth_cert(chain, key)
             .map_err(|e| TlsError::Config(e.to_string()))?;
         tls.alpn_protocols = vec![ALPN.to_vec()];
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
             .map_err(|e| TlsError::Config(e.to_string()))?;
         Ok(quinn::ClientConfig::new(Arc::new(quic)))
+    }
+}
+
+/// NodeIds whose certificates are revoked, shared by the running node (which
+/// updates it from the metadata) and its TLS verifiers (which read it at
+/// every handshake).
+#[derive(Debug, Clone, Default)]
+pub struct Revoked(Arc<std::sync::RwLock<std::collections::BTreeSet<NodeId>>>);
+
+impl Revoked {
+    /// Replaces the set; `true` when it changed.
+    pub fn set(&self, ids: impl IntoIterator<Item = NodeId>) -> bool {
+        let new: std::collections::BTreeSet<NodeId> = ids.into_iter().collect();
+        let mut cur = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let changed = *cur != new;
+        *cur = new;
+        changed
+    }
+
+    /// Whether `id` is revoked.
+    pub fn contains(&self, id: &NodeId) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
+    }
+
+    fn refuses(&self, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        match node_id_of(end_entity) {
+            Ok(id) if self.contains(&id) => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Revoked,
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A webpki verifier that also refuses revoked NodeIds.
+#[derive(Debug)]
+struct RefusingRevoked<V: ?Sized> {
+    inner: Arc<V>,
+    revoked: Revoked,
+}
+
+impl rustls::server::danger::ClientCertVerifier
+    for RefusingRevoked<dyn rustls::server::danger::ClientCertVerifier>
+{
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let ok = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        self.revoked.refuses(end_entity)?;
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier
+    for RefusingRevoked<rustls::client::WebPkiServerVerifier>
+{
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let ok = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        self.revoked.refuses(end_entity)?;
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 

@@ -332,6 +332,10 @@ pub const ADVERT_KEY: &str = "roster:raft";
 /// refused ([`MetaError::Reserved`]).
 pub const RESERVED_META_PREFIX: &str = "roster/";
 
+/// Revoked certificates: one metadata key per revoked NodeId under this
+/// prefix. Every node refuses those NodeIds at the TLS handshake.
+pub const REVOKED_PREFIX: &str = "roster/revoked/";
+
 impl Advert {
     /// JSON text for the state store.
     pub fn encode(&self) -> Vec<u8> {

@@ -453,6 +453,42 @@ impl Node {
     /// Starts a metadata request; its result comes out of
     /// [`Node::poll_meta_result`] with the returned number.
     pub fn meta_request(&mut self, now: Now, op: MetaOp, mode: ReadMode) -> u64 {
+        self.submit_meta(now, op, mode, false)
+    }
+
+    /// Revokes (or, with `revoke` false, reinstates) the certificate of
+    /// node `id` cluster-wide: a metadata write under [`REVOKED_PREFIX`],
+    /// which clients cannot make directly. Its result comes out of
+    /// [`Node::poll_meta_result`] with the returned number.
+    ///
+    /// [`REVOKED_PREFIX`]: crate::node::meta::REVOKED_PREFIX
+    pub fn revoke_certificate(&mut self, now: Now, id: &NodeId, revoke: bool) -> u64 {
+        let key = format!("{}{id}", super::super::meta::REVOKED_PREFIX);
+        let op = if revoke {
+            MetaOp::Put {
+                key,
+                value: b"revoked".to_vec(),
+            }
+        } else {
+            MetaOp::Delete { key }
+        };
+        self.submit_meta(now, op, ReadMode::Linearizable, true)
+    }
+
+    /// NodeIds whose certificates are revoked, in this node's copy of the
+    /// metadata.
+    pub fn revoked(&self) -> Vec<NodeId> {
+        let prefix = super::super::meta::REVOKED_PREFIX;
+        self.meta
+            .machine()
+            .kv
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter_map(|(k, _)| NodeId::new(&k[prefix.len()..]).ok())
+            .collect()
+    }
+
+    fn submit_meta(&mut self, now: Now, op: MetaOp, mode: ReadMode, system: bool) -> u64 {
         self.set_now(now);
         let id = self.meta.next_req;
         self.meta.next_req += 1;
@@ -468,7 +504,8 @@ impl Node {
             self.complete(id, Err(e));
             return id;
         }
-        if !op.is_read()
+        if !system
+            && !op.is_read()
             && op
                 .key()
                 .starts_with(super::super::meta::RESERVED_META_PREFIX)
