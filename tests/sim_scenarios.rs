@@ -397,3 +397,18 @@ fn a_forged_write_is_overwritten_by_its_owner_everywhere() {
         assert!(r.forgery_restore_max_secs.unwrap() <= 3.0, "{r:?}");
     }
 }
+
+/// A voter that lost its Raft disk withholds its vote until it has caught
+/// up: with the cut-off follower it would otherwise elect a leader lacking
+/// committed entries (`roster-sim sweep --scenario voter-wipe --nodes 10
+/// --seeds 1..20` fails all 20 seeds with the gate turned off).
+#[test]
+fn a_voter_that_lost_its_disk_cannot_elect_a_leader_missing_writes() {
+    for seed in 1..=3 {
+        let out = sim("voter-wipe", 10, seed, None, None);
+        let r = &out.report;
+        assert_eq!(r.meta_linearizable, Some(true), "seed {seed}");
+        assert!(r.meta_acked_writes > 100, "seed {seed}: {r:?}");
+        assert_eq!(r.voters_final, Some(3), "seed {seed}");
+    }
+}

@@ -184,7 +184,7 @@ fn liveness(name: &str, r: &Report, target_voters: usize) -> Option<String> {
         ));
     }
     match name {
-        "bootstrap" | "voter-crash" | "voter-crash-2of5" | "meta-linearizable"
+        "bootstrap" | "voter-crash" | "voter-crash-2of5" | "meta-linearizable" | "voter-wipe"
             if r.voters_final != Some(target_voters) =>
         {
             Some(format!(
@@ -208,7 +208,7 @@ fn liveness(name: &str, r: &Report, target_voters: usize) -> Option<String> {
                 r.placement_dead_cleared_secs, r.detect_all_secs
             ))
         }
-        "meta-linearizable" if r.meta_linearizable != Some(true) => {
+        "meta-linearizable" | "voter-wipe" if r.meta_linearizable != Some(true) => {
             Some(format!("meta_linearizable is {:?}", r.meta_linearizable))
         }
         "crash-one" | "crash-many" if r.detect_all_secs.is_none() => Some(format!(

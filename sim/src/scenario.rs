@@ -103,6 +103,11 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "clients on random nodes run get/put/cas/delete on 3 keys through partitions, crashes and restarts; the history must be linearizable",
         default_secs: 90,
     },
+    Scenario {
+        name: "voter-wipe",
+        about: "clients as in meta-linearizable (paused 35-50 s); at 30 s one follower voter is cut off for 5 s, then the leader and the other voter crash at once, the latter loses its Raft disk and restarts at once, the leader 10 s later; the history must be linearizable",
+        default_secs: 80,
+    },
 ];
 
 /// Looks a scenario up by name.
@@ -316,6 +321,25 @@ pub fn setup(
             w.at(55 * SEC, Action::Partition(Some(halves)));
             w.at(60 * SEC, Action::Partition(None));
             w.at(60 * SEC, Action::FaultsEnd);
+            w.at(
+                end.saturating_sub(10 * SEC),
+                Action::MetaFinalReads { keys: 3 },
+            );
+        }
+        "voter-wipe" => {
+            // No clients while the cluster has no quorum (35-45 s): each
+            // request then would time out with an unknown outcome, and
+            // too many of those make the history too costly to check.
+            let stop = end.saturating_sub(20 * SEC);
+            let mut t = 10 * SEC;
+            while t < stop {
+                if !(35 * SEC..50 * SEC).contains(&t) {
+                    w.at(t, Action::MetaClient { keys: 3 });
+                }
+                t += 100 * MS;
+            }
+            w.at(30 * SEC, Action::VoterWipeDrill);
+            w.at(50 * SEC, Action::FaultsEnd);
             w.at(
                 end.saturating_sub(10 * SEC),
                 Action::MetaFinalReads { keys: 3 },

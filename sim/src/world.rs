@@ -54,6 +54,14 @@ pub enum Action {
     /// A running member with a valid identity pushes, to a third node, a
     /// newer forged value for a key another member wrote.
     Forge,
+    /// The lost-disk drill: isolate one follower voter C for 5 s while the
+    /// leader L and the other voter V commit; then crash L and V at once,
+    /// wipe V's Raft disk, heal, restart V (empty) at once and L 10 s later.
+    /// Were V to vote before catching up, C (lacking the entries L and V
+    /// committed) could win and lose acknowledged writes.
+    VoterWipeDrill,
+    /// Node `n`'s Raft disk is lost (it must be down).
+    WipeDisk(usize),
     /// Fault phase is over: measurements of convergence start now.
     FaultsEnd,
     /// Crash the metadata leader (and restart it `restart_after` later).
@@ -947,6 +955,45 @@ impl World {
                 }
             }
             Action::MarkVoterLoss => self.m.voter_loss_at = Some(self.now),
+            Action::WipeDisk(n) => {
+                if self.slots[n].node.is_none() {
+                    self.slots[n].disk = MemDisk::default();
+                }
+            }
+            Action::VoterWipeDrill => {
+                let role = |w: &World, i: usize| {
+                    w.slots[i]
+                        .node
+                        .as_ref()
+                        .map_or(RaftRole::NonVoter, |x| x.meta_status().role)
+                };
+                let running = self.running();
+                let Some(leader) = running
+                    .iter()
+                    .copied()
+                    .find(|&i| role(self, i) == RaftRole::Leader)
+                else {
+                    return;
+                };
+                let followers: Vec<usize> = running
+                    .iter()
+                    .copied()
+                    .filter(|&i| i != leader && role(self, i) == RaftRole::Follower)
+                    .collect();
+                if followers.len() < 2 {
+                    return;
+                }
+                let (v, c) = (followers[0], followers[1]);
+                let groups: Vec<u8> = (0..self.slots.len()).map(|i| u8::from(i == c)).collect();
+                self.act(Action::Partition(Some(groups)));
+                let t = self.now;
+                self.at(t + 5 * SEC, Action::Crash(leader));
+                self.at(t + 5 * SEC, Action::Crash(v));
+                self.at(t + 5 * SEC, Action::WipeDisk(v));
+                self.at(t + 5 * SEC, Action::Partition(None));
+                self.at(t + 5 * SEC, Action::Start(v));
+                self.at(t + 15 * SEC, Action::Start(leader));
+            }
             Action::AddNode => {
                 let fresh = self.add_slot();
                 self.start(fresh);

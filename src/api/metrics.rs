@@ -369,6 +369,12 @@ pub fn render(
     );
     counter(
         &mut r,
+        "roster_raft_votes_withheld",
+        "Vote requests not answered while this voter, started with an empty log, caught up",
+        raft.counters.votes_withheld,
+    );
+    counter(
+        &mut r,
         "roster_raft_disk_errors",
         "Raft storage failures",
         raft.counters.disk_errors,

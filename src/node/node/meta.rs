@@ -116,6 +116,22 @@ pub struct MetaCounters {
     pub pulls: u64,
     /// Raft storage failures.
     pub disk_errors: u64,
+    /// Vote requests not answered while this voter, started with an empty
+    /// Raft log, was catching up with the leader.
+    pub votes_withheld: u64,
+}
+
+/// A voter that started with an empty Raft log (a new voter, or one whose
+/// data dir was lost) grants no vote until it holds everything the leader
+/// had committed when it first heard from it. A voter that lost its log
+/// must not count towards a quorum for entries it no longer holds: with
+/// its vote, a candidate lacking committed entries could win.
+#[derive(Debug, Clone, Copy, Default)]
+struct CatchUp {
+    /// An append or snapshot from a leader arrived.
+    heard: bool,
+    /// The highest commit index (or snapshot index) a leader told.
+    needed: u64,
 }
 
 /// Per-node state of the metadata engine.
@@ -124,6 +140,8 @@ pub(crate) struct MetaCore {
     raw: Option<RawNode<RaftStore>>,
     /// The disk while this node is not a voter.
     disk: Option<Box<dyn RaftDisk>>,
+    /// Set while a voter that started empty catches up (see [`CatchUp`]).
+    catching_up: Option<CatchUp>,
     /// The copy of a non-voter.
     copy: Machine,
     cluster: u64,
@@ -186,6 +204,7 @@ impl MetaCore {
             cfg,
             raw: None,
             disk: Some(disk),
+            catching_up: None,
             copy: Machine::default(),
             cluster: 0,
             logger: slog::Logger::root(TracingDrain, slog::o!()),
@@ -339,6 +358,7 @@ impl Node {
         let Some(mut raw) = self.meta.raw.take() else {
             return;
         };
+        self.meta.catching_up = None;
         let mut store = std::mem::replace(raw.mut_store(), RaftStore::detached());
         if clear && let Err(e) = store.clear_disk() {
             self.meta.counters.disk_errors += 1;
@@ -766,10 +786,11 @@ impl Node {
                 return;
             };
             match RaftStore::open(disk) {
-                Ok((store, _)) => {
+                Ok((store, initialized)) => {
                     self.meta.cluster = m.cluster;
                     self.meta.grant = None;
                     self.meta.asking = None;
+                    self.meta.catching_up = (!initialized).then(CatchUp::default);
                     self.start_raft(store);
                 }
                 Err(e) => {
@@ -778,9 +799,48 @@ impl Node {
                 }
             }
         }
+        if let Some(c) = self.meta.catching_up.as_mut() {
+            use raft::eraftpb::MessageType as T;
+            match msg.get_msg_type() {
+                T::MsgRequestVote | T::MsgRequestPreVote => {
+                    self.meta.counters.votes_withheld += 1;
+                    return;
+                }
+                T::MsgAppend => {
+                    c.heard = true;
+                    c.needed = c.needed.max(msg.commit);
+                }
+                T::MsgSnapshot => {
+                    c.heard = true;
+                    c.needed = c.needed.max(msg.get_snapshot().get_metadata().index);
+                }
+                _ => {}
+            }
+        }
         if let Some(raw) = self.meta.raw.as_mut() {
+            let mut msg = msg;
+            // A leader that still counts this voter's acknowledgements from
+            // before it lost its log sends a commit index past its last
+            // entry; raft-rs would panic. Commit only what is held: the
+            // leader then finds the gap and sends the rest.
+            let last = raw.raft.raft_log.last_index();
+            if msg.get_msg_type() == raft::eraftpb::MessageType::MsgHeartbeat && msg.commit > last {
+                self.meta.counters.raft_refused += 1;
+                msg.commit = last;
+            }
             let _ = raw.step(msg);
             self.after_raft();
+        }
+        if let (Some(c), Some(raw)) = (self.meta.catching_up, self.meta.raw.as_ref())
+            && c.heard
+            && raw.raft.raft_log.persisted >= c.needed
+            && raw.raft.raft_log.last_index() >= c.needed
+        {
+            self.meta.catching_up = None;
+            tracing::info!(
+                index = c.needed,
+                "metadata voter caught up with the leader; it votes again"
+            );
         }
     }
 
