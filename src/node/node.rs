@@ -200,6 +200,8 @@ impl Node {
             authoring: false,
             relay: None,
             reassert: Default::default(),
+            was_voter: false,
+            synced: false,
         });
         let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed);
         let swim_rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(rng.random());

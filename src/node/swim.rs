@@ -172,6 +172,12 @@ pub(crate) struct Shared {
     /// Own keys to write again with a fresh stamp (a write made elsewhere
     /// was seen), in key order.
     pub(crate) reassert: std::collections::BTreeSet<String>,
+    /// Peers hold this node's metadata advert from an earlier life saying
+    /// it was a voter: if its Raft log is empty now, it lost it.
+    pub(crate) was_voter: bool,
+    /// A push-pull reply from a peer has been merged since this start (so
+    /// an earlier life's advert, if any peer held it, has been seen).
+    pub(crate) synced: bool,
 }
 
 /// Most deltas parked for drift at once; past it they wait for push-pull.
@@ -262,6 +268,14 @@ impl Shared {
         }
         if d.hlc.wall_ms() < self.boot_wall_ms {
             self.counters.stale_own_retired += 1;
+            if d.key == super::meta::ADVERT_KEY
+                && d.value
+                    .as_deref()
+                    .and_then(super::meta::Advert::decode)
+                    .is_some_and(|a| a.voter)
+            {
+                self.was_voter = true;
+            }
         } else {
             self.counters.forgeries_refuted += 1;
             let from = from.or(self.relay.as_ref()).cloned();

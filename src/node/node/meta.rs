@@ -121,11 +121,15 @@ pub struct MetaCounters {
     pub votes_withheld: u64,
 }
 
-/// A voter that started with an empty Raft log (a new voter, or one whose
-/// data dir was lost) grants no vote until it holds everything the leader
-/// had committed when it first heard from it. A voter that lost its log
-/// must not count towards a quorum for entries it no longer holds: with
-/// its vote, a candidate lacking committed entries could win.
+/// A voter that started with an empty Raft log grants no vote until it
+/// holds everything the leader had committed when it first heard from it,
+/// if it was a voter before (its peers hold its advert from an earlier life
+/// saying so) or cannot tell yet (no push-pull since it started). A voter
+/// that lost its log must not count towards a quorum for entries it no
+/// longer holds: with its vote, a candidate lacking committed entries could
+/// win. A voter that never was one acknowledged nothing and votes at once
+/// (else a two-voter configuration whose new voter was cut off before it
+/// heard from the leader could never elect one).
 #[derive(Debug, Clone, Copy, Default)]
 struct CatchUp {
     /// An append or snapshot from a leader arrived.
@@ -803,8 +807,15 @@ impl Node {
             use raft::eraftpb::MessageType as T;
             match msg.get_msg_type() {
                 T::MsgRequestVote | T::MsgRequestPreVote => {
-                    self.meta.counters.votes_withheld += 1;
-                    return;
+                    // A voter that never was one before (no earlier life's
+                    // advert among its peers' state) acknowledged nothing:
+                    // it may vote. Until its first push-pull it cannot tell.
+                    let s = self.shared.lock();
+                    if s.was_voter || !s.synced {
+                        drop(s);
+                        self.meta.counters.votes_withheld += 1;
+                        return;
+                    }
                 }
                 T::MsgAppend => {
                     c.heard = true;

@@ -216,6 +216,7 @@ impl Node {
         self.introduce(&r.from, r.incarnation, false);
         let spread = self.joined;
         self.merge_deltas(&r.deltas, spread);
+        self.shared.lock().synced = true;
         if let Some(full) = r.full {
             self.merge_members(&full.members);
             let (deltas, state) = {
