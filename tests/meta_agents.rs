@@ -423,3 +423,85 @@ fn every_node_names_the_same_owners_and_a_crashed_node_is_dropped() {
     );
     assert!(cleared <= detected + Duration::from_secs(3));
 }
+
+/// A voter's data dir is emptied and the voter restarted on it at once; once
+/// it has caught up, the leader is killed: every acknowledged write is
+/// still read back linearizably through the two voters left.
+#[test]
+fn a_voter_restarted_on_an_empty_data_dir_loses_no_acknowledged_write() {
+    let n = 3;
+    let mut a = Agents::new(tmp("wipe"), n);
+    let leader = wait_for(Duration::from_secs(30), || {
+        let views: Vec<Value> = (0..n).map(|i| a.voters(i)).collect::<Option<_>>()?;
+        let l = views[0]["leader"].clone();
+        let ok = views
+            .iter()
+            .all(|v| v["leader"] == l && v["voters"].as_array().is_some_and(|x| x.len() == 3));
+        ok.then(|| name_index(&l)).flatten()
+    })
+    .unwrap_or_else(|| panic!("no leader with 3 voters within 30 s; n0 log:\n{}", a.log(0)));
+    let wiped = (leader + 1) % n;
+    let other = (leader + 2) % n;
+    let mut acked: Vec<(String, String)> = Vec::new();
+    let put = |a: &Agents, via: usize, k: usize, acked: &mut Vec<(String, String)>| {
+        let (key, val) = (format!("w{k}"), format!("value-{k}"));
+        let ok = matches!(
+            http(a.http[via], "PUT", &format!("/v1/meta/{key}"), &val),
+            Some((200, _))
+        );
+        if ok {
+            acked.push((key, val));
+        }
+        ok
+    };
+    for k in 0..20 {
+        assert!(put(&a, k % n, k, &mut acked), "write {k} failed");
+    }
+
+    // The voter's data dir is lost; it comes back at once on an empty one.
+    a.kill9(wiped);
+    std::fs::remove_dir_all(a.dir.join(format!("n{wiped}")).join("data")).unwrap();
+    a.start(wiped);
+    let last = acked.last().unwrap().clone();
+    wait_for(Duration::from_secs(30), || {
+        http(
+            a.http[wiped],
+            "GET",
+            &format!("/v1/meta/{}?stale=true", last.0),
+            "",
+        )
+        .filter(|(s, v)| *s == 200 && v["value"] == last.1.as_str())
+    })
+    .unwrap_or_else(|| panic!("the emptied voter never caught up; log:\n{}", a.log(wiped)));
+    for k in 20..30 {
+        assert!(put(&a, leader, k, &mut acked), "write {k} failed");
+    }
+    wait_for(Duration::from_secs(30), || {
+        a.log(wiped)
+            .contains("caught up with the leader")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no catch-up logged; log:\n{}", a.log(wiped)));
+
+    // The leader dies: the emptied voter and the other elect a leader that
+    // holds every acknowledged write.
+    a.kill9(leader);
+    let mut k = 30;
+    wait_for(Duration::from_secs(30), || {
+        k += 1;
+        put(&a, other, k, &mut acked).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no writes after the leader died; log:\n{}", a.log(wiped)));
+    let mut lost = Vec::new();
+    for (i, (key, val)) in acked.iter().enumerate() {
+        let via = if i % 2 == 0 { wiped } else { other };
+        let ok = http(a.http[via], "GET", &format!("/v1/meta/{key}"), "")
+            .is_some_and(|(s, v)| s == 200 && v["value"] == val.as_str());
+        if !ok {
+            lost.push(key.clone());
+        }
+    }
+    println!("{} acknowledged writes, lost {lost:?}", acked.len());
+    assert!(acked.len() >= 31);
+    assert!(lost.is_empty(), "lost {lost:?}");
+}
