@@ -146,12 +146,9 @@ fn name_index(v: &Value) -> Option<usize> {
     v.as_str()?.strip_prefix('n')?.parse().ok()
 }
 
-#[test]
-fn metadata_survives_kill_9_of_the_leader_and_loses_no_acknowledged_write() {
-    let n = 5;
-    let mut a = Agents::new(tmp("kill"), n);
-    // A leader with 3 voters, seen by every node.
-    let leader = wait_for(Duration::from_secs(30), || {
+/// Waits until all `n` agents name the same leader of 3 voters; its index.
+fn leader_with_three_voters(a: &Agents, n: usize) -> usize {
+    wait_for(Duration::from_secs(30), || {
         let views: Vec<Value> = (0..n).map(|i| a.voters(i)).collect::<Option<_>>()?;
         let l = views[0]["leader"].clone();
         let ok = views
@@ -159,7 +156,15 @@ fn metadata_survives_kill_9_of_the_leader_and_loses_no_acknowledged_write() {
             .all(|v| v["leader"] == l && v["voters"].as_array().is_some_and(|x| x.len() == 3));
         ok.then(|| name_index(&l)).flatten()
     })
-    .unwrap_or_else(|| panic!("no leader with 3 voters within 30 s; n0 log:\n{}", a.log(0)));
+    .unwrap_or_else(|| panic!("no leader with 3 voters within 30 s; n0 log:\n{}", a.log(0)))
+}
+
+#[test]
+fn metadata_survives_kill_9_of_the_leader_and_loses_no_acknowledged_write() {
+    let n = 5;
+    let mut a = Agents::new(tmp("kill"), n);
+    // A leader with 3 voters, seen by every node.
+    let leader = leader_with_three_voters(&a, n);
     let voters: Vec<usize> = a.voters(0).unwrap()["voters"]
         .as_array()
         .unwrap()
@@ -431,15 +436,7 @@ fn every_node_names_the_same_owners_and_a_crashed_node_is_dropped() {
 fn a_voter_restarted_on_an_empty_data_dir_loses_no_acknowledged_write() {
     let n = 3;
     let mut a = Agents::new(tmp("wipe"), n);
-    let leader = wait_for(Duration::from_secs(30), || {
-        let views: Vec<Value> = (0..n).map(|i| a.voters(i)).collect::<Option<_>>()?;
-        let l = views[0]["leader"].clone();
-        let ok = views
-            .iter()
-            .all(|v| v["leader"] == l && v["voters"].as_array().is_some_and(|x| x.len() == 3));
-        ok.then(|| name_index(&l)).flatten()
-    })
-    .unwrap_or_else(|| panic!("no leader with 3 voters within 30 s; n0 log:\n{}", a.log(0)));
+    let leader = leader_with_three_voters(&a, n);
     let wiped = (leader + 1) % n;
     let other = (leader + 2) % n;
     let mut acked: Vec<(String, String)> = Vec::new();

@@ -424,7 +424,6 @@ impl Node {
         self.metrics.rx.count(kind, bytes.len());
         self.set_now(now);
         self.last_heard = Some(self.io.now);
-        self.shared.lock().relay = peer.cloned().or_else(|| msg.claimed_sender());
         let r = match msg {
             Message::Swim(p) => self.on_swim(p, peer),
             Message::SyncRequest(r) => {
@@ -496,7 +495,6 @@ impl Node {
                 Ok(())
             }
         };
-        self.shared.lock().relay = None;
         self.after_swim();
         r
     }
@@ -902,7 +900,7 @@ impl Node {
                 self.unpark_pending = false;
                 let max_drift_ms = self.config.max_drift.as_millis() as u64;
                 let ready = self.shared.lock().unpark_ready(max_drift_ms);
-                self.merge_deltas(&ready, true);
+                self.merge_deltas(&ready, true, None);
             }
             TimerKind::MetaTick => self.on_meta_tick(),
             TimerKind::Reconnect => {

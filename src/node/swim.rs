@@ -166,8 +166,8 @@ pub(crate) struct Shared {
     pub(crate) boot_wall_ms: u64,
     /// Set while the node merges a write it made itself.
     pub(crate) authoring: bool,
-    /// The peer whose push-pull deltas are being merged (foca's handler
-    /// does not learn it).
+    /// The peer whose push-pull deltas are being merged (set only by
+    /// `merge_deltas`: the engine's handler does not learn it).
     pub(crate) relay: Option<NodeId>,
     /// Own keys to write again with a fresh stamp (a write made elsewhere
     /// was seen), in key order.

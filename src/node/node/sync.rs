@@ -215,7 +215,7 @@ impl Node {
         }
         self.introduce(&r.from, r.incarnation, false);
         let spread = self.joined;
-        self.merge_deltas(&r.deltas, spread);
+        self.merge_deltas(&r.deltas, spread, Some(&r.from.id));
         self.shared.lock().synced = true;
         if let Some(full) = r.full {
             self.merge_members(&full.members);
@@ -242,7 +242,7 @@ impl Node {
             return;
         }
         self.merge_members(&d.members);
-        self.merge_deltas(&d.deltas, true);
+        self.merge_deltas(&d.deltas, true, Some(&d.from.id));
         if let Some(theirs) = d.state {
             let deltas = self.shared.lock().store.deltas_missing_from(&theirs);
             if !deltas.is_empty() {
@@ -384,10 +384,18 @@ impl Node {
         }
     }
 
-    pub(super) fn merge_deltas(&mut self, deltas: &[Delta], spread: bool) {
+    /// Merges deltas a push-pull peer (`from`) sent, spreading the new ones
+    /// when `spread`.
+    pub(super) fn merge_deltas(&mut self, deltas: &[Delta], spread: bool, from: Option<&NodeId>) {
+        if deltas.is_empty() {
+            return;
+        }
+        // The engine's handler, which merges a spread delta, does not learn
+        // the peer: it reads it from here.
+        self.shared.lock().relay = from.cloned();
         for d in deltas {
             if !spread {
-                self.shared.lock().merge_remote(d, None);
+                self.shared.lock().merge_remote(d, from);
                 continue;
             }
             if !self.shared.lock().check_drift(d) {
@@ -398,9 +406,10 @@ impl Node {
             match swim::encode_item(&Item::Delta(d.clone())) {
                 Some(bytes) if self.add_item(&bytes, None) => {}
                 _ => {
-                    self.shared.lock().merge(d, None);
+                    self.shared.lock().merge(d, from);
                 }
             }
         }
+        self.shared.lock().relay = None;
     }
 }
