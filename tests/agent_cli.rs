@@ -505,3 +505,152 @@ fn sighup_reloads_rotated_certificates_and_the_node_stays_alive() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--http-tls`: the API is served over HTTPS with the node's certificate;
+/// an operator certificate from `roster cert client` authenticates the CLI
+/// (reads and writes) without a token, the token still works, no
+/// credential gets 401, a node's certificate is refused at the handshake
+/// (and counted), and once an operator is revoked its certificate stops
+/// working while another operator's goes on.
+#[test]
+fn the_https_api_takes_operator_certificates_and_refuses_the_rest() {
+    use roster::cli::client::{Agent, request, request_raw};
+    use std::sync::Arc;
+    let dir = tmp("https-api");
+    common::certs(&dir, &["a"]);
+    for n in ["alice", "bob"] {
+        common::roster_ok(
+            &dir,
+            &["cert", "client", "--name", n, "--ca", "ca", "--out", n],
+        );
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("alice/client.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let (port, http) = (free_port(), free_port());
+    let run = dir.join("run");
+    let empty = dir.join("empty-run");
+    let mut a = roster()
+        .args(["agent", "--profile", "local", "--bind"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--tls-dir")
+        .arg(dir.join("a"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--http", &format!("127.0.0.1:{http}"), "--http-tls"])
+        .args(["--bootstrap-expect", "1"])
+        .env("ROSTER_RUNTIME_DIR", &run)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _term = TermOnDrop(a.id());
+    let url = format!("https://127.0.0.1:{http}");
+    let cli = |args: &[&str], runtime: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_roster"))
+            .current_dir(&dir)
+            .env("ROSTER_RUNTIME_DIR", runtime)
+            .env_remove("ROSTER_HTTP_TOKEN")
+            .env_remove("ROSTER_HTTP_TOKEN_FILE")
+            .args(args)
+            .args(["--http", &url])
+            .output()
+            .unwrap()
+    };
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    // The operator certificate alone (no token anywhere) reads ...
+    let members = common::wait_for(Duration::from_secs(15), || {
+        let o = cli(&["members", "--cert-dir", "alice"], &empty);
+        o.status.success().then(|| text(&o))
+    })
+    .expect("alice's certificate reads the members over HTTPS");
+    assert!(members.contains("alive"), "{members}");
+    // ... and writes.
+    let o = cli(
+        &["state", "set", "app", "v1", "--cert-dir", "alice"],
+        &empty,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = cli(&["state", "get", "app", "--cert-dir", "alice"], &empty);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "v1",
+        "{}",
+        text(&o)
+    );
+    // No credential: 401 over HTTPS.
+    let o = cli(&["members", "--ca", "ca/ca.crt"], &empty);
+    assert!(
+        !o.status.success() && text(&o).contains("401"),
+        "{}",
+        text(&o)
+    );
+    // The token the agent recorded still works over HTTPS.
+    let o = cli(&["members", "--ca", "ca/ca.crt"], &run);
+    assert!(o.status.success(), "{}", text(&o));
+    // Plain HTTP to the HTTPS port fails with a hint.
+    let o = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .env("ROSTER_RUNTIME_DIR", &run)
+        .args(["members", "--http", &format!("127.0.0.1:{http}")])
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success() && text(&o).contains("https://"),
+        "{}",
+        text(&o)
+    );
+
+    // A node's certificate is no operator credential: refused at the
+    // handshake, and counted.
+    let ca_pem = std::fs::read_to_string(dir.join("ca/ca.crt")).unwrap();
+    let https = |cert: Option<&roster::runtime::tls::NodeCert>| Agent {
+        addr: format!("127.0.0.1:{http}"),
+        token: None,
+        tls: Some(Arc::new(
+            roster::runtime::tls::https_client_config(&ca_pem, cert).unwrap(),
+        )),
+    };
+    let node = roster::runtime::tls::NodeCert::load(&dir.join("a")).unwrap();
+    let alice = roster::runtime::tls::NodeCert::load_client(&dir.join("alice")).unwrap();
+    let refused = request(&https(Some(&node)), "GET", "/v1/members", b"");
+    assert!(refused.is_err(), "{refused:?}");
+    let (status, metrics) = request_raw(&https(Some(&alice)), "GET", "/metrics", b"").unwrap();
+    assert_eq!(status, 200);
+    let metrics = String::from_utf8(metrics).unwrap();
+    let count = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("roster_http_tls_refusals_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .expect("roster_http_tls_refusals_total");
+    assert!(count >= 1.0, "{count}");
+
+    // Revoke alice (as bob, once the lone voter has formed the metadata).
+    common::wait_until(Duration::from_secs(20), || {
+        cli(&["cert", "revoke", "alice", "--cert-dir", "bob"], &empty)
+            .status
+            .success()
+    })
+    .expect("bob revokes alice");
+    common::wait_until(Duration::from_secs(10), || {
+        !cli(&["members", "--cert-dir", "alice"], &empty)
+            .status
+            .success()
+    })
+    .expect("alice's certificate stops working once revoked");
+    let o = cli(&["members", "--cert-dir", "bob"], &empty);
+    assert!(o.status.success(), "{}", text(&o));
+    signal(a.id(), "-TERM");
+    wait_exit(&mut a, Duration::from_secs(5)).expect("the agent exits on SIGTERM");
+    let _ = std::fs::remove_dir_all(&dir);
+}

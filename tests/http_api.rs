@@ -395,6 +395,48 @@ async fn the_api_needs_the_token_its_own_host_and_its_own_origin() {
 
 /// Parses Prometheus/OpenMetrics text: `# TYPE` lines into (name, type), and
 /// checks every sample line is `name[{labels}] number`.
+/// `--http-open-reads`: reads answer without a credential, anything that
+/// changes the cluster still needs one, and the Host check still holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_reads_answer_reads_only() {
+    let ca = ClusterCa::generate("test").unwrap();
+    let roster = node_a(&ca).await;
+    let server = roster::api::serve(
+        roster.clone(),
+        "127.0.0.1:0".parse().unwrap(),
+        access().open_reads(true),
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    let host = format!("Host: {addr}\r\n");
+    for p in [
+        "/metrics",
+        "/v1/status",
+        "/v1/members",
+        "/v1/state/k?node=a",
+    ] {
+        let (s, _, b) = raw(addr, "GET", p, &host, b"").await;
+        assert!(s == 200 || s == 404, "GET {p} with open reads: {s} {b}");
+    }
+    for (m, p) in [
+        ("PUT", "/v1/state/k"),
+        ("DELETE", "/v1/state/k"),
+        ("PUT", "/v1/meta/k"),
+        ("POST", "/v1/chaos"),
+        ("POST", "/v1/leave"),
+    ] {
+        let (s, _, b) = raw(addr, m, p, &host, b"v").await;
+        assert_json_error(s, &b, 401, "unauthorized");
+    }
+    let (s, _, b) = raw(addr, "GET", "/v1/members", "Host: evil.example\r\n", b"").await;
+    assert_json_error(s, &b, 403, "host_not_allowed");
+    let (s, _) = http(addr, "PUT", "/v1/state/k", b"v").await;
+    assert_eq!(s, 200);
+    server.stop().await;
+    roster.leave().await;
+}
+
 fn parse_metrics(text: &str) -> std::collections::BTreeMap<String, String> {
     let mut types = std::collections::BTreeMap::new();
     let mut saw_eof = false;

@@ -1,9 +1,12 @@
 //! Who may call the HTTP API, and from where.
 //!
-//! Every route but `/health` needs the operator token: `Authorization:
-//! Bearer T` (or `X-Roster-Token: T`) from programs, or, in a browser, a
-//! cookie set once from the dashboard URL the agent's operator was given
-//! (`/?token=T`, as Jupyter protects its local web UI). The cookie is
+//! Every route but `/health` needs a credential: the operator token,
+//! `Authorization: Bearer T` (or `X-Roster-Token: T`) from programs, or, in
+//! a browser, a cookie set once from the dashboard URL the agent's operator
+//! was given (`/?token=T`, as Jupyter protects its local web UI); or, over
+//! HTTPS (`--http-tls`), an operator certificate from the cluster CA
+//! (`roster cert client`), checked at the handshake. `--http-open-reads`
+//! lets reads (GET and HEAD) through without one. The cookie is
 //! `HttpOnly` and `SameSite=Strict`; a request that changes anything and
 //! relies on it must also carry `X-Roster-Request: 1`, a header that a page
 //! of another origin cannot send without the CORS preflight this API never
@@ -193,6 +196,8 @@ pub fn check_private(path: &Path, meta: &std::fs::Metadata) -> Result<(), TokenE
 pub struct Access {
     token: Token,
     allowed_hosts: Vec<String>,
+    https: bool,
+    open_reads: bool,
 }
 
 impl Access {
@@ -201,7 +206,29 @@ impl Access {
         Self {
             token,
             allowed_hosts: Vec::new(),
+            https: false,
+            open_reads: false,
         }
+    }
+
+    /// Serve over HTTPS with the node's certificate; an operator
+    /// certificate from the cluster CA then authenticates too.
+    pub fn https(mut self, on: bool) -> Self {
+        self.https = on;
+        self
+    }
+
+    /// Whether the API is served over HTTPS.
+    pub fn is_https(&self) -> bool {
+        self.https
+    }
+
+    /// Answer reads (GET and HEAD) without a credential: for a Prometheus
+    /// or dashboard on a trusted network. Everything that changes the
+    /// cluster still needs one.
+    pub fn open_reads(mut self, on: bool) -> Self {
+        self.open_reads = on;
+        self
     }
 
     /// Also answer requests whose `Host:` names `name` (a DNS name the
@@ -242,7 +269,11 @@ fn host_allowed(access: &Access, host: &str) -> bool {
         return true;
     }
     let name = name.trim_end_matches('.').to_ascii_lowercase();
-    name == "localhost" || access.allowed_hosts.contains(&name)
+    // Over HTTPS the name every node certificate carries is allowed too, so
+    // that a client checking the certificate by that name can say it.
+    name == "localhost"
+        || access.allowed_hosts.contains(&name)
+        || (access.https && name == crate::runtime::tls::CLUSTER_SERVER_NAME)
 }
 
 fn changes_something(m: &Method) -> bool {
@@ -321,6 +352,17 @@ pub async fn guard(State(access): State<Arc<Access>>, req: Request, next: Next) 
             );
         }
     }
+    let operator = req
+        .extensions()
+        .get::<super::Peer>()
+        .and_then(|p| p.operator.clone());
+    if let Some(name) = operator {
+        tracing::trace!(operator = %name, "request authenticated by certificate");
+        return next.run(req).await;
+    }
+    if access.open_reads && !mutating {
+        return next.run(req).await;
+    }
     let bearer = header_str(h, header::AUTHORIZATION)
         .and_then(|v| v.strip_prefix("Bearer "))
         .or_else(|| header_str(h, "x-roster-token"));
@@ -330,7 +372,9 @@ pub async fn guard(State(access): State<Arc<Access>>, req: Request, next: Next) 
         }
         return unauthorized("the token does not match this agent's");
     }
-    let port = split_host(&host).1.unwrap_or(80);
+    let port = split_host(&host)
+        .1
+        .unwrap_or(if access.https { 443 } else { 80 });
     let cookie = cookie_name(port);
     if let Some(t) = cookie_token(h, &cookie)
         && access.token.matches(t.as_bytes())
@@ -357,8 +401,9 @@ pub async fn guard(State(access): State<Arc<Access>>, req: Request, next: Next) 
                 .header(
                     header::SET_COOKIE,
                     format!(
-                        "{cookie}={}; HttpOnly; SameSite=Strict; Path=/",
-                        access.token.expose()
+                        "{cookie}={}; HttpOnly; SameSite=Strict; Path=/{}",
+                        access.token.expose(),
+                        if access.https { "; Secure" } else { "" }
                     ),
                 )
                 .header(header::CACHE_CONTROL, "no-store")

@@ -222,6 +222,12 @@ pub fn render(
         "Peers refused during the TLS handshake",
         rt.tls_refusals,
     );
+    counter(
+        &mut r,
+        "roster_http_tls_refusals",
+        "HTTPS API clients refused during the TLS handshake",
+        rt.https_refusals,
+    );
     if rt.cert_not_after_unix > 0 {
         let now = crate::runtime::tls::wall_now()
             .duration_since(std::time::UNIX_EPOCH)

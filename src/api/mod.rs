@@ -193,30 +193,45 @@ pub async fn serve(
     serve_on(roster, listener, access)
 }
 
-/// Serves the API on an already bound listener in a background task.
+/// Serves the API on an already bound listener in a background task: over
+/// HTTPS with the node's certificate when `access` says so
+/// ([`Access::https`]), else plain HTTP.
 pub fn serve_on(
     roster: Arc<Roster>,
     listener: tokio::net::TcpListener,
     access: Access,
 ) -> std::io::Result<ServeHandle> {
     let local = listener.local_addr()?;
+    let tls = access.is_https().then(|| roster.clone());
     let app = router(roster, access);
-    let task = tokio::spawn(accept_loop(listener, app));
+    let task = tokio::spawn(accept_loop(listener, app, tls));
     Ok(ServeHandle { local, task })
 }
 
 /// Longest a client may take to send a request's headers, counted from
 /// when the connection opened or its last answer went out; then the
-/// connection is closed, so slow or idle clients cannot hold it.
+/// connection is closed, so slow or idle clients cannot hold it. Over HTTPS
+/// the TLS handshake has this long too.
 pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Most connections served at once. A connection past it is closed on
 /// accept (logged at most once a minute), which keeps the process within
 /// its file-descriptor limit.
 pub const MAX_CONNECTIONS: usize = 8192;
 
+/// Who is on the other end of an HTTPS connection: the name in the
+/// operator certificate it presented, if any. Set on every request of the
+/// connection; the guard takes it as a credential.
+#[derive(Debug, Clone)]
+pub(crate) struct Peer {
+    /// The operator certificate's name (`None`: no certificate given).
+    pub operator: Option<String>,
+}
+
 /// Accepts connections and serves each on its own task with
-/// [`HEADER_READ_TIMEOUT`], at most [`MAX_CONNECTIONS`] at a time.
-async fn accept_loop(listener: tokio::net::TcpListener, app: Router) {
+/// [`HEADER_READ_TIMEOUT`], at most [`MAX_CONNECTIONS`] at a time; over TLS
+/// when `tls` is given (its node's current certificate, read per
+/// connection so that a reload takes effect for the next one).
+async fn accept_loop(listener: tokio::net::TcpListener, app: Router, tls: Option<Arc<Roster>>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut refused = 0u64;
     let mut warned: Option<tokio::time::Instant> = None;
@@ -230,8 +245,8 @@ async fn accept_loop(listener: tokio::net::TcpListener, app: Router) {
         due
     };
     loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
+        let (stream, from) = match listener.accept().await {
+            Ok(s) => s,
             Err(e) => {
                 // Out of descriptors or the like: wait a little, go on.
                 if warn_due() {
@@ -252,16 +267,59 @@ async fn accept_loop(listener: tokio::net::TcpListener, app: Router) {
             }
             continue;
         };
-        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        let app = app.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let mut b = hyper::server::conn::http1::Builder::new();
-            b.timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = b.serve_connection(io, svc).await;
+            match tls {
+                None => serve_connection(stream, app, Peer { operator: None }).await,
+                Some(roster) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(roster.https_config());
+                    let refused =
+                        match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(s)) => {
+                                let operator = s
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|c| c.first())
+                                    .and_then(|c| crate::runtime::tls::node_id_of(c).ok())
+                                    .map(|id| id.as_str().to_owned());
+                                drop(roster);
+                                return serve_connection(s, app, Peer { operator }).await;
+                            }
+                            Ok(Err(e)) => e.to_string(),
+                            Err(_) => "the TLS handshake took too long".to_owned(),
+                        };
+                    if let Some(n) = roster.note_https_refusal() {
+                        tracing::warn!(%from, error = %refused, refused_since_last_line = n, "HTTPS API client refused at the handshake (logged at most every 10 s; counted in roster_http_tls_refusals_total)");
+                    }
+                }
+            }
         });
     }
+}
+
+/// Serves HTTP/1.1 on one connection, every request tagged with `peer`.
+async fn serve_connection<S>(stream: S, app: Router, peer: Peer)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use tower::ServiceExt;
+    let app = app.map_request(
+        move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(peer.clone());
+            req
+        },
+    );
+    let svc = hyper_util::service::TowerToHyperService::new(app);
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let _ = b.serve_connection(io, svc).await;
 }
 
 /// A running HTTP server.

@@ -111,6 +111,16 @@ pub struct AgentArgs {
         value_delimiter = ','
     )]
     pub http_allow_host: Vec<String>,
+    /// Serve the HTTP API over HTTPS with this node's certificate (from
+    /// `--tls-dir`); an operator certificate from the cluster CA (`roster
+    /// cert client`) then authenticates as the token does.
+    #[arg(long, env = "ROSTER_HTTP_TLS")]
+    pub http_tls: bool,
+    /// Answer the API's reads (GET: members, state, metadata, metrics, the
+    /// dashboard) without a credential, e.g. for a Prometheus on a trusted
+    /// network. Writes still need the token or an operator certificate.
+    #[arg(long, env = "ROSTER_HTTP_OPEN_READS")]
+    pub http_open_reads: bool,
     /// Whether this node may become a metadata voter (`--voter false` opts
     /// out, e.g. a small edge node; default true).
     #[arg(long, env = "ROSTER_VOTER", action = clap::ArgAction::Set)]
@@ -147,6 +157,8 @@ struct FileConfig {
     http_token_file: Option<PathBuf>,
     #[serde(default)]
     http_allow_host: Vec<String>,
+    http_tls: Option<bool>,
+    http_open_reads: Option<bool>,
     voter: Option<bool>,
     bootstrap_expect: Option<usize>,
     voters: Option<usize>,
@@ -182,6 +194,10 @@ pub struct Settings {
     pub http_token_file: Option<PathBuf>,
     /// Host names the API answers to.
     pub http_allow_host: Vec<String>,
+    /// Serve the API over HTTPS.
+    pub http_tls: bool,
+    /// Reads need no credential.
+    pub http_open_reads: bool,
     /// May become a metadata voter.
     pub voter: bool,
     /// Bootstrap threshold.
@@ -262,6 +278,8 @@ pub fn settings(args: AgentArgs) -> Result<Settings, String> {
         } else {
             args.http_allow_host
         },
+        http_tls: args.http_tls || file.http_tls.unwrap_or(false),
+        http_open_reads: args.http_open_reads || file.http_open_reads.unwrap_or(false),
         voter: args
             .voter
             .or(file.voter)
@@ -382,25 +400,37 @@ async fn serve(s: Settings) -> ExitCode {
     let mut registered = None;
     let server = match http {
         Some((listener, (token, source))) => {
-            let mut access = crate::api::Access::new(token.clone());
+            let mut access = crate::api::Access::new(token.clone())
+                .https(s.http_tls)
+                .open_reads(s.http_open_reads);
             for h in &s.http_allow_host {
                 access = access.allow_host(h);
             }
             match crate::api::serve_on(roster.clone(), listener, access) {
                 Ok(h) => {
                     let addr = h.local_addr();
+                    let scheme = if s.http_tls { "https" } else { "http" };
+                    let needs = match (s.http_tls, s.http_open_reads) {
+                        (true, false) => "operator token or certificate required",
+                        (true, true) => "reads open; writes need the operator token or certificate",
+                        (false, false) => "operator token required",
+                        (false, true) => "reads open; writes need the operator token",
+                    };
                     match super::credentials::register(addr, &token) {
                         Ok(p) => {
-                            tracing::info!(%addr, token = %source, recorded = %p.display(), "HTTP API and dashboard (operator token required)");
+                            tracing::info!(%addr, scheme, token = %source, recorded = %p.display(), "HTTP API and dashboard ({needs})");
                             registered = Some(p);
                         }
                         Err(e) => {
-                            tracing::info!(%addr, token = %source, "HTTP API and dashboard (operator token required)");
+                            tracing::info!(%addr, scheme, token = %source, "HTTP API and dashboard ({needs})");
                             tracing::warn!(error = %e, "could not record the token for the CLI; pass --token-file to client commands");
                         }
                     }
-                    if !addr.ip().is_loopback() {
-                        tracing::warn!(%addr, "the HTTP API listens beyond this machine over plain HTTP: the operator token crosses the network unencrypted; prefer a loopback address");
+                    if !addr.ip().is_loopback() && !s.http_tls {
+                        tracing::warn!(%addr, "the HTTP API listens beyond this machine over plain HTTP: the operator token crosses the network unencrypted; add --http-tls (HTTPS with this node's certificate) or use a loopback address");
+                    }
+                    if s.http_open_reads {
+                        tracing::warn!(%addr, "--http-open-reads: anyone who reaches this address can read members, state, metadata and metrics without a credential");
                     }
                     Some(h)
                 }

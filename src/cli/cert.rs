@@ -1,4 +1,4 @@
-//! `roster cert ca` and `roster cert node`.
+//! `roster cert ca|node|client|revoke|reinstate|revoked`.
 
 use std::process::ExitCode;
 
@@ -22,13 +22,31 @@ pub fn run(cmd: CertCmd) -> ExitCode {
             name,
             ca,
             out,
+            names,
             days,
         } => NodeId::new(name).map_err(|e| e.to_string()).and_then(|id| {
             let ca = ClusterCa::load(&ca).map_err(|e| e.to_string())?;
-            let cert = ca.issue_for_days(&id, days).map_err(|e| e.to_string())?;
+            let cert = ca
+                .issue_with_names(&id, days, &names)
+                .map_err(|e| e.to_string())?;
             cert.save(&out).map_err(|e| e.to_string())?;
             Ok(format!(
                 "certificate for {id} written to {} (valid for {days} days)",
+                out.display()
+            ))
+        }),
+        CertCmd::Client {
+            name,
+            ca,
+            out,
+            days,
+        } => NodeId::new(name).map_err(|e| e.to_string()).and_then(|id| {
+            let ca = ClusterCa::load(&ca).map_err(|e| e.to_string())?;
+            let cert = ca.issue_client(&id, days).map_err(|e| e.to_string())?;
+            cert.save(&out).map_err(|e| e.to_string())?;
+            Ok(format!(
+                "operator certificate for {id} written to {} (valid for {days} days); use it with --cert-dir {} against an agent started with --http-tls",
+                out.display(),
                 out.display()
             ))
         }),

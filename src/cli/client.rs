@@ -1,9 +1,10 @@
 //! Client commands that talk to an agent's HTTP API: `members`, `status`,
 //! `state get|set|delete`, `meta get|put|cas|delete|list`, `voters`.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -12,45 +13,114 @@ use serde_json::Value;
 /// Where the agent's HTTP API listens unless `--http` says otherwise (start
 /// the agent with `--http 127.0.0.1:8946`).
 pub const DEFAULT_HTTP: &str = "127.0.0.1:8946";
-/// Longest wait for the agent's answer.
+/// Longest wait for the agent's whole answer, connection included.
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest answer read.
-const MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
+const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Options every client command takes.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
-    /// The agent's HTTP address.
+    /// The agent's API: `HOST:PORT` or `http://HOST:PORT` for plain HTTP,
+    /// `https://HOST:PORT` for an agent started with `--http-tls`.
     #[arg(long, env = "ROSTER_HTTP_ADDR", default_value = DEFAULT_HTTP, global = true)]
     pub http: String,
     /// A file holding the agent's operator token (default: what the agent
     /// recorded for its address, see `roster agent --http-token-file`).
     #[arg(long, env = "ROSTER_HTTP_TOKEN_FILE", global = true)]
-    pub token_file: Option<std::path::PathBuf>,
+    pub token_file: Option<PathBuf>,
+    /// Over HTTPS: a directory from `roster cert client` (its `ca.crt`,
+    /// `client.crt` and `client.key`); the certificate authenticates
+    /// instead of a token.
+    #[arg(long, env = "ROSTER_CERT_DIR", global = true)]
+    pub cert_dir: Option<PathBuf>,
+    /// Over HTTPS without `--cert-dir`: the cluster CA's certificate
+    /// (`ca.crt`) to check the agent against.
+    #[arg(long, env = "ROSTER_HTTP_CA", global = true)]
+    pub ca: Option<PathBuf>,
     /// Print the agent's JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
 }
 
+/// `--http` split into whether it is HTTPS and its `host:port`.
+fn endpoint(http: &str) -> Result<(bool, String), String> {
+    let (https, rest) = if let Some(r) = http.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = http.strip_prefix("http://") {
+        (false, r)
+    } else if http.contains("://") {
+        return Err(format!(
+            "--http {http:?}: the scheme must be http:// or https://"
+        ));
+    } else {
+        (false, http)
+    };
+    let hostport = rest.trim_end_matches('/');
+    if hostport.is_empty() || hostport.contains('/') {
+        return Err(format!(
+            "--http {http:?}: expected HOST:PORT, http://HOST:PORT or https://HOST:PORT"
+        ));
+    }
+    Ok((https, hostport.to_owned()))
+}
+
 impl ClientArgs {
-    /// The agent to talk to, with the token found for it.
+    /// The agent to talk to, with the credentials found for it.
     pub fn agent(&self) -> Result<Agent, String> {
-        let token = super::credentials::find(&self.http, self.token_file.as_deref())?;
-        Ok(Agent {
-            addr: self.http.clone(),
-            token,
-        })
+        let (https, addr) = endpoint(&self.http)?;
+        let tls = if https {
+            let operator = self
+                .cert_dir
+                .as_deref()
+                .map(crate::runtime::tls::NodeCert::load_client)
+                .transpose()
+                .map_err(|e| format!("--cert-dir {e}"))?;
+            let ca_pem = match (&self.ca, &self.cert_dir) {
+                (Some(f), _) => {
+                    std::fs::read_to_string(f).map_err(|e| format!("--ca {}: {e}", f.display()))?
+                }
+                (None, Some(d)) => std::fs::read_to_string(d.join("ca.crt"))
+                    .map_err(|e| format!("--cert-dir {}: {e}", d.join("ca.crt").display()))?,
+                (None, None) => {
+                    return Err(format!(
+                        "{}: HTTPS needs the cluster CA to check the agent: --cert-dir DIR (from roster cert client) or --ca CA_DIR/ca.crt",
+                        self.http
+                    ));
+                }
+            };
+            let cfg = crate::runtime::tls::https_client_config(&ca_pem, operator.as_ref())
+                .map_err(|e| e.to_string())?;
+            Some(Arc::new(cfg))
+        } else {
+            if self.cert_dir.is_some() {
+                return Err(format!(
+                    "--cert-dir needs an HTTPS agent address (https://{addr})"
+                ));
+            }
+            None
+        };
+        // With a certificate, a token is needed only if one is named.
+        let token = if tls.is_some() && self.cert_dir.is_some() && self.token_file.is_none() {
+            None
+        } else {
+            super::credentials::find(&addr, self.token_file.as_deref())?
+        };
+        Ok(Agent { addr, token, tls })
     }
 }
 
-/// An agent's HTTP API and the operator token to present to it.
+/// An agent's HTTP API and the credentials to present to it.
 #[derive(Debug, Clone)]
 pub struct Agent {
     /// `host:port`.
     pub addr: String,
-    /// The operator token (`None`: none was found; the agent will answer
-    /// 401).
+    /// The operator token (`None`: none was found or a certificate
+    /// authenticates; without either the agent answers 401).
     pub token: Option<crate::api::Token>,
+    /// HTTPS: the TLS configuration (trusting the cluster CA, presenting
+    /// an operator certificate if one was given). `None`: plain HTTP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// `roster state` subcommands.
@@ -171,45 +241,109 @@ fn percent_encode(s: &str) -> String {
 }
 
 /// One request to the agent: (status, JSON body).
-pub(crate) fn request(
+pub fn request(
     agent: &Agent,
     method: &str,
     path: &str,
     body: &[u8],
 ) -> Result<(u16, Value), String> {
-    let addr = agent.addr.as_str();
-    let auth = agent
-        .token
-        .as_ref()
-        .map(|t| format!("Authorization: Bearer {}\r\n", t.expose()))
-        .unwrap_or_default();
-    let mut s =
-        TcpStream::connect(addr).map_err(|e| format!("cannot reach the agent at {addr}: {e}"))?;
-    s.set_read_timeout(Some(TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .and_then(|()| s.write_all(body))
-    .map_err(|e| format!("sending to {addr}: {e}"))?;
-    let mut raw = Vec::new();
-    s.take(MAX_RESPONSE_BYTES)
-        .read_to_end(&mut raw)
-        .map_err(|e| format!("reading from {addr}: {e}"))?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("{addr} did not answer HTTP"))?;
-    let status = head
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("{addr} sent a malformed status line"))?;
-    let json = serde_json::from_str(body).map_err(|e| format!("{addr} sent non-JSON ({e})"))?;
+    let (status, raw) = request_raw(agent, method, path, body)?;
+    let json =
+        serde_json::from_slice(&raw).map_err(|e| format!("{} sent non-JSON ({e})", agent.addr))?;
     Ok((status, json))
+}
+
+/// One request to the agent: (status, body bytes). Blocks the calling
+/// thread (which must not be inside an async runtime) for at most 10 s.
+pub fn request_raw(
+    agent: &Agent,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<(u16, Vec<u8>), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the client: {e}"))?;
+    let addr = agent.addr.as_str();
+    let exchange = exchange(agent, method, path, body.to_vec());
+    rt.block_on(async { tokio::time::timeout(TIMEOUT, exchange).await })
+        .map_err(|_| format!("{addr} did not answer within {} s", TIMEOUT.as_secs()))?
+}
+
+/// Connects (with TLS if the agent is HTTPS), sends one HTTP/1.1 request
+/// and reads the whole answer.
+async fn exchange(
+    agent: &Agent,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<(u16, Vec<u8>), String> {
+    let addr = agent.addr.as_str();
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, addr);
+    if let Some(t) = &agent.token {
+        req = req.header(
+            hyper::header::AUTHORIZATION,
+            format!("Bearer {}", t.expose()),
+        );
+    }
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .map_err(|e| format!("bad request: {e}"))?;
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("cannot reach the agent at {addr}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    match &agent.tls {
+        None => send(tcp, req, addr).await,
+        Some(cfg) => {
+            let name =
+                rustls_pki_types::ServerName::try_from(crate::runtime::tls::CLUSTER_SERVER_NAME)
+                    .map_err(|e| e.to_string())?;
+            let tls = tokio_rustls::TlsConnector::from(cfg.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| {
+                    format!("TLS with {addr} failed: {e} (an agent without --http-tls is addressed as http://HOST:PORT)")
+                })?;
+            send(tls, req, addr).await
+        }
+    }
+}
+
+async fn send<S>(
+    io: S,
+    req: hyper::Request<http_body_util::Full<bytes::Bytes>>,
+    addr: &str,
+) -> Result<(u16, Vec<u8>), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::BodyExt;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+            .await
+            .map_err(|e| format!("HTTP with {addr} failed: {e}"))?;
+    let conn = tokio::spawn(conn);
+    let resp = sender.send_request(req).await.map_err(|e| {
+        let hint = if e.is_parse() {
+            " (if the agent serves HTTPS, address it as https://HOST:PORT)"
+        } else {
+            ""
+        };
+        format!("sending to {addr}: {e}{hint}")
+    })?;
+    let status = resp.status().as_u16();
+    let body = http_body_util::Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+        .collect()
+        .await
+        .map_err(|e| format!("reading from {addr}: {e}"))?
+        .to_bytes();
+    conn.abort();
+    Ok((status, body.to_vec()))
 }
 
 /// Prints a value from a JSON answer: text on a line of its own, other bytes

@@ -323,6 +323,7 @@ fn agent(dir: &Path, n: &NodeSpec) -> super::client::Agent {
     super::client::Agent {
         addr: n.http.to_string(),
         token: token(dir).ok(),
+        tls: None,
     }
 }
 

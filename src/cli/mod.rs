@@ -113,14 +113,38 @@ pub enum CertCmd {
         /// Directory to write `ca.crt`, `node.crt`, `node.key` into.
         #[arg(long)]
         out: PathBuf,
+        /// An address or DNS name the node's HTTPS API is reached by
+        /// (repeatable), so that `curl` and browsers checking the host name
+        /// accept it; roster's own clients do not need it.
+        #[arg(long = "san", value_delimiter = ',')]
+        names: Vec<String>,
         /// Days the certificate is valid (one year by default). Replace it
         /// before then: write the new files and send the agent SIGHUP.
         #[arg(long, default_value_t = crate::runtime::tls::NODE_DAYS, value_parser = clap::value_parser!(u32).range(1..=36500))]
         days: u32,
     },
-    /// Revoke a node's certificate cluster-wide (through an agent): every
-    /// node refuses that NodeId at the TLS handshake and drops its
-    /// connections.
+    /// Issue an operator's client certificate for the HTTPS API (`roster
+    /// agent --http-tls`): it authenticates to every node as the operator
+    /// token does, and cannot join the cluster as a node.
+    Client {
+        /// The operator's name (letters, digits, `-`, `_`, `.`; it is what
+        /// `roster cert revoke` takes).
+        #[arg(long)]
+        name: String,
+        /// Directory holding the CA.
+        #[arg(long)]
+        ca: PathBuf,
+        /// Directory to write `ca.crt`, `client.crt`, `client.key` into;
+        /// give it to client commands with `--cert-dir`.
+        #[arg(long)]
+        out: PathBuf,
+        /// Days the certificate is valid (one year by default).
+        #[arg(long, default_value_t = crate::runtime::tls::NODE_DAYS, value_parser = clap::value_parser!(u32).range(1..=36500))]
+        days: u32,
+    },
+    /// Revoke a node's or an operator's certificate cluster-wide (through an
+    /// agent): every node refuses that name at the TLS handshake and drops
+    /// its connections.
     Revoke {
         /// The NodeId.
         name: String,

@@ -35,9 +35,32 @@ pub struct RuntimeMetrics {
     pub revoked_dropped: AtomicU64,
     /// Certificate reloads refused (the old certificates stay in use).
     pub tls_reload_failures: AtomicU64,
-    /// When a TLS refusal was last logged (milliseconds on the runtime's
-    /// clock, 0: never) and the refusals counted at that moment.
-    refusal_logged: std::sync::Mutex<(u64, u64)>,
+    /// HTTPS API clients refused during the TLS handshake (no TLS, a
+    /// certificate from another CA, a node's or a revoked certificate, or
+    /// too slow).
+    pub https_refusals: AtomicU64,
+    refusal_logged: LogLimit,
+    https_refusal_logged: LogLimit,
+}
+
+/// When a line was last logged (milliseconds, 0: never) and the count at
+/// that moment.
+#[derive(Debug, Default)]
+struct LogLimit(std::sync::Mutex<(u64, u64)>);
+
+impl LogLimit {
+    /// `Some(n)` when a line is due for the event that brought the count to
+    /// `total`, `n` being the events since the last line (this one
+    /// included).
+    fn due(&self, total: u64, now_ms: u64) -> Option<u64> {
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if last.0 != 0 && now_ms < last.0.saturating_add(REFUSAL_LOG_INTERVAL_MS) {
+            return None;
+        }
+        let since = total - last.1;
+        *last = (now_ms.max(1), total);
+        Some(since)
+    }
 }
 
 /// TLS refusals are logged at most once per this many milliseconds; each is
@@ -49,16 +72,14 @@ impl RuntimeMetrics {
     /// `n` being the refusals since the last line logged (this one included).
     pub fn refused(&self, now_ms: u64) -> Option<u64> {
         let total = self.tls_refusals.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut last = self
-            .refusal_logged
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if last.0 != 0 && now_ms < last.0.saturating_add(REFUSAL_LOG_INTERVAL_MS) {
-            return None;
-        }
-        let since = total - last.1;
-        *last = (now_ms.max(1), total);
-        Some(since)
+        self.refusal_logged.due(total, now_ms)
+    }
+
+    /// Counts an HTTPS API client refused at the handshake, as
+    /// [`RuntimeMetrics::refused`] does for peers.
+    pub fn https_refused(&self, now_ms: u64) -> Option<u64> {
+        let total = self.https_refusals.fetch_add(1, Ordering::Relaxed) + 1;
+        self.https_refusal_logged.due(total, now_ms)
     }
 }
 
@@ -80,6 +101,7 @@ pub struct RuntimeSnapshot {
     pub tls_reloads: u64,
     pub tls_reload_failures: u64,
     pub revoked_dropped: u64,
+    pub https_refusals: u64,
 }
 
 impl RuntimeMetrics {
@@ -100,6 +122,7 @@ impl RuntimeMetrics {
             cert_not_after_unix: r(&self.cert_not_after_unix),
             tls_reloads: r(&self.tls_reloads),
             tls_reload_failures: r(&self.tls_reload_failures),
+            https_refusals: r(&self.https_refusals),
             revoked_dropped: r(&self.revoked_dropped),
         }
     }

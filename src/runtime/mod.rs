@@ -327,6 +327,7 @@ impl Builder {
             (None, None) => return Err(StartError::NoCertificate),
         };
         let cert_id = cert.node_id().map_err(StartError::BadCertificate)?;
+        cert.check_is_node()?;
         cert.check_not_expired()?;
         let name = self.name.clone().unwrap_or_else(|| cert_id.clone());
         if cert_id != name {
@@ -361,6 +362,7 @@ impl Builder {
 
         let revoked = tls::Revoked::default();
         let (server, client) = quic_configs(&cert, &revoked)?;
+        let https = cert.https_server_config(&revoked)?;
         let mut endpoint =
             quinn::Endpoint::server(server, self.bind).map_err(|source| StartError::Bind {
                 addr: self.bind,
@@ -433,6 +435,7 @@ impl Builder {
             metrics,
             endpoint,
             revoked,
+            https: std::sync::RwLock::new(https),
             task,
             alive,
             leaving: Arc::new(std::sync::atomic::AtomicBool::new(false)),
@@ -501,6 +504,9 @@ pub struct Roster {
     endpoint: quinn::Endpoint,
     /// Revoked NodeIds, read by the TLS verifiers.
     revoked: tls::Revoked,
+    /// The HTTPS API's TLS configuration (this node's certificate; replaced
+    /// on reload).
+    https: std::sync::RwLock<Arc<rustls::ServerConfig>>,
     task: tokio::task::JoinHandle<()>,
     /// Closed when the driver task ends (or panics).
     alive: tokio::sync::watch::Receiver<()>,
@@ -789,11 +795,17 @@ impl Roster {
                     self.identity.id
                 )));
             }
-            cert.check_not_expired()
+            cert.check_is_node()
+                .and_then(|()| cert.check_not_expired())
                 .map_err(|e| ReloadError::Certificate(e.to_string()))?;
-            quic_configs(&cert, &self.revoked).map_err(|e| ReloadError::Certificate(e.to_string()))
+            let (server, client) = quic_configs(&cert, &self.revoked)
+                .map_err(|e| ReloadError::Certificate(e.to_string()))?;
+            let https = cert
+                .https_server_config(&self.revoked)
+                .map_err(|e| ReloadError::Certificate(e.to_string()))?;
+            Ok((server, client, https))
         })();
-        let (server, client) = match checked {
+        let (server, client, https) = match checked {
             Ok(c) => c,
             Err(e) => {
                 self.metrics
@@ -803,6 +815,7 @@ impl Roster {
             }
         };
         self.endpoint.set_server_config(Some(server));
+        *self.https.write().unwrap_or_else(|e| e.into_inner()) = https;
         self.ask(|reply| Command::ReloadTls { client, reply })
             .await
             .map_err(|_| ReloadError::Stopped)?;
@@ -835,6 +848,24 @@ impl Roster {
             MetaReply::Written { index } | MetaReply::Deleted { index, .. } => Ok(index),
             r => Err(unexpected(r)),
         }
+    }
+
+    /// The TLS configuration for serving the HTTPS API with this node's
+    /// certificate (the one in use since the last reload). A client that
+    /// presents an operator certificate from the cluster CA is authenticated
+    /// by it; node certificates and revoked names are refused.
+    pub fn https_config(&self) -> Arc<rustls::ServerConfig> {
+        self.https.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Counts an HTTPS API client refused at the handshake; `Some(n)` when
+    /// a log line is due (at most one per ten seconds), `n` the refusals
+    /// since the last one.
+    pub fn note_https_refusal(&self) -> Option<u64> {
+        let now_ms = tls::wall_now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.metrics.https_refused(now_ms)
     }
 
     /// NodeIds whose certificates are revoked, from this node's copy.

@@ -11,7 +11,16 @@
 //! trusted to relay honestly.
 //!
 //! Files: a CA directory holds `ca.crt` and `ca.key`; a node directory holds
-//! `ca.crt`, `node.crt` and `node.key` (PEM).
+//! `ca.crt`, `node.crt` and `node.key` (PEM); an operator's client directory
+//! (`roster cert client`) holds `ca.crt`, `client.crt` and `client.key`.
+//!
+//! Two kinds of certificate come from one CA. A *node* certificate (client
+//! and server use, names [`CLUSTER_SERVER_NAME`]) admits a member to the
+//! cluster's QUIC traffic. An *operator* certificate (client use only, its
+//! subject's organizational unit [`OPERATOR_UNIT`]) authenticates a person
+//! or program to the HTTPS API (`roster agent --http-tls`). Each is refused
+//! where the other belongs: an operator certificate cannot join the cluster,
+//! and a node certificate is no operator credential.
 //!
 //! Lifetimes: a CA is valid for [`CA_DAYS`], a node certificate for
 //! [`NODE_DAYS`] unless told otherwise. The handshake checks validity both
@@ -33,6 +42,8 @@ use crate::node::NodeId;
 
 /// Name every node certificate carries besides its `NodeId`.
 pub const CLUSTER_SERVER_NAME: &str = "roster.cluster";
+/// The organizational unit that marks an operator's client certificate.
+pub const OPERATOR_UNIT: &str = "roster-operator";
 /// ALPN protocol of roster's QUIC connections.
 pub const ALPN: &[u8] = b"roster/1";
 /// Default lifetime of a cluster CA, days (ten years).
@@ -256,8 +267,21 @@ impl ClusterCa {
 
     /// Issues a certificate for node `id`, valid from now for `days` days.
     pub fn issue_for_days(&self, id: &NodeId, days_valid: u32) -> Result<NodeCert, TlsError> {
+        self.issue_with_names(id, days_valid, &[])
+    }
+
+    /// Issues a certificate for node `id`, valid from now for `days` days,
+    /// that also names `names` (IP addresses or DNS names), so that HTTPS
+    /// clients checking the host name (`curl`, a browser) accept the node's
+    /// HTTPS API at those addresses.
+    pub fn issue_with_names(
+        &self,
+        id: &NodeId,
+        days_valid: u32,
+        names: &[String],
+    ) -> Result<NodeCert, TlsError> {
         let now = wall_now();
-        self.issue_valid(id, now, now + days(days_valid))
+        self.issue_inner(id, now, now + days(days_valid), names)
     }
 
     /// Issues a certificate for node `id` valid from `from` until `until`
@@ -268,9 +292,26 @@ impl ClusterCa {
         from: SystemTime,
         until: SystemTime,
     ) -> Result<NodeCert, TlsError> {
+        self.issue_inner(id, from, until, &[])
+    }
+
+    fn issue_inner(
+        &self,
+        id: &NodeId,
+        from: SystemTime,
+        until: SystemTime,
+        names: &[String],
+    ) -> Result<NodeCert, TlsError> {
         let ca_key = KeyPair::from_pem(&self.key_pem)?;
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, ca_key)?;
         let mut params = CertificateParams::new(vec![CLUSTER_SERVER_NAME.to_owned()])?;
+        for n in names {
+            let san = match n.parse::<std::net::IpAddr>() {
+                Ok(ip) => rcgen::SanType::IpAddress(ip),
+                Err(_) => rcgen::SanType::DnsName(n.as_str().try_into()?),
+            };
+            params.subject_alt_names.push(san);
+        }
         validity(&mut params, from, until);
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, id.as_str());
@@ -290,7 +331,63 @@ impl ClusterCa {
     }
 }
 
-/// A node's certificate, key and the CA it trusts.
+impl ClusterCa {
+    /// Issues an operator's client certificate named `name`, valid from now
+    /// for `days` days. It authenticates to the HTTPS API of every node and
+    /// is refused by the cluster's QUIC traffic.
+    pub fn issue_client(&self, name: &NodeId, days_valid: u32) -> Result<NodeCert, TlsError> {
+        let ca_key = KeyPair::from_pem(&self.key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, ca_key)?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        let now = wall_now();
+        validity(&mut params, now, now + days(days_valid));
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, name.as_str());
+        dn.push(DnType::OrganizationalUnitName, OPERATOR_UNIT);
+        params.distinguished_name = dn;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &issuer)?;
+        Ok(NodeCert {
+            ca_pem: self.cert_pem.clone(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+/// What a certificate is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A cluster member's (`node.crt`).
+    Node,
+    /// An operator's client certificate for the HTTPS API (`client.crt`).
+    Operator,
+}
+
+impl Kind {
+    fn stem(self) -> &'static str {
+        match self {
+            Kind::Node => "node",
+            Kind::Operator => "client",
+        }
+    }
+}
+
+/// Whether a certificate is an operator's (see [`OPERATOR_UNIT`]).
+pub fn kind_of(der: &CertificateDer<'_>) -> Result<Kind, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|e| format!("certificate does not parse: {e}"))?;
+    let operator = cert
+        .subject()
+        .iter_organizational_unit()
+        .any(|ou| ou.as_str() == Ok(OPERATOR_UNIT));
+    Ok(if operator { Kind::Operator } else { Kind::Node })
+}
+
+/// A certificate, its key and the CA it trusts: a node's, or an operator's
+/// client certificate (see [`Kind`]).
 #[derive(Clone)]
 pub struct NodeCert {
     ca_pem: String,
@@ -306,19 +403,48 @@ impl std::fmt::Debug for NodeCert {
 
 impl NodeCert {
     /// Loads `ca.crt`, `node.crt` and `node.key` from `dir`, checking they
-    /// parse.
+    /// parse and that the certificate is a node's.
     pub fn load(dir: &Path) -> Result<Self, TlsError> {
+        Self::load_kind(dir, Kind::Node)
+    }
+
+    /// Loads an operator's `ca.crt`, `client.crt` and `client.key` from
+    /// `dir` (what `roster cert client` wrote).
+    pub fn load_client(dir: &Path) -> Result<Self, TlsError> {
+        Self::load_kind(dir, Kind::Operator)
+    }
+
+    fn load_kind(dir: &Path, kind: Kind) -> Result<Self, TlsError> {
+        let stem = kind.stem();
+        let cert_path = dir.join(format!("{stem}.crt"));
+        let key_path = dir.join(format!("{stem}.key"));
         let c = Self {
             ca_pem: read(&dir.join("ca.crt"))?,
-            cert_pem: read(&dir.join("node.crt"))?,
-            key_pem: read_key(&dir.join("node.key"))?,
+            cert_pem: read(&cert_path)?,
+            key_pem: read_key(&key_path)?,
         };
-        c.node_id().map_err(|reason| TlsError::Invalid {
-            path: dir.join("node.crt"),
+        let invalid = |reason: String| TlsError::Invalid {
+            path: cert_path.clone(),
             reason,
-        })?;
+        };
+        c.node_id().map_err(invalid)?;
+        let der = CertificateDer::from_pem_slice(c.cert_pem.as_bytes())
+            .map_err(|e| invalid(e.to_string()))?;
+        match (kind, kind_of(&der).map_err(invalid)?) {
+            (Kind::Node, Kind::Operator) => {
+                return Err(invalid(
+                    "this is an operator's client certificate, not a node's (issue one with roster cert node)".into(),
+                ));
+            }
+            (Kind::Operator, Kind::Node) => {
+                return Err(invalid(
+                    "this is a node certificate, not an operator's (issue one with roster cert client)".into(),
+                ));
+            }
+            _ => {}
+        }
         PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes()).map_err(|e| TlsError::Invalid {
-            path: dir.join("node.key"),
+            path: key_path.clone(),
             reason: e.to_string(),
         })?;
         CertificateDer::from_pem_slice(c.ca_pem.as_bytes()).map_err(|e| TlsError::Invalid {
@@ -328,15 +454,20 @@ impl NodeCert {
         Ok(c)
     }
 
-    /// Writes the three files into `dir`, refusing to overwrite.
+    /// Writes the three files into `dir` (`node.crt`/`node.key`, or
+    /// `client.crt`/`client.key` for an operator's), refusing to overwrite.
     pub fn save(&self, dir: &Path) -> Result<(), TlsError> {
-        for f in ["ca.crt", "node.crt", "node.key"] {
+        let der = CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let stem = kind_of(&der).map_err(TlsError::Config)?.stem();
+        let (crt, key) = (format!("{stem}.crt"), format!("{stem}.key"));
+        for f in ["ca.crt", crt.as_str(), key.as_str()] {
             if dir.join(f).exists() {
                 return Err(TlsError::Exists(dir.join(f)));
             }
         }
-        write(&dir.join("node.key"), &self.key_pem, true)?;
-        write(&dir.join("node.crt"), &self.cert_pem, false)?;
+        write(&dir.join(key), &self.key_pem, true)?;
+        write(&dir.join(crt), &self.cert_pem, false)?;
         write(&dir.join("ca.crt"), &self.ca_pem, false)
     }
 
@@ -352,6 +483,20 @@ impl NodeCert {
         let der =
             CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).map_err(|e| e.to_string())?;
         not_after_of(&der)
+    }
+
+    /// Refuses an operator's client certificate where a node's is needed
+    /// (the cluster would refuse it at every handshake).
+    pub fn check_is_node(&self) -> Result<(), TlsError> {
+        let der = CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        match kind_of(&der).map_err(TlsError::Config)? {
+            Kind::Node => Ok(()),
+            Kind::Operator => Err(TlsError::Config(
+                "this is an operator's client certificate; a node needs one from roster cert node"
+                    .into(),
+            )),
+        }
     }
 
     /// Refuses a certificate that has expired: a node starting with one
@@ -402,6 +547,16 @@ impl NodeCert {
         &self,
         revoked: &Revoked,
     ) -> Result<quinn::ServerConfig, TlsError> {
+        let tls = self.node_server_tls(revoked)?;
+        let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        Ok(quinn::ServerConfig::with_crypto(Arc::new(quic)))
+    }
+
+    /// The TLS side of the QUIC server: TLS 1.3, ALPN [`ALPN`], a client
+    /// must present a node certificate from the CA whose name is not
+    /// revoked.
+    fn node_server_tls(&self, revoked: &Revoked) -> Result<rustls::ServerConfig, TlsError> {
         let (roots, chain, key) = self.parts()?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let inner = rustls::server::WebPkiClientVerifier::builder_with_provider(
@@ -413,6 +568,7 @@ impl NodeCert {
         let verifier = Arc::new(RefusingRevoked {
             inner,
             revoked: revoked.clone(),
+            want: Kind::Node,
         });
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
@@ -421,9 +577,7 @@ impl NodeCert {
             .with_single_cert(chain, key)
             .map_err(|e| TlsError::Config(e.to_string()))?;
         tls.alpn_protocols = vec![ALPN.to_vec()];
-        let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
-            .map_err(|e| TlsError::Config(e.to_string()))?;
-        Ok(quinn::ServerConfig::with_crypto(Arc::new(quic)))
+        Ok(tls)
     }
 
     /// QUIC client configuration: presents this node's certificate and
@@ -438,6 +592,16 @@ impl NodeCert {
         &self,
         revoked: &Revoked,
     ) -> Result<quinn::ClientConfig, TlsError> {
+        let tls = self.node_client_tls(revoked)?;
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        Ok(quinn::ClientConfig::new(Arc::new(quic)))
+    }
+
+    /// The TLS side of the QUIC client: presents this certificate, accepts
+    /// only a server with a node certificate from the CA whose name is not
+    /// revoked.
+    fn node_client_tls(&self, revoked: &Revoked) -> Result<rustls::ClientConfig, TlsError> {
         let (roots, chain, key) = self.parts()?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
@@ -449,6 +613,7 @@ impl NodeCert {
         let verifier = Arc::new(RefusingRevoked {
             inner,
             revoked: revoked.clone(),
+            want: Kind::Node,
         });
         let mut tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
@@ -458,10 +623,74 @@ impl NodeCert {
             .with_client_auth_cert(chain, key)
             .map_err(|e| TlsError::Config(e.to_string()))?;
         tls.alpn_protocols = vec![ALPN.to_vec()];
-        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-            .map_err(|e| TlsError::Config(e.to_string()))?;
-        Ok(quinn::ClientConfig::new(Arc::new(quic)))
+        Ok(tls)
     }
+}
+
+impl NodeCert {
+    /// TLS configuration of the HTTPS API (`roster agent --http-tls`):
+    /// serves this node's certificate; a client may present an operator
+    /// certificate from the CA (which then authenticates it) or none (then
+    /// it needs the token). Node certificates and revoked names are refused
+    /// at the handshake.
+    pub fn https_server_config(
+        &self,
+        revoked: &Revoked,
+    ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let (roots, chain, key) = self.parts()?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let inner = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+        let verifier = Arc::new(RefusingRevoked {
+            inner,
+            revoked: revoked.clone(),
+            want: Kind::Operator,
+        });
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(tls))
+    }
+}
+
+/// TLS configuration for a client of the HTTPS API: trusts the cluster CA
+/// in `ca_pem` (a server must hold a node certificate, checked under
+/// [`CLUSTER_SERVER_NAME`] whatever address it was reached at) and presents
+/// `operator`'s certificate when given.
+pub fn https_client_config(
+    ca_pem: &str,
+    operator: Option<&NodeCert>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let ca = CertificateDer::from_pem_slice(ca_pem.as_bytes())
+        .map_err(|e| TlsError::Config(format!("CA certificate: {e}")))?;
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(ca)
+        .map_err(|e| TlsError::Config(format!("CA certificate: {e}")))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let b = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots);
+    let mut tls = match operator {
+        Some(c) => {
+            let (_, chain, key) = c.parts()?;
+            b.with_client_auth_cert(chain, key)
+                .map_err(|e| TlsError::Config(e.to_string()))?
+        }
+        None => b.with_no_client_auth(),
+    };
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tls)
 }
 
 /// NodeIds whose certificates are revoked, shared by the running node (which
@@ -488,7 +717,14 @@ impl Revoked {
             .contains(id)
     }
 
-    fn refuses(&self, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+    /// Refuses a revoked name, or a certificate of another kind than
+    /// `want`.
+    fn refuses(&self, end_entity: &CertificateDer<'_>, want: Kind) -> Result<(), rustls::Error> {
+        if kind_of(end_entity).ok() != Some(want) {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::InvalidPurpose,
+            ));
+        }
         match node_id_of(end_entity) {
             Ok(id) if self.contains(&id) => Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::Revoked,
@@ -498,11 +734,13 @@ impl Revoked {
     }
 }
 
-/// A webpki verifier that also refuses revoked NodeIds.
+/// A webpki verifier that also refuses revoked NodeIds and certificates
+/// of the wrong [`Kind`].
 #[derive(Debug)]
 struct RefusingRevoked<V: ?Sized> {
     inner: Arc<V>,
     revoked: Revoked,
+    want: Kind,
 }
 
 /// The handshake-signature methods both verifier traits share, passed to
@@ -540,6 +778,14 @@ impl rustls::server::danger::ClientCertVerifier
         self.inner.root_hint_subjects()
     }
 
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
     fn verify_client_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -549,7 +795,7 @@ impl rustls::server::danger::ClientCertVerifier
         let ok = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
-        self.revoked.refuses(end_entity)?;
+        self.revoked.refuses(end_entity, self.want)?;
         Ok(ok)
     }
 
@@ -574,7 +820,7 @@ impl rustls::client::danger::ServerCertVerifier
             ocsp_response,
             now,
         )?;
-        self.revoked.refuses(end_entity)?;
+        self.revoked.refuses(end_entity, self.want)?;
         Ok(ok)
     }
 
@@ -619,6 +865,121 @@ mod tests {
         assert_eq!(cert.node_id().unwrap(), id);
         cert.server_config().unwrap();
         cert.client_config().unwrap();
+    }
+
+    /// Runs a TLS handshake between `client` and `server` in memory.
+    fn handshake(
+        client: rustls::ClientConfig,
+        server: Arc<rustls::ServerConfig>,
+    ) -> Result<(), rustls::Error> {
+        let name = rustls_pki_types::ServerName::try_from(CLUSTER_SERVER_NAME).unwrap();
+        let mut c = rustls::ClientConnection::new(Arc::new(client), name)?;
+        let mut s = rustls::ServerConnection::new(server)?;
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut buf).unwrap();
+            }
+            s.read_tls(&mut &buf[..]).unwrap();
+            s.process_new_packets()?;
+            let mut buf = Vec::new();
+            while s.wants_write() {
+                s.write_tls(&mut buf).unwrap();
+            }
+            c.read_tls(&mut &buf[..]).unwrap();
+            c.process_new_packets()?;
+            if !c.is_handshaking() && !s.is_handshaking() {
+                return Ok(());
+            }
+        }
+        Err(rustls::Error::General(
+            "the handshake did not finish".into(),
+        ))
+    }
+
+    fn purpose(r: Result<(), rustls::Error>) -> bool {
+        matches!(
+            r,
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::InvalidPurpose
+            ))
+        )
+    }
+
+    /// An operator certificate authenticates to the HTTPS API and cannot
+    /// join the cluster's traffic; a node certificate is the reverse; a
+    /// revoked operator is refused; no certificate at all reaches the HTTPS
+    /// API (which then asks for the token).
+    #[test]
+    fn each_kind_of_certificate_is_refused_where_the_other_belongs() {
+        let ca = ClusterCa::generate("test").unwrap();
+        let node = ca.issue(&NodeId::new("n1").unwrap()).unwrap();
+        let other = ca.issue(&NodeId::new("n2").unwrap()).unwrap();
+        let alice = ca.issue_client(&NodeId::new("alice").unwrap(), 30).unwrap();
+        let revoked = Revoked::default();
+        let https = node.https_server_config(&revoked).unwrap();
+        let https_client = |c: Option<&NodeCert>| https_client_config(&ca.cert_pem, c).unwrap();
+
+        handshake(https_client(Some(&alice)), https.clone()).unwrap();
+        handshake(https_client(None), https.clone()).unwrap();
+        assert!(purpose(handshake(
+            https_client(Some(&other)),
+            https.clone()
+        )));
+        revoked.set([NodeId::new("alice").unwrap()]);
+        assert!(matches!(
+            handshake(https_client(Some(&alice)), https.clone()),
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Revoked
+            ))
+        ));
+        revoked.set([]);
+
+        let quic = Arc::new(node.node_server_tls(&revoked).unwrap());
+        handshake(other.node_client_tls(&revoked).unwrap(), quic.clone()).unwrap();
+        let mut as_node = https_client(Some(&alice));
+        as_node.alpn_protocols = vec![ALPN.to_vec()];
+        assert!(purpose(handshake(as_node, quic.clone())));
+        // A node dialing an HTTPS API server is not fooled into taking it
+        // for a peer either: the API's certificate is the node's own, so
+        // that holds; an operator certificate cannot serve at all.
+        assert_eq!(kind_of(&der(&alice.cert_pem)).unwrap(), Kind::Operator);
+        assert_eq!(kind_of(&der(&node.cert_pem)).unwrap(), Kind::Node);
+    }
+
+    fn der(pem: &str) -> CertificateDer<'static> {
+        CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn operator_and_node_files_are_told_apart() {
+        let dir = std::env::temp_dir().join(format!("roster-tls-kind-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ca = ClusterCa::generate("test").unwrap();
+        let alice = ca.issue_client(&NodeId::new("alice").unwrap(), 30).unwrap();
+        alice.save(&dir.join("alice")).unwrap();
+        assert!(dir.join("alice/client.crt").exists() && !dir.join("alice/node.crt").exists());
+        NodeCert::load_client(&dir.join("alice")).unwrap();
+        // The same files under a node's names are refused as a node's.
+        std::fs::create_dir_all(dir.join("fake")).unwrap();
+        for (from, to) in [
+            ("client.crt", "node.crt"),
+            ("client.key", "node.key"),
+            ("ca.crt", "ca.crt"),
+        ] {
+            std::fs::copy(dir.join("alice").join(from), dir.join("fake").join(to)).unwrap();
+        }
+        let e = NodeCert::load(&dir.join("fake")).unwrap_err().to_string();
+        assert!(e.contains("operator's client certificate"), "{e}");
+        let n = ca.issue(&NodeId::new("n").unwrap()).unwrap();
+        n.save(&dir.join("n")).unwrap();
+        std::fs::copy(dir.join("n/node.crt"), dir.join("n/client.crt")).unwrap();
+        std::fs::copy(dir.join("n/node.key"), dir.join("n/client.key")).unwrap();
+        let e = NodeCert::load_client(&dir.join("n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("node certificate, not an operator's"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
