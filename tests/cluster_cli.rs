@@ -166,3 +166,64 @@ fn a_port_in_use_is_an_error_before_anything_starts() {
     assert!(v["supervisor"].is_null(), "{v}");
     assert!(!dir.join(".roster/cluster/node-0.log").exists());
 }
+
+/// `cluster init --nodes 1`: the lone node forms the metadata cluster (a
+/// write goes through), and the cluster directory, which holds the CA key,
+/// ignores itself for git.
+#[test]
+fn a_one_node_cluster_forms_its_metadata() {
+    let dir = tmp("one");
+    let _cleanup = Cleanup(dir.clone());
+    let port = base_port();
+    let out = roster_ok(
+        &dir,
+        &[
+            "cluster",
+            "init",
+            "--nodes",
+            "1",
+            "--base-port",
+            &port.to_string(),
+        ],
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("CA's private key"), "{said}");
+    let ignore = std::fs::read_to_string(dir.join(".roster/cluster/.gitignore")).unwrap();
+    assert!(ignore.lines().any(|l| l.trim() == "*"), "{ignore}");
+    roster_ok(&dir, &["cluster", "start", "--detach"]);
+    let http = format!("127.0.0.1:{}", port + 1);
+    let token = ".roster/cluster/http-token";
+    let wrote = wait_until(Duration::from_secs(20), || {
+        roster(
+            &dir,
+            &[
+                "meta",
+                "put",
+                "app/k",
+                "v",
+                "--http",
+                &http,
+                "--token-file",
+                token,
+            ],
+        )
+        .status
+        .success()
+    })
+    .expect("the one-node cluster takes a metadata write");
+    println!("one-node cluster: first metadata write acknowledged after {wrote:?}");
+    let out = roster_ok(
+        &dir,
+        &[
+            "meta",
+            "get",
+            "app/k",
+            "--http",
+            &http,
+            "--token-file",
+            token,
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v");
+    roster_ok(&dir, &["cluster", "destroy"]);
+}

@@ -143,6 +143,14 @@ async fn every_route_answers_and_bad_input_gets_a_json_4xx() {
     assert_eq!(v["encoding"], "utf-8");
     let (s, b) = http(addr, "GET", "/v1/meta/config/a/b", b"").await;
     assert_json_error(s, &b, 503, "no_cluster");
+    // It says how far the bootstrap got and what to do.
+    let detail = json(&b)["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        detail.contains("3 live members")
+            && detail.contains("sees 1")
+            && detail.contains("--bootstrap-expect"),
+        "{detail}"
+    );
     // Values are bytes: what is not UTF-8 comes back base64-encoded, or
     // as the bytes themselves with ?raw=true.
     let bin = [0xffu8, 0x00, 0xfe, b'a'];

@@ -585,7 +585,7 @@ async fn dashboard() -> Html<&'static str> {
 
 fn meta_error(e: MetaError) -> ApiError {
     let (status, code) = match &e {
-        MetaError::NoCluster => (StatusCode::SERVICE_UNAVAILABLE, "no_cluster"),
+        MetaError::NoCluster { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_cluster"),
         MetaError::NoLeader(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_quorum"),
         MetaError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
         MetaError::Interrupted(_) => (StatusCode::SERVICE_UNAVAILABLE, "interrupted"),

@@ -252,6 +252,13 @@ pub fn init(dir: &Path, n: usize, base_port: Option<u16>) -> Result<ClusterFile,
         addrs.push((g, h));
     }
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // The directory holds the CA key and the token: keep it out of any
+    // repository it sits in.
+    std::fs::write(
+        dir.join(".gitignore"),
+        "# roster cluster state: the CA private key, node keys, the operator token.\n*\n",
+    )
+    .map_err(|e| format!("{}: {e}", dir.join(".gitignore").display()))?;
     let ca = ClusterCa::generate("roster local cluster").map_err(|e| e.to_string())?;
     ca.save(&dir.join("ca")).map_err(|e| e.to_string())?;
     let dir_abs = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -368,6 +375,10 @@ fn spawn(exe: &Path, dir: &Path, n: &NodeSpec, extra_tags: &[String]) -> std::io
     for t in extra_tags {
         c.args(["--tag", t]);
     }
+    // The metadata forms once this many see each other: every node of a
+    // cluster of one or two, three of a larger one.
+    let expect = (n.peers.len() + 1).min(3);
+    c.args(["--bootstrap-expect", &expect.to_string()]);
     for p in &n.peers {
         c.args(["--join", &p.to_string()]);
     }
@@ -609,11 +620,17 @@ pub fn run(cmd: ClusterCmd) -> ExitCode {
             dir,
         } => init(&dir, nodes, Some(base_port)).map(|f| {
             println!(
-                "initialised a {}-node cluster in {} (gossip {}..{}); start it with `roster cluster start`",
+                "initialised a {}-node cluster in {}: ports {}-{} on 127.0.0.1 (node I gossips on {}+2I, serves HTTP on {}+2I+1); start it with `roster cluster start`",
                 f.nodes,
                 dir.display(),
-                f.node[0].gossip,
-                f.node[f.nodes - 1].http
+                f.node[0].gossip.port(),
+                f.node[f.nodes - 1].http.port(),
+                f.node[0].gossip.port(),
+                f.node[0].gossip.port(),
+            );
+            println!(
+                "{} holds the cluster CA's private key (ca/ca.key) and the operator token; keep it out of version control (a .gitignore there does)",
+                dir.display()
             );
         }),
         ClusterCmd::Start { dir, detach } => {

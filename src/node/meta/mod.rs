@@ -206,10 +206,18 @@ pub enum MetaReply {
 /// Why a metadata request failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum MetaError {
-    /// No metadata cluster has formed yet (bootstrap waits for
-    /// `bootstrap_expect` live eligible members).
-    #[error("no metadata cluster has formed yet")]
-    NoCluster,
+    /// No metadata cluster has formed yet: bootstrap waits for `expect`
+    /// live members that may vote (`bootstrap_expect`); this node sees
+    /// `seen` (itself included).
+    #[error(
+        "no metadata cluster has formed yet: it forms once {expect} live members that may vote see each other, and this node sees {seen}; start more agents, or give every agent --bootstrap-expect N with N the number that will run (1 for a lone node)"
+    )]
+    NoCluster {
+        /// Live eligible members this node sees, itself included.
+        seen: usize,
+        /// Members the bootstrap waits for.
+        expect: usize,
+    },
     /// No leader could be reached: the voters have lost quorum or are
     /// electing one.
     #[error("no leader reachable: {0}")]

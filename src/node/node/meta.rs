@@ -461,7 +461,7 @@ impl Node {
         for id in dead {
             if let Some(p) = self.meta.requests.remove(&id) {
                 let err = match p.last_error {
-                    Some(e @ (MetaError::NoLeader(_) | MetaError::NoCluster)) => e,
+                    Some(e @ (MetaError::NoLeader(_) | MetaError::NoCluster { .. })) => e,
                     _ => MetaError::Timeout { ms },
                 };
                 self.complete(id, Err(err));
@@ -541,7 +541,7 @@ impl Node {
             let r = if self.meta_cluster().is_some() {
                 Ok(self.meta.machine().read(&op))
             } else {
-                Err(MetaError::NoCluster)
+                Err(self.no_cluster())
             };
             self.complete(id, r);
             return id;
@@ -572,6 +572,20 @@ impl Node {
             self.meta.counters.failed += 1;
         }
         self.meta.results.push_back((id, r));
+    }
+
+    /// Why there is no metadata cluster yet, with the bootstrap's progress
+    /// (O(members): only on a request's error path).
+    fn no_cluster(&self) -> MetaError {
+        let seen = 1 + self
+            .members
+            .values()
+            .filter(|m| m.state == MemberState::Alive && self.eligible(&m.identity.id))
+            .count();
+        MetaError::NoCluster {
+            seen,
+            expect: self.meta.cfg.bootstrap_expect.max(1),
+        }
     }
 
     fn retry_later(&mut self, id: u64, e: MetaError) {
@@ -629,7 +643,10 @@ impl Node {
             None if self.meta_cluster().is_some() => {
                 self.retry_later(id, MetaError::NoLeader("no live voter known".into()));
             }
-            None => self.retry_later(id, MetaError::NoCluster),
+            None => {
+                let e = self.no_cluster();
+                self.retry_later(id, e);
+            }
         }
     }
 
