@@ -654,3 +654,187 @@ fn the_https_api_takes_operator_certificates_and_refuses_the_rest() {
     wait_exit(&mut a, Duration::from_secs(5)).expect("the agent exits on SIGTERM");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Starts `roster agent` for the node whose certificate is in `dir/name`,
+/// with its stderr discarded; `extra` are more flags.
+fn agent_with(dir: &std::path::Path, name: &str, bind: &str, extra: &[&str]) -> Child {
+    roster()
+        .args(["agent", "--profile", "local", "--bind", bind, "--tls-dir"])
+        .arg(dir.join(name))
+        .args(extra)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Names and addresses as memberlist takes them: `--join localhost:PORT`
+/// (a DNS name), `roster join` on a running agent, tags set and unset at
+/// runtime and seen by every member, `roster members` filters, and
+/// `--bind 0.0.0.0` advertising this machine's private address (or saying
+/// clearly why it cannot).
+#[test]
+fn agents_join_by_name_and_at_runtime_and_change_tags_live() {
+    let dir = tmp("names");
+    common::certs(&dir, &["a", "b", "c", "d"]);
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let (ha, hb, hc) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let mut a = agent_with(&dir, "a", &format!("127.0.0.1:{pa}"), &["--http", &ha]);
+    let _ta = TermOnDrop(a.id());
+    let join_a = format!("localhost:{pa}");
+    let mut b = agent_with(
+        &dir,
+        "b",
+        &format!("127.0.0.1:{pb}"),
+        &["--http", &hb, "--join", &join_a],
+    );
+    let _tb = TermOnDrop(b.id());
+    let mut c = agent_with(&dir, "c", &format!("127.0.0.1:{pc}"), &["--http", &hc]);
+    let _tc = TermOnDrop(c.id());
+    let alive = |http: &str, id: &str| member_state(http, id).as_deref() == Some("alive");
+    common::wait_until(Duration::from_secs(15), || {
+        alive(&ha, "b") && alive(&hb, "a")
+    })
+    .expect("b joins a through the name localhost");
+    assert!(member_state(&ha, "c").is_none(), "c has joined no one yet");
+
+    // `roster join` on the running agent c, by name.
+    let out = common::roster_ok(&dir, &["join", &join_a, "--http", &hc]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("127.0.0.1:{pa}")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    common::wait_until(Duration::from_secs(15), || {
+        alive(&hc, "a") && alive(&hc, "b") && alive(&ha, "c") && alive(&hb, "c")
+    })
+    .expect("c joins the cluster at runtime");
+    let bad = common::roster_in(&dir, &["join", "nohost.invalid:1", "--http", &hc]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("unresolvable"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+
+    // Tags at runtime: every member sees them, and sees them go.
+    common::roster_ok(
+        &dir,
+        &["tags", "set", "zone=eu-1", "role=web", "--http", &hc],
+    );
+    let members = |http: &str, filter: &[&str]| -> Vec<String> {
+        let mut args = vec!["members", "--json", "--http", http];
+        args.extend_from_slice(filter);
+        let out = common::roster_ok(&dir, &args);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut ids: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    common::wait_until(Duration::from_secs(10), || {
+        members(&ha, &["--tag", "zone=eu-.*"]) == ["c"]
+            && members(&hb, &["--tag", "zone=eu-1", "--tag", "role=web"]) == ["c"]
+    })
+    .expect("a and b see c's new tags");
+    common::roster_ok(&dir, &["tags", "unset", "zone", "--http", &hc]);
+    common::wait_until(Duration::from_secs(10), || {
+        members(&ha, &["--tag", "zone=.*"]).is_empty()
+            && members(&hb, &["--tag", "role=web"]) == ["c"]
+    })
+    .expect("a and b see c's tag removed, the other kept");
+    // Filters by name and state.
+    assert_eq!(
+        members(&ha, &["--name", "a|b", "--status", "alive"]),
+        ["a", "b"]
+    );
+    assert!(members(&ha, &["--status", "down"]).is_empty());
+    let bad = common::roster_in(&dir, &["members", "--status", "sleepy", "--http", &ha]);
+    assert!(!bad.status.success());
+
+    // --bind 0.0.0.0: the machine's one private address, or a clear error.
+    let pd = free_port();
+    let bind = std::net::SocketAddr::from(([0, 0, 0, 0], pd));
+    match roster::runtime::addr::private_advertise(bind) {
+        Ok(expected) => {
+            let hd = format!("127.0.0.1:{}", free_port());
+            let mut d = agent_with(&dir, "d", &bind.to_string(), &["--http", &hd]);
+            let _td = TermOnDrop(d.id());
+            let addr = common::wait_for(Duration::from_secs(10), || {
+                let v: serde_json::Value =
+                    serde_json::from_str(&http_get(&hd, "/v1/status")?).ok()?;
+                v["node"]["addr"].as_str().map(str::to_owned)
+            })
+            .expect("d answers its status");
+            assert_eq!(addr, expected.to_string());
+            println!("--bind 0.0.0.0 advertised {addr}");
+            signal(d.id(), "-TERM");
+            wait_exit(&mut d, Duration::from_secs(5)).expect("d exits");
+        }
+        Err(why) => {
+            let out = roster()
+                .args(["agent", "--bind", &bind.to_string(), "--tls-dir"])
+                .arg(dir.join("d"))
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success());
+            assert!(err.contains(&why) && err.contains("--advertise"), "{err}");
+            println!("--bind 0.0.0.0 refused as expected: {why}");
+        }
+    }
+    for child in [&mut c, &mut b, &mut a] {
+        signal(child.id(), "-TERM");
+        wait_exit(child, Duration::from_secs(5)).expect("exits");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// IPv6 end to end: two agents on `[::1]` join and see each other, the
+/// second through `--join [::1]:PORT`. Skipped, saying so, where the
+/// machine has no IPv6 loopback.
+#[test]
+fn agents_work_over_ipv6_loopback() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!(
+            "SKIPPED agents_work_over_ipv6_loopback: this machine has no IPv6 loopback (::1)"
+        );
+        return;
+    }
+    let dir = tmp("ipv6");
+    common::certs(&dir, &["a", "b"]);
+    let (pa, pb) = (free_port(), free_port());
+    let (ha, hb) = (
+        format!("[::1]:{}", free_port()),
+        format!("[::1]:{}", free_port()),
+    );
+    let mut a = agent_with(&dir, "a", &format!("[::1]:{pa}"), &["--http", &ha]);
+    let _ta = TermOnDrop(a.id());
+    let mut b = agent_with(
+        &dir,
+        "b",
+        &format!("[::1]:{pb}"),
+        &["--http", &hb, "--join", &format!("[::1]:{pa}")],
+    );
+    let _tb = TermOnDrop(b.id());
+    let alive = |http: &str, id: &str| member_state(http, id).as_deref() == Some("alive");
+    common::wait_until(Duration::from_secs(15), || {
+        alive(&ha, "b") && alive(&hb, "a")
+    })
+    .expect("a and b see each other over IPv6");
+    let out = common::roster_ok(&dir, &["members", "--http", &ha]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("[::1]:{pb}")), "{text}");
+    for child in [&mut b, &mut a] {
+        signal(child.id(), "-TERM");
+        wait_exit(child, Duration::from_secs(5)).expect("exits");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -251,6 +251,38 @@ async fn every_route_answers_and_bad_input_gets_a_json_4xx() {
     assert_eq!(s, 200);
     assert_eq!(json(&b)[0]["tags"]["zone"], "z1", "the tag is unchanged");
 
+    // Tags through their own routes (the agent's operator changing them at
+    // runtime): set, listed, removed; bad names and values refused.
+    let (s, b) = http(addr, "PUT", "/v1/tags/zone", b"z2").await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = http(addr, "GET", "/v1/tags", b"").await;
+    assert_eq!(
+        (s, json(&b)["tags"]["zone"].clone()),
+        (200, "z2".into()),
+        "{b}"
+    );
+    let (s, b) = http(addr, "PUT", "/v1/tags/bad%20name", b"x").await;
+    assert_json_error(s, &b, 400, "invalid_tag");
+    let (s, b) = http(addr, "PUT", "/v1/tags/bin", &[0xff, 0xfe]).await;
+    assert_json_error(s, &b, 400, "invalid_tag");
+    let (s, b) = http(addr, "DELETE", "/v1/tags/zone", b"").await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = http(addr, "DELETE", "/v1/tags/zone", b"").await;
+    assert_json_error(s, &b, 404, "unknown_tag");
+    // Joins: bad bodies and addresses are 400s with a reason.
+    for (body, error) in [
+        (&b"{"[..], "bad_json"),
+        (b"{\"addrs\": []}", "invalid_request"),
+        (b"{\"addrs\": [\"no-port\"]}", "invalid_address"),
+        (b"{\"addrs\": [\"nohost.invalid:1\"]}", "unresolvable"),
+    ] {
+        let (s, b) = http(addr, "POST", "/v1/join", body).await;
+        assert_json_error(s, &b, 400, error);
+    }
+    let (s, b) = http(addr, "POST", "/v1/join", b"{\"addrs\": [\"127.0.0.1:9\"]}").await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(json(&b)["addrs"][0], "127.0.0.1:9");
+
     // Leave through the API: accepted, then the node stops.
     let (s, b) = http(addr, "POST", "/v1/leave", b"").await;
     assert_eq!(s, 202, "{b}");
@@ -283,7 +315,7 @@ async fn the_api_needs_the_token_its_own_host_and_its_own_origin() {
     let addr = server.local_addr();
     let host = format!("Host: {addr}\r\n");
     let bearer = format!("{host}Authorization: Bearer {TOKEN}\r\n");
-    let routes: [(&str, &str); 14] = [
+    let routes: [(&str, &str); 18] = [
         ("GET", "/"),
         ("GET", "/metrics"),
         ("GET", "/v1/status"),
@@ -298,6 +330,10 @@ async fn the_api_needs_the_token_its_own_host_and_its_own_origin() {
         ("GET", "/v1/voters"),
         ("POST", "/v1/chaos"),
         ("POST", "/v1/leave"),
+        ("POST", "/v1/join"),
+        ("GET", "/v1/tags"),
+        ("PUT", "/v1/tags/zone"),
+        ("DELETE", "/v1/tags/zone"),
     ];
     for (m, p) in routes {
         let (s, head, b) = raw(addr, m, p, &host, b"").await;

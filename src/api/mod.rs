@@ -166,6 +166,12 @@ pub fn router(roster: Arc<Roster>, access: Access) -> Router {
             axum::routing::put(revoke).delete(reinstate),
         )
         .route("/v1/leave", axum::routing::post(leave))
+        .route("/v1/join", axum::routing::post(join))
+        .route("/v1/tags", get(tags_list))
+        .route(
+            "/v1/tags/{name}",
+            axum::routing::put(tag_set).delete(tag_unset),
+        )
         .route(
             "/v1/chaos",
             get(chaos_get).post(chaos_set).delete(chaos_heal),
@@ -866,6 +872,121 @@ async fn leave(State(api): State<Api>) -> Result<(StatusCode, Json<serde_json::V
         roster.leave().await;
     });
     Ok((StatusCode::ACCEPTED, Json(json!({"leaving": true}))))
+}
+
+#[derive(Deserialize)]
+struct JoinBody {
+    addrs: Vec<String>,
+}
+
+/// Most targets one join request takes.
+const MAX_JOIN_TARGETS: usize = 64;
+
+/// `POST /v1/join` `{"addrs": ["host:port", ...]}`: joins more members.
+async fn join(
+    State(api): State<Api>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body = body.map_err(body_error)?;
+    let req: JoinBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", e.to_string()))?;
+    if req.addrs.is_empty() || req.addrs.len() > MAX_JOIN_TARGETS {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("give 1 to {MAX_JOIN_TARGETS} addresses (HOST:PORT)"),
+        ));
+    }
+    for t in &req.addrs {
+        crate::runtime::addr::check_target(t)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_address", e))?;
+    }
+    let r = api
+        .roster
+        .join(&req.addrs)
+        .await
+        .map_err(|_| ApiError::stopped())?;
+    if r.addrs.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unresolvable",
+            r.unresolved.join("; "),
+        ));
+    }
+    Ok(Json(json!({
+        "addrs": r.addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "unresolved": r.unresolved,
+    })))
+}
+
+async fn tags_list(State(api): State<Api>) -> Result<Json<serde_json::Value>, ApiError> {
+    let all = api.roster.tags().await.map_err(|_| ApiError::stopped())?;
+    let own = all
+        .get(&api.roster.identity().id)
+        .cloned()
+        .unwrap_or_default();
+    Ok(Json(json!({ "tags": own })))
+}
+
+/// A tag name: 1-64 characters of letters, digits, `-`, `_`, `.`.
+fn tag_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_tag",
+            format!("tag name {name:?}: 1-64 letters, digits, '-', '_' or '.'"),
+        ))
+    }
+}
+
+/// `PUT /v1/tags/{name}` with the value as the body (UTF-8).
+async fn tag_set(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    tag_name(&name)?;
+    let body = body.map_err(body_error)?;
+    let value = std::str::from_utf8(&body).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_tag",
+            "a tag value must be UTF-8 text",
+        )
+    })?;
+    let hlc = api
+        .roster
+        .set_tag(&name, value)
+        .await
+        .map_err(write_error)?;
+    Ok(Json(
+        json!({"tag": name, "value": value, "hlc": hlc.to_string()}),
+    ))
+}
+
+/// `DELETE /v1/tags/{name}`.
+async fn tag_unset(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    tag_name(&name)?;
+    match api.roster.unset_tag(&name).await.map_err(write_error)? {
+        Some(hlc) => Ok(Json(
+            json!({"tag": name, "deleted": true, "hlc": hlc.to_string()}),
+        )),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_tag",
+            format!("this node has no tag {name:?}"),
+        )),
+    }
 }
 
 async fn chaos_get(State(api): State<Api>) -> Result<Json<serde_json::Value>, ApiError> {

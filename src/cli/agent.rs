@@ -69,12 +69,16 @@ pub struct AgentArgs {
     /// Address to bind (default 0.0.0.0:7946).
     #[arg(long, env = "ROSTER_BIND")]
     pub bind: Option<SocketAddr>,
-    /// Address peers reach this node at (default: the bind address).
+    /// Address peers reach this node at (default: the bind address; bound
+    /// to 0.0.0.0 or [::], the machine's one private address of that
+    /// family).
     #[arg(long, env = "ROSTER_ADVERTISE")]
     pub advertise: Option<SocketAddr>,
-    /// A member to join through (repeatable; any member will do).
+    /// A member to join through, `HOST:PORT` with an IP address or a DNS
+    /// name (every address it resolves to; resolved again on each retry
+    /// while alone). Repeatable; any member will do.
     #[arg(long, env = "ROSTER_JOIN", value_delimiter = ',')]
-    pub join: Vec<SocketAddr>,
+    pub join: Vec<String>,
     /// Directory for identity, generation and member cache.
     #[arg(long, env = "ROSTER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -145,7 +149,7 @@ struct FileConfig {
     bind: Option<SocketAddr>,
     advertise: Option<SocketAddr>,
     #[serde(default)]
-    join: Vec<SocketAddr>,
+    join: Vec<String>,
     data_dir: Option<PathBuf>,
     tls_dir: Option<PathBuf>,
     #[serde(default)]
@@ -175,7 +179,7 @@ pub struct Settings {
     /// Advertised address.
     pub advertise: Option<SocketAddr>,
     /// Join addresses.
-    pub join: Vec<SocketAddr>,
+    pub join: Vec<String>,
     /// Data directory.
     pub data_dir: Option<PathBuf>,
     /// TLS directory.
@@ -258,10 +262,16 @@ pub fn settings(args: AgentArgs) -> Result<Settings, String> {
             .or(file.bind)
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 7946))),
         advertise: args.advertise.or(file.advertise),
-        join: if args.join.is_empty() {
-            file.join
-        } else {
-            args.join
+        join: {
+            let join = if args.join.is_empty() {
+                file.join
+            } else {
+                args.join
+            };
+            for j in &join {
+                crate::runtime::addr::check_target(j).map_err(|e| format!("--join {e}"))?;
+            }
+            join
         },
         data_dir: args.data_dir.or(file.data_dir),
         tls_dir,
@@ -356,7 +366,10 @@ async fn serve(s: Settings) -> ExitCode {
         b = b.advertise(a);
     }
     for j in s.join {
-        b = b.join(j);
+        b = match j.parse::<SocketAddr>() {
+            Ok(a) => b.join(a),
+            Err(_) => b.join_name(j),
+        };
     }
     if let Some(d) = &s.data_dir {
         b = b.data_dir(d.clone());

@@ -123,6 +123,101 @@ pub struct Agent {
     pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
+/// `roster members` options.
+#[derive(Debug, Clone, Args)]
+pub struct MembersArgs {
+    /// Connection options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Only members in this state (alive, suspect, down, left).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only members with this tag, `KEY=VALUE` (a value is a regular
+    /// expression matched against the whole value); repeatable, all must
+    /// match.
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Only members whose name matches this regular expression (whole name).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// A whole-string regular expression.
+fn anchored(re: &str, what: &str) -> Result<regex::Regex, String> {
+    regex::Regex::new(&format!("^(?:{re})$")).map_err(|e| format!("{what} {re:?}: {e}"))
+}
+
+/// Which members `roster members` shows.
+struct MemberFilter {
+    status: Option<String>,
+    tags: Vec<(String, regex::Regex)>,
+    name: Option<regex::Regex>,
+}
+
+impl MemberFilter {
+    fn new(a: &MembersArgs) -> Result<Self, String> {
+        let status = a.status.as_ref().map(|s| s.to_ascii_lowercase());
+        if let Some(s) = &status
+            && !["alive", "suspect", "down", "left"].contains(&s.as_str())
+        {
+            return Err(format!("--status {s:?}: one of alive, suspect, down, left"));
+        }
+        let tags = a
+            .tags
+            .iter()
+            .map(|t| {
+                let (k, v) = t
+                    .split_once('=')
+                    .ok_or_else(|| format!("--tag {t:?}: expected KEY=VALUE"))?;
+                Ok((k.to_owned(), anchored(v, "--tag")?))
+            })
+            .collect::<Result<_, String>>()?;
+        let name = a
+            .name
+            .as_deref()
+            .map(|n| anchored(n, "--name"))
+            .transpose()?;
+        Ok(Self { status, tags, name })
+    }
+
+    fn keeps(&self, m: &Value) -> bool {
+        let state = m["state"].as_str().unwrap_or("");
+        if self.status.as_deref().is_some_and(|s| s != state) {
+            return false;
+        }
+        if let Some(re) = &self.name
+            && !re.is_match(m["id"].as_str().unwrap_or(""))
+        {
+            return false;
+        }
+        self.tags.iter().all(|(k, re)| {
+            m["tags"][k.as_str()]
+                .as_str()
+                .is_some_and(|v| re.is_match(v))
+        })
+    }
+}
+
+/// `roster tags` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum TagsCmd {
+    /// Set tags (`KEY=VALUE`, repeatable); every member sees them within a
+    /// few gossip rounds.
+    Set {
+        /// `KEY=VALUE` pairs.
+        #[arg(required = true)]
+        tags: Vec<String>,
+    },
+    /// Remove tags.
+    Unset {
+        /// Tag names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Show the agent's own tags.
+    Show,
+}
+
 /// `roster state` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum StateCmd {
@@ -426,20 +521,26 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// `roster members`.
-pub fn members(c: &ClientArgs) -> ExitCode {
+pub fn members(a: &MembersArgs) -> ExitCode {
+    let c = &a.client;
     run_result(|| {
+        let filter = MemberFilter::new(a)?;
         let (status, v) = request(&c.agent()?, "GET", "/v1/members", b"")?;
         if status != 200 {
             return Err(api_error(status, &v));
         }
-        if c.json {
-            println!("{v}");
-            return Ok(());
-        }
-        let rows: Vec<Vec<String>> = v
+        let kept: Vec<&Value> = v
             .as_array()
             .ok_or("agent sent a non-list member list")?
             .iter()
+            .filter(|m| filter.keeps(m))
+            .collect();
+        if c.json {
+            println!("{}", Value::Array(kept.into_iter().cloned().collect()));
+            return Ok(());
+        }
+        let rows: Vec<Vec<String>> = kept
+            .into_iter()
             .map(|m| {
                 let tags = m["tags"]
                     .as_object()
@@ -463,6 +564,82 @@ pub fn members(c: &ClientArgs) -> ExitCode {
             "{}",
             table(&["Name", "Address", "State", "Generation", "Tags"], &rows)
         );
+        Ok(())
+    })
+}
+
+/// `roster join ADDR...`.
+pub fn join(c: &ClientArgs, addrs: &[String]) -> ExitCode {
+    run_result(|| {
+        let body = serde_json::json!({ "addrs": addrs }).to_string();
+        let (status, v) = request(&c.agent()?, "POST", "/v1/join", body.as_bytes())?;
+        if status != 200 {
+            return Err(api_error(status, &v));
+        }
+        if c.json {
+            println!("{v}");
+            return Ok(());
+        }
+        let joined: Vec<&str> = v["addrs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        println!("joining through {}", joined.join(", "));
+        for u in v["unresolved"].as_array().into_iter().flatten() {
+            eprintln!("warning: {}", u.as_str().unwrap_or_default());
+        }
+        Ok(())
+    })
+}
+
+/// `roster tags set|unset|show`.
+pub fn tags(c: &ClientArgs, cmd: TagsCmd) -> ExitCode {
+    run_result(|| {
+        let agent = c.agent()?;
+        match cmd {
+            TagsCmd::Set { tags } => {
+                let mut pairs = Vec::new();
+                for t in &tags {
+                    let (k, v) = t
+                        .split_once('=')
+                        .ok_or_else(|| format!("{t:?}: expected KEY=VALUE"))?;
+                    pairs.push((k, v));
+                }
+                for (k, v) in pairs {
+                    let path = format!("/v1/tags/{}", percent_encode(k));
+                    let (status, r) = request(&agent, "PUT", &path, v.as_bytes())?;
+                    if status != 200 {
+                        return Err(api_error(status, &r));
+                    }
+                    println!("{k}={v} (hlc {})", r["hlc"].as_str().unwrap_or(""));
+                }
+            }
+            TagsCmd::Unset { names } => {
+                for k in names {
+                    let path = format!("/v1/tags/{}", percent_encode(&k));
+                    let (status, r) = request(&agent, "DELETE", &path, b"")?;
+                    if status != 200 {
+                        return Err(api_error(status, &r));
+                    }
+                    println!("removed {k}");
+                }
+            }
+            TagsCmd::Show => {
+                let (status, r) = request(&agent, "GET", "/v1/tags", b"")?;
+                if status != 200 {
+                    return Err(api_error(status, &r));
+                }
+                if c.json {
+                    println!("{r}");
+                    return Ok(());
+                }
+                for (k, v) in r["tags"].as_object().into_iter().flatten() {
+                    println!("{k}={}", v.as_str().unwrap_or_default());
+                }
+            }
+        }
         Ok(())
     })
 }

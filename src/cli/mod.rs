@@ -52,8 +52,28 @@ pub enum Cmd {
     },
     /// Make the agent leave the cluster gracefully (it then exits).
     Leave(client::ClientArgs),
-    /// List the members an agent knows, like `serf members`.
-    Members(client::ClientArgs),
+    /// List the members an agent knows, like `serf members` (filtered by
+    /// state, tag and name).
+    Members(client::MembersArgs),
+    /// Join a running agent to more members, like `serf join`.
+    Join {
+        /// Members to join through: `HOST:PORT`, a DNS name resolving to
+        /// every address it has.
+        #[arg(required = true)]
+        addrs: Vec<String>,
+        /// Connection options.
+        #[command(flatten)]
+        client: client::ClientArgs,
+    },
+    /// Set or remove the agent's tags at runtime, like `serf tags`.
+    Tags {
+        /// Connection options.
+        #[command(flatten)]
+        client: client::ClientArgs,
+        /// What to do.
+        #[command(subcommand)]
+        cmd: client::TagsCmd,
+    },
     /// Show an agent's view of itself.
     Status(client::ClientArgs),
     /// Read or write an agent's state.
@@ -179,6 +199,8 @@ pub fn main() -> ExitCode {
         Cmd::State { client, cmd } => client::state(&client, cmd),
         Cmd::Meta { client, cmd } => client::meta(&client, cmd),
         Cmd::Voters(c) => client::voters(&c),
+        Cmd::Join { addrs, client } => client::join(&client, &addrs),
+        Cmd::Tags { client, cmd } => client::tags(&client, cmd),
         Cmd::Partitions { client, key } => client::partitions(&client, key.as_deref()),
     }
 }

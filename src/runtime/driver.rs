@@ -37,6 +37,15 @@ const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Requests from the [`crate::Roster`] handle.
 pub(crate) enum Command {
+    Join {
+        addrs: Vec<SocketAddr>,
+        reply: oneshot::Sender<()>,
+    },
+    SetTag {
+        name: String,
+        value: Option<String>,
+        reply: oneshot::Sender<Result<Option<Hlc>, StateError>>,
+    },
     SetState {
         key: String,
         value: Vec<u8>,
@@ -311,6 +320,17 @@ impl Driver {
         match cmd {
             Command::SetState { key, value, reply } => {
                 let _ = reply.send(self.node.set_state(now, &key, &value));
+            }
+            Command::Join { addrs, reply } => {
+                self.node.join(now, addrs);
+                let _ = reply.send(());
+            }
+            Command::SetTag { name, value, reply } => {
+                let r = match value {
+                    Some(v) => self.node.set_tag(now, &name, &v).map(Some),
+                    None => self.node.delete_tag(now, &name),
+                };
+                let _ = reply.send(r);
             }
             Command::DeleteState { key, reply } => {
                 let _ = reply.send(self.node.delete_state(now, &key));

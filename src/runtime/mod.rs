@@ -4,6 +4,7 @@
 //! [`Roster`] is the embeddable handle; the `roster agent` command is a thin
 //! wrapper around it.
 
+pub mod addr;
 pub mod chaos;
 mod driver;
 pub mod metrics;
@@ -76,6 +77,13 @@ pub enum StartError {
     /// without `advertise`).
     #[error("cannot advertise {0}: peers cannot dial it; set an advertise address")]
     Unreachable(SocketAddr),
+    /// Bound to every interface, and no single private address to
+    /// advertise.
+    #[error("{0}")]
+    Advertise(String),
+    /// A join target is not `host:port`.
+    #[error("join target {0}")]
+    Join(String),
     /// SWIM packets larger than every QUIC connection carries.
     #[error(
         "max_datagram_bytes {0} is over the 1162 bytes every QUIC path carries before path-MTU discovery"
@@ -153,6 +161,15 @@ pub struct KeyPlacement {
     pub role: Role,
 }
 
+/// What [`Roster::join`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinReport {
+    /// The addresses the node now tries to join through.
+    pub addrs: Vec<SocketAddr>,
+    /// Targets that resolved to no address, and why.
+    pub unresolved: Vec<String>,
+}
+
 /// A node's view of itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeStatus {
@@ -179,6 +196,7 @@ pub struct Builder {
     bind: SocketAddr,
     advertise: Option<SocketAddr>,
     join: Vec<SocketAddr>,
+    join_names: Vec<String>,
     cert: Option<NodeCert>,
     tls_dir: Option<PathBuf>,
     data_dir: Option<PathBuf>,
@@ -195,6 +213,7 @@ impl Default for Builder {
             bind: SocketAddr::from(([127, 0, 0, 1], 7946)),
             advertise: None,
             join: Vec::new(),
+            join_names: Vec::new(),
             cert: None,
             tls_dir: None,
             data_dir: None,
@@ -228,6 +247,15 @@ impl Builder {
     /// A member to join through (repeatable; any member will do).
     pub fn join(mut self, addr: SocketAddr) -> Self {
         self.join.push(addr);
+        self
+    }
+
+    /// A member to join through, as `host:port` where the host may be a DNS
+    /// name (repeatable). Every address the name resolves to is tried; the
+    /// name is resolved again on each retry while the node is alone (see
+    /// [`addr`]).
+    pub fn join_name(mut self, target: impl Into<String>) -> Self {
+        self.join_names.push(target.into());
         self
     }
 
@@ -373,9 +401,29 @@ impl Builder {
             addr: self.bind,
             source,
         })?;
-        let advertise = self.advertise.unwrap_or(local);
+        let advertise = match self.advertise {
+            Some(a) => a,
+            // Bound to every interface: advertise the machine's one
+            // private address, as memberlist does.
+            None if local.ip().is_unspecified() => {
+                addr::private_advertise(local).map_err(StartError::Advertise)?
+            }
+            None => local,
+        };
         if advertise.ip().is_unspecified() || advertise.port() == 0 {
             return Err(StartError::Unreachable(advertise));
+        }
+        for t in &self.join_names {
+            addr::check_target(t).map_err(StartError::Join)?;
+        }
+        let (by_name, unresolved) = addr::resolve(&self.join_names).await;
+        for e in &unresolved {
+            tracing::warn!(error = %e, "join target not resolved; will try again");
+        }
+        for a in by_name {
+            if !join.contains(&a) {
+                join.push(a);
+            }
         }
 
         #[allow(clippy::disallowed_methods)] // the runtime is the node's clock
@@ -426,6 +474,9 @@ impl Builder {
             drv.run().await;
             drop(alive_tx);
         });
+        if !self.join_names.is_empty() {
+            tokio::spawn(rejoin_by_name(cmd_tx.clone(), self.join_names.clone()));
+        }
         tracing::info!(node = %identity, "started");
         Ok(Roster {
             identity,
@@ -440,6 +491,46 @@ impl Builder {
             alive,
             leaving: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
+    }
+}
+
+/// Resolves the join names again and joins through what they give, on a
+/// backoff (1 s doubling to 30 s) while the node knows no active member;
+/// checks every 10 s once it does. Ends with the node.
+async fn rejoin_by_name(commands: mpsc::Sender<Command>, names: Vec<String>) {
+    const FIRST: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(30);
+    const JOINED_CHECK: Duration = Duration::from_secs(10);
+    let mut wait = FIRST;
+    loop {
+        let (tx, rx) = oneshot::channel();
+        if commands.send(Command::Status { reply: tx }).await.is_err() {
+            return;
+        }
+        let Ok(status) = rx.await else { return };
+        if status.joined {
+            wait = FIRST;
+            tokio::time::sleep(JOINED_CHECK).await;
+            continue;
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(MAX);
+        let (addrs, errors) = addr::resolve(&names).await;
+        for e in errors {
+            tracing::debug!(error = %e, "join target not resolved");
+        }
+        if addrs.is_empty() {
+            continue;
+        }
+        let (tx, rx) = oneshot::channel();
+        if commands
+            .send(Command::Join { addrs, reply: tx })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let _ = rx.await;
     }
 }
 
@@ -603,6 +694,40 @@ impl Roster {
     /// The node's view of itself.
     pub async fn status(&self) -> Result<NodeStatus, Stopped> {
         self.ask(|reply| Command::Status { reply }).await
+    }
+
+    /// Joins more members at runtime (as `serf join` does): each target is
+    /// `host:port`, a DNS name resolving to all its addresses. Returns the
+    /// addresses contacted and, for each target that gave none, why.
+    pub async fn join(&self, targets: &[String]) -> Result<JoinReport, Stopped> {
+        let (addrs, unresolved) = addr::resolve(targets).await;
+        if !addrs.is_empty() {
+            let a = addrs.clone();
+            self.ask(|reply| Command::Join { addrs: a, reply }).await?;
+        }
+        Ok(JoinReport { addrs, unresolved })
+    }
+
+    /// Sets this node's tag `name` at runtime (state key `tag:NAME`, spread
+    /// to every member like a state write).
+    pub async fn set_tag(&self, name: &str, value: &str) -> Result<Hlc, WriteError> {
+        let (name, value) = (name.to_owned(), Some(value.to_owned()));
+        Ok(self
+            .ask(|reply| Command::SetTag { name, value, reply })
+            .await??
+            .unwrap_or_default())
+    }
+
+    /// Removes this node's tag `name`; `None` when it had none.
+    pub async fn unset_tag(&self, name: &str) -> Result<Option<Hlc>, WriteError> {
+        let name = name.to_owned();
+        Ok(self
+            .ask(|reply| Command::SetTag {
+                name,
+                value: None,
+                reply,
+            })
+            .await??)
     }
 
     /// Every known node's tags (state keys `tag:*`), this node included.
