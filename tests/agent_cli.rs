@@ -838,3 +838,93 @@ fn agents_work_over_ipv6_loopback() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `roster completions SHELL` prints a script the shell accepts (bash is
+/// checked with `bash -n` where bash exists), and `roster man` a manual page
+/// naming every subcommand.
+#[test]
+fn completions_and_the_manual_page_are_generated() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = roster().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("roster") && text.contains("members"),
+            "{shell}"
+        );
+    }
+    let script = roster().args(["completions", "bash"]).output().unwrap();
+    match Command::new("bash")
+        .arg("-n")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(mut bash) => {
+            use std::io::Write;
+            bash.stdin
+                .take()
+                .unwrap()
+                .write_all(&script.stdout)
+                .unwrap();
+            let out = bash.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(e) => eprintln!("SKIPPED the bash syntax check: no bash ({e})"),
+    }
+    let man = roster().arg("man").output().unwrap();
+    assert!(man.status.success());
+    let text = String::from_utf8_lossy(&man.stdout);
+    assert!(
+        text.contains(".TH roster 1"),
+        "{}",
+        &text[..text.len().min(200)]
+    );
+    for sub in ["agent", "cluster", "members", "join", "tags"] {
+        assert!(text.contains(sub), "the manual page names {sub}");
+    }
+}
+
+/// `contrib/roster.service` passes `systemd-analyze verify` with no warning
+/// (its ExecStart pointed at the binary under test). Skipped, saying so,
+/// where systemd-analyze is absent.
+#[test]
+fn the_systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/contrib/roster.service"
+    ))
+    .unwrap();
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED the_systemd_unit_verifies: systemd-analyze is not installed");
+        return;
+    }
+    let dir = tmp("unit");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("roster.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/roster", env!("CARGO_BIN_EXE_roster")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.trim().is_empty(),
+        "systemd-analyze verify: {err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -96,6 +96,14 @@ pub enum Cmd {
     },
     /// Show the metadata voters, the leader, the term and the commit index.
     Voters(client::ClientArgs),
+    /// Print a shell completion script (`roster completions bash >
+    /// /etc/bash_completion.d/roster`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff: `roster man > roster.1; man ./roster.1`).
+    Man,
     /// Show the partition placement: per-node counts, or one key's owners.
     Partitions {
         /// Connection options.
@@ -184,6 +192,20 @@ pub enum CertCmd {
     Revoked(client::ClientArgs),
 }
 
+/// Writes `bytes` to stdout; a reader that stops early (`| head`) is not
+/// an error.
+fn print_bytes(bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    match std::io::stdout().write_all(bytes) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs the command line; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -200,6 +222,23 @@ pub fn main() -> ExitCode {
         Cmd::Meta { client, cmd } => client::meta(&client, cmd),
         Cmd::Voters(c) => client::voters(&c),
         Cmd::Join { addrs, client } => client::join(&client, &addrs),
+        Cmd::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "roster", &mut out);
+            print_bytes(&out)
+        }
+        Cmd::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            match clap_mangen::Man::new(cmd).render(&mut out) {
+                Ok(()) => print_bytes(&out),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Tags { client, cmd } => client::tags(&client, cmd),
         Cmd::Partitions { client, key } => client::partitions(&client, key.as_deref()),
     }
