@@ -928,3 +928,73 @@ fn the_systemd_unit_verifies() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `roster monitor` streams membership events live: after `kill -9` of a
+/// member, the monitor on another agent prints its Down within 1 s of that
+/// agent recording it.
+#[test]
+fn monitor_streams_a_down_as_it_happens() {
+    let dir = tmp("monitor");
+    common::certs(&dir, &["a", "b", "c"]);
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let ha = format!("127.0.0.1:{}", free_port());
+    let join = format!("127.0.0.1:{pa}");
+    let mut a = agent_with(&dir, "a", &format!("127.0.0.1:{pa}"), &["--http", &ha]);
+    let _ta = TermOnDrop(a.id());
+    let mut b = agent_with(&dir, "b", &format!("127.0.0.1:{pb}"), &["--join", &join]);
+    let _tb = TermOnDrop(b.id());
+    let mut c = agent_with(&dir, "c", &format!("127.0.0.1:{pc}"), &["--join", &join]);
+    let _tc = TermOnDrop(c.id());
+    let alive = |id: &str| member_state(&ha, id).as_deref() == Some("alive");
+    common::wait_until(Duration::from_secs(15), || alive("b") && alive("c"))
+        .expect("a sees b and c");
+    let mut mon = roster()
+        .args(["monitor", "--json", "--http", &ha])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _tm = TermOnDrop(mon.id());
+    let out = mon.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let arrived = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64;
+            let _ = tx.send((arrived, line));
+        }
+    });
+    // The stream is open once the agent answers; give it a moment to
+    // subscribe by waiting for an event we cause: c is killed.
+    std::thread::sleep(Duration::from_millis(300));
+    Command::new("kill")
+        .args(["-9", &c.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = c.wait();
+    let t = Instant::now();
+    let mut got = None;
+    while t.elapsed() < Duration::from_secs(30) && got.is_none() {
+        if let Ok((arrived, line)) = lines.recv_timeout(Duration::from_millis(200)) {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if v["kind"] == "down" && v["member"].as_str().is_some_and(|m| m.starts_with("c#")) {
+                got = Some((v["at_ms"].as_u64().unwrap(), arrived));
+            }
+        }
+    }
+    let (at, arrived) = got.expect("the monitor printed c's Down within 30 s");
+    let lag = arrived.saturating_sub(at);
+    println!("monitor printed c's Down {lag} ms after the agent recorded it");
+    assert!(lag <= 1000, "{lag} ms");
+    assert_eq!(member_state(&ha, "c").as_deref(), Some("down"));
+    for child in [&mut b, &mut a] {
+        signal(child.id(), "-TERM");
+        wait_exit(child, Duration::from_secs(5)).expect("exits");
+    }
+    // The monitor ends by itself when its agent stops.
+    wait_exit(&mut mon, Duration::from_secs(5)).expect("the monitor ends with its agent");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -315,12 +315,13 @@ async fn the_api_needs_the_token_its_own_host_and_its_own_origin() {
     let addr = server.local_addr();
     let host = format!("Host: {addr}\r\n");
     let bearer = format!("{host}Authorization: Bearer {TOKEN}\r\n");
-    let routes: [(&str, &str); 18] = [
+    let routes: [(&str, &str); 19] = [
         ("GET", "/"),
         ("GET", "/metrics"),
         ("GET", "/v1/status"),
         ("GET", "/v1/members"),
         ("GET", "/v1/events"),
+        ("GET", "/v1/events/stream"),
         ("GET", "/v1/state/k"),
         ("PUT", "/v1/state/k"),
         ("DELETE", "/v1/state/k"),

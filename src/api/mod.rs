@@ -102,6 +102,26 @@ fn state_name(s: MemberState) -> &'static str {
     }
 }
 
+/// A membership event as the API shows it (`None`: not a membership
+/// event).
+fn record(e: &Event) -> Option<EventRecord> {
+    let (kind, member) = match e {
+        Event::MemberUp(id) => ("up", Some(id)),
+        Event::MemberSuspected(id) => ("suspected", Some(id)),
+        Event::MemberRefuted(id) => ("refuted", Some(id)),
+        Event::MemberDown(id) => ("down", Some(id)),
+        Event::MemberLeft(id) => ("left", Some(id)),
+        Event::Joined => ("joined", None),
+        Event::Rejoined(id) => ("rejoined", Some(id)),
+        _ => return None,
+    };
+    Some(EventRecord {
+        at_ms: now_ms(),
+        kind,
+        member: member.map(|m| m.to_string()),
+    })
+}
+
 #[allow(clippy::disallowed_methods)] // the API stamps events with wall time
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -118,21 +138,7 @@ pub fn router(roster: Arc<Roster>, access: Access) -> Router {
     let sink = recent.clone();
     tokio::spawn(async move {
         while let Some(e) = events.next().await {
-            let (kind, member) = match e {
-                Event::MemberUp(id) => ("up", Some(id)),
-                Event::MemberSuspected(id) => ("suspected", Some(id)),
-                Event::MemberRefuted(id) => ("refuted", Some(id)),
-                Event::MemberDown(id) => ("down", Some(id)),
-                Event::MemberLeft(id) => ("left", Some(id)),
-                Event::Joined => ("joined", None),
-                Event::Rejoined(id) => ("rejoined", Some(id)),
-                _ => continue,
-            };
-            let rec = EventRecord {
-                at_ms: now_ms(),
-                kind,
-                member: member.map(|m| m.to_string()),
-            };
+            let Some(rec) = record(&e) else { continue };
             let mut q = sink.lock().unwrap_or_else(|p| p.into_inner());
             if q.len() == RECENT_EVENTS {
                 q.pop_front();
@@ -146,6 +152,7 @@ pub fn router(roster: Arc<Roster>, access: Access) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/members", get(members))
         .route("/v1/events", get(recent_events))
+        .route("/v1/events/stream", get(event_stream))
         .route("/metrics", get(metrics_text))
         .route(
             "/v1/state/{*key}",
@@ -475,6 +482,29 @@ async fn metrics_text(State(api): State<Api>) -> Result<Response, ApiError> {
 async fn recent_events(State(api): State<Api>) -> Json<Vec<EventRecord>> {
     let q = api.recent.lock().unwrap_or_else(|p| p.into_inner());
     Json(q.iter().rev().cloned().collect())
+}
+
+/// `GET /v1/events/stream`: membership events as server-sent events, as
+/// they happen (`event: member`, `data:` the JSON of [`EventRecord`]), with
+/// a keep-alive comment every 15 s. A client that reads too slowly skips
+/// the oldest events (logged by the agent). Ends when the node stops.
+async fn event_stream(
+    State(api): State<Api>,
+) -> axum::response::sse::Sse<
+    impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+> {
+    use axum::response::sse::{Event as Sse, KeepAlive};
+    let stream = futures_util::stream::unfold(api.roster.subscribe(), |mut events| async move {
+        loop {
+            let e = events.next().await?;
+            if let Some(rec) = record(&e) {
+                let data = serde_json::to_string(&rec).unwrap_or_default();
+                return Some((Ok(Sse::default().event("member").data(data)), events));
+            }
+        }
+    });
+    axum::response::sse::Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
 }
 
 #[derive(Debug, Deserialize)]

@@ -366,6 +366,114 @@ pub fn request_raw(
         .map_err(|_| format!("{addr} did not answer within {} s", TIMEOUT.as_secs()))?
 }
 
+/// `roster monitor`: streams the agent's membership events as they happen
+/// (server-sent events from `/v1/events/stream`) until interrupted or the
+/// agent stops.
+pub fn monitor(c: &ClientArgs) -> ExitCode {
+    run_result(|| {
+        let agent = c.agent()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the client: {e}"))?;
+        let json = c.json;
+        let mut event = String::new();
+        let mut data = String::new();
+        let on_line = move |line: &str| {
+            if let Some(v) = line.strip_prefix("event:") {
+                event = v.trim().to_owned();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.trim_start());
+            } else if line.is_empty() && !data.is_empty() {
+                if event == "member" {
+                    print_event(&data, json);
+                }
+                event.clear();
+                data.clear();
+            }
+        };
+        rt.block_on(stream_lines(&agent, "/v1/events/stream", on_line))?;
+        eprintln!("the agent closed the stream (it stopped)");
+        Ok(())
+    })
+}
+
+/// One membership event from the stream: a line of text, or its JSON.
+fn print_event(data: &str, json: bool) {
+    if json {
+        println!("{data}");
+        return;
+    }
+    let Ok(v) = serde_json::from_str::<Value>(data) else {
+        return;
+    };
+    let at = v["at_ms"]
+        .as_u64()
+        .and_then(|ms| {
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+        })
+        .and_then(|t| {
+            let f = time::format_description::parse_borrowed::<2>(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z",
+            )
+            .ok()?;
+            t.format(&f).ok()
+        })
+        .unwrap_or_default();
+    println!(
+        "{at}  {:<9}  {}",
+        v["kind"].as_str().unwrap_or(""),
+        v["member"].as_str().unwrap_or("(this node)")
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+}
+
+/// GETs `path` and hands each line of the answer to `on_line` as it
+/// arrives (the connection and the answer's headers within 10 s; the body
+/// for as long as it lasts).
+async fn stream_lines(
+    agent: &Agent,
+    path: &str,
+    mut on_line: impl FnMut(&str),
+) -> Result<(), String> {
+    use http_body_util::BodyExt;
+    let addr = agent.addr.as_str();
+    let resp = tokio::time::timeout(TIMEOUT, open(agent, "GET", path, Vec::new()))
+        .await
+        .map_err(|_| format!("{addr} did not answer within {} s", TIMEOUT.as_secs()))??;
+    let status = resp.status().as_u16();
+    let mut body = resp.into_body();
+    if status != 200 {
+        let raw = http_body_util::Limited::new(body, MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| format!("reading from {addr}: {e}"))?
+            .to_bytes();
+        let v: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+        return Err(api_error(status, &v));
+    }
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| format!("reading from {addr}: {e}"))?;
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        buf.extend_from_slice(&chunk);
+        while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=i).collect();
+            let text = String::from_utf8_lossy(&line);
+            on_line(text.trim_end_matches(['\r', '\n']));
+        }
+        if buf.len() > MAX_RESPONSE_BYTES {
+            return Err(format!(
+                "{addr} sent a line over {MAX_RESPONSE_BYTES} bytes"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Connects (with TLS if the agent is HTTPS), sends one HTTP/1.1 request
 /// and reads the whole answer.
 async fn exchange(
@@ -374,6 +482,26 @@ async fn exchange(
     path: &str,
     body: Vec<u8>,
 ) -> Result<(u16, Vec<u8>), String> {
+    use http_body_util::BodyExt;
+    let addr = agent.addr.as_str();
+    let resp = open(agent, method, path, body).await?;
+    let status = resp.status().as_u16();
+    let body = http_body_util::Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+        .collect()
+        .await
+        .map_err(|e| format!("reading from {addr}: {e}"))?
+        .to_bytes();
+    Ok((status, body.to_vec()))
+}
+
+/// Connects (with TLS if the agent is HTTPS), sends one HTTP/1.1 request
+/// and returns the answer with its body still to read.
+async fn open(
+    agent: &Agent,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<hyper::Response<hyper::body::Incoming>, String> {
     let addr = agent.addr.as_str();
     let mut req = hyper::Request::builder()
         .method(method)
@@ -413,32 +541,24 @@ async fn send<S>(
     io: S,
     req: hyper::Request<http_body_util::Full<bytes::Bytes>>,
     addr: &str,
-) -> Result<(u16, Vec<u8>), String>
+) -> Result<hyper::Response<hyper::body::Incoming>, String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    use http_body_util::BodyExt;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
             .await
             .map_err(|e| format!("HTTP with {addr} failed: {e}"))?;
-    let conn = tokio::spawn(conn);
-    let resp = sender.send_request(req).await.map_err(|e| {
+    // The connection task ends with the answer's body (or the runtime).
+    tokio::spawn(conn);
+    sender.send_request(req).await.map_err(|e| {
         let hint = if e.is_parse() {
             " (if the agent serves HTTPS, address it as https://HOST:PORT)"
         } else {
             ""
         };
         format!("sending to {addr}: {e}{hint}")
-    })?;
-    let status = resp.status().as_u16();
-    let body = http_body_util::Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
-        .collect()
-        .await
-        .map_err(|e| format!("reading from {addr}: {e}"))?
-        .to_bytes();
-    conn.abort();
-    Ok((status, body.to_vec()))
+    })
 }
 
 /// Prints a value from a JSON answer: text on a line of its own, other bytes

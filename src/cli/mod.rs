@@ -55,6 +55,9 @@ pub enum Cmd {
     /// List the members an agent knows, like `serf members` (filtered by
     /// state, tag and name).
     Members(client::MembersArgs),
+    /// Stream the agent's membership events as they happen, like `serf
+    /// monitor` (until Ctrl-C).
+    Monitor(client::ClientArgs),
     /// Join a running agent to more members, like `serf join`.
     Join {
         /// Members to join through: `HOST:PORT`, a DNS name resolving to
@@ -222,6 +225,7 @@ pub fn main() -> ExitCode {
         Cmd::Meta { client, cmd } => client::meta(&client, cmd),
         Cmd::Voters(c) => client::voters(&c),
         Cmd::Join { addrs, client } => client::join(&client, &addrs),
+        Cmd::Monitor(c) => client::monitor(&c),
         Cmd::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut out = Vec::new();
