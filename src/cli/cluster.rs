@@ -104,6 +104,14 @@ pub enum ClusterCmd {
         #[command(subcommand)]
         cmd: ClusterChaosCmd,
     },
+    /// Print node I's process id (for `kill -9 $(roster cluster pid 1)`).
+    Pid {
+        /// Directory.
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+        /// The node.
+        node: usize,
+    },
     /// Stop everything and remove the directory.
     Destroy {
         /// Directory.
@@ -653,6 +661,7 @@ pub fn run(cmd: ClusterCmd) -> ExitCode {
         ClusterCmd::Stop { dir, node } => stop(&dir, node),
         ClusterCmd::Restart { dir, node } => restart(&dir, node),
         ClusterCmd::Chaos { dir, node, cmd } => chaos(&dir, &node, cmd),
+        ClusterCmd::Pid { dir, node } => pid(&dir, node),
         ClusterCmd::Destroy { dir } => destroy(&dir),
     };
     match result {
@@ -945,6 +954,20 @@ fn chaos(dir: &Path, only: &[usize], cmd: ClusterChaosCmd) -> Result<(), String>
         return Err(format!("{failed} of {} nodes refused", calls.len()));
     }
     Ok(())
+}
+
+fn pid(dir: &Path, node: usize) -> Result<(), String> {
+    let file = load(dir)?;
+    node_name(&file, node)?;
+    let st = read_state(dir).ok_or("the cluster is not running (roster cluster start)")?;
+    match st.nodes.get(&node) {
+        Some((ProcState::Running, Some(pid))) => {
+            println!("{pid}");
+            Ok(())
+        }
+        Some((state, _)) => Err(format!("node {node} is not running ({state:?})")),
+        None => Err(format!("node {node} is not running")),
+    }
 }
 
 fn destroy(dir: &Path) -> Result<(), String> {

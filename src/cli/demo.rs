@@ -12,6 +12,30 @@ use super::cluster;
 /// Nodes in the demo cluster.
 pub const DEMO_NODES: usize = 5;
 
+/// How to run this binary from a shell: `roster` when that is what PATH
+/// finds, else this executable's path (as under `cargo run`, before
+/// `cargo install`).
+fn roster_command() -> String {
+    let exe = std::env::current_exe().ok();
+    let on_path = std::env::var_os("PATH").is_some_and(|p| {
+        std::env::split_paths(&p).any(|d| {
+            let c = d.join("roster");
+            c.is_file()
+                && match (
+                    std::fs::canonicalize(&c),
+                    exe.as_ref().and_then(|e| std::fs::canonicalize(e).ok()),
+                ) {
+                    (Ok(a), Some(b)) => a == b,
+                    _ => false,
+                }
+        })
+    });
+    match exe {
+        Some(e) if !on_path => e.display().to_string(),
+        _ => "roster".to_owned(),
+    }
+}
+
 /// Runs the demo; returns the exit code.
 pub fn run() -> ExitCode {
     let dir: PathBuf = std::env::temp_dir().join(format!("roster-demo-{}", std::process::id()));
@@ -38,16 +62,17 @@ pub fn run() -> ExitCode {
                 n.name, n.gossip, n.http
             );
         }
+        let r = roster_command();
         println!(
             "try: kill -STOP <pid> to freeze a node (suspect, then down), kill -CONT <pid> to bring it back;"
         );
         println!(
-            "     roster meta put greeting hello --http {} ; roster voters --http {} ;",
+            "     {r} meta put greeting hello --http {} ; {r} voters --http {} ;",
             nodes[1].http, nodes[0].http
         );
         println!(
-            "     roster partitions --key user:123 --http {} ; Ctrl-C stops everything.",
-            nodes[2].http
+            "     {r} partitions --key user:123 --http {} ; {r} monitor --http {} ; Ctrl-C stops everything.",
+            nodes[2].http, nodes[0].http
         );
     }));
     let _ = std::fs::remove_dir_all(&dir);
