@@ -998,3 +998,107 @@ fn monitor_streams_a_down_as_it_happens() {
     wait_exit(&mut mon, Duration::from_secs(5)).expect("the monitor ends with its agent");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// SIGHUP re-reads `--config`: a changed tag reaches the other member, the
+/// log level changes (a debug line appears only after the reload), and a
+/// setting that needs a restart (`bind`) is reported, not silently ignored.
+#[test]
+fn sighup_reloads_the_configuration() {
+    let dir = tmp("reload");
+    common::certs(&dir, &["a", "b"]);
+    let (pa, pb) = (free_port(), free_port());
+    let (ha, hb) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let config = dir.join("a.toml");
+    let write = |zone: &str, level: &str, bind: u16| {
+        std::fs::write(
+            &config,
+            format!(
+                "bind = \"127.0.0.1:{bind}\"\ntls_dir = \"{}\"\nhttp = \"{ha}\"\nprofile = \"local\"\ntag = [\"zone={zone}\"]\nlog_level = \"{level}\"\n",
+                dir.join("a").display()
+            ),
+        )
+        .unwrap();
+    };
+    write("eu-1", "info", pa);
+    let mut a = roster()
+        .args(["agent", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ta = TermOnDrop(a.id());
+    let log = a.stderr.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(log).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut b = agent_with(
+        &dir,
+        "b",
+        &format!("127.0.0.1:{pb}"),
+        &["--http", &hb, "--join", &format!("127.0.0.1:{pa}")],
+    );
+    let _tb = TermOnDrop(b.id());
+    let zone_of_a = |http: &str| -> Option<String> {
+        let v: serde_json::Value = serde_json::from_str(&http_get(http, "/v1/members")?).ok()?;
+        v.as_array()?
+            .iter()
+            .find(|m| m["id"] == "a")
+            .and_then(|m| m["tags"]["zone"].as_str().map(str::to_owned))
+    };
+    common::wait_until(Duration::from_secs(15), || {
+        zone_of_a(&hb).as_deref() == Some("eu-1")
+    })
+    .expect("b sees a with zone=eu-1");
+    let debug_before = lines.try_iter().any(|l| l.contains("DEBUG"));
+    assert!(!debug_before, "no debug lines at level info");
+
+    write("eu-2", "debug", pa);
+    signal(a.id(), "-HUP");
+    common::wait_until(Duration::from_secs(10), || {
+        zone_of_a(&hb).as_deref() == Some("eu-2")
+    })
+    .expect("b sees a's tag changed by the reload");
+    let mut reloaded = false;
+    let mut debug_after = false;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(10) && !(reloaded && debug_after) {
+        if let Ok(l) = lines.recv_timeout(Duration::from_millis(100)) {
+            reloaded |= l.contains("configuration reloaded") && l.contains("zone=eu-2");
+            debug_after |= l.contains("DEBUG");
+        }
+    }
+    assert!(reloaded, "the reload is logged with what changed");
+    assert!(
+        debug_after,
+        "debug lines after the log level changed to debug"
+    );
+
+    // A setting that needs a restart is reported.
+    write("eu-2", "info", pa + 1);
+    signal(a.id(), "-HUP");
+    let mut warned = false;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(10) && !warned {
+        if let Ok(l) = lines.recv_timeout(Duration::from_millis(100)) {
+            warned |= l.contains("apply only at the next start") && l.contains("bind");
+        }
+    }
+    assert!(
+        warned,
+        "a changed bind address is reported as needing a restart"
+    );
+    assert_eq!(zone_of_a(&hb).as_deref(), Some("eu-2"));
+    for child in [&mut b, &mut a] {
+        signal(child.id(), "-TERM");
+        wait_exit(child, Duration::from_secs(5)).expect("exits");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

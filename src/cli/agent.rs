@@ -58,7 +58,7 @@ pub enum LogFormat {
 }
 
 /// `roster agent` flags.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct AgentArgs {
     /// TOML file with the same keys as the flags.
     #[arg(long, env = "ROSTER_CONFIG")]
@@ -98,6 +98,11 @@ pub struct AgentArgs {
     /// Log format.
     #[arg(long, env = "ROSTER_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Which log lines to write: a level (`error`, `warn`, `info`,
+    /// `debug`, `trace`) or `RUST_LOG`-style directives (`info,roster=debug`).
+    /// Default: `RUST_LOG`, else `info`. Reloaded from `--config` on SIGHUP.
+    #[arg(long, env = "ROSTER_LOG_LEVEL")]
+    pub log_level: Option<String>,
     /// Address of the HTTP API and dashboard (off when unset).
     #[arg(long, env = "ROSTER_HTTP")]
     pub http: Option<SocketAddr>,
@@ -157,6 +162,7 @@ struct FileConfig {
     profile: Option<Profile>,
     engine: Option<Engine>,
     log_format: Option<LogFormat>,
+    log_level: Option<String>,
     http: Option<SocketAddr>,
     http_token_file: Option<PathBuf>,
     #[serde(default)]
@@ -170,8 +176,12 @@ struct FileConfig {
 }
 
 /// Settings after merging flags, environment and file.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
+    /// The `--config` file, if any (re-read on SIGHUP).
+    pub config: Option<PathBuf>,
+    /// Log filter directives (`None`: `RUST_LOG`, else `info`).
+    pub log_level: Option<String>,
     /// NodeId, if set.
     pub name: Option<NodeId>,
     /// Bind address.
@@ -255,7 +265,13 @@ pub fn settings(args: AgentArgs) -> Result<Settings, String> {
         }
         tags.insert(k.to_owned(), v.to_owned());
     }
+    let log_level = args.log_level.or(file.log_level);
+    if let Some(l) = &log_level {
+        tracing_subscriber::EnvFilter::try_new(l).map_err(|e| format!("--log-level {l:?}: {e}"))?;
+    }
     Ok(Settings {
+        config: args.config.clone(),
+        log_level,
         name,
         bind: args
             .bind
@@ -307,30 +323,49 @@ pub fn settings(args: AgentArgs) -> Result<Settings, String> {
     })
 }
 
-fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// The log filter's handle, to change it at runtime (SIGHUP).
+type LogHandle =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// The log filter for `level` (`None`: `RUST_LOG`, else `info`).
+fn log_filter(level: Option<&str>) -> tracing_subscriber::EnvFilter {
+    use tracing_subscriber::EnvFilter;
+    match level {
+        Some(l) => EnvFilter::try_new(l).unwrap_or_else(|_| EnvFilter::new("info")),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    }
+}
+
+fn init_logs(format: LogFormat, level: Option<&str>) -> Option<LogHandle> {
+    use tracing_subscriber::prelude::*;
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(log_filter(level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => b.try_init(),
-        LogFormat::Json => b.json().try_init(),
+    let r = match format {
+        LogFormat::Text => tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt)
+            .try_init(),
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt.json())
+            .try_init(),
     };
+    r.ok().map(|()| handle)
 }
 
 /// Runs the agent; returns the exit code.
 pub fn run(args: AgentArgs) -> ExitCode {
-    let s = match settings(args) {
+    let s = match settings(args.clone()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
-    init_logs(s.log_format);
+    let logs = init_logs(s.log_format, s.log_level.as_deref());
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -341,10 +376,12 @@ pub fn run(args: AgentArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(serve(s))
+    rt.block_on(serve(s, args, logs))
 }
 
-async fn serve(s: Settings) -> ExitCode {
+async fn serve(s: Settings, args: AgentArgs, logs: Option<LogHandle>) -> ExitCode {
+    // What SIGHUP compares a re-read configuration with.
+    let loaded = s.clone();
     // Installed before starting, so a signal during start-up is graceful too.
     let signal = shutdown_signal();
     tokio::pin!(signal);
@@ -457,7 +494,7 @@ async fn serve(s: Settings) -> ExitCode {
         None => None,
     };
     let _unregister = Unregister(registered);
-    let reloader = tokio::spawn(reload_on_sighup(roster.clone(), s.tls_dir.clone()));
+    let reloader = tokio::spawn(reload_on_sighup(roster.clone(), loaded, args, logs));
     let _reloader = AbortOnDrop(reloader);
     tracing::info!(node = %roster.identity(), addr = %roster.local_addr(), "agent running");
     tokio::select! {
@@ -497,10 +534,17 @@ impl Drop for AbortOnDrop {
 }
 
 /// On SIGHUP, loads `--tls-dir` again and switches to its certificates
-/// without leaving the cluster; once a day, warns if the certificate in use
-/// expires within 30 days.
-async fn reload_on_sighup(roster: std::sync::Arc<Roster>, dir: PathBuf) {
+/// without leaving the cluster, and re-reads `--config` (see
+/// [`apply_config`]); once a day, warns if the certificate in use expires
+/// within 30 days.
+async fn reload_on_sighup(
+    roster: std::sync::Arc<Roster>,
+    mut current: Settings,
+    args: AgentArgs,
+    logs: Option<LogHandle>,
+) {
     const DAY: Duration = Duration::from_secs(86_400);
+    let dir = current.tls_dir.clone();
     #[cfg(unix)]
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut daily = tokio::time::interval_at(tokio::time::Instant::now() + DAY, DAY);
@@ -541,6 +585,108 @@ async fn reload_on_sighup(roster: std::sync::Arc<Roster>, dir: PathBuf) {
                 "SIGHUP: certificates not reloaded; keeping the current ones"
             ),
         }
+        if current.config.is_some() {
+            match settings(args.clone()) {
+                Ok(new) => {
+                    apply_config(&roster, &current, &new, logs.as_ref()).await;
+                    current = new;
+                }
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "SIGHUP: the configuration does not load; keeping the current one"
+                ),
+            }
+        }
+    }
+}
+
+/// Applies what can change at runtime between two readings of the
+/// configuration: tags (set or removed as the file now says; tags set with
+/// `roster tags` and not in either reading stay), the log filter, and new
+/// join targets. Anything else that changed is reported, with what to do.
+async fn apply_config(roster: &Roster, old: &Settings, new: &Settings, logs: Option<&LogHandle>) {
+    let mut applied = Vec::new();
+    for (k, v) in &new.tags {
+        if old.tags.get(k) != Some(v) {
+            match roster.set_tag(k, v).await {
+                Ok(_) => applied.push(format!("tag {k}={v}")),
+                Err(e) => tracing::error!(tag = %k, error = %e, "SIGHUP: tag not set"),
+            }
+        }
+    }
+    for k in old.tags.keys().filter(|k| !new.tags.contains_key(*k)) {
+        match roster.unset_tag(k).await {
+            Ok(_) => applied.push(format!("tag {k} removed")),
+            Err(e) => tracing::error!(tag = %k, error = %e, "SIGHUP: tag not removed"),
+        }
+    }
+    if old.log_level != new.log_level {
+        match logs.map(|h| h.reload(log_filter(new.log_level.as_deref()))) {
+            Some(Ok(())) => applied.push(format!(
+                "log level {}",
+                new.log_level.as_deref().unwrap_or("(RUST_LOG or info)")
+            )),
+            _ => tracing::error!("SIGHUP: the log level could not be changed"),
+        }
+    }
+    let fresh: Vec<String> = new
+        .join
+        .iter()
+        .filter(|j| !old.join.contains(j))
+        .cloned()
+        .collect();
+    if !fresh.is_empty() {
+        match roster.join(&fresh).await {
+            Ok(r) => {
+                applied.push(format!("joining {}", fresh.join(", ")));
+                for u in r.unresolved {
+                    tracing::warn!(error = %u, "SIGHUP: join target not resolved");
+                }
+            }
+            Err(_) => return,
+        }
+    }
+    let mut fixed = Vec::new();
+    macro_rules! fixed {
+        ($($field:ident),*) => {
+            $(if old.$field != new.$field {
+                fixed.push(stringify!($field));
+            })*
+        };
+    }
+    fixed!(
+        name,
+        bind,
+        advertise,
+        data_dir,
+        tls_dir,
+        profile,
+        engine,
+        log_format,
+        http,
+        http_token_file,
+        http_allow_host,
+        http_tls,
+        http_open_reads,
+        voter,
+        bootstrap_expect,
+        voters,
+        owner
+    );
+    if old.join.iter().any(|j| !new.join.contains(j)) {
+        fixed.push("join (removed targets: members already known stay)");
+    }
+    tracing::debug!(settings = ?new, "SIGHUP: the configuration now in force");
+    if applied.is_empty() {
+        tracing::info!("SIGHUP: configuration re-read; nothing to change at runtime");
+    } else {
+        tracing::info!(changes = %applied.join("; "), "SIGHUP: configuration reloaded");
+    }
+    if !fixed.is_empty() {
+        tracing::warn!(
+            settings = %fixed.join(", "),
+            "SIGHUP: these settings changed but apply only at the next start; restart the agent for them"
+        );
     }
 }
 

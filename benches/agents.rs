@@ -1,0 +1,416 @@
+//! Real agents at scale on one machine: starts N `roster agent` processes on
+//! loopback (profile `lan`), and reports as JSON
+//!
+//! - `all_see_all_s`: from the last agent's start until every agent sees
+//!   every other Alive;
+//! - over `idle_s` idle seconds: per-agent RSS and CPU% (median and max),
+//!   messages and bytes sent per agent per second (`roster_messages_total`, `roster_bytes_total`, direction tx);
+//! - after `kill -9` of one agent: until the first and the last survivor
+//!   see it Down (`detect_first_s`, `detect_last_s`);
+//! - after SIGTERM of another: until every survivor sees it Left
+//!   (`leave_all_s`);
+//! - `false_downs`: Downs of any other member seen by any agent, sampled
+//!   throughout.
+//!
+//! Not part of the test run. Usage (Linux):
+//!
+//! ```sh
+//! cargo bench --bench agents -- 100 200      # N values; default 20
+//! ROSTER_SCALE_IDLE_S=60 cargo bench --bench agents -- 200
+//! ```
+//!
+//! Each run also writes `target/scale-agents-N.json`.
+#![allow(clippy::disallowed_methods)] // measures real processes: real clock
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use roster::cli::client::{Agent, request};
+use roster::node::NodeId;
+use roster::runtime::tls::ClusterCa;
+use serde_json::{Value, json};
+
+/// Agents started at once before a short pause (keeps the start from
+/// saturating the machine).
+const START_BATCH: usize = 20;
+/// Seeds every agent joins through.
+const SEEDS: usize = 3;
+
+struct Proc {
+    name: String,
+    child: Child,
+    http: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `n` distinct ports, each free for both UDP and TCP on loopback, from
+/// 20000..32000: below Linux's ephemeral range, so that no outgoing
+/// connection takes one between the probe and the agent's bind.
+fn free_ports(n: usize) -> Vec<u16> {
+    let mut out = Vec::with_capacity(n);
+    let mut p = 20_000u16 + (std::process::id() % 4000) as u16;
+    while out.len() < n {
+        assert!(p < 32_000, "not enough free ports in 20000..32000");
+        if std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+        {
+            out.push(p);
+        }
+        p += 1;
+    }
+    out
+}
+
+fn agent(p: &Proc, runtime: &Path) -> Agent {
+    // The agent records its token in the runtime directory.
+    let token = std::fs::read_dir(runtime).ok().and_then(|_| {
+        let addr: SocketAddr = p.http.parse().ok()?;
+        let f = runtime.join(format!("http-{}-{}.token", addr.ip(), addr.port()));
+        roster::api::Token::load(&f).ok()
+    });
+    Agent {
+        addr: p.http.clone(),
+        token,
+        tls: None,
+    }
+}
+
+/// `/v1/status` members counts of one agent: (alive, suspect, down, left).
+fn counts(a: &Agent) -> Option<(u64, u64, u64, u64)> {
+    let (s, v) = request(a, "GET", "/v1/status", b"").ok()?;
+    if s != 200 {
+        return None;
+    }
+    let m = &v["members"];
+    Some((
+        m["alive"].as_u64()?,
+        m["suspect"].as_u64()?,
+        m["down"].as_u64()?,
+        m["left"].as_u64()?,
+    ))
+}
+
+/// RSS in KiB and CPU ticks (user + system) of a process.
+fn proc_usage(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields after the command: state is [0]; utime [11], stime [12].
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some((rss, ticks))
+}
+
+fn clock_ticks() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// Sums a counter family's samples whose labels contain `label`.
+fn metric_sum(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+fn sent(a: &Agent) -> Option<(f64, f64)> {
+    let (_, raw) = roster::cli::client::request_raw(a, "GET", "/metrics", b"").ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    Some((
+        metric_sum(&text, "roster_messages_total", "direction=\"tx\""),
+        metric_sum(&text, "roster_bytes_total", "direction=\"tx\""),
+    ))
+}
+
+fn median_max(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let med = if v.is_empty() { 0.0 } else { v[v.len() / 2] };
+    (med, v.last().copied().unwrap_or(0.0))
+}
+
+fn round(x: f64, places: i32) -> f64 {
+    let m = 10f64.powi(places);
+    (x * m).round() / m
+}
+
+/// Polls until `done` holds for every agent in `set` (at most `limit`);
+/// returns (first agent's time, last agent's time) from `since`, and adds
+/// the false Downs seen on the way (per agent, the most Downs it showed
+/// beyond `expected_down`).
+fn wait_all(
+    agents: &[Agent],
+    since: Instant,
+    limit: Duration,
+    expected_down: u64,
+    false_downs: &mut u64,
+    done: impl Fn((u64, u64, u64, u64)) -> bool,
+) -> Option<(f64, f64)> {
+    let mut first: Option<f64> = None;
+    let mut reached = vec![false; agents.len()];
+    // The most Downs beyond those expected that each agent showed.
+    let mut worst = vec![0u64; agents.len()];
+    let result = loop {
+        if since.elapsed() >= limit {
+            break None;
+        }
+        for (i, a) in agents.iter().enumerate() {
+            if reached[i] {
+                continue;
+            }
+            if let Some(c) = counts(a) {
+                worst[i] = worst[i].max(c.2.saturating_sub(expected_down));
+                if done(c) {
+                    reached[i] = true;
+                    first.get_or_insert(since.elapsed().as_secs_f64());
+                }
+            }
+        }
+        if reached.iter().all(|r| *r) {
+            break Some((first.unwrap_or(0.0), since.elapsed().as_secs_f64()));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    *false_downs += worst.iter().sum::<u64>();
+    result
+}
+
+fn run(n: usize, idle: Duration) -> Value {
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("roster-scale-{n}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let runtime = dir.join("run");
+    let ca = ClusterCa::generate("scale").unwrap();
+    let names: Vec<String> = (0..n).map(|i| format!("n{i:03}")).collect();
+    for name in &names {
+        ca.issue(&NodeId::new(name.clone()).unwrap())
+            .unwrap()
+            .save(&dir.join(name))
+            .unwrap();
+    }
+    let free = free_ports(2 * n);
+    let ports: Vec<(u16, u16)> = (0..n).map(|i| (free[2 * i], free[2 * i + 1])).collect();
+    let seeds: Vec<String> = ports[..SEEDS.min(n)]
+        .iter()
+        .map(|(g, _)| format!("127.0.0.1:{g}"))
+        .collect();
+    let exe = env!("CARGO_BIN_EXE_roster");
+    let mut procs = Vec::new();
+    let t0 = Instant::now();
+    for (i, name) in names.iter().enumerate() {
+        let (g, h) = ports[i];
+        let http = format!("127.0.0.1:{h}");
+        let mut c = Command::new(exe);
+        c.args([
+            "agent",
+            "--profile",
+            "lan",
+            "--bind",
+            &format!("127.0.0.1:{g}"),
+        ])
+        .arg("--tls-dir")
+        .arg(dir.join(name))
+        .args(["--http", &http])
+        .env("ROSTER_RUNTIME_DIR", &runtime)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::File::create(dir.join(format!("{name}.log")))
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null()),
+        );
+        for s in &seeds {
+            if *s != format!("127.0.0.1:{g}") {
+                c.args(["--join", s]);
+            }
+        }
+        procs.push(Proc {
+            name: name.clone(),
+            child: c.spawn().expect("spawn roster agent"),
+            http,
+        });
+        if (i + 1) % START_BATCH == 0 {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let started = t0.elapsed().as_secs_f64();
+    let last_start = Instant::now();
+    // Wait for every API to answer (tokens recorded).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut agents: Vec<Agent> = Vec::new();
+    for p in &procs {
+        loop {
+            let a = agent(p, &runtime);
+            if a.token.is_some() && counts(&a).is_some() {
+                agents.push(a);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never answered (see its log in {})",
+                p.name,
+                dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let mut false_downs = 0;
+    let all = wait_all(
+        &agents,
+        last_start,
+        Duration::from_secs(300),
+        0,
+        &mut false_downs,
+        |c| c.0 == n as u64,
+    );
+    let all_see_all_s = all.map(|(_, last)| round(last, 2));
+    eprintln!("{n} agents: all see all after {all_see_all_s:?} s");
+
+    // Idle: RSS, CPU and traffic over `idle`.
+    let tck = clock_ticks() as f64;
+    let before: Vec<Option<(u64, u64)>> = procs.iter().map(|p| proc_usage(p.child.id())).collect();
+    let sent_before: Vec<Option<(f64, f64)>> = agents.iter().map(sent).collect();
+    let idle_start = Instant::now();
+    std::thread::sleep(idle);
+    let secs = idle_start.elapsed().as_secs_f64();
+    let sent_after: Vec<Option<(f64, f64)>> = agents.iter().map(sent).collect();
+    let after: Vec<Option<(u64, u64)>> = procs.iter().map(|p| proc_usage(p.child.id())).collect();
+    let mut rss_mb = Vec::new();
+    let mut cpu = Vec::new();
+    for (b, a) in before.iter().zip(&after) {
+        if let (Some(b), Some(a)) = (b, a) {
+            rss_mb.push(a.0 as f64 / 1024.0);
+            cpu.push((a.1 - b.1) as f64 / tck / secs * 100.0);
+        }
+    }
+    let mut dgrams = Vec::new();
+    let mut bytes = Vec::new();
+    for (b, a) in sent_before.iter().zip(&sent_after) {
+        if let (Some(b), Some(a)) = (b, a) {
+            dgrams.push((a.0 - b.0) / secs);
+            bytes.push((a.1 - b.1) / secs);
+        }
+    }
+    let (rss_med, rss_max) = median_max(rss_mb);
+    let (cpu_med, cpu_max) = median_max(cpu);
+    let (dg_med, _) = median_max(dgrams);
+    let (by_med, _) = median_max(bytes);
+    let total_cpu: f64 = {
+        let mut t = 0.0;
+        for (b, a) in before.iter().zip(&after) {
+            if let (Some(b), Some(a)) = (b, a) {
+                t += (a.1 - b.1) as f64 / tck / secs * 100.0;
+            }
+        }
+        t
+    };
+    // Any Down seen during the idle window is false.
+    for a in &agents {
+        if let Some(c) = counts(a) {
+            false_downs += c.2;
+        }
+    }
+
+    // kill -9 of the last agent.
+    let victim = procs.pop().unwrap();
+    agents.pop();
+    let killed = Instant::now();
+    let _ = Command::new("kill")
+        .args(["-9", &victim.child.id().to_string()])
+        .status();
+    let detect = wait_all(
+        &agents,
+        killed,
+        Duration::from_secs(120),
+        1,
+        &mut false_downs,
+        |c| c.2 >= 1,
+    );
+    drop(victim);
+
+    // SIGTERM of the next-to-last: Left everywhere.
+    let leaver = procs.pop().unwrap();
+    agents.pop();
+    let termed = Instant::now();
+    let _ = Command::new("kill")
+        .args(["-TERM", &leaver.child.id().to_string()])
+        .status();
+    let leave = wait_all(
+        &agents,
+        termed,
+        Duration::from_secs(60),
+        1,
+        &mut false_downs,
+        |c| c.3 >= 1,
+    );
+    drop(leaver);
+    drop(procs);
+    let _ = std::fs::remove_dir_all(&dir);
+    json!({
+        "agents": n,
+        "profile": "lan",
+        "start_s": round(started, 2),
+        "all_see_all_s": all_see_all_s,
+        "idle_s": round(secs, 1),
+        "rss_mb_median": round(rss_med, 1),
+        "rss_mb_max": round(rss_max, 1),
+        "cpu_pct_median": round(cpu_med, 2),
+        "cpu_pct_max": round(cpu_max, 2),
+        "cpu_pct_all_agents": round(total_cpu, 1),
+        "messages_out_per_agent_s_median": round(dg_med, 1),
+        "bytes_out_per_agent_s_median": round(by_med, 0),
+        "detect_first_s": detect.map(|d| round(d.0, 2)),
+        "detect_last_s": detect.map(|d| round(d.1, 2)),
+        "leave_all_s": leave.map(|d| round(d.1, 2)),
+        "false_downs": false_downs,
+        "machine_cores": std::thread::available_parallelism().map_or(0, |p| p.get()),
+    })
+}
+
+fn main() {
+    let ns: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let ns = if ns.is_empty() { vec![20] } else { ns };
+    let idle = Duration::from_secs(
+        std::env::var("ROSTER_SCALE_IDLE_S")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(60),
+    );
+    let mut all = BTreeMap::new();
+    for n in ns {
+        let report = run(n, idle);
+        println!("{report}");
+        let _ = std::fs::create_dir_all("target");
+        let _ = std::fs::write(
+            format!("target/scale-agents-{n}.json"),
+            serde_json::to_string_pretty(&report).unwrap_or_default(),
+        );
+        all.insert(n, report);
+    }
+}
