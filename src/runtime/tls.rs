@@ -557,26 +557,46 @@ impl NodeCert {
     /// must present a node certificate from the CA whose name is not
     /// revoked.
     fn node_server_tls(&self, revoked: &Revoked) -> Result<rustls::ServerConfig, TlsError> {
+        self.server_tls(revoked, Kind::Node)
+    }
+
+    /// A TLS server with this certificate whose clients are of kind `want`:
+    /// nodes (QUIC: TLS 1.3, ALPN [`ALPN`], a certificate required) or
+    /// operators (HTTPS: TLS 1.2 or 1.3, ALPN `http/1.1`, a certificate
+    /// optional). Either way a certificate of the other kind, or a revoked
+    /// name, is refused.
+    fn server_tls(&self, revoked: &Revoked, want: Kind) -> Result<rustls::ServerConfig, TlsError> {
         let (roots, chain, key) = self.parts()?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let inner = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        let mut builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
             Arc::new(roots),
             provider.clone(),
-        )
-        .build()
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+        );
+        if want == Kind::Operator {
+            builder = builder.allow_unauthenticated();
+        }
+        let inner = builder
+            .build()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
         let verifier = Arc::new(RefusingRevoked {
             inner,
             revoked: revoked.clone(),
-            want: Kind::Node,
+            want,
         });
+        let versions: &[&rustls::SupportedProtocolVersion] = match want {
+            Kind::Node => &[&rustls::version::TLS13],
+            Kind::Operator => rustls::DEFAULT_VERSIONS,
+        };
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
+            .with_protocol_versions(versions)
             .map_err(|e| TlsError::Config(e.to_string()))?
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain, key)
             .map_err(|e| TlsError::Config(e.to_string()))?;
-        tls.alpn_protocols = vec![ALPN.to_vec()];
+        tls.alpn_protocols = vec![match want {
+            Kind::Node => ALPN.to_vec(),
+            Kind::Operator => b"http/1.1".to_vec(),
+        }];
         Ok(tls)
     }
 
@@ -637,28 +657,7 @@ impl NodeCert {
         &self,
         revoked: &Revoked,
     ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        let (roots, chain, key) = self.parts()?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let inner = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            Arc::new(roots),
-            provider.clone(),
-        )
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| TlsError::Config(e.to_string()))?;
-        let verifier = Arc::new(RefusingRevoked {
-            inner,
-            revoked: revoked.clone(),
-            want: Kind::Operator,
-        });
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Config(e.to_string()))?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain, key)
-            .map_err(|e| TlsError::Config(e.to_string()))?;
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Arc::new(tls))
+        self.server_tls(revoked, Kind::Operator).map(Arc::new)
     }
 }
 
