@@ -10,8 +10,13 @@ use common::http_get;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// `roster` with the agent's default HTTP API off (`ROSTER_HTTP=off`), so
+/// that agents started in parallel do not compete for 127.0.0.1:8946; a
+/// test that wants the API passes `--http`.
 fn roster() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_roster"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_roster"));
+    c.env("ROSTER_HTTP", "off");
+    c
 }
 
 fn tmp(name: &str) -> std::path::PathBuf {
@@ -70,6 +75,13 @@ fn bad_configuration_is_one_clear_error_line_and_a_non_zero_exit() {
             "x".into(),
             "--name".into(),
             "bad name".into(),
+        ],
+        vec![
+            "agent".into(),
+            "--tls-dir".into(),
+            "x".into(),
+            "--http".into(),
+            "nowhere".into(),
         ],
     ];
     for args in cases {
@@ -1026,6 +1038,7 @@ fn sighup_reloads_the_configuration() {
     let mut a = roster()
         .args(["agent", "--config"])
         .arg(&config)
+        .env_remove("ROSTER_HTTP")
         .env_remove("RUST_LOG")
         .stderr(Stdio::piped())
         .spawn()
@@ -1100,5 +1113,70 @@ fn sighup_reloads_the_configuration() {
         signal(child.id(), "-TERM");
         wait_exit(child, Duration::from_secs(5)).expect("exits");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With no `--http`, an agent serves its API on 127.0.0.1:8946 and client
+/// commands with no `--http` reach it; a second agent without `--http` on
+/// the same machine stops with an error saying what to give instead.
+/// Skipped, saying so, if 8946 is taken on this machine.
+#[test]
+fn the_default_api_address_is_where_clients_look() {
+    if std::net::TcpListener::bind("127.0.0.1:8946").is_err() {
+        eprintln!("SKIPPED the_default_api_address_is_where_clients_look: 127.0.0.1:8946 is taken");
+        return;
+    }
+    let dir = tmp("default-http");
+    common::certs(&dir, &["a", "b"]);
+    let runtime = dir.join("run");
+    let mut a = roster()
+        .env_remove("ROSTER_HTTP")
+        .env("ROSTER_RUNTIME_DIR", &runtime)
+        .args(["agent", "--profile", "local", "--bind"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--tls-dir")
+        .arg(dir.join("a"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _ta = TermOnDrop(a.id());
+    let members = || {
+        Command::new(env!("CARGO_BIN_EXE_roster"))
+            .env("ROSTER_RUNTIME_DIR", &runtime)
+            .env_remove("ROSTER_HTTP_ADDR")
+            .env_remove("ROSTER_HTTP_TOKEN")
+            .env_remove("ROSTER_HTTP_TOKEN_FILE")
+            .arg("members")
+            .output()
+            .unwrap()
+    };
+    let listed = common::wait_for(Duration::from_secs(10), || {
+        let o = members();
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+    })
+    .expect("`roster members` with no --http reaches the agent's default address");
+    assert!(
+        listed.contains("a ") && listed.contains("alive"),
+        "{listed}"
+    );
+    let out = roster()
+        .env_remove("ROSTER_HTTP")
+        .env("ROSTER_RUNTIME_DIR", &runtime)
+        .args(["agent", "--profile", "local", "--bind"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--tls-dir")
+        .arg(dir.join("b"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("127.0.0.1:8946") && err.contains("--http off"),
+        "{err}"
+    );
+    signal(a.id(), "-TERM");
+    wait_exit(&mut a, Duration::from_secs(5)).expect("a exits");
     let _ = std::fs::remove_dir_all(&dir);
 }

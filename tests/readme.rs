@@ -6,7 +6,7 @@
 //! what the README says they show (retried until then, with a deadline,
 //! since a cluster takes a moment to converge).
 //!
-//! The walkthroughs use fixed ports (7001-7003, 8946 and 7400-7405, as a
+//! The walkthroughs use fixed ports (7001-7003, 8946-8947 and 7400-7405, as a
 //! reader would): the test fails, saying which, if one is taken.
 #![allow(clippy::disallowed_methods)] // waits on real processes
 
@@ -241,7 +241,10 @@ fn the_readme_walkthroughs_work_as_written() {
     let blocks = walkthroughs();
     let names: Vec<&str> = blocks.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["cluster", "by-hand"], "the README's walkthroughs");
-    ports_free(&[7001, 7002, 7003, 8946, 7400, 7401, 7402, 7403, 7404, 7405]).unwrap();
+    ports_free(&[
+        7001, 7002, 7003, 8946, 8947, 7400, 7401, 7402, 7403, 7404, 7405,
+    ])
+    .unwrap();
     let checks = checks();
     let mut used = vec![false; checks.len()];
     for (name, lines) in &blocks {

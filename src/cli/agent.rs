@@ -103,9 +103,10 @@ pub struct AgentArgs {
     /// Default: `RUST_LOG`, else `info`. Reloaded from `--config` on SIGHUP.
     #[arg(long, env = "ROSTER_LOG_LEVEL")]
     pub log_level: Option<String>,
-    /// Address of the HTTP API and dashboard (off when unset).
+    /// Address of the HTTP API and dashboard, `IP:PORT`, or `off` (default
+    /// 127.0.0.1:8946, where client commands look first).
     #[arg(long, env = "ROSTER_HTTP")]
-    pub http: Option<SocketAddr>,
+    pub http: Option<String>,
     /// The operator token for the HTTP API, in a file readable by its owner
     /// only (default: `http-token` in the data dir, created on first start;
     /// without a data dir, a new token each start).
@@ -163,7 +164,7 @@ struct FileConfig {
     engine: Option<Engine>,
     log_format: Option<LogFormat>,
     log_level: Option<String>,
-    http: Option<SocketAddr>,
+    http: Option<String>,
     http_token_file: Option<PathBuf>,
     #[serde(default)]
     http_allow_host: Vec<String>,
@@ -202,8 +203,10 @@ pub struct Settings {
     pub engine: Engine,
     /// Log format.
     pub log_format: LogFormat,
-    /// HTTP API address.
+    /// HTTP API address (`None`: off).
     pub http: Option<SocketAddr>,
+    /// Whether `http` is the default address (not given).
+    pub http_default: bool,
     /// The operator token's file.
     pub http_token_file: Option<PathBuf>,
     /// Host names the API answers to.
@@ -227,6 +230,23 @@ fn positive(flag: &str, n: usize) -> Result<usize, String> {
         Err(format!("{flag} must be at least 1"))
     } else {
         Ok(n)
+    }
+}
+
+/// The HTTP API's address from `--http` / `http`: `off` (or `none`)
+/// disables it; unset is [`super::client::DEFAULT_HTTP`].
+fn http_addr(given: Option<&str>) -> Result<Option<SocketAddr>, String> {
+    match given.map(str::trim) {
+        None => Ok(Some(
+            super::client::DEFAULT_HTTP
+                .parse()
+                .map_err(|e| format!("{e}"))?,
+        )),
+        Some(v) if v.eq_ignore_ascii_case("off") || v.eq_ignore_ascii_case("none") => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("--http {v:?}: expected IP:PORT (e.g. 127.0.0.1:8946) or off")),
     }
 }
 
@@ -297,7 +317,8 @@ pub fn settings(args: AgentArgs) -> Result<Settings, String> {
             .log_format
             .or(file.log_format)
             .unwrap_or(LogFormat::Text),
-        http: args.http.or(file.http),
+        http: http_addr(args.http.as_deref().or(file.http.as_deref()))?,
+        http_default: args.http.is_none() && file.http.is_none(),
         http_token_file: args.http_token_file.or(file.http_token_file),
         http_allow_host: if args.http_allow_host.is_empty() {
             file.http_allow_host
@@ -433,7 +454,12 @@ async fn serve(s: Settings, args: AgentArgs, logs: Option<LogHandle>) -> ExitCod
             match tokio::net::TcpListener::bind(addr).await {
                 Ok(l) => Some((l, token)),
                 Err(e) => {
-                    eprintln!("error: cannot bind the HTTP API on {addr}: {e}");
+                    let hint = if s.http_default {
+                        " (the default address; another agent on this machine may hold it: give this one --http 127.0.0.1:PORT, or --http off)"
+                    } else {
+                        ""
+                    };
+                    eprintln!("error: cannot bind the HTTP API on {addr}: {e}{hint}");
                     return ExitCode::FAILURE;
                 }
             }

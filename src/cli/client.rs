@@ -10,8 +10,8 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-/// Where the agent's HTTP API listens unless `--http` says otherwise (start
-/// the agent with `--http 127.0.0.1:8946`).
+/// Where an agent's HTTP API listens unless its `--http` says otherwise,
+/// and where client commands look unless theirs does.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:8946";
 /// Longest wait for the agent's whole answer, connection included.
 const TIMEOUT: Duration = Duration::from_secs(10);
