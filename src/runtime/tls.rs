@@ -302,8 +302,6 @@ impl ClusterCa {
         until: SystemTime,
         names: &[String],
     ) -> Result<NodeCert, TlsError> {
-        let ca_key = KeyPair::from_pem(&self.key_pem)?;
-        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, ca_key)?;
         let mut params = CertificateParams::new(vec![CLUSTER_SERVER_NAME.to_owned()])?;
         for n in names {
             let san = match n.parse::<std::net::IpAddr>() {
@@ -316,11 +314,18 @@ impl ClusterCa {
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, id.as_str());
         params.distinguished_name = dn;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
+        self.sign(params)
+    }
+
+    /// Signs `params` (a leaf certificate for signatures) with a new key.
+    fn sign(&self, mut params: CertificateParams) -> Result<NodeCert, TlsError> {
+        let ca_key = KeyPair::from_pem(&self.key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, ca_key)?;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &issuer)?;
         Ok(NodeCert {
@@ -336,8 +341,6 @@ impl ClusterCa {
     /// for `days` days. It authenticates to the HTTPS API of every node and
     /// is refused by the cluster's QUIC traffic.
     pub fn issue_client(&self, name: &NodeId, days_valid: u32) -> Result<NodeCert, TlsError> {
-        let ca_key = KeyPair::from_pem(&self.key_pem)?;
-        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, ca_key)?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         let now = wall_now();
         validity(&mut params, now, now + days(days_valid));
@@ -345,15 +348,8 @@ impl ClusterCa {
         dn.push(DnType::CommonName, name.as_str());
         dn.push(DnType::OrganizationalUnitName, OPERATOR_UNIT);
         params.distinguished_name = dn;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let key = KeyPair::generate()?;
-        let cert = params.signed_by(&key, &issuer)?;
-        Ok(NodeCert {
-            ca_pem: self.cert_pem.clone(),
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        self.sign(params)
     }
 }
 
