@@ -23,7 +23,6 @@
 #![allow(clippy::disallowed_methods)] // measures real processes: real clock
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -72,11 +71,9 @@ fn free_ports(n: usize) -> Vec<u16> {
 
 fn agent(p: &Proc, runtime: &Path) -> Agent {
     // The agent records its token in the runtime directory.
-    let token = std::fs::read_dir(runtime).ok().and_then(|_| {
-        let addr: SocketAddr = p.http.parse().ok()?;
-        let f = runtime.join(format!("http-{}-{}.token", addr.ip(), addr.port()));
-        roster::api::Token::load(&f).ok()
-    });
+    let token = roster::cli::credentials::lookup_in(runtime, &p.http)
+        .ok()
+        .flatten();
     Agent {
         addr: p.http.clone(),
         token,
@@ -194,6 +191,35 @@ fn wait_all(
     };
     *false_downs += worst.iter().sum::<u64>();
     result
+}
+
+/// Sends `signal` to the last agent, then waits (up to `limit_s`) until
+/// every other agent's counts satisfy `done`; one Down (the first stopped
+/// agent's) is expected from here on.
+fn stop_last(
+    procs: &mut Vec<Proc>,
+    agents: &mut Vec<Agent>,
+    signal: &str,
+    false_downs: &mut u64,
+    limit_s: u64,
+    done: impl Fn((u64, u64, u64, u64)) -> bool,
+) -> Option<(f64, f64)> {
+    let victim = procs.pop()?;
+    agents.pop();
+    let at = Instant::now();
+    let _ = Command::new("kill")
+        .args([signal, &victim.child.id().to_string()])
+        .status();
+    let r = wait_all(
+        agents,
+        at,
+        Duration::from_secs(limit_s),
+        1,
+        false_downs,
+        done,
+    );
+    drop(victim);
+    r
 }
 
 fn run(n: usize, idle: Duration) -> Value {
@@ -333,39 +359,19 @@ fn run(n: usize, idle: Duration) -> Value {
         }
     }
 
-    // kill -9 of the last agent.
-    let victim = procs.pop().unwrap();
-    agents.pop();
-    let killed = Instant::now();
-    let _ = Command::new("kill")
-        .args(["-9", &victim.child.id().to_string()])
-        .status();
-    let detect = wait_all(
-        &agents,
-        killed,
-        Duration::from_secs(120),
-        1,
-        &mut false_downs,
-        |c| c.2 >= 1,
-    );
-    drop(victim);
-
+    // kill -9 of the last agent: Down everywhere.
+    let detect = stop_last(&mut procs, &mut agents, "-9", &mut false_downs, 120, |c| {
+        c.2 >= 1
+    });
     // SIGTERM of the next-to-last: Left everywhere.
-    let leaver = procs.pop().unwrap();
-    agents.pop();
-    let termed = Instant::now();
-    let _ = Command::new("kill")
-        .args(["-TERM", &leaver.child.id().to_string()])
-        .status();
-    let leave = wait_all(
-        &agents,
-        termed,
-        Duration::from_secs(60),
-        1,
+    let leave = stop_last(
+        &mut procs,
+        &mut agents,
+        "-TERM",
         &mut false_downs,
+        60,
         |c| c.3 >= 1,
     );
-    drop(leaver);
     drop(procs);
     let _ = std::fs::remove_dir_all(&dir);
     json!({

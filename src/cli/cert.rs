@@ -6,6 +6,24 @@ use super::CertCmd;
 use crate::node::NodeId;
 use crate::runtime::tls::ClusterCa;
 
+/// Loads the CA in `ca`, issues a certificate for `name` with `issue`, and
+/// writes it into `out`; the name it was issued for.
+fn issue_into(
+    name: &str,
+    ca: &std::path::Path,
+    out: &std::path::Path,
+    issue: impl FnOnce(
+        &ClusterCa,
+        &NodeId,
+    ) -> Result<crate::runtime::tls::NodeCert, crate::runtime::tls::TlsError>,
+) -> Result<NodeId, String> {
+    let id = NodeId::new(name).map_err(|e| e.to_string())?;
+    let ca = ClusterCa::load(ca).map_err(|e| e.to_string())?;
+    let cert = issue(&ca, &id).map_err(|e| e.to_string())?;
+    cert.save(out).map_err(|e| e.to_string())?;
+    Ok(id)
+}
+
 /// Runs a `cert` subcommand.
 pub fn run(cmd: CertCmd) -> ExitCode {
     let result = match cmd {
@@ -24,31 +42,26 @@ pub fn run(cmd: CertCmd) -> ExitCode {
             out,
             names,
             days,
-        } => NodeId::new(name).map_err(|e| e.to_string()).and_then(|id| {
-            let ca = ClusterCa::load(&ca).map_err(|e| e.to_string())?;
-            let cert = ca
-                .issue_with_names(&id, days, &names)
-                .map_err(|e| e.to_string())?;
-            cert.save(&out).map_err(|e| e.to_string())?;
-            Ok(format!(
+        } => issue_into(&name, &ca, &out, |ca, id| {
+            ca.issue_with_names(id, days, &names)
+        })
+        .map(|id| {
+            format!(
                 "certificate for {id} written to {} (valid for {days} days)",
                 out.display()
-            ))
+            )
         }),
         CertCmd::Client {
             name,
             ca,
             out,
             days,
-        } => NodeId::new(name).map_err(|e| e.to_string()).and_then(|id| {
-            let ca = ClusterCa::load(&ca).map_err(|e| e.to_string())?;
-            let cert = ca.issue_client(&id, days).map_err(|e| e.to_string())?;
-            cert.save(&out).map_err(|e| e.to_string())?;
-            Ok(format!(
+        } => issue_into(&name, &ca, &out, |ca, id| ca.issue_client(id, days)).map(|id| {
+            format!(
                 "operator certificate for {id} written to {} (valid for {days} days); use it with --cert-dir {} against an agent started with --http-tls",
                 out.display(),
                 out.display()
-            ))
+            )
         }),
         CertCmd::Revoke { name, client } => return super::client::revoke(&client, &name, true),
         CertCmd::Reinstate { name, client } => {

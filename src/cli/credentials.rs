@@ -79,13 +79,14 @@ pub fn find(http: &str, file: Option<&Path>) -> Result<Option<Token>, String> {
             .map_err(|e| e.to_string());
     }
     match runtime_dir() {
-        Some(dir) => lookup(&dir, http),
+        Some(dir) => lookup_in(&dir, http),
         None => Ok(None),
     }
 }
 
-/// What an agent recorded in `dir` for the API at `http`.
-fn lookup(dir: &Path, http: &str) -> Result<Option<Token>, String> {
+/// What an agent recorded in the runtime directory `dir` for the API at
+/// `http`.
+pub fn lookup_in(dir: &Path, http: &str) -> Result<Option<Token>, String> {
     let addrs: Vec<SocketAddr> = match http.parse::<SocketAddr>() {
         Ok(a) => vec![a],
         Err(_) => std::net::ToSocketAddrs::to_socket_addrs(http)
@@ -125,17 +126,17 @@ mod tests {
             assert_eq!(mode(&p), 0o600);
             assert_eq!(mode(&dir), 0o700);
         }
-        assert_eq!(lookup(&dir, "127.0.0.1:8946").unwrap(), Some(t.clone()));
-        assert_eq!(lookup(&dir, "localhost:8946").unwrap(), Some(t.clone()));
-        assert_eq!(lookup(&dir, "127.0.0.1:8947").unwrap(), None);
+        assert_eq!(lookup_in(&dir, "127.0.0.1:8946").unwrap(), Some(t.clone()));
+        assert_eq!(lookup_in(&dir, "localhost:8946").unwrap(), Some(t.clone()));
+        assert_eq!(lookup_in(&dir, "127.0.0.1:8947").unwrap(), None);
         // An agent on every address answers for any of the machine's.
         let u = Token::generate().unwrap();
         register_in(&dir, "0.0.0.0:9000".parse().unwrap(), &u).unwrap();
-        assert_eq!(lookup(&dir, "127.0.0.1:9000").unwrap(), Some(u));
+        assert_eq!(lookup_in(&dir, "127.0.0.1:9000").unwrap(), Some(u));
         // A newer agent on the same address replaces the record.
         let v = Token::generate().unwrap();
         register_in(&dir, a, &v).unwrap();
-        assert_eq!(lookup(&dir, "127.0.0.1:8946").unwrap(), Some(v));
+        assert_eq!(lookup_in(&dir, "127.0.0.1:8946").unwrap(), Some(v));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

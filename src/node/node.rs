@@ -536,23 +536,18 @@ impl Node {
 
     /// Removes this node's tag `name`; `None` when it had none.
     pub fn delete_tag(&mut self, now: Now, name: &str) -> Result<Option<Hlc>, StateError> {
-        let key = format!("{TAG_PREFIX}{name}");
-        let exists = self
-            .shared
-            .lock()
-            .store
-            .get(&self.identity.id, &key)
-            .is_some();
-        if !exists {
-            return Ok(None);
-        }
-        self.write(now, &key, None).map(Some)
+        self.delete_own(now, &format!("{TAG_PREFIX}{name}"))
     }
 
     /// Deletes `key` from this node's state (a tombstone that spreads like a
     /// write). Returns the stamp, or `None` when the key did not exist.
     pub fn delete_state(&mut self, now: Now, key: &str) -> Result<Option<Hlc>, StateError> {
         reserved(key)?;
+        self.delete_own(now, key)
+    }
+
+    /// Writes a tombstone for this node's `key` if it holds the key.
+    fn delete_own(&mut self, now: Now, key: &str) -> Result<Option<Hlc>, StateError> {
         let exists = self
             .shared
             .lock()
