@@ -1180,3 +1180,144 @@ fn the_default_api_address_is_where_clients_look() {
     wait_exit(&mut a, Duration::from_secs(5)).expect("a exits");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The voters an agent reports, sorted.
+fn voters_of(http: &str) -> Option<Vec<String>> {
+    let v: serde_json::Value = serde_json::from_str(&http_get(http, "/v1/voters")?).ok()?;
+    let mut names: Vec<String> = v["voters"]
+        .as_array()?
+        .iter()
+        .filter_map(|n| n.as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    Some(names)
+}
+
+/// Serf's `force-leave` and Consul's `raft remove-peer`, on real agents: a
+/// killed member is forced from Down to Left on every member, then reaped
+/// after `--reap-after`; a live member is refused both; the dead voter is
+/// removed by hand although no member can replace it, and the metadata
+/// still takes writes with the two voters left.
+#[test]
+fn force_leave_reaps_a_dead_member_and_voters_remove_drops_a_dead_voter() {
+    force_leave_and_voters_remove("foca");
+}
+
+/// The same with the native SWIM engine.
+#[test]
+fn force_leave_and_voters_remove_with_the_native_engine() {
+    force_leave_and_voters_remove("native");
+}
+
+fn force_leave_and_voters_remove(engine: &str) {
+    let dir = tmp(&format!("forceleave-{engine}"));
+    common::certs(&dir, &["a", "b", "c"]);
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let (ha, hb) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let join = format!("127.0.0.1:{pa}");
+    let reap = ["--reap-after", "3s", "--engine", engine];
+    let mut a = agent_with(
+        &dir,
+        "a",
+        &format!("127.0.0.1:{pa}"),
+        &[&["--http", &ha][..], &reap].concat(),
+    );
+    let _ta = TermOnDrop(a.id());
+    let mut b = agent_with(
+        &dir,
+        "b",
+        &format!("127.0.0.1:{pb}"),
+        &[&["--http", &hb, "--join", &join][..], &reap].concat(),
+    );
+    let _tb = TermOnDrop(b.id());
+    let mut c = agent_with(
+        &dir,
+        "c",
+        &format!("127.0.0.1:{pc}"),
+        &[&["--join", &join][..], &reap].concat(),
+    );
+    let _tc = TermOnDrop(c.id());
+    let all = ["a", "b", "c"].map(str::to_owned).to_vec();
+    common::wait_until(Duration::from_secs(30), || {
+        voters_of(&ha).as_ref() == Some(&all) && voters_of(&hb).as_ref() == Some(&all)
+    })
+    .expect("the metadata forms with a, b and c as voters");
+
+    // Refused while c is alive.
+    let out = common::roster_in(&dir, &["force-leave", "c", "--http", &ha]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not_down"), "{err}");
+    let out = common::roster_in(&dir, &["voters", "remove", "c", "--http", &ha]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("only a voter that is down"), "{err}");
+    let out = common::roster_in(&dir, &["force-leave", "nobody", "--http", &ha]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown_member"));
+
+    Command::new("kill")
+        .args(["-9", &c.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = c.wait();
+    let state = |http: &str| member_state(http, "c");
+    common::wait_until(Duration::from_secs(30), || {
+        state(&ha).as_deref() == Some("down") && state(&hb).as_deref() == Some("down")
+    })
+    .expect("a and b hold the killed c Down");
+    let out = common::roster_ok(&dir, &["force-leave", "c", "--http", &ha]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("forced out"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let forced = Instant::now();
+    // Left on both; then no longer listed once 3 s have passed.
+    let mut seen_left = [false, false];
+    common::wait_until(Duration::from_secs(15), || {
+        for (i, h) in [&ha, &hb].into_iter().enumerate() {
+            if state(h).as_deref() == Some("left") {
+                seen_left[i] = true;
+            }
+        }
+        state(&ha).is_none() && state(&hb).is_none() && http_get(&hb, "/v1/members").is_some()
+    })
+    .expect("c is reaped on a and b");
+    assert_eq!(
+        seen_left,
+        [true, true],
+        "both listed c as left before reaping it"
+    );
+    let after = forced.elapsed();
+    println!("force-leave ({engine}): c left everywhere, reaped {after:?} after the command");
+    assert!(
+        after >= Duration::from_millis(2500),
+        "reaped after {after:?}, before --reap-after 3s"
+    );
+    assert_eq!(metric(&ha, "roster_forced_leaves_total"), Some(1.0));
+    assert!(metric(&hb, "roster_members_reaped_total").unwrap_or(0.0) >= 1.0);
+
+    // c is still a voter: no member can take its place, so the leader
+    // keeps it until told.
+    assert_eq!(voters_of(&ha).as_ref(), Some(&all));
+    let out = common::roster_ok(&dir, &["voters", "remove", "c", "--http", &hb]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("c removed; voters now: a, b"), "{text}");
+    common::wait_until(Duration::from_secs(10), || {
+        voters_of(&ha).as_deref() == Some(&["a".to_owned(), "b".to_owned()][..])
+    })
+    .expect("a sees the two voters too");
+    common::roster_ok(&dir, &["meta", "put", "after/removal", "ok", "--http", &ha]);
+    let out = common::roster_ok(&dir, &["meta", "get", "after/removal", "--http", &hb]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+    let out = common::roster_in(&dir, &["voters", "remove", "c", "--http", &ha]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a metadata voter"));
+    for child in [&mut b, &mut a] {
+        signal(child.id(), "-TERM");
+        wait_exit(child, Duration::from_secs(5)).expect("exits");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

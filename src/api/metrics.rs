@@ -140,6 +140,18 @@ pub fn render(
     );
     counter(
         &mut r,
+        "roster_forced_leaves",
+        "Down members forced out through this node (force-leave)",
+        node.forced_leaves,
+    );
+    counter(
+        &mut r,
+        "roster_members_reaped",
+        "Down and Left members forgotten after their retention",
+        node.members_reaped,
+    );
+    counter(
+        &mut r,
         "roster_downs_adopted",
         "Down verdicts adopted from another member's gossip",
         node.downs_adopted,

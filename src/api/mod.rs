@@ -111,6 +111,7 @@ fn record(e: &Event) -> Option<EventRecord> {
         Event::MemberRefuted(id) => ("refuted", Some(id)),
         Event::MemberDown(id) => ("down", Some(id)),
         Event::MemberLeft(id) => ("left", Some(id)),
+        Event::MemberReaped(id) => ("reaped", Some(id)),
         Event::Joined => ("joined", None),
         Event::Rejoined(id) => ("rejoined", Some(id)),
         _ => return None,
@@ -167,6 +168,8 @@ pub fn router(roster: Arc<Roster>, access: Access) -> Router {
                 .post(meta_cas),
         )
         .route("/v1/voters", get(voters))
+        .route("/v1/voters/{name}", axum::routing::delete(voter_remove))
+        .route("/v1/force-leave/{name}", axum::routing::post(force_leave))
         .route("/v1/revoked", get(revoked_list))
         .route(
             "/v1/revoked/{name}",
@@ -825,6 +828,40 @@ async fn voters(State(api): State<Api>) -> Result<Json<serde_json::Value>, ApiEr
         .await
         .map_err(|_| ApiError::stopped())?;
     Ok(Json(raft_json(&m)))
+}
+
+/// `DELETE /v1/voters/{name}`: asks the leader to remove a dead voter
+/// (see [`Roster::remove_voter`]); the change follows within a few ticks.
+async fn voter_remove(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = node_name(name)?;
+    let index = api.roster.remove_voter(&id).await.map_err(meta_error)?;
+    Ok(Json(
+        json!({ "removal_requested": id.as_str(), "index": index }),
+    ))
+}
+
+/// `POST /v1/force-leave/{name}`: a Down member becomes Left everywhere.
+async fn force_leave(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use crate::node::ForceLeaveError as E;
+    let id = node_name(name)?;
+    match api.roster.force_leave(&id).await {
+        Ok(member) => Ok(Json(json!({ "left": member.to_string() }))),
+        Err(e) => {
+            let (status, code) = match &e {
+                E::Unknown(_) => (StatusCode::NOT_FOUND, "unknown_member"),
+                E::NotDown { .. } => (StatusCode::CONFLICT, "not_down"),
+                E::Itself(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+                E::Stopped => return Err(ApiError::stopped()),
+            };
+            Err(ApiError::new(status, code, e.to_string()))
+        }
+    }
 }
 
 fn role_name(r: crate::node::meta::Role) -> &'static str {

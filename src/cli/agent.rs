@@ -145,6 +145,33 @@ pub struct AgentArgs {
     /// Whether this node may own partitions (`--owner false` opts out).
     #[arg(long, env = "ROSTER_OWNER", action = clap::ArgAction::Set)]
     pub owner: Option<bool>,
+    /// How long a Down or Left member stays listed (and a Down one tried
+    /// now and then) before it is forgotten: `90s`, `30m`, `24h` (default,
+    /// as Serf's reconnect and tombstone timeouts).
+    #[arg(long, env = "ROSTER_REAP_AFTER", value_parser = parse_duration)]
+    pub reap_after: Option<Duration>,
+}
+
+/// A duration as `500ms`, `90s`, `30m`, `24h` or `7d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| {
+        format!("{text:?}: expected a number and a unit (500ms, 90s, 30m, 24h, 7d)")
+    })?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        "d" => Duration::from_secs(n.saturating_mul(86_400)),
+        _ => return Err(format!("{text:?}: the unit must be ms, s, m, h or d")),
+    };
+    if d.is_zero() {
+        return Err(format!("{text:?}: must be more than zero"));
+    }
+    Ok(d)
 }
 
 /// The `--config` file.
@@ -174,6 +201,7 @@ struct FileConfig {
     bootstrap_expect: Option<usize>,
     voters: Option<usize>,
     owner: Option<bool>,
+    reap_after: Option<String>,
 }
 
 /// Settings after merging flags, environment and file.
@@ -223,6 +251,8 @@ pub struct Settings {
     pub voters: usize,
     /// May own partitions.
     pub owner: bool,
+    /// How long Down and Left members stay listed.
+    pub reap_after: Duration,
 }
 
 fn positive(flag: &str, n: usize) -> Result<usize, String> {
@@ -340,6 +370,11 @@ pub fn settings(args: AgentArgs) -> Result<Settings, String> {
             .owner
             .or(file.owner)
             .unwrap_or_else(|| tags.get("owner").is_none_or(|v| v != "false")),
+        reap_after: match (args.reap_after, file.reap_after) {
+            (Some(d), _) => d,
+            (None, Some(t)) => parse_duration(&t).map_err(|e| format!("reap_after {e}"))?,
+            (None, None) => Config::lan().remove_left_after,
+        },
         tags,
     })
 }
@@ -411,6 +446,8 @@ async fn serve(s: Settings, args: AgentArgs, logs: Option<LogHandle>) -> ExitCod
         .bind(s.bind)
         .config(Config {
             engine: s.engine.into(),
+            remove_down_after: s.reap_after,
+            remove_left_after: s.reap_after,
             ..match s.profile {
                 Profile::Lan => Config::lan(),
                 Profile::Wan => Config::wan(),
@@ -697,7 +734,8 @@ async fn apply_config(roster: &Roster, old: &Settings, new: &Settings, logs: Opt
         voter,
         bootstrap_expect,
         voters,
-        owner
+        owner,
+        reap_after
     );
     if old.join.iter().any(|j| !new.join.contains(j)) {
         fixed.push("join (removed targets: members already known stay)");

@@ -218,6 +218,24 @@ pub enum TagsCmd {
     Show,
 }
 
+/// `roster voters` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum VotersCmd {
+    /// Show the voters, the leader, the term and the commit index.
+    Show,
+    /// Remove a dead voter by hand, like `consul operator raft
+    /// remove-peer`: once gossip holds it Down, the leader replaces it or,
+    /// with no member to take its place, removes it (the voters shrink
+    /// below their target). A live voter is refused.
+    Remove {
+        /// The voter's name.
+        name: String,
+        /// How long to wait for the leader to make the change (seconds).
+        #[arg(long, default_value_t = 15)]
+        wait: u64,
+    },
+}
+
 /// `roster state` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum StateCmd {
@@ -1020,6 +1038,79 @@ pub fn leave(c: &ClientArgs) -> ExitCode {
             println!("leaving: the agent leaves the cluster and exits");
         }
         Ok(())
+    })
+}
+
+/// `roster force-leave NAME`.
+pub fn force_leave(c: &ClientArgs, name: &str) -> ExitCode {
+    run_result(|| {
+        let path = format!("/v1/force-leave/{}", percent_encode(name));
+        let (status, v) = request(&c.agent()?, "POST", &path, b"")?;
+        if status != 200 {
+            return Err(api_error(status, &v));
+        }
+        if c.json {
+            println!("{v}");
+        } else {
+            println!(
+                "{} forced out: every member lists it left and stops trying it",
+                v["left"].as_str().unwrap_or(name)
+            );
+        }
+        Ok(())
+    })
+}
+
+/// The voters an agent reports, by name.
+fn voter_list(agent: &Agent) -> Result<Vec<String>, String> {
+    let (status, v) = request(agent, "GET", "/v1/voters", b"")?;
+    if status != 200 {
+        return Err(api_error(status, &v));
+    }
+    Ok(v["voters"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// `roster voters remove NAME`: asks, then waits until the voters no
+/// longer include NAME (or says why not yet).
+#[allow(clippy::disallowed_methods)] // a client waiting on a real agent reads the clock
+pub fn voter_remove(c: &ClientArgs, name: &str, wait: u64) -> ExitCode {
+    run_result(|| {
+        let agent = c.agent()?;
+        let path = format!("/v1/voters/{}", percent_encode(name));
+        let (status, v) = request(&agent, "DELETE", &path, b"")?;
+        if status != 200 {
+            return Err(api_error(status, &v));
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(wait);
+        loop {
+            let voters = voter_list(&agent)?;
+            if !voters.iter().any(|n| n == name) {
+                if c.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "removed": name, "voters": voters })
+                    );
+                } else {
+                    println!("{name} removed; voters now: {}", voters.join(", "));
+                }
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "the removal of {name} is recorded (log index {}) but the leader has not made it within {wait} s: it waits until gossip holds {name} down, and needs a quorum of the voters",
+                    v["index"]
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     })
 }
 

@@ -97,8 +97,25 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: client::MetaCmd,
     },
-    /// Show the metadata voters, the leader, the term and the commit index.
-    Voters(client::ClientArgs),
+    /// Show the metadata voters, the leader, the term and the commit index;
+    /// `voters remove NAME` removes a dead voter by hand.
+    Voters {
+        /// Connection options.
+        #[command(flatten)]
+        client: client::ClientArgs,
+        /// What to do (default: show).
+        #[command(subcommand)]
+        cmd: Option<client::VotersCmd>,
+    },
+    /// Turn a Down member into Left on every node, like `serf force-leave`:
+    /// it is no longer tried, and is reaped after the agent's --reap-after.
+    ForceLeave {
+        /// The member's name.
+        name: String,
+        /// Connection options.
+        #[command(flatten)]
+        client: client::ClientArgs,
+    },
     /// Print a shell completion script (`roster completions bash >
     /// /etc/bash_completion.d/roster`).
     Completions {
@@ -223,7 +240,13 @@ pub fn main() -> ExitCode {
         Cmd::Status(c) => client::status(&c),
         Cmd::State { client, cmd } => client::state(&client, cmd),
         Cmd::Meta { client, cmd } => client::meta(&client, cmd),
-        Cmd::Voters(c) => client::voters(&c),
+        Cmd::Voters { client, cmd } => match cmd {
+            None | Some(client::VotersCmd::Show) => client::voters(&client),
+            Some(client::VotersCmd::Remove { name, wait }) => {
+                client::voter_remove(&client, &name, wait)
+            }
+        },
+        Cmd::ForceLeave { name, client } => client::force_leave(&client, &name),
         Cmd::Join { addrs, client } => client::join(&client, &addrs),
         Cmd::Monitor(c) => client::monitor(&c),
         Cmd::Completions { shell } => {

@@ -118,8 +118,13 @@ pub struct Config {
     /// first seconds of trouble; the README's "Lifeguard" figures compare
     /// the values.
     pub judge_max_health: u8,
-    /// How long a Down member is remembered. 24 h (foca's default).
+    /// How long a Down member is remembered: listed, and tried now and
+    /// then in case it comes back (`reconnect_interval`). 24 h (foca's
+    /// default; Serf's `reconnect_timeout` is also 24 h).
     pub remove_down_after: Duration,
+    /// How long a Left member stays listed before it is reaped. 24 h
+    /// (Serf's `tombstone_timeout`).
+    pub remove_left_after: Duration,
     /// Limits on each node's state.
     pub state_limits: StateLimits,
     /// Members told directly of a graceful leave. 5.
@@ -244,6 +249,7 @@ impl Config {
             max_health_score: 8,
             judge_max_health: 0,
             remove_down_after: Duration::from_secs(24 * 3600),
+            remove_left_after: Duration::from_secs(24 * 3600),
             state_limits: StateLimits::default(),
             leave_fanout: 5,
             meta: super::meta::MetaConfig::default(),
@@ -328,6 +334,7 @@ impl Config {
             ("join_retry_initial", self.join_retry_initial),
             ("join_retry_max", self.join_retry_max),
             ("remove_down_after", self.remove_down_after),
+            ("remove_left_after", self.remove_left_after),
             ("meta.tick", self.meta.tick),
             ("meta.request_timeout", self.meta.request_timeout),
         ] {

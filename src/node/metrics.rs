@@ -106,6 +106,10 @@ pub struct Metrics {
     pub syncs_started: u64,
     /// Push-pull openings sent to members held Down.
     pub reconnect_attempts: u64,
+    /// Down members this node forced out ([`crate::node::Node::force_leave`]).
+    pub forced_leaves: u64,
+    /// Down and Left members forgotten after their retention.
+    pub members_reaped: u64,
     /// Push-pull answers that found both sides in sync.
     pub syncs_in_sync: u64,
     /// Join attempts sent.

@@ -25,7 +25,7 @@ pub use hlc::{Hlc, HlcClock};
 pub use identity::{Generation, Identity, Incarnation, NodeId};
 pub use meta::{MetaConfig, MetaError, MetaOp, MetaReply, MetaStatus, RaftRole, ReadMode};
 pub use metrics::{Metrics, Traffic};
-pub use node::{InputError, MetaCounters, Node};
+pub use node::{ForceLeaveError, InputError, MetaCounters, Node};
 
 use crate::wire::Kind;
 
@@ -91,8 +91,13 @@ pub enum Event {
     MemberRefuted(Identity),
     /// This node declared a member Down.
     MemberDown(Identity),
-    /// A member left gracefully.
+    /// A member left gracefully (or was forced out: [`Node::force_leave`]).
+    ///
+    /// [`Node::force_leave`]: crate::node::Node::force_leave
     MemberLeft(Identity),
+    /// A Down or Left member was forgotten after `remove_down_after` /
+    /// `remove_left_after`: it is no longer listed.
+    MemberReaped(Identity),
     /// A state key changed (`value` is `None` when deleted).
     StateChanged {
         /// Whose state.

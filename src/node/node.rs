@@ -39,10 +39,12 @@ use crate::wire::{
 mod lifeguard;
 mod meta;
 mod native;
+mod reap;
 mod sync;
 
 use meta::MetaCore;
 pub use meta::MetaCounters;
+pub use reap::ForceLeaveError;
 
 /// Why an input was dropped. The node's state is unchanged by a dropped
 /// input, and every drop is counted in [`Metrics`].
@@ -283,6 +285,8 @@ impl Node {
         node.io.schedule(first_sync, TimerKind::Sync);
         let first_reconnect = node.jittered(node.config.reconnect_interval);
         node.io.schedule(first_reconnect, TimerKind::Reconnect);
+        let reap_every = reap::reap_interval(&node.config);
+        node.io.schedule(reap_every, TimerKind::Reap);
         Ok(node)
     }
 
@@ -918,6 +922,11 @@ impl Node {
                 self.io.schedule(next, TimerKind::Reconnect);
                 self.reach_for_the_down();
             }
+            TimerKind::Reap => {
+                let next = reap::reap_interval(&self.config);
+                self.io.schedule(next, TimerKind::Reap);
+                self.reap();
+            }
             TimerKind::Sync => {
                 let next = self.jittered(self.timing.sync_interval);
                 self.io.schedule(next, TimerKind::Sync);
@@ -1040,7 +1049,11 @@ impl Node {
             self.drain_native();
             return;
         }
-        if known_active {
+        if !known_active {
+            // foca holds a Down member as Down whatever follows: only the
+            // listing changes.
+            self.down_to_left(&l.identity);
+        } else {
             let _ = self.swim.apply_many(
                 std::iter::once(Member::new(
                     l.identity.clone(),

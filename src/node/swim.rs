@@ -383,6 +383,8 @@ pub(crate) enum TimerKind {
     JoinRetry { attempt: u32 },
     /// Raft tick and the metadata engine's periodic work.
     MetaTick,
+    /// Forget Down and Left members listed for too long.
+    Reap,
 }
 
 /// A Down verdict handed to foca: foca applies it only if it still holds

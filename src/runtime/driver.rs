@@ -108,6 +108,14 @@ pub(crate) enum Command {
     Revoked {
         reply: oneshot::Sender<Vec<NodeId>>,
     },
+    ForceLeave {
+        id: NodeId,
+        reply: oneshot::Sender<Result<crate::node::Identity, crate::node::ForceLeaveError>>,
+    },
+    RemoveVoter {
+        id: NodeId,
+        reply: oneshot::Sender<Result<MetaReply, MetaError>>,
+    },
     GetChaos {
         reply: oneshot::Sender<(Option<super::chaos::ChaosRules>, u64)>,
     },
@@ -391,6 +399,17 @@ impl Driver {
             Command::Revoked { reply } => {
                 let _ = reply.send(self.node.revoked());
             }
+            Command::ForceLeave { id, reply } => {
+                let r = self.node.force_leave(now, &id);
+                if let Ok(m) = &r {
+                    tracing::info!(member = %m, "forced a down member to leave");
+                }
+                let _ = reply.send(r);
+            }
+            Command::RemoveVoter { id, reply } => {
+                let id = self.node.remove_voter(now, &id);
+                self.meta_waiters.insert(id, reply);
+            }
             Command::ReloadTls { client, reply } => {
                 self.endpoint.set_default_client_config(client);
                 let _ = reply.send(());
@@ -583,7 +602,10 @@ impl Driver {
         while let Some(e) = self.node.poll_event() {
             log_event(&e);
             match &e {
-                Event::MemberUp(_) | Event::MemberDown(_) | Event::MemberLeft(_) => {
+                Event::MemberUp(_)
+                | Event::MemberDown(_)
+                | Event::MemberLeft(_)
+                | Event::MemberReaped(_) => {
                     self.members_dirty = true;
                 }
                 Event::Rejoined(id) => {
@@ -836,6 +858,7 @@ fn log_event(e: &Event) {
         Event::MemberRefuted(id) => tracing::info!(member = %id, "suspicion refuted"),
         Event::MemberDown(id) => tracing::warn!(member = %id, "member down"),
         Event::MemberLeft(id) => tracing::info!(member = %id, "member left"),
+        Event::MemberReaped(id) => tracing::info!(member = %id, "member reaped (no longer listed)"),
         Event::Joined => tracing::info!("joined the cluster"),
         Event::Rejoined(id) => tracing::warn!(identity = %id, "forced to rejoin"),
         Event::Defunct => tracing::error!("declared down and unable to rejoin"),

@@ -21,8 +21,9 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::node::meta::placement::{self, Role, Table};
 use crate::node::{
-    Config, ConfigError, Event, Generation, Hlc, Identity, MemberState, MemberView, MetaError,
-    MetaOp, MetaReply, MetaStatus, Metrics, Node, NodeId, ReadMode, StateError,
+    Config, ConfigError, Event, ForceLeaveError, Generation, Hlc, Identity, MemberState,
+    MemberView, MetaError, MetaOp, MetaReply, MetaStatus, Metrics, Node, NodeId, ReadMode,
+    StateError,
 };
 use driver::{Command, Driver};
 pub use metrics::{RuntimeMetrics, RuntimeSnapshot};
@@ -991,6 +992,32 @@ impl Roster {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         self.metrics.https_refused(now_ms)
+    }
+
+    /// Turns the Down member `id` into Left on every node, as Serf's
+    /// `force-leave` does (see [`crate::node::Node::force_leave`]): it is
+    /// no longer tried and is reaped after `remove_left_after`.
+    pub async fn force_leave(&self, id: &NodeId) -> Result<Identity, ForceLeaveError> {
+        let id = id.clone();
+        self.ask(|reply| Command::ForceLeave { id, reply })
+            .await
+            .unwrap_or(Err(ForceLeaveError::Stopped))
+    }
+
+    /// Removes the dead voter `id` from the metadata voters by hand (see
+    /// [`crate::node::Node::remove_voter`]). Returns the log index of the
+    /// request; the leader makes the change shortly after, which
+    /// [`Roster::voters`] shows.
+    pub async fn remove_voter(&self, id: &NodeId) -> Result<u64, MetaError> {
+        let id = id.clone();
+        match self
+            .ask(|reply| Command::RemoveVoter { id, reply })
+            .await
+            .map_err(|_| MetaError::Stopped)??
+        {
+            MetaReply::Written { index } => Ok(index),
+            r => Err(unexpected(r)),
+        }
     }
 
     /// NodeIds whose certificates are revoked, from this node's copy.

@@ -344,6 +344,12 @@ pub const RESERVED_META_PREFIX: &str = "roster/";
 /// prefix. Every node refuses those NodeIds at the TLS handshake.
 pub const REVOKED_PREFIX: &str = "roster/revoked/";
 
+/// Voters an operator removed by hand (`roster voters remove`): one key per
+/// NodeId under this prefix, its value the generation of the member as it
+/// was when it was removed. The leader then removes that voter once gossip
+/// holds it Down or Left, even below the target number of voters.
+pub const REMOVE_VOTER_PREFIX: &str = "roster/voters/remove/";
+
 impl Advert {
     /// JSON text for the state store.
     pub fn encode(&self) -> Vec<u8> {

@@ -26,6 +26,9 @@ pub struct Voter {
     pub zone: Option<String>,
     /// Whether gossip holds it Alive (not Down, not Left).
     pub healthy: bool,
+    /// An operator asked for its removal (`roster voters remove`): once it
+    /// is not healthy it goes even when no candidate replaces it.
+    pub removal_asked: bool,
 }
 
 /// One membership change of the voter set, proposed by the leader one at a
@@ -75,17 +78,20 @@ pub fn next_change(
     target: usize,
 ) -> Option<VoterChange> {
     let target = target.max(1);
+    // Dead voters an operator asked to remove go first.
     let dead = voters
         .iter()
         .filter(|v| !v.healthy)
-        .min_by(|a, b| a.id.cmp(&b.id));
+        .min_by(|a, b| (!a.removal_asked, &a.id).cmp(&(!b.removal_asked, &b.id)));
     let pick = best(voters, candidates);
     match (dead, pick) {
         (Some(d), Some(c)) => Some(VoterChange::Replace {
             add: c.id.clone(),
             remove: d.id.clone(),
         }),
-        (Some(d), None) if voters.len() > target => Some(VoterChange::Remove(d.id.clone())),
+        (Some(d), None) if voters.len() > target || (d.removal_asked && voters.len() > 1) => {
+            Some(VoterChange::Remove(d.id.clone()))
+        }
         (None, Some(c)) if voters.len() < target => Some(VoterChange::Add(c.id.clone())),
         _ => None,
     }
@@ -112,6 +118,7 @@ mod tests {
             id: id(s),
             zone: zone.map(str::to_owned),
             healthy,
+            removal_asked: false,
         }
     }
 
@@ -158,5 +165,38 @@ mod tests {
             next_change(&voters, &[], 2),
             Some(VoterChange::Remove(id("b")))
         );
+    }
+
+    #[test]
+    fn a_removal_asked_for_goes_below_target_but_never_empties_the_set() {
+        let asked = |s: &str| Voter {
+            removal_asked: true,
+            ..voter(s, None, false)
+        };
+        let voters = [voter("a", None, true), voter("b", None, false), asked("c")];
+        // The asked-for dead voter goes first, with no candidate, at target.
+        assert_eq!(
+            next_change(&voters, &[], 3),
+            Some(VoterChange::Remove(id("c")))
+        );
+        // With a candidate it is replaced instead.
+        assert_eq!(
+            next_change(&voters, &[cand("d", None, 0)], 3),
+            Some(VoterChange::Replace {
+                add: id("d"),
+                remove: id("c")
+            })
+        );
+        // An asked-for voter that is healthy again stays.
+        let back = [
+            voter("a", None, true),
+            Voter {
+                removal_asked: true,
+                ..voter("c", None, true)
+            },
+        ];
+        assert_eq!(next_change(&back, &[], 3), None);
+        // The last voter is never removed.
+        assert_eq!(next_change(&[asked("c")], &[], 3), None);
     }
 }

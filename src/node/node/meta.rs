@@ -499,6 +499,74 @@ impl Node {
         self.submit_meta(now, op, ReadMode::Linearizable, true)
     }
 
+    /// Asks the leader to remove the dead voter `id` from the metadata
+    /// voters by hand (as `consul operator raft remove-peer` does): a
+    /// metadata write under [`REMOVE_VOTER_PREFIX`] naming the member's
+    /// generation. Once gossip holds that generation Down or Left, the
+    /// leader replaces the voter, or removes it even when no member can
+    /// take its place (the voters then shrink below their target; the last
+    /// voter is never removed). A live voter is refused: its removal would
+    /// be undone as soon as the leader added it back. The result (the
+    /// write's log index) comes out of [`Node::poll_meta_result`] with the
+    /// returned number.
+    ///
+    /// [`REMOVE_VOTER_PREFIX`]: crate::node::meta::REMOVE_VOTER_PREFIX
+    pub fn remove_voter(&mut self, now: Now, id: &NodeId) -> u64 {
+        let voters = self.meta.machine().voter_names();
+        let refused = if !voters.contains(id) {
+            let list: Vec<&str> = voters.iter().map(NodeId::as_str).collect();
+            Some(format!(
+                "{id} is not a metadata voter (voters: {})",
+                if list.is_empty() {
+                    "none known".to_owned()
+                } else {
+                    list.join(", ")
+                }
+            ))
+        } else if *id == self.identity.id {
+            Some(format!(
+                "{id} is this node and it is alive; ask another member to remove it once it is down"
+            ))
+        } else {
+            match self.members.get(id).map(|m| m.state) {
+                Some(s @ (MemberState::Alive | MemberState::Suspect)) => Some(format!(
+                    "{id} is {s:?} here; only a voter that is down (or left) is removed by hand, and the leader already replaces a dead voter when another member can take its place"
+                )),
+                _ => None,
+            }
+        };
+        if let Some(why) = refused {
+            self.set_now(now);
+            let req = self.meta.next_req;
+            self.meta.next_req += 1;
+            self.complete(req, Err(MetaError::Invalid(why)));
+            return req;
+        }
+        let generation = self.members.get(id).map_or(0, |m| m.identity.generation.0);
+        let op = MetaOp::Put {
+            key: format!("{}{id}", super::super::meta::REMOVE_VOTER_PREFIX),
+            value: generation.to_string().into_bytes(),
+        };
+        self.submit_meta(now, op, ReadMode::Linearizable, true)
+    }
+
+    /// Whether an operator asked for the removal of voter `id` as it is now
+    /// (the generation the request named is the one gossip holds, or gossip
+    /// no longer lists the member).
+    fn removal_asked(&self, id: &NodeId) -> bool {
+        let key = format!("{}{id}", super::super::meta::REMOVE_VOTER_PREFIX);
+        let Some(v) = self.meta.machine().kv.get(&key) else {
+            return false;
+        };
+        let asked = std::str::from_utf8(v)
+            .ok()
+            .and_then(|t| t.parse::<u64>().ok());
+        match self.members.get(id) {
+            None => true,
+            Some(m) => asked == Some(m.identity.generation.0),
+        }
+    }
+
     /// NodeIds whose certificates are revoked, in this node's copy of the
     /// metadata.
     pub fn revoked(&self) -> Vec<NodeId> {
@@ -1604,6 +1672,7 @@ impl Node {
                     || self.members.get(id).is_some_and(|m| {
                         matches!(m.state, MemberState::Alive | MemberState::Suspect)
                     }),
+                removal_asked: self.removal_asked(id),
             })
             .collect();
         let mut candidates: Vec<Candidate> = self

@@ -143,7 +143,9 @@ impl Node {
                     .is_some_and(|m| m.2 == crate::node::engine::table::State::Left);
                 let left = left || engine_left;
                 let incarnation = incarnation_of(self, &id.id);
-                if !left {
+                if left {
+                    self.downs.remove(&id.id);
+                } else {
                     self.downs.insert(id.id.clone(), (id.clone(), incarnation));
                 }
                 self.members.insert(

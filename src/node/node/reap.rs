@@ -1,0 +1,136 @@
+//! The end of a member's listing: an operator forcing a Down member out
+//! (Serf's `force-leave`), and reaping Down and Left members after
+//! `remove_down_after` / `remove_left_after` (Serf's reconnect and
+//! tombstone timeouts).
+
+use super::*;
+
+/// Why [`Node::force_leave`] refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForceLeaveError {
+    /// This node lists no member of that name.
+    #[error("no member named {0} is listed here")]
+    Unknown(NodeId),
+    /// The member is Alive or Suspect: it would refute, and a live node
+    /// leaves by itself (SIGTERM, `roster leave`).
+    #[error(
+        "{id} is {state:?}, not Down: force-leave is for a member that failed; a live member leaves by itself (SIGTERM or `roster leave` on it)"
+    )]
+    NotDown {
+        /// Who.
+        id: NodeId,
+        /// How this node holds it.
+        state: MemberState,
+    },
+    /// The name is this node's own.
+    #[error("{0} is this node; stop it (SIGTERM) or use `roster leave` to leave")]
+    Itself(NodeId),
+    /// This node has left or is stopping.
+    #[error("node is not running")]
+    Stopped,
+}
+
+/// How often listed Down and Left members are checked for reaping: a
+/// quarter of the shorter retention, between 100 ms and one minute.
+pub(super) fn reap_interval(config: &Config) -> Duration {
+    (config.remove_down_after.min(config.remove_left_after) / 4)
+        .clamp(Duration::from_millis(100), Duration::from_secs(60))
+}
+
+impl Node {
+    /// Turns a member held Down into Left on every node (as Serf's
+    /// `force-leave` does): the leave spreads like the member's own
+    /// graceful leave would have, so every node stops trying to reach it
+    /// and reaps it after `remove_left_after`. Left is final for the
+    /// member's generation: if it was in fact alive behind a partition, it
+    /// must restart (a new generation) to come back. Forcing a member
+    /// already Left again is accepted and changes nothing.
+    pub fn force_leave(&mut self, now: Now, id: &NodeId) -> Result<Identity, ForceLeaveError> {
+        if self.left {
+            return Err(ForceLeaveError::Stopped);
+        }
+        if *id == self.identity.id {
+            return Err(ForceLeaveError::Itself(id.clone()));
+        }
+        let Some(view) = self.members.get(id) else {
+            return Err(ForceLeaveError::Unknown(id.clone()));
+        };
+        let (identity, seen) = (view.identity.clone(), view.incarnation);
+        match view.state {
+            MemberState::Left => return Ok(identity),
+            MemberState::Down => {}
+            state => {
+                return Err(ForceLeaveError::NotDown {
+                    id: id.clone(),
+                    state,
+                });
+            }
+        }
+        self.set_now(now);
+        let incarnation = match self.downs.get(id) {
+            Some((m, inc)) if *m == identity => (*inc).max(seen),
+            _ => seen,
+        };
+        let leave = Leave {
+            identity: identity.clone(),
+            incarnation,
+        };
+        self.metrics.forced_leaves += 1;
+        // As a graceful leave spreads: piggybacked on gossip (the item's
+        // handler records it and queues it here), and told directly to a
+        // few members.
+        if let Some(bytes) = swim::encode_item(&Item::Left(leave.clone())) {
+            self.add_item(&bytes, None);
+        }
+        let targets = self.random_members(self.config.leave_fanout, |_| true);
+        for t in targets {
+            self.io.send_msg(t.addr, &Message::Leave(leave.clone()));
+        }
+        self.after_swim();
+        Ok(identity)
+    }
+
+    /// A leave for a member this node already holds Down (a forced leave,
+    /// or the member's own leave arriving late): the listing says Left
+    /// from now on, and the member is no longer tried.
+    pub(super) fn down_to_left(&mut self, identity: &Identity) {
+        let now = self.io.now;
+        let Some(v) = self.members.get_mut(&identity.id) else {
+            return;
+        };
+        if v.identity != *identity || v.state != MemberState::Down {
+            return;
+        }
+        v.state = MemberState::Left;
+        v.since = now;
+        self.downs.remove(&identity.id);
+        self.events.push_back(Event::MemberLeft(identity.clone()));
+    }
+
+    /// Forgets members held Down longer than `remove_down_after` and Left
+    /// longer than `remove_left_after`. Runs every [`reap_interval`]; the
+    /// scan is O(members), like the reconnect round.
+    pub(super) fn reap(&mut self) {
+        let now = self.io.now;
+        let (down_after, left_after) =
+            (self.config.remove_down_after, self.config.remove_left_after);
+        let expired: Vec<NodeId> = self
+            .members
+            .values()
+            .filter(|m| match m.state {
+                MemberState::Down => now.saturating_sub(m.since) >= down_after,
+                MemberState::Left => now.saturating_sub(m.since) >= left_after,
+                _ => false,
+            })
+            .map(|m| m.identity.id.clone())
+            .collect();
+        for id in expired {
+            if let Some(v) = self.members.remove(&id) {
+                self.downs.remove(&id);
+                self.reported_down.remove(&id);
+                self.metrics.members_reaped += 1;
+                self.events.push_back(Event::MemberReaped(v.identity));
+            }
+        }
+    }
+}
