@@ -770,6 +770,38 @@ fn agents_join_by_name_and_at_runtime_and_change_tags_live() {
     assert!(members(&ha, &["--status", "down"]).is_empty());
     let bad = common::roster_in(&dir, &["members", "--status", "sleepy", "--http", &ha]);
     assert!(!bad.status.success());
+    // The detailed view: incarnation, protocol, release, and the RTT of
+    // a's open connection to b.
+    let out = common::roster_ok(&dir, &["members", "--detailed", "--http", &ha]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{text}");
+    let header: Vec<&str> = text.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "Name",
+            "Address",
+            "State",
+            "Generation",
+            "Incarnation",
+            "Protocol",
+            "Version",
+            "RTT",
+            "Tags"
+        ]
+    );
+    let row_b: Vec<&str> = text
+        .lines()
+        .find(|l| l.starts_with("b "))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(row_b[2], "alive");
+    assert_eq!(row_b[5], roster::wire::VERSION.to_string());
+    assert_eq!(row_b[6], env!("CARGO_PKG_VERSION"));
+    assert_eq!(row_b[8], "ms", "an RTT in milliseconds: {row_b:?}");
+    let rtt: f64 = row_b[7].parse().unwrap();
+    assert!(rtt > 0.0 && rtt < 1000.0, "{rtt}");
 
     // --bind 0.0.0.0: the machine's one private address, or a clear error.
     let pd = free_port();

@@ -445,6 +445,9 @@ async fn members(State(api): State<Api>) -> Result<Json<serde_json::Value>, ApiE
                 "generation": m.generation.0,
                 "state": state_name(m.state),
                 "tags": tags.get(&m.id).cloned().unwrap_or_default(),
+                "incarnation": m.incarnation,
+                "rtt_ms": m.rtt.map(|d| (d.as_secs_f64() * 1e4).round() / 10.0),
+                "build": m.build,
             })
         })
         .collect();

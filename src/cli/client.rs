@@ -140,6 +140,10 @@ pub struct MembersArgs {
     /// Only members whose name matches this regular expression (whole name).
     #[arg(long)]
     pub name: Option<String>,
+    /// Also show each member's incarnation, wire protocol version, release
+    /// and the round-trip time of this agent's connection to it.
+    #[arg(long)]
+    pub detailed: bool,
 }
 
 /// A whole-string regular expression.
@@ -677,6 +681,7 @@ pub fn members(a: &MembersArgs) -> ExitCode {
             println!("{}", Value::Array(kept.into_iter().cloned().collect()));
             return Ok(());
         }
+        let detailed = a.detailed;
         let rows: Vec<Vec<String>> = kept
             .into_iter()
             .map(|m| {
@@ -689,19 +694,46 @@ pub fn members(a: &MembersArgs) -> ExitCode {
                             .join(",")
                     })
                     .unwrap_or_default();
-                vec![
+                let mut row = vec![
                     m["id"].as_str().unwrap_or("").to_owned(),
                     m["addr"].as_str().unwrap_or("").to_owned(),
                     m["state"].as_str().unwrap_or("").to_owned(),
                     m["generation"].to_string(),
-                    tags,
-                ]
+                ];
+                if detailed {
+                    let (release, protocol) = m["build"]
+                        .as_str()
+                        .and_then(|b| b.split_once('/'))
+                        .unwrap_or(("-", "-"));
+                    row.extend([
+                        m["incarnation"].to_string(),
+                        protocol.to_owned(),
+                        release.to_owned(),
+                        m["rtt_ms"]
+                            .as_f64()
+                            .map_or("-".to_owned(), |ms| format!("{ms:.1} ms")),
+                    ]);
+                }
+                row.push(tags);
+                row
             })
             .collect();
-        print!(
-            "{}",
-            table(&["Name", "Address", "State", "Generation", "Tags"], &rows)
-        );
+        let head: &[&str] = if detailed {
+            &[
+                "Name",
+                "Address",
+                "State",
+                "Generation",
+                "Incarnation",
+                "Protocol",
+                "Version",
+                "RTT",
+                "Tags",
+            ]
+        } else {
+            &["Name", "Address", "State", "Generation", "Tags"]
+        };
+        print!("{}", table(head, &rows));
         Ok(())
     })
 }

@@ -25,7 +25,7 @@ pub use hlc::{Hlc, HlcClock};
 pub use identity::{Generation, Identity, Incarnation, NodeId};
 pub use meta::{MetaConfig, MetaError, MetaOp, MetaReply, MetaStatus, RaftRole, ReadMode};
 pub use metrics::{Metrics, Traffic};
-pub use node::{ForceLeaveError, InputError, MetaCounters, Node};
+pub use node::{BUILD_KEY, ForceLeaveError, InputError, MetaCounters, Node};
 
 use crate::wire::Kind;
 

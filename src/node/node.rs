@@ -88,6 +88,9 @@ const MAX_SEED_RETRIES: u32 = 8;
 /// State keys of a node's tags: `tag:{name}`, written from its own
 /// configuration only.
 pub const TAG_PREFIX: &str = "tag:";
+/// The state key a node announces its release and protocol version under
+/// ([`Node::announce_build`]).
+pub const BUILD_KEY: &str = "roster:build";
 /// State keys under these prefixes are the node's own (tags, roster's
 /// adverts such as [`crate::node::meta::ADVERT_KEY`]): no client writes them.
 pub const RESERVED_STATE_PREFIXES: [&str; 2] = [TAG_PREFIX, "roster:"];
@@ -535,6 +538,19 @@ impl Node {
             now,
             &format!("{TAG_PREFIX}{name}"),
             Some(value.as_bytes().to_vec()),
+        )
+    }
+
+    /// Announces the software this node runs (reserved state key
+    /// [`BUILD_KEY`], e.g. `0.1.0/1`: the release and the wire protocol
+    /// version), so that every member can show it (`roster members
+    /// --detailed`). The agent does this at start; a node that never does
+    /// shows none.
+    pub fn announce_build(&mut self, now: Now, release: &str) -> Result<Hlc, StateError> {
+        self.write(
+            now,
+            BUILD_KEY,
+            Some(format!("{release}/{}", wire::VERSION).into_bytes()),
         )
     }
 

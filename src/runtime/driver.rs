@@ -20,8 +20,8 @@ use super::metrics::RuntimeMetrics;
 use super::store::Store;
 use super::tls::{CLUSTER_SERVER_NAME, peer_node_id};
 use crate::node::{
-    Event, Hlc, MemberState, MemberView, MetaError, MetaOp, MetaReply, MetaStatus, Metrics, Node,
-    NodeId, Now, ReadMode, StateError, Transmit,
+    Event, Hlc, MemberState, MetaError, MetaOp, MetaReply, MetaStatus, Metrics, Node, NodeId, Now,
+    ReadMode, StateError, Transmit,
 };
 use crate::wire::{Kind, MAX_STREAM_MESSAGE_BYTES, Message};
 
@@ -56,7 +56,7 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<Option<Hlc>, StateError>>,
     },
     Members {
-        reply: oneshot::Sender<Vec<MemberView>>,
+        reply: oneshot::Sender<Vec<super::Member>>,
     },
     StateOf {
         node: NodeId,
@@ -236,6 +236,33 @@ impl Driver {
         }
     }
 
+    /// Every member this node knows, itself first, with what only the
+    /// driver knows (the RTT of an open connection).
+    fn member_list(&self) -> Vec<super::Member> {
+        let build = |id: &NodeId| {
+            self.node
+                .state(id, crate::node::BUILD_KEY)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        };
+        let me = self.node.identity();
+        let mut out = vec![super::Member {
+            id: me.id.clone(),
+            addr: me.addr,
+            generation: me.generation,
+            state: crate::node::MemberState::Alive,
+            incarnation: self.node.incarnation(),
+            rtt: None,
+            build: build(&me.id),
+        }];
+        out.extend(self.node.members().map(|v| {
+            let mut m = super::Member::from(v);
+            m.rtt = self.peers.get(&v.identity.addr).map(|p| p.conn.rtt());
+            m.build = build(&v.identity.id);
+            m
+        }));
+        out
+    }
+
     /// After the metadata copy moved on: reads the revoked NodeIds again,
     /// and closes connections to peers that are now revoked (a later
     /// handshake refuses them).
@@ -344,7 +371,7 @@ impl Driver {
                 let _ = reply.send(self.node.delete_state(now, &key));
             }
             Command::Members { reply } => {
-                let _ = reply.send(self.node.members().cloned().collect());
+                let _ = reply.send(self.member_list());
             }
             Command::StateOf { node, reply } => {
                 let _ = reply.send(self.node.state_of(&node));

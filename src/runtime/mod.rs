@@ -138,6 +138,15 @@ pub struct Member {
     pub generation: Generation,
     /// State as this node sees it.
     pub state: MemberState,
+    /// Highest incarnation this node has seen it at (this node's own for
+    /// itself).
+    pub incarnation: u32,
+    /// Smoothed round-trip time of this node's open QUIC connection to it
+    /// (`None`: no connection open, or itself).
+    pub rtt: Option<Duration>,
+    /// The release and wire protocol version it announced (`0.1.0/1`), if
+    /// known here.
+    pub build: Option<String>,
 }
 
 impl From<&MemberView> for Member {
@@ -147,6 +156,9 @@ impl From<&MemberView> for Member {
             addr: v.identity.addr,
             generation: v.identity.generation,
             state: v.state,
+            incarnation: v.incarnation,
+            rtt: None,
+            build: None,
         }
     }
 }
@@ -451,6 +463,9 @@ impl Builder {
                 tracing::warn!(tag = %k, error = %e, "tag refused");
             }
         }
+        if let Err(e) = node.announce_build(now, env!("CARGO_PKG_VERSION")) {
+            tracing::warn!(error = %e, "could not announce this node's version");
+        }
         node.join(now, join);
 
         let (events, _) = broadcast::channel(EVENT_BUFFER);
@@ -652,15 +667,7 @@ impl Roster {
 
     /// Every member this node knows, itself included (first).
     pub async fn members(&self) -> Result<Vec<Member>, Stopped> {
-        let views = self.ask(|reply| Command::Members { reply }).await?;
-        let mut out = vec![Member {
-            id: self.identity.id.clone(),
-            addr: self.identity.addr,
-            generation: self.identity.generation,
-            state: MemberState::Alive,
-        }];
-        out.extend(views.iter().map(Member::from));
-        Ok(out)
+        self.ask(|reply| Command::Members { reply }).await
     }
 
     /// Events from now on.
