@@ -1353,3 +1353,111 @@ fn force_leave_and_voters_remove(engine: &str) {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Reads a child's stdout lines on a thread, as (arrival, line).
+fn line_reader(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// `roster monitor --logs LEVEL` streams the agent's log lines at the level
+/// asked, whatever level the agent writes to its own output: a debug line
+/// reaches a `--logs debug` monitor while the agent (at info) never writes
+/// it, and an info monitor gets the info line without the debug one.
+#[test]
+fn monitor_streams_log_lines_at_the_level_asked() {
+    let dir = tmp("monitorlogs");
+    common::certs(&dir, &["a"]);
+    let pa = free_port();
+    let ha = format!("127.0.0.1:{}", free_port());
+    let config = dir.join("a.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "bind = \"127.0.0.1:{pa}\"\ntls_dir = \"{}\"\nhttp = \"{ha}\"\nprofile = \"local\"\n",
+            dir.join("a").display()
+        ),
+    )
+    .unwrap();
+    let stderr_path = dir.join("a.log");
+    let mut a = roster()
+        .args(["agent", "--config"])
+        .arg(&config)
+        .env_remove("ROSTER_HTTP")
+        .env_remove("RUST_LOG")
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let _ta = TermOnDrop(a.id());
+    common::wait_until(Duration::from_secs(15), || {
+        http_get(&ha, "/v1/status").is_some()
+    })
+    .expect("a answers");
+    let bad = roster()
+        .args(["monitor", "--logs", "loud", "--http", &ha])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("expected error, warn, info"));
+
+    let monitor = |level: &str| {
+        roster()
+            .args(["monitor", "--json", "--logs", level, "--http", &ha])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut debug = monitor("debug");
+    let _td = TermOnDrop(debug.id());
+    let mut info = monitor("info");
+    let _ti = TermOnDrop(info.id());
+    let (debug_lines, info_lines) = (line_reader(&mut debug), line_reader(&mut info));
+    let logged = |v: &serde_json::Value, level: &str, text: &str| {
+        v["type"] == "log"
+            && v["level"] == level
+            && v["message"].as_str().is_some_and(|m| m.contains(text))
+    };
+    // SIGHUP logs "the configuration now in force" at debug, then
+    // "configuration re-read" at info. Repeat until both monitors have
+    // subscribed and shown the lines.
+    let (mut got_debug, mut got_info) = (false, false);
+    let start = Instant::now();
+    while !(got_debug && got_info) && start.elapsed() < Duration::from_secs(20) {
+        signal(a.id(), "-HUP");
+        let round = Instant::now();
+        while round.elapsed() < Duration::from_millis(700) {
+            while let Ok(l) = debug_lines.try_recv() {
+                let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+                got_debug |= logged(&v, "debug", "the configuration now in force");
+            }
+            while let Ok(l) = info_lines.try_recv() {
+                let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+                assert_ne!(v["level"], "debug", "an info monitor got {l}");
+                got_info |= logged(&v, "info", "configuration re-read");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert!(got_debug, "the debug monitor showed the debug line");
+    assert!(got_info, "the info monitor showed the info line");
+    signal(a.id(), "-TERM");
+    wait_exit(&mut a, Duration::from_secs(5)).expect("a exits");
+    wait_exit(&mut debug, Duration::from_secs(5)).expect("the monitor ends with its agent");
+    let own = std::fs::read_to_string(&stderr_path).unwrap();
+    assert!(own.contains("configuration re-read"), "{own}");
+    assert!(
+        !own.contains("the configuration now in force"),
+        "the agent at info wrote a debug line: {own}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -13,6 +13,7 @@
 //! limited to [`MAX_BODY_BYTES`].
 
 pub mod auth;
+pub mod logs;
 pub mod metrics;
 
 pub use auth::{Access, Token, TokenError};
@@ -490,17 +491,48 @@ async fn recent_events(State(api): State<Api>) -> Json<Vec<EventRecord>> {
     Json(q.iter().rev().cloned().collect())
 }
 
-/// `GET /v1/events/stream`: membership events as server-sent events, as
-/// they happen (`event: member`, `data:` the JSON of [`EventRecord`]), with
-/// a keep-alive comment every 15 s. A client that reads too slowly skips
-/// the oldest events (logged by the agent). Ends when the node stops.
+/// The query of `GET /v1/events/stream`.
+#[derive(Debug, Deserialize)]
+struct LogQuery {
+    logs: Option<String>,
+}
+
+/// `GET /v1/events/stream[?logs=LEVEL]`: membership events as they happen,
+/// as server-sent events (`event: member`, `data:` the JSON of
+/// [`EventRecord`]), with a keep-alive comment every 15 s; a client that
+/// reads too slowly skips the oldest events (logged by the agent); ends
+/// when the node stops. With `logs`, the agent's log lines at that level or more
+/// severe too (`event: log`, `data: {"at_ms", "level", "target",
+/// "message"}`; a stream that fell behind gets `event: skipped` with the
+/// count). 400 `invalid_level`; 501 `no_log_stream` where the process
+/// installed no [`logs::layer`].
 async fn event_stream(
     State(api): State<Api>,
-) -> axum::response::sse::Sse<
-    impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+    Query(q): Query<LogQuery>,
+) -> Result<
+    axum::response::sse::Sse<
+        impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+    >,
+    ApiError,
 > {
     use axum::response::sse::{Event as Sse, KeepAlive};
-    let stream = futures_util::stream::unfold(api.roster.subscribe(), |mut events| async move {
+    use futures_util::StreamExt;
+    use tokio::sync::broadcast::error::RecvError;
+    let sub = match q.logs.as_deref() {
+        None => None,
+        Some(l) => {
+            let level = logs::parse_level(l)
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_level", e))?;
+            Some(logs::subscribe(level).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "no_log_stream",
+                    "this process does not stream its logs (roster agent does; an application embedding roster adds roster::api::logs::layer() to its tracing subscriber)",
+                )
+            })?)
+        }
+    };
+    let members = futures_util::stream::unfold(api.roster.subscribe(), |mut events| async move {
         loop {
             let e = events.next().await?;
             if let Some(rec) = record(&e) {
@@ -509,8 +541,32 @@ async fn event_stream(
             }
         }
     });
-    axum::response::sse::Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
+    let lines = futures_util::stream::unfold(sub, |sub| async move {
+        let mut sub = sub?;
+        loop {
+            match sub.receiver().recv().await {
+                Ok(line) if line.shown_at(sub.level()) => {
+                    let data = serde_json::to_string(&*line).unwrap_or_default();
+                    return Some((Ok(Sse::default().event("log").data(data)), Some(sub)));
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(n)) => {
+                    let skipped = Sse::default().event("skipped").data(n.to_string());
+                    return Some((Ok(skipped), Some(sub)));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    // The stream ends when the node stops (the member events end).
+    let members = members
+        .map(Some)
+        .chain(futures_util::stream::once(async { None }));
+    let stream = futures_util::stream::select(members, lines.map(Some))
+        .take_while(|x| std::future::ready(x.is_some()))
+        .filter_map(std::future::ready);
+    Ok(axum::response::sse::Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15))))
 }
 
 #[derive(Debug, Deserialize)]

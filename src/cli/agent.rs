@@ -399,14 +399,16 @@ fn init_logs(format: LogFormat, level: Option<&str>) -> Option<LogHandle> {
     let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
+    // The level filters the agent's own output only: `roster monitor
+    // --logs` streams may ask for more (see `api::logs`).
     let r = match format {
         LogFormat::Text => tracing_subscriber::registry()
-            .with(filter)
-            .with(fmt)
+            .with(fmt.with_filter(filter))
+            .with(crate::api::logs::layer())
             .try_init(),
         LogFormat::Json => tracing_subscriber::registry()
-            .with(filter)
-            .with(fmt.json())
+            .with(fmt.json().with_filter(filter))
+            .with(crate::api::logs::layer())
             .try_init(),
     };
     r.ok().map(|()| handle)

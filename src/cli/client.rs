@@ -388,11 +388,32 @@ pub fn request_raw(
         .map_err(|_| format!("{addr} did not answer within {} s", TIMEOUT.as_secs()))?
 }
 
-/// `roster monitor`: streams the agent's membership events as they happen
-/// (server-sent events from `/v1/events/stream`) until interrupted or the
-/// agent stops.
-pub fn monitor(c: &ClientArgs) -> ExitCode {
+/// `roster monitor` options.
+#[derive(Debug, Clone, Args)]
+pub struct MonitorArgs {
+    /// Connection options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Also stream the agent's log lines at this level or more severe
+    /// (error, warn, info, debug, trace), whatever level the agent writes
+    /// to its own output.
+    #[arg(long, num_args = 0..=1, default_missing_value = "info", value_name = "LEVEL")]
+    pub logs: Option<String>,
+}
+
+/// `roster monitor [--logs [LEVEL]]`: streams the agent's membership
+/// events (and log lines) as they happen (server-sent events from
+/// `/v1/events/stream`) until interrupted or the agent stops.
+pub fn monitor(a: &MonitorArgs) -> ExitCode {
+    let c = &a.client;
     run_result(|| {
+        let path = match &a.logs {
+            Some(l) => {
+                crate::api::logs::parse_level(l).map_err(|e| format!("--logs: {e}"))?;
+                format!("/v1/events/stream?logs={}", l.to_ascii_lowercase())
+            }
+            None => "/v1/events/stream".to_owned(),
+        };
         let agent = c.agent()?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -407,17 +428,42 @@ pub fn monitor(c: &ClientArgs) -> ExitCode {
             } else if let Some(v) = line.strip_prefix("data:") {
                 data.push_str(v.trim_start());
             } else if line.is_empty() && !data.is_empty() {
-                if event == "member" {
-                    print_event(&data, json);
+                match event.as_str() {
+                    "member" => print_event(&data, json),
+                    "log" => print_log(&data, json),
+                    "skipped" => eprintln!("({data} log lines skipped: the client fell behind)"),
+                    _ => {}
                 }
                 event.clear();
                 data.clear();
             }
         };
-        rt.block_on(stream_lines(&agent, "/v1/events/stream", on_line))?;
+        rt.block_on(stream_lines(&agent, &path, on_line))?;
         eprintln!("the agent closed the stream (it stopped)");
         Ok(())
     })
+}
+
+/// One log line from the stream: a line of text, or its JSON (with
+/// `"type": "log"`, so it tells apart from membership events).
+fn print_log(data: &str, json: bool) {
+    let Ok(mut v) = serde_json::from_str::<Value>(data) else {
+        return;
+    };
+    if json {
+        v["type"] = Value::from("log");
+        println!("{v}");
+    } else {
+        println!(
+            "{}  {:<9}  {}: {}",
+            stamp(&v),
+            v["level"].as_str().unwrap_or("").to_ascii_uppercase(),
+            v["target"].as_str().unwrap_or(""),
+            v["message"].as_str().unwrap_or("")
+        );
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
 }
 
 /// One membership event from the stream: a line of text, or its JSON.
@@ -429,7 +475,19 @@ fn print_event(data: &str, json: bool) {
     let Ok(v) = serde_json::from_str::<Value>(data) else {
         return;
     };
-    let at = v["at_ms"]
+    println!(
+        "{}  {:<9}  {}",
+        stamp(&v),
+        v["kind"].as_str().unwrap_or(""),
+        v["member"].as_str().unwrap_or("(this node)")
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+}
+
+/// An answer's `at_ms` as an RFC 3339 UTC time with milliseconds.
+fn stamp(v: &Value) -> String {
+    v["at_ms"]
         .as_u64()
         .and_then(|ms| {
             time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
@@ -441,14 +499,7 @@ fn print_event(data: &str, json: bool) {
             .ok()?;
             t.format(&f).ok()
         })
-        .unwrap_or_default();
-    println!(
-        "{at}  {:<9}  {}",
-        v["kind"].as_str().unwrap_or(""),
-        v["member"].as_str().unwrap_or("(this node)")
-    );
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
+        .unwrap_or_default()
 }
 
 /// GETs `path` and hands each line of the answer to `on_line` as it

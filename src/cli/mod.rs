@@ -57,7 +57,7 @@ pub enum Cmd {
     Members(client::MembersArgs),
     /// Stream the agent's membership events as they happen, like `serf
     /// monitor` (until Ctrl-C).
-    Monitor(client::ClientArgs),
+    Monitor(client::MonitorArgs),
     /// Join a running agent to more members, like `serf join`.
     Join {
         /// Members to join through: `HOST:PORT`, a DNS name resolving to
