@@ -225,5 +225,17 @@ fn a_one_node_cluster_forms_its_metadata() {
         ],
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v");
+    // --node I finds the node and the cluster's token in .roster/cluster.
+    let out = roster_ok(&dir, &["meta", "get", "app/k", "--node", "0"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v");
+    let out = roster(&dir, &["members", "--node", "1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("has nodes 0 to 0"), "{err}");
+    let out = roster(&dir, &["members", "--node", "0", "--http", &http]);
+    assert!(!out.status.success(), "--node and --http conflict");
+    let elsewhere = roster(&std::env::temp_dir(), &["members", "--node", "0"]);
+    let err = String::from_utf8_lossy(&elsewhere.stderr);
+    assert!(err.contains("roster cluster init"), "{err}");
     roster_ok(&dir, &["cluster", "destroy"]);
 }

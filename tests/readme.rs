@@ -196,6 +196,11 @@ fn checks() -> Vec<(&'static str, &'static str, usize, Check)> {
         ("cluster", "roster cluster status", 1, |o| {
             o.matches("Running").count() == 3 && o.matches("alive").count() == 3
         }),
+        ("cluster", "roster members --node 1", 1, |o| {
+            ["node-0", "node-1", "node-2"]
+                .iter()
+                .all(|n| state_of(o, n).as_deref() == Some("alive"))
+        }),
         ("cluster", "roster cluster chaos show", 1, |o| {
             o.contains("node-2")
         }),

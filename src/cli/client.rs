@@ -23,8 +23,16 @@ const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 pub struct ClientArgs {
     /// The agent's API: `HOST:PORT` or `http://HOST:PORT` for plain HTTP,
     /// `https://HOST:PORT` for an agent started with `--http-tls`.
-    #[arg(long, env = "ROSTER_HTTP_ADDR", default_value = DEFAULT_HTTP, global = true)]
-    pub http: String,
+    /// (Default `127.0.0.1:8946`.)
+    #[arg(long, env = "ROSTER_HTTP_ADDR", global = true)]
+    pub http: Option<String>,
+    /// Node I of the `roster cluster` in `--cluster-dir`: its API address
+    /// and the cluster's token, found by themselves.
+    #[arg(long, env = "ROSTER_NODE", global = true, conflicts_with = "http")]
+    pub node: Option<usize>,
+    /// The `roster cluster` directory `--node` refers to.
+    #[arg(long, env = "ROSTER_CLUSTER_DIR", default_value = super::cluster::DEFAULT_DIR, global = true)]
+    pub cluster_dir: PathBuf,
     /// A file holding the agent's operator token (default: what the agent
     /// recorded for its address, see `roster agent --http-token-file`).
     #[arg(long, env = "ROSTER_HTTP_TOKEN_FILE", global = true)]
@@ -68,7 +76,11 @@ fn endpoint(http: &str) -> Result<(bool, String), String> {
 impl ClientArgs {
     /// The agent to talk to, with the credentials found for it.
     pub fn agent(&self) -> Result<Agent, String> {
-        let (https, addr) = endpoint(&self.http)?;
+        if let Some(i) = self.node {
+            return self.cluster_node(i);
+        }
+        let http = self.http.as_deref().unwrap_or(DEFAULT_HTTP);
+        let (https, addr) = endpoint(http)?;
         let tls = if https {
             let operator = self
                 .cert_dir
@@ -84,8 +96,7 @@ impl ClientArgs {
                     .map_err(|e| format!("--cert-dir {}: {e}", d.join("ca.crt").display()))?,
                 (None, None) => {
                     return Err(format!(
-                        "{}: HTTPS needs the cluster CA to check the agent: --cert-dir DIR (from roster cert client) or --ca CA_DIR/ca.crt",
-                        self.http
+                        "{http}: HTTPS needs the cluster CA to check the agent: --cert-dir DIR (from roster cert client) or --ca CA_DIR/ca.crt"
                     ));
                 }
             };
@@ -107,6 +118,28 @@ impl ClientArgs {
             super::credentials::find(&addr, self.token_file.as_deref())?
         };
         Ok(Agent { addr, token, tls })
+    }
+
+    /// Node `i` of the `roster cluster` in `cluster_dir`.
+    fn cluster_node(&self, i: usize) -> Result<Agent, String> {
+        let dir = &self.cluster_dir;
+        let file = super::cluster::load(dir).map_err(|e| format!("--node {i}: {e}"))?;
+        let n = file.node.get(i).ok_or_else(|| {
+            format!(
+                "--node {i}: the cluster in {} has nodes 0 to {}",
+                dir.display(),
+                file.nodes.saturating_sub(1)
+            )
+        })?;
+        let token = match &self.token_file {
+            Some(_) => super::credentials::find(&n.http.to_string(), self.token_file.as_deref())?,
+            None => Some(super::cluster::token(dir)?),
+        };
+        Ok(Agent {
+            addr: n.http.to_string(),
+            token,
+            tls: None,
+        })
     }
 }
 

@@ -321,6 +321,16 @@ pub fn print_dashboard(dir: &Path, nodes: &[NodeSpec]) {
     );
 }
 
+/// How client commands reach the nodes of the cluster in `dir`.
+fn print_client_hint(dir: &Path) {
+    let dir_flag = if dir == Path::new(DEFAULT_DIR) {
+        String::new()
+    } else {
+        format!(" --cluster-dir {}", dir.display())
+    };
+    println!("client commands reach node I with --node I: roster members --node 0{dir_flag}");
+}
+
 /// The cluster's operator token file: every node's API takes it.
 pub fn token_path(dir: &Path) -> PathBuf {
     dir.join("http-token")
@@ -654,6 +664,7 @@ pub fn run(cmd: ClusterCmd) -> ExitCode {
                         println!("  {:<8} gossip {}  http://{}/", n.name, n.gossip, n.http);
                     }
                     print_dashboard(&shown, nodes);
+                    print_client_hint(&shown);
                 }));
             }
         }
@@ -698,6 +709,7 @@ fn start_detached(dir: &Path) -> Result<(), String> {
                 dir.join("supervisor.log").display()
             );
             print_dashboard(dir, &file.node);
+            print_client_hint(dir);
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
