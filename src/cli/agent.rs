@@ -150,6 +150,12 @@ pub struct AgentArgs {
     /// as Serf's reconnect and tombstone timeouts).
     #[arg(long, env = "ROSTER_REAP_AFTER", value_parser = parse_duration)]
     pub reap_after: Option<Duration>,
+    /// Most QUIC connections kept open (default 512): past it the least
+    /// recently used is closed. Each costs about 25 KB, and a member keeps
+    /// one to every other it talks to; below the member count, connections
+    /// are opened again (a TLS handshake each) as gossip picks peers.
+    #[arg(long, env = "ROSTER_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 }
 
 /// A duration as `500ms`, `90s`, `30m`, `24h` or `7d`.
@@ -202,6 +208,7 @@ struct FileConfig {
     voters: Option<usize>,
     owner: Option<bool>,
     reap_after: Option<String>,
+    max_connections: Option<usize>,
 }
 
 /// Settings after merging flags, environment and file.
@@ -253,6 +260,8 @@ pub struct Settings {
     pub owner: bool,
     /// How long Down and Left members stay listed.
     pub reap_after: Duration,
+    /// Most QUIC connections kept open.
+    pub max_connections: usize,
 }
 
 fn positive(flag: &str, n: usize) -> Result<usize, String> {
@@ -370,6 +379,12 @@ pub fn settings(args: AgentArgs) -> Result<Settings, String> {
             .owner
             .or(file.owner)
             .unwrap_or_else(|| tags.get("owner").is_none_or(|v| v != "false")),
+        max_connections: positive(
+            "--max-connections",
+            args.max_connections
+                .or(file.max_connections)
+                .unwrap_or(crate::runtime::DEFAULT_MAX_CONNECTIONS),
+        )?,
         reap_after: match (args.reap_after, file.reap_after) {
             (Some(d), _) => d,
             (None, Some(t)) => parse_duration(&t).map_err(|e| format!("reap_after {e}"))?,
@@ -478,7 +493,8 @@ async fn serve(s: Settings, args: AgentArgs, logs: Option<LogHandle>) -> ExitCod
         .voter(s.voter)
         .bootstrap_expect(s.bootstrap_expect)
         .target_voters(s.voters)
-        .owner(s.owner);
+        .owner(s.owner)
+        .max_connections(s.max_connections);
     // The HTTP port and the token come first, so a port in use or a bad
     // token file fails before the node joins anyone.
     let http = match s.http {
@@ -737,7 +753,8 @@ async fn apply_config(roster: &Roster, old: &Settings, new: &Settings, logs: Opt
         bootstrap_expect,
         voters,
         owner,
-        reap_after
+        reap_after,
+        max_connections
     );
     if old.join.iter().any(|j| !new.join.contains(j)) {
         fixed.push("join (removed targets: members already known stay)");
