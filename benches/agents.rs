@@ -114,6 +114,22 @@ fn proc_usage(pid: u32) -> Option<(u64, u64)> {
     Some((rss, ticks))
 }
 
+/// PSS and anonymous memory in KiB (`/proc/PID/smaps_rollup`): RSS also
+/// counts the pages of the binary, which every agent on the machine
+/// shares; these count what one agent costs.
+fn proc_private(pid: u32) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    Some((field("Pss:")?, field("Anonymous:")?))
+}
+
 fn clock_ticks() -> u64 {
     Command::new("getconf")
         .arg("CLK_TCK")
@@ -339,6 +355,12 @@ fn run(n: usize, idle: Duration) -> Value {
             bytes.push((a.1 - b.1) / secs);
         }
     }
+    let private: Vec<(u64, u64)> = procs
+        .iter()
+        .filter_map(|p| proc_private(p.child.id()))
+        .collect();
+    let (pss_med, _) = median_max(private.iter().map(|p| p.0 as f64 / 1024.0).collect());
+    let (anon_med, anon_max) = median_max(private.iter().map(|p| p.1 as f64 / 1024.0).collect());
     let (rss_med, rss_max) = median_max(rss_mb);
     let (cpu_med, cpu_max) = median_max(cpu);
     let (dg_med, _) = median_max(dgrams);
@@ -382,6 +404,9 @@ fn run(n: usize, idle: Duration) -> Value {
         "idle_s": round(secs, 1),
         "rss_mb_median": round(rss_med, 1),
         "rss_mb_max": round(rss_max, 1),
+        "pss_mb_median": round(pss_med, 1),
+        "anon_mb_median": round(anon_med, 1),
+        "anon_mb_max": round(anon_max, 1),
         "cpu_pct_median": round(cpu_med, 2),
         "cpu_pct_max": round(cpu_max, 2),
         "cpu_pct_all_agents": round(total_cpu, 1),

@@ -151,8 +151,8 @@ pub struct AgentArgs {
     #[arg(long, env = "ROSTER_REAP_AFTER", value_parser = parse_duration)]
     pub reap_after: Option<Duration>,
     /// Most QUIC connections kept open (default 512): past it the least
-    /// recently used is closed. Each costs about 25 KB, and a member keeps
-    /// one to every other it talks to; below the member count, connections
+    /// recently used is closed. A member keeps one to every other it talks
+    /// to (about 10 KB each, measured); below the member count, connections
     /// are opened again (a TLS handshake each) as gossip picks peers.
     #[arg(long, env = "ROSTER_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
