@@ -1347,6 +1347,26 @@ fn force_leave_and_voters_remove(engine: &str) {
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
     let out = common::roster_in(&dir, &["voters", "remove", "c", "--http", &ha]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a metadata voter"));
+    // The leader deletes the request once carried out, so that it cannot
+    // apply to a later voter named c.
+    common::wait_until(Duration::from_secs(15), || {
+        let out = common::roster_ok(
+            &dir,
+            &[
+                "meta",
+                "list",
+                "roster/voters/remove/",
+                "--json",
+                "--http",
+                &ha,
+            ],
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v.as_array().map(Vec::is_empty))
+            == Some(true)
+    })
+    .expect("the carried-out removal request is deleted");
     for child in [&mut b, &mut a] {
         signal(child.id(), "-TERM");
         wait_exit(child, Duration::from_secs(5)).expect("exits");
@@ -1459,5 +1479,73 @@ fn monitor_streams_log_lines_at_the_level_asked() {
         !own.contains("the configuration now in force"),
         "the agent at info wrote a debug line: {own}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Forcing out a member that was only cut off changes the listing, not the
+/// member: once the cut heals it refutes its Down and is listed Alive
+/// again (as a Serf member forced out while alive rejoins).
+#[test]
+fn a_member_forced_out_while_cut_off_comes_back_when_the_cut_heals() {
+    let dir = tmp("forcedback");
+    common::certs(&dir, &["a", "b", "c"]);
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let (ha, hb, hc) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let join = format!("127.0.0.1:{pa}");
+    let mut a = agent_with(&dir, "a", &format!("127.0.0.1:{pa}"), &["--http", &ha]);
+    let _ta = TermOnDrop(a.id());
+    let mut b = agent_with(
+        &dir,
+        "b",
+        &format!("127.0.0.1:{pb}"),
+        &["--http", &hb, "--join", &join],
+    );
+    let _tb = TermOnDrop(b.id());
+    let mut c = agent_with(
+        &dir,
+        "c",
+        &format!("127.0.0.1:{pc}"),
+        &["--http", &hc, "--join", &join],
+    );
+    let _tc = TermOnDrop(c.id());
+    let state = |http: &str, id: &str| member_state(http, id);
+    common::wait_until(Duration::from_secs(20), || {
+        state(&ha, "c").as_deref() == Some("alive") && state(&hb, "c").as_deref() == Some("alive")
+    })
+    .expect("a and b see c");
+    // Cut c off both ways.
+    common::roster_ok(
+        &dir,
+        &[
+            "chaos", "set", "--block", "a", "--block", "b", "--http", &hc,
+        ],
+    );
+    common::roster_ok(&dir, &["chaos", "set", "--block", "c", "--http", &ha]);
+    common::roster_ok(&dir, &["chaos", "set", "--block", "c", "--http", &hb]);
+    common::wait_until(Duration::from_secs(30), || {
+        state(&ha, "c").as_deref() == Some("down") && state(&hb, "c").as_deref() == Some("down")
+    })
+    .expect("a and b hold the cut-off c Down");
+    common::roster_ok(&dir, &["force-leave", "c", "--http", &ha]);
+    common::wait_until(Duration::from_secs(10), || {
+        state(&ha, "c").as_deref() == Some("left") && state(&hb, "c").as_deref() == Some("left")
+    })
+    .expect("c is listed Left on a and b");
+    for h in [&ha, &hb, &hc] {
+        common::roster_ok(&dir, &["chaos", "heal", "--http", h]);
+    }
+    let back = common::wait_until(Duration::from_secs(60), || {
+        state(&ha, "c").as_deref() == Some("alive") && state(&hb, "c").as_deref() == Some("alive")
+    })
+    .expect("c refutes and is listed Alive again");
+    println!("forced-out c listed alive again {back:?} after the heal");
+    for child in [&mut c, &mut b, &mut a] {
+        signal(child.id(), "-TERM");
+        wait_exit(child, Duration::from_secs(5)).expect("exits");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -470,6 +470,9 @@ async fn open_reads_answer_reads_only() {
         ("PUT", "/v1/meta/k"),
         ("POST", "/v1/chaos"),
         ("POST", "/v1/leave"),
+        // The agent's log lines need a credential too.
+        ("GET", "/v1/events/stream?logs=debug"),
+        ("GET", "/v1/events/stream?x=1&logs"),
     ] {
         let (s, _, b) = raw(addr, m, p, &host, b"v").await;
         assert_json_error(s, &b, 401, "unauthorized");

@@ -280,6 +280,16 @@ fn changes_something(m: &Method) -> bool {
     !matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
+/// Whether a request asks for the agent's log lines (`logs=` on the event
+/// stream): those need a credential even with `--http-open-reads`, as they
+/// may say more than a scraper should see, and raise the log level.
+fn reads_logs(uri: &axum::http::Uri) -> bool {
+    uri.query().is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv == "logs" || kv.starts_with("logs="))
+    })
+}
+
 fn header_str(h: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
@@ -360,7 +370,7 @@ pub async fn guard(State(access): State<Arc<Access>>, req: Request, next: Next) 
         tracing::trace!(operator = %name, "request authenticated by certificate");
         return next.run(req).await;
     }
-    if access.open_reads && !mutating {
+    if access.open_reads && !mutating && !reads_logs(req.uri()) {
         return next.run(req).await;
     }
     let bearer = header_str(h, header::AUTHORIZATION)

@@ -177,6 +177,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if d.is_zero() {
         return Err(format!("{text:?}: must be more than zero"));
     }
+    if d > crate::node::config::MAX_RETENTION {
+        return Err(format!("{text:?}: must be at most ten years (3650d)"));
+    }
     Ok(d)
 }
 

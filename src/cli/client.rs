@@ -27,8 +27,9 @@ pub struct ClientArgs {
     #[arg(long, env = "ROSTER_HTTP_ADDR", global = true)]
     pub http: Option<String>,
     /// Node I of the `roster cluster` in `--cluster-dir`: its API address
-    /// and the cluster's token, found by themselves.
-    #[arg(long, env = "ROSTER_NODE", global = true, conflicts_with = "http")]
+    /// and the cluster's token, found by themselves (`--http` is then not
+    /// used).
+    #[arg(long, env = "ROSTER_NODE", global = true)]
     pub node: Option<usize>,
     /// The `roster cluster` directory `--node` refers to.
     #[arg(long, env = "ROSTER_CLUSTER_DIR", default_value = super::cluster::DEFAULT_DIR, global = true)]

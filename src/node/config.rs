@@ -160,10 +160,17 @@ pub enum ConfigError {
         /// heartbeat_ticks
         heartbeat: usize,
     },
+    /// A retention past [`MAX_RETENTION`].
+    #[error("{0} must be at most ten years")]
+    TooLong(&'static str),
     /// A value cannot fit in one datagram.
     #[error("max_value_bytes + max_key_bytes ({0}) must leave 256 bytes of a datagram for headers")]
     StateTooLargeForDatagram(usize),
 }
+
+/// Longest `remove_down_after` / `remove_left_after`: ten years (timers
+/// past it would overflow the clock).
+pub const MAX_RETENTION: Duration = Duration::from_secs(10 * 365 * 86_400);
 
 /// The SWIM engine a node runs (see [`Config::engine`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -347,6 +354,14 @@ impl Config {
                 election: self.meta.election_ticks,
                 heartbeat: self.meta.heartbeat_ticks,
             });
+        }
+        for (name, d) in [
+            ("remove_down_after", self.remove_down_after),
+            ("remove_left_after", self.remove_left_after),
+        ] {
+            if d > MAX_RETENTION {
+                return Err(ConfigError::TooLong(name));
+            }
         }
         if self.meta.target_voters == 0 {
             return Err(ConfigError::Zero("meta.target_voters"));

@@ -1057,19 +1057,22 @@ impl Node {
         if l.identity.id == self.identity.id {
             return;
         }
-        let known_active = self.members.get(&l.identity.id).is_some_and(|v| {
-            v.identity == l.identity && matches!(v.state, MemberState::Alive | MemberState::Suspect)
-        });
+        let held = self
+            .members
+            .get(&l.identity.id)
+            .filter(|v| v.identity == l.identity)
+            .map(|v| v.state);
+        if held == Some(MemberState::Down) {
+            // Only the listing changes (see `down_to_left`).
+            self.down_to_left(&l.identity);
+            return;
+        }
         if let Some(e) = self.native.as_mut() {
             e.mark_left(&l.identity, l.incarnation);
             self.drain_native();
             return;
         }
-        if !known_active {
-            // foca holds a Down member as Down whatever follows: only the
-            // listing changes.
-            self.down_to_left(&l.identity);
-        } else {
+        if matches!(held, Some(MemberState::Alive | MemberState::Suspect)) {
             let _ = self.swim.apply_many(
                 std::iter::once(Member::new(
                     l.identity.clone(),
@@ -1132,14 +1135,22 @@ impl Node {
         {
             self.reported_down.remove(&id.id);
         }
+        // The highest incarnation seen of this identity so far carries over.
+        let seen = |node: &Node, id: &Identity| {
+            node.members
+                .get(&id.id)
+                .filter(|v| v.identity == *id)
+                .map_or(0, |v| v.incarnation)
+        };
         match n {
             OwnedNotification::MemberUp(id) => {
                 self.downs.remove(&id.id);
+                let incarnation = seen(self, &id);
                 self.members.insert(
                     id.id.clone(),
                     MemberView {
                         identity: id.clone(),
-                        incarnation: 0,
+                        incarnation,
                         state: MemberState::Alive,
                         suspect_incarnation: None,
                         since: now,
@@ -1167,11 +1178,12 @@ impl Node {
                     self.metrics.downs_declared += 1;
                     MemberState::Down
                 };
+                let incarnation = seen(self, &id);
                 self.members.insert(
                     id.id.clone(),
                     MemberView {
                         identity: id.clone(),
-                        incarnation: 0,
+                        incarnation,
                         state,
                         suspect_incarnation: None,
                         since: now,

@@ -140,6 +140,17 @@ impl Store {
         })?;
         private_dir(dir);
         let path = dir.join("roster.redb");
+        // A new database is created its owner's only from the start (redb
+        // initializes an empty file), not made so after it holds data.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path);
+        }
         let db = open_db(&path)?;
         #[cfg(unix)]
         {

@@ -171,6 +171,9 @@ pub(crate) struct MetaCore {
     preferred: Vec<NodeId>,
     /// When this leader last proposed a placement not yet applied.
     placement_proposed: Option<Duration>,
+    /// When this leader last proposed deleting a voter-removal request
+    /// that has been carried out.
+    removal_cleanup_proposed: Option<Duration>,
     /// Since when this voter has had no leader.
     leaderless_since: Option<Duration>,
     /// The cluster id this node proposes when it is the bootstrap candidate.
@@ -235,6 +238,7 @@ impl MetaCore {
             my_cluster: 0,
             leaderless_since: None,
             placement_proposed: None,
+            removal_cleanup_proposed: None,
             counters: MetaCounters::default(),
         }
     }
@@ -502,7 +506,8 @@ impl Node {
     /// Asks the leader to remove the dead voter `id` from the metadata
     /// voters by hand (as `consul operator raft remove-peer` does): a
     /// metadata write under [`REMOVE_VOTER_PREFIX`] naming the member's
-    /// generation. Once gossip holds that generation Down or Left, the
+    /// generation (any generation when this node does not list it). Once
+    /// gossip holds that generation Down or Left, the
     /// leader replaces the voter, or removes it even when no member can
     /// take its place (the voters then shrink below their target; the last
     /// voter is never removed). A live voter is refused: its removal would
@@ -513,6 +518,14 @@ impl Node {
     /// [`REMOVE_VOTER_PREFIX`]: crate::node::meta::REMOVE_VOTER_PREFIX
     pub fn remove_voter(&mut self, now: Now, id: &NodeId) -> u64 {
         let voters = self.meta.machine().voter_names();
+        if self.meta_cluster().is_none() {
+            self.set_now(now);
+            let req = self.meta.next_req;
+            self.meta.next_req += 1;
+            let e = self.no_cluster();
+            self.complete(req, Err(e));
+            return req;
+        }
         let refused = if !voters.contains(id) {
             let list: Vec<&str> = voters.iter().map(NodeId::as_str).collect();
             Some(format!(
@@ -542,22 +555,32 @@ impl Node {
             self.complete(req, Err(MetaError::Invalid(why)));
             return req;
         }
-        let generation = self.members.get(id).map_or(0, |m| m.identity.generation.0);
+        // The generation this node holds it at; none (any generation) when
+        // it does not list the member (it joined after the voter died, or
+        // already forgot it).
+        let value = self
+            .members
+            .get(id)
+            .map(|m| m.identity.generation.0.to_string().into_bytes())
+            .unwrap_or_default();
         let op = MetaOp::Put {
             key: format!("{}{id}", super::super::meta::REMOVE_VOTER_PREFIX),
-            value: generation.to_string().into_bytes(),
+            value,
         };
         self.submit_meta(now, op, ReadMode::Linearizable, true)
     }
 
     /// Whether an operator asked for the removal of voter `id` as it is now
-    /// (the generation the request named is the one gossip holds, or gossip
+    /// (the request named no generation, or the one gossip holds, or gossip
     /// no longer lists the member).
     fn removal_asked(&self, id: &NodeId) -> bool {
         let key = format!("{}{id}", super::super::meta::REMOVE_VOTER_PREFIX);
         let Some(v) = self.meta.machine().kv.get(&key) else {
             return false;
         };
+        if v.is_empty() {
+            return true;
+        }
         let asked = std::str::from_utf8(v)
             .ok()
             .and_then(|t| t.parse::<u64>().ok());
@@ -1698,6 +1721,7 @@ impl Node {
         }
         let Some(change) = policy::next_change(&voters, &candidates, self.meta.cfg.target_voters)
         else {
+            self.clean_up_removals();
             return;
         };
         let single = |id: &NodeId, t: ConfChangeType| {
@@ -1731,6 +1755,40 @@ impl Node {
         let ctx = postcard::to_stdvec(&names).unwrap_or_default();
         if let Some(raw) = self.meta.raw.as_mut() {
             let _ = raw.propose_conf_change(ctx, cc);
+        }
+        self.after_raft();
+    }
+
+    /// On the leader, with no voter change under way: deletes one
+    /// voter-removal request (`roster voters remove`) whose voter is no
+    /// longer a voter, so that it cannot apply to a later voter of the same
+    /// name. One proposal per [`PLACEMENT_RETRY`] at most.
+    fn clean_up_removals(&mut self) {
+        let now = self.io.now;
+        if self
+            .meta
+            .removal_cleanup_proposed
+            .is_some_and(|t| now < t + PLACEMENT_RETRY)
+        {
+            return;
+        }
+        let machine = self.meta.machine();
+        let prefix = super::super::meta::REMOVE_VOTER_PREFIX;
+        let voters = machine.voter_names();
+        let done = machine
+            .kv
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k.clone())
+            .find(|k| !voters.iter().any(|v| v.as_str() == &k[prefix.len()..]));
+        let Some(key) = done else {
+            return;
+        };
+        let data = postcard::to_stdvec(&LogEntry::Op(MetaOp::Delete { key })).unwrap_or_default();
+        if let Some(raw) = self.meta.raw.as_mut()
+            && raw.propose(Vec::new(), data).is_ok()
+        {
+            self.meta.removal_cleanup_proposed = Some(now);
         }
         self.after_raft();
     }

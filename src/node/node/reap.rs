@@ -41,10 +41,11 @@ impl Node {
     /// Turns a member held Down into Left on every node (as Serf's
     /// `force-leave` does): the leave spreads like the member's own
     /// graceful leave would have, so every node stops trying to reach it
-    /// and reaps it after `remove_left_after`. Left is final for the
-    /// member's generation: if it was in fact alive behind a partition, it
-    /// must restart (a new generation) to come back. Forcing a member
-    /// already Left again is accepted and changes nothing.
+    /// and reaps it after `remove_left_after`. Only the listing changes: a
+    /// member that was in fact alive behind a partition comes back once it
+    /// proves it (it refutes at a higher incarnation, as a Serf member
+    /// forced out while alive rejoins). Forcing a member already Left
+    /// again is accepted and changes nothing.
     pub fn force_leave(&mut self, now: Now, id: &NodeId) -> Result<Identity, ForceLeaveError> {
         if self.left {
             return Err(ForceLeaveError::Stopped);
@@ -92,7 +93,9 @@ impl Node {
 
     /// A leave for a member this node already holds Down (a forced leave,
     /// or the member's own leave arriving late): the listing says Left
-    /// from now on, and the member is no longer tried.
+    /// from now on, and the member is no longer tried. The Down verdict is
+    /// kept (`downs`), so a member proving it is alive past it still comes
+    /// back; the SWIM engine keeps holding it Down.
     pub(super) fn down_to_left(&mut self, identity: &Identity) {
         let now = self.io.now;
         let Some(v) = self.members.get_mut(&identity.id) else {
@@ -103,7 +106,6 @@ impl Node {
         }
         v.state = MemberState::Left;
         v.since = now;
-        self.downs.remove(&identity.id);
         self.events.push_back(Event::MemberLeft(identity.clone()));
     }
 
