@@ -481,6 +481,12 @@ async fn open_reads_answer_reads_only() {
     assert_json_error(s, &b, 403, "host_not_allowed");
     let (s, _) = http(addr, "PUT", "/v1/state/k", b"v").await;
     assert_eq!(s, 200);
+    // With a credential: this test process installed no log layer, so the
+    // log lines are refused clearly; a bad level is a 400.
+    let (s, b) = http(addr, "GET", "/v1/events/stream?logs=info", b"").await;
+    assert_json_error(s, &b, 501, "no_log_stream");
+    let (s, b) = http(addr, "GET", "/v1/events/stream?logs=loud", b"").await;
+    assert_json_error(s, &b, 400, "invalid_level");
     server.stop().await;
     roster.leave().await;
 }

@@ -5,7 +5,9 @@
 //! The layer's own level follows the most verbose stream open (and is off
 //! with none), so lines no one watches cost nothing, and a stream may ask
 //! for `debug` while the agent writes only `info` to its output. It is
-//! process-wide, as the tracing subscriber is: [`layer`] installs it once.
+//! process-wide, as the tracing subscriber is: add [`layer`]'s layer to the
+//! subscriber, then, once that subscriber is installed, call
+//! [`Installer::install`].
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -63,7 +65,7 @@ struct Shared {
     reload: Reload,
 }
 
-static SHARED: OnceLock<Shared> = OnceLock::new();
+static SHARED: OnceLock<Arc<Shared>> = OnceLock::new();
 
 /// A subscription to the log lines at `level` or more severe; lines come
 /// out of [`Subscription::receiver`]. Dropping it lowers the layer's level
@@ -123,10 +125,22 @@ pub fn subscribe(level: Level) -> Option<Subscription> {
     Some(Subscription { level, rx })
 }
 
-/// The layer to add to the process's tracing subscriber (once; a second
-/// call returns a layer that stays off). Lines it passes go to every open
-/// [`subscribe`] stream.
-pub fn layer<S>() -> impl Layer<S>
+/// Makes a [`layer`]'s lines available to [`subscribe`], once the
+/// subscriber holding the layer is the process's.
+pub struct Installer(Arc<Shared>);
+
+impl Installer {
+    /// Lines from now on go to every open [`subscribe`] stream. `false`
+    /// when another layer was installed before (this one stays off).
+    pub fn install(self) -> bool {
+        SHARED.set(self.0).is_ok()
+    }
+}
+
+/// The layer to add to the process's tracing subscriber, and what makes
+/// its lines available once that subscriber is installed (until then, and
+/// if it never is, [`subscribe`] answers `None`).
+pub fn layer<S>() -> (impl Layer<S>, Installer)
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
 {
@@ -135,25 +149,25 @@ where
         let _ = handle.reload(l);
     });
     let (tx, _) = broadcast::channel(BUFFER);
-    let fresh = SHARED
-        .set(Shared {
-            tx,
-            open: Mutex::new([0; 5]),
-            reload,
-        })
-        .is_ok();
-    Broadcast { on: fresh }.with_filter(filter)
+    let shared = Arc::new(Shared {
+        tx,
+        open: Mutex::new([0; 5]),
+        reload,
+    });
+    let layer = Broadcast {
+        shared: shared.clone(),
+    }
+    .with_filter(filter);
+    (layer, Installer(shared))
 }
 
 struct Broadcast {
-    on: bool,
+    shared: Arc<Shared>,
 }
 
 impl<S: tracing::Subscriber> Layer<S> for Broadcast {
     fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
-        let Some(s) = SHARED.get().filter(|_| self.on) else {
-            return;
-        };
+        let s = &self.shared;
         if s.tx.receiver_count() == 0 {
             return;
         }

@@ -527,7 +527,7 @@ async fn event_stream(
                 ApiError::new(
                     StatusCode::NOT_IMPLEMENTED,
                     "no_log_stream",
-                    "this process does not stream its logs (roster agent does; an application embedding roster adds roster::api::logs::layer() to its tracing subscriber)",
+                    "this process does not stream its logs (roster agent does; an application embedding roster adds the layer from roster::api::logs::layer() to its tracing subscriber, then installs it)",
                 )
             })?)
         }

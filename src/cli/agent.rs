@@ -419,17 +419,28 @@ fn init_logs(format: LogFormat, level: Option<&str>) -> Option<LogHandle> {
         .with_writer(std::io::stderr);
     // The level filters the agent's own output only: `roster monitor
     // --logs` streams may ask for more (see `api::logs`).
-    let r = match format {
-        LogFormat::Text => tracing_subscriber::registry()
-            .with(fmt.with_filter(filter))
-            .with(crate::api::logs::layer())
-            .try_init(),
-        LogFormat::Json => tracing_subscriber::registry()
-            .with(fmt.json().with_filter(filter))
-            .with(crate::api::logs::layer())
-            .try_init(),
+    let (r, installer) = match format {
+        LogFormat::Text => {
+            let (stream, installer) = crate::api::logs::layer();
+            let r = tracing_subscriber::registry()
+                .with(fmt.with_filter(filter))
+                .with(stream)
+                .try_init();
+            (r, installer)
+        }
+        LogFormat::Json => {
+            let (stream, installer) = crate::api::logs::layer();
+            let r = tracing_subscriber::registry()
+                .with(fmt.json().with_filter(filter))
+                .with(stream)
+                .try_init();
+            (r, installer)
+        }
     };
-    r.ok().map(|()| handle)
+    r.ok().map(|()| {
+        installer.install();
+        handle
+    })
 }
 
 /// Runs the agent; returns the exit code.
