@@ -334,12 +334,18 @@ impl Node {
                 let _ = self.swim.gossip(&mut self.io);
             }
         }
+        self.tell_leave(&leave);
+        self.left = true;
+        self.after_swim();
+    }
+
+    /// Tells `leave_fanout` random members of a leave directly (beside
+    /// gossip, which may be slower to reach them).
+    fn tell_leave(&mut self, leave: &Leave) {
         let targets = self.random_members(self.config.leave_fanout, |_| true);
         for t in targets {
             self.io.send_msg(t.addr, &Message::Leave(leave.clone()));
         }
-        self.left = true;
-        self.after_swim();
     }
 
     /// Handles one datagram from `from`.

@@ -518,41 +518,37 @@ impl Node {
     /// [`REMOVE_VOTER_PREFIX`]: crate::node::meta::REMOVE_VOTER_PREFIX
     pub fn remove_voter(&mut self, now: Now, id: &NodeId) -> u64 {
         let voters = self.meta.machine().voter_names();
-        if self.meta_cluster().is_none() {
-            self.set_now(now);
-            let req = self.meta.next_req;
-            self.meta.next_req += 1;
-            let e = self.no_cluster();
-            self.complete(req, Err(e));
-            return req;
-        }
-        let refused = if !voters.contains(id) {
+        let refused = if self.meta_cluster().is_none() {
+            Some(self.no_cluster())
+        } else if !voters.contains(id) {
             let list: Vec<&str> = voters.iter().map(NodeId::as_str).collect();
-            Some(format!(
+            Some(MetaError::Invalid(format!(
                 "{id} is not a metadata voter (voters: {})",
                 if list.is_empty() {
                     "none known".to_owned()
                 } else {
                     list.join(", ")
                 }
-            ))
+            )))
         } else if *id == self.identity.id {
-            Some(format!(
+            Some(MetaError::Invalid(format!(
                 "{id} is this node and it is alive; ask another member to remove it once it is down"
-            ))
+            )))
         } else {
             match self.members.get(id).map(|m| m.state) {
-                Some(s @ (MemberState::Alive | MemberState::Suspect)) => Some(format!(
-                    "{id} is {s:?} here; only a voter that is down (or left) is removed by hand, and the leader already replaces a dead voter when another member can take its place"
-                )),
+                Some(s @ (MemberState::Alive | MemberState::Suspect)) => {
+                    Some(MetaError::Invalid(format!(
+                        "{id} is {s:?} here; only a voter that is down (or left) is removed by hand, and the leader already replaces a dead voter when another member can take its place"
+                    )))
+                }
                 _ => None,
             }
         };
-        if let Some(why) = refused {
+        if let Some(e) = refused {
             self.set_now(now);
             let req = self.meta.next_req;
             self.meta.next_req += 1;
-            self.complete(req, Err(MetaError::Invalid(why)));
+            self.complete(req, Err(e));
             return req;
         }
         // The generation this node holds it at; none (any generation) when

@@ -83,10 +83,7 @@ impl Node {
         if let Some(bytes) = swim::encode_item(&Item::Left(leave.clone())) {
             self.add_item(&bytes, None);
         }
-        let targets = self.random_members(self.config.leave_fanout, |_| true);
-        for t in targets {
-            self.io.send_msg(t.addr, &Message::Leave(leave.clone()));
-        }
+        self.tell_leave(&leave);
         self.after_swim();
         Ok(identity)
     }
