@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand};
 
 /// The simulator allocates and frees millions of small messages and member
 /// lists per virtual minute; mimalloc does that faster than the system
-/// allocator (see the README's simulator figures).
+/// allocator (see the README's simulator figures). Without the `mimalloc`
+/// feature the system allocator is used, which heap profilers can follow.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use roster::node::EngineKind;

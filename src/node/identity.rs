@@ -132,6 +132,97 @@ fn key_of(name: &str) -> [u64; 2] {
     [half(1) | DIGESTED, half(2)]
 }
 
+/// Values in use in this process, by key, held once: every node of a
+/// simulated cluster, and every decoded packet of an agent, names the same
+/// members. Only weak references are kept, so a value nobody holds is
+/// freed; the map is pruned as it grows. What it holds, and its order,
+/// never reach any output (it only decides which allocation equal values
+/// share).
+struct Interner<K, T: ?Sized> {
+    held: std::collections::HashMap<K, std::sync::Weak<T>, KeyHash>,
+    /// Size of `held` after the last prune.
+    kept: usize,
+}
+
+/// The interner's hasher: keys are built from names' keys (already mixed
+/// or packed bytes), so a fixed mix is enough and the same in every run.
+#[derive(Default, Clone, Copy)]
+struct KeyHash;
+
+impl std::hash::BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = mix64(self.0 ^ x);
+    }
+}
+
+impl<K: std::hash::Hash + Eq, T: ?Sized + PartialEq> Interner<K, T> {
+    const fn new() -> Self {
+        Self {
+            held: std::collections::HashMap::with_hasher(KeyHash),
+            kept: 0,
+        }
+    }
+
+    /// The shared copy of `value` (whose key is `key`), made by `make` when
+    /// none is held.
+    fn share(&mut self, key: K, value: &T, make: impl FnOnce() -> Arc<T>) -> Arc<T> {
+        if let Some(held) = self.held.get(&key).and_then(std::sync::Weak::upgrade)
+            && *held == *value
+        {
+            return held;
+        }
+        let fresh = make();
+        self.held.insert(key, Arc::downgrade(&fresh));
+        // Drop values nobody holds once the map has doubled since the last
+        // prune: amortised O(log n) per new value.
+        if self.held.len() > 2 * self.kept + 1024 {
+            self.held.retain(|_, w| w.strong_count() > 0);
+            self.kept = self.held.len();
+        }
+        fresh
+    }
+}
+
+static NAMES: std::sync::Mutex<Interner<[u64; 2], str>> = std::sync::Mutex::new(Interner::new());
+
+/// The shared string for `name` (whose key is `key`).
+fn intern(key: [u64; 2], name: &str) -> Arc<str> {
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    names.share(key, name, || Arc::from(name))
+}
+
+type IdentityKey = ([u64; 2], u64, SocketAddr);
+
+static IDENTITIES: std::sync::Mutex<Interner<IdentityKey, Identity>> =
+    std::sync::Mutex::new(Interner::new());
+
+/// The shared copy of `identity`: a member table's row holds a pointer to
+/// it instead of the identity itself (8 bytes instead of 72).
+pub(crate) fn share(identity: &Identity) -> Arc<Identity> {
+    let key = (identity.id.key(), identity.generation.0, identity.addr);
+    let mut held = IDENTITIES.lock().unwrap_or_else(|e| e.into_inner());
+    held.share(key, identity, || Arc::new(identity.clone()))
+}
+
 /// Why a string is not a valid [`NodeId`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NodeIdError {
@@ -170,9 +261,10 @@ impl NodeId {
                 .unwrap_or(char::REPLACEMENT_CHARACTER);
             return Err(NodeIdError::BadChar(c));
         }
+        let key = key_of(name);
         Ok(Self {
-            key: key_of(name),
-            name: Arc::from(name),
+            key,
+            name: intern(key, name),
         })
     }
 
@@ -366,5 +458,33 @@ mod tests {
         assert_eq!(a.addr(), b.addr());
         assert!(b.win_addr_conflict(&a));
         assert!(!a.win_addr_conflict(&b));
+    }
+
+    #[test]
+    fn equal_names_and_identities_share_one_allocation_and_are_freed_unused() {
+        let a = NodeId::new("shared-name-for-a-test").unwrap();
+        let b = NodeId::new("shared-name-for-a-test").unwrap();
+        assert!(Arc::ptr_eq(&a.name, &b.name));
+        let c = NodeId::new("another-name-for-a-test").unwrap();
+        assert!(!Arc::ptr_eq(&a.name, &c.name));
+        assert_eq!(c.as_str(), "another-name-for-a-test");
+
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let one = Identity::new(a.clone(), addr, Generation(1));
+        let (x, y) = (share(&one), share(&one.clone()));
+        assert!(Arc::ptr_eq(&x, &y));
+        // Another generation or address is another identity.
+        let two = Identity::new(a.clone(), addr, Generation(2));
+        assert!(!Arc::ptr_eq(&x, &share(&two)));
+        assert_eq!(*share(&two), two);
+        let moved = Identity::new(a, "127.0.0.1:10".parse().unwrap(), Generation(1));
+        assert!(!Arc::ptr_eq(&x, &share(&moved)));
+
+        // Nobody holds it any more: the next one is a new allocation with
+        // the same value.
+        let weak = Arc::downgrade(&x);
+        drop((x, y));
+        assert_eq!(weak.strong_count(), 0);
+        assert_eq!(*share(&one), one);
     }
 }

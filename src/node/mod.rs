@@ -167,3 +167,40 @@ pub enum Event {
         index: u64,
     },
 }
+
+/// Capacity an output queue keeps once drained. A burst (a push-pull that
+/// brings a thousand members brings a thousand events) grows a queue; one
+/// that kept that capacity would cost every node memory in proportion to
+/// the cluster, for good.
+const QUEUE_KEEP: usize = 32;
+
+/// Takes the front of an output queue, giving back a burst's capacity once
+/// the queue is empty. Amortised O(1): capacity beyond [`QUEUE_KEEP`] was
+/// filled by at least as many pushes.
+pub(crate) fn pop_queue<T>(q: &mut std::collections::VecDeque<T>) -> Option<T> {
+    let item = q.pop_front();
+    if q.is_empty() && q.capacity() > QUEUE_KEEP {
+        q.shrink_to(QUEUE_KEEP);
+    }
+    item
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    #[test]
+    fn a_drained_queue_gives_back_a_bursts_capacity() {
+        let mut q: VecDeque<u64> = (0..10_000).collect();
+        let mut got = Vec::new();
+        while let Some(x) = super::pop_queue(&mut q) {
+            // Capacity is kept while items wait.
+            if !q.is_empty() {
+                assert!(q.capacity() >= 10_000);
+            }
+            got.push(x);
+        }
+        assert_eq!(got, (0..10_000).collect::<Vec<_>>());
+        assert!(q.capacity() <= 2 * super::QUEUE_KEEP, "{}", q.capacity());
+    }
+}

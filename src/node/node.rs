@@ -131,6 +131,8 @@ pub struct Node {
     io: Io,
     shared: SharedRef,
     rng: rand::rngs::Xoshiro256PlusPlus,
+    /// The listing of members on foca's path (the native engine keeps it
+    /// in its table's rows: see [`Node::view`]).
     members: BTreeMap<NodeId, MemberView>,
     /// Members this node declared Down, with the incarnation they were
     /// declared at: a packet proving a higher one brings them back.
@@ -648,12 +650,12 @@ impl Node {
 
     /// Next message to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.io.out.pop_front()
+        crate::node::pop_queue(&mut self.io.out)
     }
 
     /// Next event for the application.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        crate::node::pop_queue(&mut self.events)
     }
 
     /// When [`Node::handle_timeout`] should next be called.
@@ -701,13 +703,39 @@ impl Node {
     }
 
     /// Every member this node knows (itself excluded), by `NodeId`.
-    pub fn members(&self) -> impl Iterator<Item = &MemberView> {
-        self.members.values()
+    pub fn members(&self) -> impl Iterator<Item = MemberView> + '_ {
+        let sorted: Box<dyn Iterator<Item = MemberView> + '_> = match &self.native {
+            None => Box::new(self.members.values().cloned()),
+            Some(e) => {
+                let mut v: Vec<MemberView> = e.views().collect();
+                v.sort_unstable_by(|a, b| a.identity.id.cmp(&b.identity.id));
+                Box::new(v.into_iter())
+            }
+        };
+        sorted
     }
 
     /// One member's view.
-    pub fn member(&self, id: &NodeId) -> Option<&MemberView> {
-        self.members.get(id)
+    pub fn member(&self, id: &NodeId) -> Option<MemberView> {
+        self.view(id)
+    }
+
+    /// One member as this node lists it. The native engine keeps the
+    /// listing in the member's row of its table; foca's path keeps a map.
+    pub(super) fn view(&self, id: &NodeId) -> Option<MemberView> {
+        match &self.native {
+            None => self.members.get(id).cloned(),
+            Some(e) => e.view(id),
+        }
+    }
+
+    /// Every member this node lists, in no particular (but deterministic)
+    /// order.
+    pub(super) fn views(&self) -> Box<dyn Iterator<Item = MemberView> + '_> {
+        match &self.native {
+            None => Box::new(self.members.values().cloned()),
+            Some(e) => Box::new(e.views()),
+        }
     }
 
     /// Members the SWIM engine counts as active (Alive or Suspect).
@@ -827,8 +855,12 @@ impl Node {
         d.mul_f64(self.rng.random_range(0.9..1.1))
     }
 
-    /// Up to `n` distinct random members in `Alive`/`Suspect` state.
+    /// Up to `n` distinct random members in `Alive`/`Suspect` state (the
+    /// native engine draws from its table in O(n); foca's path scans).
     fn random_members(&mut self, n: usize, keep: impl Fn(&Identity) -> bool) -> Vec<Identity> {
+        if let Some(e) = &self.native {
+            return e.random_members(n, &mut self.rng, keep);
+        }
         let mut pool: Vec<&MemberView> = self
             .members
             .values()
@@ -1064,8 +1096,7 @@ impl Node {
             return;
         }
         let held = self
-            .members
-            .get(&l.identity.id)
+            .view(&l.identity.id)
             .filter(|v| v.identity == l.identity)
             .map(|v| v.state);
         if held == Some(MemberState::Down) {
@@ -1235,7 +1266,7 @@ impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node")
             .field("identity", &self.identity)
-            .field("members", &self.members.len())
+            .field("members", &self.views().count())
             .finish_non_exhaustive()
     }
 }

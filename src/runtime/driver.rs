@@ -255,7 +255,7 @@ impl Driver {
             build: build(&me.id),
         }];
         out.extend(self.node.members().map(|v| {
-            let mut m = super::Member::from(v);
+            let mut m = super::Member::from(&v);
             m.rtt = self.peers.get(&v.identity.addr).map(|p| p.conn.rtt());
             m.build = build(&v.identity.id);
             m

@@ -55,6 +55,7 @@ use self::packet::{Body, Update, WireState};
 use self::queue::{Queue, Topic};
 use self::suspicion::Suspicion;
 use self::table::{Row, State, Table};
+use super::MemberView;
 use super::config::{Config, Timing};
 use super::identity::{Identity, NodeId};
 use super::timers::TimerTable;
@@ -275,14 +276,49 @@ impl Engine {
     pub(crate) fn members(&self) -> impl Iterator<Item = (&Identity, u32, State)> {
         self.table
             .iter()
-            .map(|e| (&e.identity, e.incarnation, e.state))
+            .map(|e| (&*e.identity, e.incarnation, e.state))
     }
 
     /// One member.
     pub(crate) fn member(&self, id: &NodeId) -> Option<(&Identity, u32, State)> {
         self.table
             .entry(id)
-            .map(|e| (&e.identity, e.incarnation, e.state))
+            .map(|e| (&*e.identity, e.incarnation, e.state))
+    }
+
+    /// Up to `k` distinct random active members for which `keep` holds,
+    /// drawn with `rng`, in O(k) expected time.
+    pub(crate) fn random_members(
+        &self,
+        k: usize,
+        rng: &mut impl rand::Rng,
+        keep: impl Fn(&Identity) -> bool,
+    ) -> Vec<Identity> {
+        let mut rows = Vec::with_capacity(k);
+        self.table
+            .random_active(k, rng, |_, e| keep(&e.identity), &mut rows);
+        rows.into_iter()
+            .map(|r| (*self.table.get(r).identity).clone())
+            .collect()
+    }
+
+    /// One member as the node lists it.
+    pub(crate) fn view(&self, id: &NodeId) -> Option<MemberView> {
+        self.table.entry(id).and_then(table::Entry::view)
+    }
+
+    /// Every member the node lists, in row order (the order they were
+    /// first heard of).
+    pub(crate) fn views(&self) -> impl Iterator<Item = MemberView> + '_ {
+        self.table.iter().filter_map(table::Entry::view)
+    }
+
+    /// The node's listing of `id` (with the identity its row holds).
+    pub(crate) fn listing_mut(
+        &mut self,
+        id: &NodeId,
+    ) -> Option<(&Identity, &mut Option<table::Listing>)> {
+        self.table.listing_mut(id)
     }
 
     /// Order-independent fingerprint of the active members and this node.
@@ -298,11 +334,11 @@ impl Engine {
     // ----- outputs -----
 
     pub(crate) fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
-        self.out.pop_front()
+        crate::node::pop_queue(&mut self.out)
     }
 
     pub(crate) fn poll_event(&mut self) -> Option<EngineEvent> {
-        self.events.pop_front()
+        crate::node::pop_queue(&mut self.events)
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Duration> {
@@ -423,7 +459,7 @@ impl Engine {
             return;
         };
         let e = self.table.get(row);
-        if e.identity != *member || e.state == State::Left {
+        if *e.identity != *member || e.state == State::Left {
             return;
         }
         let inc = e.incarnation.max(incarnation);
@@ -500,7 +536,7 @@ impl Engine {
         };
         let seq = self.next_seq();
         let e = self.table.get(row);
-        let target = e.identity.clone();
+        let target = (*e.identity).clone();
         let suspected = (e.state == State::Suspect).then_some(e.incarnation);
         self.counters.probes_sent += 1;
         self.ping(&target, seq, suspected);
@@ -546,7 +582,7 @@ impl Engine {
         let (row, target) = (p.row, p.target.clone());
         let suspected = {
             let e = self.table.get(row);
-            (e.identity == target && e.state == State::Suspect).then_some(e.incarnation)
+            (*e.identity == target && e.state == State::Suspect).then_some(e.incarnation)
         };
         self.counters.probes_sent += 1;
         self.ping(&target, seq, suspected);
@@ -589,7 +625,7 @@ impl Engine {
         };
         self.awareness.apply(delta);
         let e = self.table.get(p.row);
-        if e.identity == p.target && e.state.is_active() {
+        if *e.identity == p.target && e.state.is_active() {
             let u = Update {
                 member: p.target.clone(),
                 incarnation: e.incarnation,
@@ -628,11 +664,11 @@ impl Engine {
         if let Some(row) = self.table.find(&from.id) {
             let e = self.table.get(row);
             if e.identity.generation > from.generation
-                || (e.identity == *from && e.state == State::Left)
+                || (*e.identity == *from && e.state == State::Left)
             {
                 return;
             }
-            if e.identity == *from && e.state == State::Down && incarnation <= e.incarnation {
+            if *e.identity == *from && e.state == State::Down && incarnation <= e.incarnation {
                 // It does not know it was declared Down: tell it, at most
                 // once per probe period, so it refutes.
                 let due = self
@@ -690,7 +726,7 @@ impl Engine {
                 return;
             }
             // A newer generation of the node replaces the old one.
-            let old = e.identity.clone();
+            let old = (*e.identity).clone();
             self.suspicions.remove(&row);
             self.told.remove(&row);
             self.table
@@ -861,7 +897,7 @@ impl Engine {
             // end of a pause) refutes on the spot instead of being declared
             // Down on evidence from before. Unless the refutation comes, the
             // verdict stands when the window ends.
-            let target = e.identity.clone();
+            let target = (*e.identity).clone();
             let Some(s) = self.suspicions.get_mut(&row) else {
                 return;
             };
@@ -879,7 +915,7 @@ impl Engine {
 
     fn declare_down(&mut self, row: Row, incarnation: u32, by: Option<NodeId>) {
         self.suspicions.remove(&row);
-        let id = self.table.get(row).identity.clone();
+        let id = (*self.table.get(row).identity).clone();
         self.table.update(row, incarnation, State::Down);
         self.events.push_back(EngineEvent::Down(id.clone()));
         self.gossip_update(Update {

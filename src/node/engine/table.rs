@@ -3,11 +3,13 @@
 //! rows (for random choices in O(1)) and a shuffled probe order of row
 //! indices. Nothing on the per-packet path scans the table.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use rand::RngExt;
 
-use crate::node::identity::{Identity, NodeId};
+use crate::node::identity::{Identity, NodeId, mix64, share};
+use crate::node::{MemberState, MemberView};
 
 /// A row number.
 pub(crate) type Row = u32;
@@ -32,24 +34,163 @@ impl State {
     }
 }
 
+/// What the node lists for a member: its state as the application sees
+/// it, and since when. It lives in the member's row, so a member costs one
+/// row, not a row here and an entry in a second map. The engine never
+/// reads it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Listing {
+    pub(crate) state: MemberState,
+    /// Incarnation under suspicion; meaningful while `state` is Suspect.
+    suspect: u32,
+    /// When the node last changed the listed state (monotonic time, in
+    /// nanoseconds: 584 years fit).
+    since_nanos: u64,
+}
+
+impl Listing {
+    /// `state` from `since`, with the incarnation under suspicion (Suspect
+    /// only).
+    pub(crate) fn new(
+        state: MemberState,
+        suspect_incarnation: Option<u32>,
+        since: Duration,
+    ) -> Self {
+        Self {
+            state,
+            suspect: suspect_incarnation.unwrap_or(0),
+            since_nanos: u64::try_from(since.as_nanos()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// When the node last changed the listed state.
+    pub(crate) fn since(&self) -> Duration {
+        Duration::from_nanos(self.since_nanos)
+    }
+
+    /// Sets the listed state from `now`.
+    pub(crate) fn set(&mut self, state: MemberState, now: Duration) {
+        *self = Self::new(state, None, now);
+    }
+
+    fn suspect_incarnation(&self) -> Option<u32> {
+        (self.state == MemberState::Suspect).then_some(self.suspect)
+    }
+}
+
 /// One member.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
-    pub(crate) identity: Identity,
+    /// Shared with every other table that holds the same identity (see
+    /// [`share`]).
+    pub(crate) identity: Arc<Identity>,
     pub(crate) incarnation: u32,
     pub(crate) state: State,
     /// Position in the active list, while active.
     active_at: u32,
+    /// The node's listing of the member: `None` until the node lists it,
+    /// and again once reaped.
+    pub(crate) listing: Option<Listing>,
+}
+
+impl Entry {
+    /// The member as the node lists it, if it does.
+    pub(crate) fn view(&self) -> Option<MemberView> {
+        let l = self.listing?;
+        Some(MemberView {
+            identity: (*self.identity).clone(),
+            state: l.state,
+            incarnation: self.incarnation,
+            suspect_incarnation: l.suspect_incarnation(),
+            since: l.since(),
+        })
+    }
 }
 
 /// No position (not in the active list).
 const NONE: u32 = u32::MAX;
 
+/// An open-addressing hash index from a member's key to its row: a slot is
+/// a row number and 32 bits of the key's hash (8 bytes), at most three
+/// quarters of the slots are used, collisions go to the next slot. The
+/// hash bits spare a look at the row of every slot passed on the way.
+/// Rows are never removed (a node's new generation takes over its row), so
+/// there is no deletion.
+#[derive(Debug, Default)]
+struct Index {
+    slots: Vec<(Row, u32)>,
+    len: usize,
+}
+
+impl Index {
+    fn hash(key: [u64; 2]) -> u64 {
+        mix64(key[0] ^ mix64(key[1]))
+    }
+
+    /// The row whose member has `key`. Bounded: a quarter of the slots at
+    /// least are empty, and the scan stops at the first empty one.
+    fn get(&self, key: [u64; 2], rows: &[Entry]) -> Option<Row> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let h = Self::hash(key);
+        let tag = (h >> 32) as u32;
+        let mut i = h as usize & mask;
+        loop {
+            let (r, t) = self.slots[i];
+            if r == NONE {
+                return None;
+            }
+            if t == tag && rows[r as usize].identity.id.key() == key {
+                return Some(r);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Indexes `row` (whose key is not indexed yet).
+    fn insert(&mut self, key: [u64; 2], row: Row, rows: &[Entry]) {
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            let size = (self.slots.len() * 2).max(16);
+            self.slots = vec![(NONE, 0); size];
+            self.len = 0;
+            for (r, e) in rows.iter().enumerate() {
+                if r as Row != row {
+                    self.place(e.identity.id.key(), r as Row);
+                }
+            }
+        }
+        self.place(key, row);
+    }
+
+    fn place(&mut self, key: [u64; 2], row: Row) {
+        let mask = self.slots.len() - 1;
+        let h = Self::hash(key);
+        let mut i = h as usize & mask;
+        while self.slots[i].0 != NONE {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = (row, (h >> 32) as u32);
+        self.len += 1;
+    }
+}
+
+/// Appends to a vector that grows with the cluster, by a quarter at a time
+/// once it is large rather than by doubling: its unused tail stays under a
+/// quarter of its length (amortised O(1) still).
+fn push_grow<T>(v: &mut Vec<T>, x: T) {
+    if v.len() == v.capacity() {
+        v.reserve_exact((v.len() / 4).max(16));
+    }
+    v.push(x);
+}
+
 /// The table.
 #[derive(Debug, Default)]
 pub(crate) struct Table {
     rows: Vec<Entry>,
-    index: BTreeMap<[u64; 2], Row>,
+    index: Index,
     /// Rows of active members, in no particular order.
     active: Vec<Row>,
     /// Probe order: row numbers, shuffled; `cursor` is the next to probe.
@@ -62,7 +203,6 @@ pub(crate) struct Table {
 
 /// A member's part of [`Table::fingerprint`].
 pub(crate) fn member_print(id: &Identity, incarnation: u32) -> u64 {
-    use crate::node::identity::mix64;
     let f = id.id.fingerprint();
     mix64(f ^ mix64(id.generation.0 ^ (u64::from(incarnation) << 40)))
 }
@@ -70,7 +210,7 @@ pub(crate) fn member_print(id: &Identity, incarnation: u32) -> u64 {
 impl Table {
     /// The row of `id`, if known.
     pub(crate) fn find(&self, id: &NodeId) -> Option<Row> {
-        let r = *self.index.get(&id.key())?;
+        let r = self.index.get(id.key(), &self.rows)?;
         (self.rows[r as usize].identity.id == *id).then_some(r)
     }
 
@@ -82,6 +222,13 @@ impl Table {
     /// The entry of `id`, if known.
     pub(crate) fn entry(&self, id: &NodeId) -> Option<&Entry> {
         self.find(id).map(|r| self.get(r))
+    }
+
+    /// The node's listing of `id`, if `id` has a row.
+    pub(crate) fn listing_mut(&mut self, id: &NodeId) -> Option<(&Identity, &mut Option<Listing>)> {
+        let r = self.find(id)?;
+        let e = &mut self.rows[r as usize];
+        Some((&e.identity, &mut e.listing))
     }
 
     /// Active members (Alive or Suspect).
@@ -110,25 +257,30 @@ impl Table {
         state: State,
         rng: &mut impl rand::Rng,
     ) -> Row {
-        if let Some(r) = self.index.get(&identity.id.key()).copied() {
+        let key = identity.id.key();
+        if let Some(r) = self.index.get(key, &self.rows) {
             self.set_state(r, State::Left);
             let e = &mut self.rows[r as usize];
-            e.identity = identity;
+            e.identity = share(&identity);
             e.incarnation = incarnation;
             self.set_state(r, state);
             return r;
         }
         let r = self.rows.len() as Row;
-        self.index.insert(identity.id.key(), r);
-        self.rows.push(Entry {
-            identity,
-            incarnation,
-            state: State::Left,
-            active_at: NONE,
-        });
+        push_grow(
+            &mut self.rows,
+            Entry {
+                identity: share(&identity),
+                incarnation,
+                state: State::Left,
+                active_at: NONE,
+                listing: None,
+            },
+        );
+        self.index.insert(key, r, &self.rows);
         // Appended, then swapped to a random place among the members not
         // yet probed this round: O(1).
-        self.order.push(r);
+        push_grow(&mut self.order, r);
         let last = self.order.len() - 1;
         let at = rng.random_range(self.cursor.min(last)..=last);
         self.order.swap(at, last);
@@ -166,7 +318,7 @@ impl Table {
             self.fingerprint ^= print;
         } else if is && !was {
             e.active_at = self.active.len() as u32;
-            self.active.push(row);
+            push_grow(&mut self.active, row);
             self.fingerprint ^= print;
         }
     }
@@ -237,5 +389,88 @@ impl Table {
                 out.push(r);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    use rand::SeedableRng;
+
+    use super::*;
+    use crate::node::identity::Generation;
+
+    fn ident(name: &str, generation: u64) -> Identity {
+        Identity::new(
+            NodeId::new(name).expect("valid name"),
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 7000)),
+            Generation(generation),
+        )
+    }
+
+    #[test]
+    fn every_member_is_found_through_the_index_and_others_are_not() {
+        let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(1);
+        let mut t = Table::default();
+        // Short names are packed into the key, long ones digested: both.
+        let names: Vec<String> = (0..3000)
+            .map(|i| {
+                if i % 2 == 0 {
+                    format!("n{i}")
+                } else {
+                    format!("a-long-member-name-{i}")
+                }
+            })
+            .collect();
+        for (i, n) in names.iter().enumerate() {
+            let r = t.insert(ident(n, 1), 0, State::Alive, &mut rng);
+            assert_eq!(r as usize, i);
+        }
+        for (i, n) in names.iter().enumerate() {
+            let id = NodeId::new(n.as_str()).unwrap();
+            assert_eq!(t.find(&id), Some(i as Row), "{n}");
+        }
+        for n in ["n1", "n3001", "a-long-member-name-0", "zz"] {
+            assert_eq!(t.find(&NodeId::new(n).unwrap()), None, "{n}");
+        }
+        assert_eq!(t.active_len(), names.len());
+        // The index stays at most three quarters full.
+        assert!(t.index.len * 4 <= t.index.slots.len() * 3);
+        // A vector that grows with the cluster keeps its unused tail small.
+        assert!(t.rows.capacity() <= t.rows.len() + t.rows.len() / 4 + 16);
+    }
+
+    #[test]
+    fn a_new_generation_takes_over_its_row_and_its_listing() {
+        let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(2);
+        let mut t = Table::default();
+        let old = ident("n1", 1);
+        let r = t.insert(old.clone(), 3, State::Alive, &mut rng);
+        let (_, listing) = t.listing_mut(&old.id).unwrap();
+        *listing = Some(Listing::new(
+            MemberState::Suspect,
+            Some(3),
+            Duration::from_secs(5),
+        ));
+        let view = t.get(r).view().unwrap();
+        assert_eq!(view.suspect_incarnation, Some(3));
+        assert_eq!(view.since, Duration::from_secs(5));
+        let new = ident("n1", 2);
+        assert_eq!(t.insert(new.clone(), 0, State::Alive, &mut rng), r);
+        assert_eq!(*t.get(r).identity, new);
+        assert_eq!(t.get(r).view().map(|v| v.identity), Some(new));
+        assert_eq!(t.active_len(), 1);
+        // Only Suspect carries the incarnation under suspicion.
+        let (_, listing) = t.listing_mut(&old.id).unwrap();
+        listing
+            .as_mut()
+            .unwrap()
+            .set(MemberState::Down, Duration::from_secs(9));
+        let view = t.get(r).view().unwrap();
+        assert_eq!(
+            (view.state, view.suspect_incarnation, view.since),
+            (MemberState::Down, None, Duration::from_secs(9))
+        );
     }
 }

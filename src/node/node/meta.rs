@@ -535,7 +535,7 @@ impl Node {
                 "{id} is this node and it is alive; ask another member to remove it once it is down"
             )))
         } else {
-            match self.members.get(id).map(|m| m.state) {
+            match self.view(id).map(|m| m.state) {
                 Some(s @ (MemberState::Alive | MemberState::Suspect)) => {
                     Some(MetaError::Invalid(format!(
                         "{id} is {s:?} here; only a voter that is down (or left) is removed by hand, and the leader already replaces a dead voter when another member can take its place"
@@ -555,8 +555,7 @@ impl Node {
         // it does not list the member (it joined after the voter died, or
         // already forgot it).
         let value = self
-            .members
-            .get(id)
+            .view(id)
             .map(|m| m.identity.generation.0.to_string().into_bytes())
             .unwrap_or_default();
         let op = MetaOp::Put {
@@ -580,7 +579,7 @@ impl Node {
         let asked = std::str::from_utf8(v)
             .ok()
             .and_then(|t| t.parse::<u64>().ok());
-        match self.members.get(id) {
+        match self.view(id) {
             None => true,
             Some(m) => asked == Some(m.identity.generation.0),
         }
@@ -665,8 +664,7 @@ impl Node {
     /// (O(members): only on a request's error path).
     fn no_cluster(&self) -> MetaError {
         let seen = 1 + self
-            .members
-            .values()
+            .views()
             .filter(|m| m.state == MemberState::Alive && self.eligible(&m.identity.id))
             .count();
         MetaError::NoCluster {
@@ -742,8 +740,7 @@ impl Node {
         let adverts = self.adverts();
         let cluster = self.meta_cluster()?;
         let alive = |n: &Node, id: &NodeId| {
-            n.members
-                .get(id)
+            n.view(id)
                 .filter(|m| m.state == MemberState::Alive)
                 .map(|m| m.identity.addr)
         };
@@ -1064,8 +1061,7 @@ impl Node {
             .names
             .get(&id)
             .or_else(|| self.meta.peers.get(&id))?;
-        self.members
-            .get(name)
+        self.view(name)
             .filter(|m| m.state != MemberState::Left)
             .map(|m| m.identity.addr)
     }
@@ -1240,7 +1236,7 @@ impl Node {
         self.meta
             .adverts
             .iter()
-            .filter(|(id, _)| self.members.contains_key(*id))
+            .filter(|(id, _)| self.view(id).is_some())
             .map(|(id, a)| (id.clone(), a.clone()))
             .collect()
     }
@@ -1329,8 +1325,7 @@ impl Node {
             .into_iter()
             .filter(|(_, a)| a.cluster == cluster && a.voter && a.applied > have)
             .filter_map(|(id, _)| {
-                self.members
-                    .get(&id)
+                self.view(&id)
                     .filter(|m| m.state == MemberState::Alive)
                     .map(|m| (id, m.identity.addr))
             })
@@ -1461,7 +1456,7 @@ impl Node {
         // exists: fingerprint the live set first (no allocation), build the
         // list only once it has settled.
         let mut fingerprint = self.identity.id.fingerprint();
-        for m in self.members.values() {
+        for m in self.views() {
             match m.state {
                 MemberState::Alive => {
                     fingerprint = fingerprint.wrapping_add(m.identity.id.fingerprint());
@@ -1475,8 +1470,7 @@ impl Node {
             || self.seeds.iter().all(|s| {
                 self.answered_seeds.contains(s)
                     || self
-                        .members
-                        .values()
+                        .views()
                         .any(|m| m.identity.addr == *s && m.state == MemberState::Alive)
             });
         if !seeds_ok {
@@ -1491,8 +1485,7 @@ impl Node {
         }
         let mut alive: Vec<NodeId> = std::iter::once(self.identity.id.clone())
             .chain(
-                self.members
-                    .values()
+                self.views()
                     .filter(|m| m.state == MemberState::Alive)
                     .map(|m| m.identity.id.clone()),
             )
@@ -1557,7 +1550,7 @@ impl Node {
         }
         let from = self.identity.clone();
         for id in &set[1..] {
-            if let Some(m) = self.members.get(id) {
+            if let Some(m) = self.view(id) {
                 let addr = m.identity.addr;
                 self.io.send_msg(
                     addr,
@@ -1688,15 +1681,14 @@ impl Node {
                 id: id.clone(),
                 zone: self.zone_of(id),
                 healthy: *id == self.identity.id
-                    || self.members.get(id).is_some_and(|m| {
+                    || self.view(id).is_some_and(|m| {
                         matches!(m.state, MemberState::Alive | MemberState::Suspect)
                     }),
                 removal_asked: self.removal_asked(id),
             })
             .collect();
         let mut candidates: Vec<Candidate> = self
-            .members
-            .values()
+            .views()
             .filter(|m| m.state == MemberState::Alive && self.eligible(&m.identity.id))
             .map(|m| Candidate {
                 id: m.identity.id.clone(),
@@ -1827,8 +1819,7 @@ impl Node {
         let mut owners: Vec<Owner> = Vec::new();
         let me = self.identity.id.clone();
         let candidates = std::iter::once(me).chain(
-            self.members
-                .values()
+            self.views()
                 .filter(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
                 .map(|m| m.identity.id.clone()),
         );
@@ -1907,8 +1898,7 @@ impl Node {
                 && !a.voters.is_empty()
                 && !a.voters.contains(&me)
                 && self
-                    .members
-                    .get(&id)
+                    .view(&id)
                     .is_some_and(|m| m.state == MemberState::Alive)
         });
         if removed {
@@ -1951,11 +1941,9 @@ impl Node {
                     .filter(|(_, a)| Some(a.cluster) == cluster && a.voter)
                     .max_by_key(|(_, a)| (a.term, a.applied));
                 let leader = best.and_then(|(_, a)| a.leader.clone());
-                let quorum = leader.as_ref().is_some_and(|l| {
-                    self.members
-                        .get(l)
-                        .is_some_and(|m| m.state == MemberState::Alive)
-                });
+                let quorum = leader
+                    .as_ref()
+                    .is_some_and(|l| self.view(l).is_some_and(|m| m.state == MemberState::Alive));
                 MetaStatus {
                     cluster: cluster.map(|c| format!("{c:016x}")),
                     role: RaftRole::NonVoter,

@@ -2,6 +2,7 @@
 //! transmits and events out, application items both ways.
 
 use super::*;
+use crate::node::engine::table::Listing;
 
 impl Node {
     /// Hands an application item (a state delta, a leave) to whichever
@@ -75,57 +76,32 @@ impl Node {
 
     fn on_engine_event(&mut self, ev: EngineEvent) {
         let now = self.io.now;
-        let incarnation_of = |node: &Node, id: &NodeId| {
-            node.native
-                .as_ref()
-                .and_then(|e| e.member(id).map(|m| m.1))
-                .unwrap_or(0)
-        };
+        let listing = |state, suspect_incarnation| Listing::new(state, suspect_incarnation, now);
         match ev {
             EngineEvent::Up(id) => {
                 self.downs.remove(&id.id);
-                let incarnation = incarnation_of(self, &id.id);
-                self.members.insert(
-                    id.id.clone(),
-                    MemberView {
-                        identity: id.clone(),
-                        incarnation,
-                        state: MemberState::Alive,
-                        suspect_incarnation: None,
-                        since: now,
-                    },
-                );
+                self.list(&id, false, listing(MemberState::Alive, None));
                 self.events.push_back(Event::MemberUp(id));
             }
-            EngineEvent::Replaced { old, new } => {
+            EngineEvent::Replaced { old, .. } => {
+                // The row (and with it the listing) now holds the new
+                // identity.
                 self.downs.remove(&old.id);
-                if let Some(v) = self.members.get_mut(&new.id) {
-                    v.identity = new;
-                }
             }
             EngineEvent::Suspected {
                 member,
                 incarnation,
             } => {
-                if let Some(v) = self.members.get_mut(&member.id)
-                    && v.identity == member
-                {
-                    v.state = MemberState::Suspect;
-                    v.incarnation = incarnation;
-                    v.suspect_incarnation = Some(incarnation);
-                    v.since = now;
+                if self.list(
+                    &member,
+                    true,
+                    listing(MemberState::Suspect, Some(incarnation)),
+                ) {
                     self.events.push_back(Event::MemberSuspected(member));
                 }
             }
             EngineEvent::Refuted(id) => {
-                let incarnation = incarnation_of(self, &id.id);
-                if let Some(v) = self.members.get_mut(&id.id)
-                    && v.identity == id
-                {
-                    v.state = MemberState::Alive;
-                    v.incarnation = incarnation;
-                    v.suspect_incarnation = None;
-                    v.since = now;
+                if self.list(&id, true, listing(MemberState::Alive, None)) {
                     self.events.push_back(Event::MemberRefuted(id));
                 }
             }
@@ -142,26 +118,22 @@ impl Node {
                     .and_then(|e| e.member(&id.id))
                     .is_some_and(|m| m.2 == crate::node::engine::table::State::Left);
                 let left = left || engine_left;
-                let incarnation = incarnation_of(self, &id.id);
                 if left {
                     self.downs.remove(&id.id);
                 } else {
+                    let incarnation = self
+                        .native
+                        .as_ref()
+                        .and_then(|e| e.member(&id.id).map(|m| m.1))
+                        .unwrap_or(0);
                     self.downs.insert(id.id.clone(), (id.clone(), incarnation));
                 }
-                self.members.insert(
-                    id.id.clone(),
-                    MemberView {
-                        identity: id.clone(),
-                        incarnation,
-                        state: if left {
-                            MemberState::Left
-                        } else {
-                            MemberState::Down
-                        },
-                        suspect_incarnation: None,
-                        since: now,
-                    },
-                );
+                let state = if left {
+                    MemberState::Left
+                } else {
+                    MemberState::Down
+                };
+                self.list(&id, false, listing(state, None));
                 self.events.push_back(if left {
                     Event::MemberLeft(id)
                 } else {
@@ -180,5 +152,19 @@ impl Node {
                 self.add_item(&bytes, Some(&from));
             }
         }
+    }
+
+    /// Sets the native engine's listing of `id`'s row, when the row holds
+    /// `id` (and, with `listed_only`, when it is already listed). `true`
+    /// when it was set.
+    fn list(&mut self, id: &Identity, listed_only: bool, to: Listing) -> bool {
+        let Some((held, listing)) = self.native.as_mut().and_then(|e| e.listing_mut(&id.id)) else {
+            return false;
+        };
+        if *held != *id || (listed_only && listing.is_none()) {
+            return false;
+        }
+        *listing = Some(to);
+        true
     }
 }

@@ -53,7 +53,7 @@ impl Node {
         if *id == self.identity.id {
             return Err(ForceLeaveError::Itself(id.clone()));
         }
-        let Some(view) = self.members.get(id) else {
+        let Some(view) = self.view(id) else {
             return Err(ForceLeaveError::Unknown(id.clone()));
         };
         let (identity, seen) = (view.identity.clone(), view.incarnation);
@@ -95,15 +95,29 @@ impl Node {
     /// back; the SWIM engine keeps holding it Down.
     pub(super) fn down_to_left(&mut self, identity: &Identity) {
         let now = self.io.now;
-        let Some(v) = self.members.get_mut(&identity.id) else {
-            return;
+        let moved = match self.native.as_mut() {
+            None => self.members.get_mut(&identity.id).is_some_and(|v| {
+                let down = v.identity == *identity && v.state == MemberState::Down;
+                if down {
+                    v.state = MemberState::Left;
+                    v.since = now;
+                }
+                down
+            }),
+            Some(e) => e.listing_mut(&identity.id).is_some_and(|(held, l)| {
+                let Some(l) = l.as_mut().filter(|l| l.state == MemberState::Down) else {
+                    return false;
+                };
+                if *held != *identity {
+                    return false;
+                }
+                l.set(MemberState::Left, now);
+                true
+            }),
         };
-        if v.identity != *identity || v.state != MemberState::Down {
-            return;
+        if moved {
+            self.events.push_back(Event::MemberLeft(identity.clone()));
         }
-        v.state = MemberState::Left;
-        v.since = now;
-        self.events.push_back(Event::MemberLeft(identity.clone()));
     }
 
     /// Forgets members held Down longer than `remove_down_after` and Left
@@ -114,8 +128,7 @@ impl Node {
         let (down_after, left_after) =
             (self.config.remove_down_after, self.config.remove_left_after);
         let expired: Vec<NodeId> = self
-            .members
-            .values()
+            .views()
             .filter(|m| match m.state {
                 MemberState::Down => now.saturating_sub(m.since) >= down_after,
                 MemberState::Left => now.saturating_sub(m.since) >= left_after,
@@ -124,11 +137,17 @@ impl Node {
             .map(|m| m.identity.id.clone())
             .collect();
         for id in expired {
-            if let Some(v) = self.members.remove(&id) {
+            let reaped = match self.native.as_mut() {
+                None => self.members.remove(&id).map(|v| v.identity),
+                Some(e) => e
+                    .listing_mut(&id)
+                    .and_then(|(held, l)| l.take().map(|_| held.clone())),
+            };
+            if let Some(identity) = reaped {
                 self.downs.remove(&id);
                 self.reported_down.remove(&id);
                 self.metrics.members_reaped += 1;
-                self.events.push_back(Event::MemberReaped(v.identity));
+                self.events.push_back(Event::MemberReaped(identity));
             }
         }
     }

@@ -68,9 +68,12 @@ impl Node {
             incarnation: self.incarnation(),
             state: WireState::Alive,
         });
-        // One entry per NodeId (foca keys its table by it), so an unstable
-        // sort gives the one order.
-        members.sort_unstable_by(|a, b| a.identity.cmp(&b.identity));
+        // foca's table is in random order: sort it (one entry per NodeId, so
+        // an unstable sort gives the one order). The native engine's rows
+        // are in a deterministic order already, and its merge takes any.
+        if self.native.is_none() {
+            members.sort_unstable_by(|a, b| a.identity.cmp(&b.identity));
+        }
         SyncFull {
             members,
             state: self.shared.lock().store.digest(),
@@ -117,12 +120,13 @@ impl Node {
     pub(super) fn start_sync(&mut self) {
         // Now and then reach for a member held Down: that is how two sides of
         // a healed partition find each other again.
-        let down: Vec<Identity> = self
-            .members
-            .values()
+        let mut down: Vec<Identity> = self
+            .views()
             .filter(|m| m.state == MemberState::Down)
-            .map(|m| m.identity.clone())
+            .map(|m| m.identity)
             .collect();
+        // The draw below depends on the order: by NodeId.
+        down.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         let peer = if !down.is_empty() && self.rng.random_bool(0.5) {
             let i = self.rng.random_range(0..down.len());
             Some(down[i].clone())
@@ -139,12 +143,14 @@ impl Node {
     /// alive, the exchange tells it where it is held Down (it refutes) and
     /// brings it back here once it proves a higher incarnation.
     pub(super) fn reach_for_the_down(&mut self) {
-        let down: Vec<std::net::SocketAddr> = self
-            .members
-            .values()
+        let mut down: Vec<(NodeId, std::net::SocketAddr)> = self
+            .views()
             .filter(|m| m.state == MemberState::Down)
-            .map(|m| m.identity.addr)
+            .map(|m| (m.identity.id, m.identity.addr))
             .collect();
+        // The draw below depends on the order: by NodeId.
+        down.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let down: Vec<std::net::SocketAddr> = down.into_iter().map(|(_, a)| a).collect();
         if down.is_empty() {
             return;
         }
