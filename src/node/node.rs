@@ -715,6 +715,14 @@ impl Node {
         sorted
     }
 
+    /// The member this node lists at `addr`, if any (a scan of the
+    /// members, in no particular order).
+    pub fn member_at(&self, addr: SocketAddr) -> Option<NodeId> {
+        self.views()
+            .find(|m| m.identity.addr == addr)
+            .map(|m| m.identity.id)
+    }
+
     /// One member's view.
     pub fn member(&self, id: &NodeId) -> Option<MemberView> {
         self.view(id)

@@ -655,11 +655,7 @@ impl Driver {
         if self.chaos.current().is_none() {
             return self.send_now(t);
         }
-        let peer = self
-            .node
-            .members()
-            .find(|m| m.identity.addr == t.dst)
-            .map(|m| m.identity.id.clone());
+        let peer = self.node.member_at(t.dst);
         match self.chaos.out(peer.as_ref()) {
             None => {}
             Some(d) if d.is_zero() => self.send_now(t),
