@@ -45,6 +45,19 @@ pub struct History {
 
 type State = Option<Vec<u8>>;
 
+/// The operations a check judged, by kind: those with a known outcome (an
+/// acknowledged write, a returned read, an answered compare-and-set). A
+/// history whose check passes proves little unless these are many.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Checked {
+    /// Acknowledged puts and deletes.
+    pub writes: u64,
+    /// Reads that returned a value (or none).
+    pub reads: u64,
+    /// Answered compare-and-sets, swapped or not.
+    pub cas: u64,
+}
+
 /// Search steps allowed per key before giving up.
 const BUDGET: u64 = 20_000_000;
 
@@ -91,6 +104,20 @@ impl History {
                 }
                 _ => None,
             })?
+    }
+
+    /// What a check judges (see [`Checked`]).
+    pub fn checked(&self) -> Checked {
+        let mut c = Checked::default();
+        for e in &self.entries {
+            match (&e.op, &e.outcome) {
+                (MetaOp::Get { .. }, Outcome::Read(_)) => c.reads += 1,
+                (MetaOp::Put { .. } | MetaOp::Delete { .. }, Outcome::Done) => c.writes += 1,
+                (MetaOp::Cas { .. }, Outcome::Cas(_)) => c.cas += 1,
+                _ => {}
+            }
+        }
+        c
     }
 
     /// Whether the whole history is linearizable (every key's).
@@ -264,5 +291,38 @@ mod tests {
         );
         h.complete(b, Outcome::Cas(false), 30);
         assert!(!h.check());
+    }
+
+    #[test]
+    fn the_check_counts_what_it_judged() {
+        let mut h = History::default();
+        assert_eq!(h.checked(), Checked::default());
+        let a = h.invoke(put("1"), 0);
+        h.complete(a, Outcome::Done, 10);
+        let b = h.invoke(get(), 20);
+        h.complete(b, read(Some("1")), 30);
+        let c = h.invoke(
+            MetaOp::Cas {
+                key: "k".into(),
+                expect: Some(b"1".to_vec()),
+                value: Some(b"2".to_vec()),
+            },
+            40,
+        );
+        h.complete(c, Outcome::Cas(true), 50);
+        // Unknown and refused outcomes are not judged.
+        let d = h.invoke(get(), 60);
+        h.complete(d, Outcome::Unknown, 70);
+        let e = h.invoke(put("3"), 80);
+        h.complete(e, Outcome::Failed, 90);
+        assert_eq!(
+            h.checked(),
+            Checked {
+                writes: 1,
+                reads: 1,
+                cas: 1
+            }
+        );
+        assert!(h.check());
     }
 }

@@ -47,6 +47,11 @@ pub struct Report {
     pub meta_ops: u64,
     pub meta_acked_writes: u64,
     pub meta_linearizable: Option<bool>,
+    /// Operations the linearizability check judged, by kind (an empty or
+    /// write-only history would pass it and prove little).
+    pub meta_checked_writes: u64,
+    pub meta_checked_reads: u64,
+    pub meta_checked_cas: u64,
     pub placement_versions: usize,
     pub placement_max_over_mean: Option<f64>,
     pub placement_replica_max_over_mean: Option<f64>,
@@ -181,6 +186,9 @@ impl Report {
             meta_ops: m.meta_ops,
             meta_acked_writes: m.meta_acked_writes,
             meta_linearizable: m.meta_linearizable,
+            meta_checked_writes: m.meta_checked.writes,
+            meta_checked_reads: m.meta_checked.reads,
+            meta_checked_cas: m.meta_checked.cas,
             placement_versions: m.placement_versions.len(),
             placement_max_over_mean: m.placement_tables.last().and_then(|t| ratio(t, true)),
             placement_replica_max_over_mean: m

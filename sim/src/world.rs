@@ -282,6 +282,8 @@ pub struct Measured {
     pub meta_ops: u64,
     pub meta_acked_writes: u64,
     pub meta_linearizable: Option<bool>,
+    /// What the linearizability check judged.
+    pub meta_checked: crate::linear::Checked,
     /// Placement versions (by table hash): when first applied anywhere, and
     /// when every running node held it.
     pub placement_versions: Vec<(u64, Nanos, Option<Nanos>)>,
@@ -1618,6 +1620,7 @@ impl World {
         }
         if !self.history.is_empty() {
             self.m.meta_linearizable = Some(self.history.check());
+            self.m.meta_checked = self.history.checked();
             if self.m.meta_linearizable == Some(false) {
                 self.checks
                     .fail("metadata history is not linearizable".into());
