@@ -237,6 +237,14 @@ mod tests {
         MetaOp::Get { key: "k".into() }
     }
 
+    fn cas(expect: &str, value: &str) -> MetaOp {
+        MetaOp::Cas {
+            key: "k".into(),
+            expect: Some(expect.as_bytes().to_vec()),
+            value: Some(value.as_bytes().to_vec()),
+        }
+    }
+
     fn read(v: Option<&str>) -> Outcome {
         Outcome::Read(v.map(|s| s.as_bytes().to_vec()))
     }
@@ -281,14 +289,7 @@ mod tests {
         let mut h = History::default();
         let a = h.invoke(put("1"), 0);
         h.complete(a, Outcome::Done, 10);
-        let b = h.invoke(
-            MetaOp::Cas {
-                key: "k".into(),
-                expect: Some(b"1".to_vec()),
-                value: Some(b"3".to_vec()),
-            },
-            20,
-        );
+        let b = h.invoke(cas("1", "3"), 20);
         h.complete(b, Outcome::Cas(false), 30);
         assert!(!h.check());
     }
@@ -301,14 +302,7 @@ mod tests {
         h.complete(a, Outcome::Done, 10);
         let b = h.invoke(get(), 20);
         h.complete(b, read(Some("1")), 30);
-        let c = h.invoke(
-            MetaOp::Cas {
-                key: "k".into(),
-                expect: Some(b"1".to_vec()),
-                value: Some(b"2".to_vec()),
-            },
-            40,
-        );
+        let c = h.invoke(cas("1", "2"), 40);
         h.complete(c, Outcome::Cas(true), 50);
         // Unknown and refused outcomes are not judged.
         let d = h.invoke(get(), 60);

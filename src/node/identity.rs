@@ -193,7 +193,7 @@ impl<K: std::hash::Hash + Eq, T: ?Sized + PartialEq> Interner<K, T> {
         let fresh = make();
         self.held.insert(key, Arc::downgrade(&fresh));
         // Drop values nobody holds once the map has doubled since the last
-        // prune: amortised O(log n) per new value.
+        // prune: amortised O(1) per new value.
         if self.held.len() > 2 * self.kept + 1024 {
             self.held.retain(|_, w| w.strong_count() > 0);
             self.kept = self.held.len();

@@ -132,7 +132,7 @@ pub struct Node {
     shared: SharedRef,
     rng: rand::rngs::Xoshiro256PlusPlus,
     /// The listing of members on foca's path (the native engine keeps it
-    /// in its table's rows: see [`Node::view`]).
+    /// in its table's rows: see [`Node::member`]).
     members: BTreeMap<NodeId, MemberView>,
     /// Members this node declared Down, with the incarnation they were
     /// declared at: a packet proving a higher one brings them back.
@@ -723,14 +723,9 @@ impl Node {
             .map(|m| m.identity.id)
     }
 
-    /// One member's view.
-    pub fn member(&self, id: &NodeId) -> Option<MemberView> {
-        self.view(id)
-    }
-
     /// One member as this node lists it. The native engine keeps the
     /// listing in the member's row of its table; foca's path keeps a map.
-    pub(super) fn view(&self, id: &NodeId) -> Option<MemberView> {
+    pub fn member(&self, id: &NodeId) -> Option<MemberView> {
         match &self.native {
             None => self.members.get(id).cloned(),
             Some(e) => e.view(id),
@@ -1104,7 +1099,7 @@ impl Node {
             return;
         }
         let held = self
-            .view(&l.identity.id)
+            .member(&l.identity.id)
             .filter(|v| v.identity == l.identity)
             .map(|v| v.state);
         if held == Some(MemberState::Down) {

@@ -123,18 +123,14 @@ struct Index {
 }
 
 impl Index {
-    fn hash(key: [u64; 2]) -> u64 {
-        mix64(key[0] ^ mix64(key[1]))
-    }
-
-    /// The row whose member has `key`. Bounded: a quarter of the slots at
-    /// least are empty, and the scan stops at the first empty one.
-    fn get(&self, key: [u64; 2], rows: &[Entry]) -> Option<Row> {
+    /// The row whose member has `id`'s key. Bounded: a quarter of the
+    /// slots at least are empty, and the scan stops at the first empty one.
+    fn get(&self, id: &NodeId, rows: &[Entry]) -> Option<Row> {
         if self.slots.is_empty() {
             return None;
         }
-        let mask = self.slots.len() - 1;
-        let h = Self::hash(key);
+        let (key, mask) = (id.key(), self.slots.len() - 1);
+        let h = id.fingerprint();
         let tag = (h >> 32) as u32;
         let mut i = h as usize & mask;
         loop {
@@ -149,24 +145,24 @@ impl Index {
         }
     }
 
-    /// Indexes `row` (whose key is not indexed yet).
-    fn insert(&mut self, key: [u64; 2], row: Row, rows: &[Entry]) {
+    /// Indexes `row` (whose member's key is not indexed yet).
+    fn insert(&mut self, id: &NodeId, row: Row, rows: &[Entry]) {
         if (self.len + 1) * 4 > self.slots.len() * 3 {
             let size = (self.slots.len() * 2).max(16);
             self.slots = vec![(NONE, 0); size];
             self.len = 0;
             for (r, e) in rows.iter().enumerate() {
                 if r as Row != row {
-                    self.place(e.identity.id.key(), r as Row);
+                    self.place(&e.identity.id, r as Row);
                 }
             }
         }
-        self.place(key, row);
+        self.place(id, row);
     }
 
-    fn place(&mut self, key: [u64; 2], row: Row) {
+    fn place(&mut self, id: &NodeId, row: Row) {
         let mask = self.slots.len() - 1;
-        let h = Self::hash(key);
+        let h = id.fingerprint();
         let mut i = h as usize & mask;
         while self.slots[i].0 != NONE {
             i = (i + 1) & mask;
@@ -210,7 +206,7 @@ pub(crate) fn member_print(id: &Identity, incarnation: u32) -> u64 {
 impl Table {
     /// The row of `id`, if known.
     pub(crate) fn find(&self, id: &NodeId) -> Option<Row> {
-        let r = self.index.get(id.key(), &self.rows)?;
+        let r = self.index.get(id, &self.rows)?;
         (self.rows[r as usize].identity.id == *id).then_some(r)
     }
 
@@ -257,8 +253,7 @@ impl Table {
         state: State,
         rng: &mut impl rand::Rng,
     ) -> Row {
-        let key = identity.id.key();
-        if let Some(r) = self.index.get(key, &self.rows) {
+        if let Some(r) = self.index.get(&identity.id, &self.rows) {
             self.set_state(r, State::Left);
             let e = &mut self.rows[r as usize];
             e.identity = share(&identity);
@@ -277,7 +272,8 @@ impl Table {
                 listing: None,
             },
         );
-        self.index.insert(key, r, &self.rows);
+        self.index
+            .insert(&self.rows[r as usize].identity.id, r, &self.rows);
         // Appended, then swapped to a random place among the members not
         // yet probed this round: O(1).
         push_grow(&mut self.order, r);

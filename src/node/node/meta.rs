@@ -535,7 +535,7 @@ impl Node {
                 "{id} is this node and it is alive; ask another member to remove it once it is down"
             )))
         } else {
-            match self.view(id).map(|m| m.state) {
+            match self.member(id).map(|m| m.state) {
                 Some(s @ (MemberState::Alive | MemberState::Suspect)) => {
                     Some(MetaError::Invalid(format!(
                         "{id} is {s:?} here; only a voter that is down (or left) is removed by hand, and the leader already replaces a dead voter when another member can take its place"
@@ -555,7 +555,7 @@ impl Node {
         // it does not list the member (it joined after the voter died, or
         // already forgot it).
         let value = self
-            .view(id)
+            .member(id)
             .map(|m| m.identity.generation.0.to_string().into_bytes())
             .unwrap_or_default();
         let op = MetaOp::Put {
@@ -579,7 +579,7 @@ impl Node {
         let asked = std::str::from_utf8(v)
             .ok()
             .and_then(|t| t.parse::<u64>().ok());
-        match self.view(id) {
+        match self.member(id) {
             None => true,
             Some(m) => asked == Some(m.identity.generation.0),
         }
@@ -740,7 +740,7 @@ impl Node {
         let adverts = self.adverts();
         let cluster = self.meta_cluster()?;
         let alive = |n: &Node, id: &NodeId| {
-            n.view(id)
+            n.member(id)
                 .filter(|m| m.state == MemberState::Alive)
                 .map(|m| m.identity.addr)
         };
@@ -1061,7 +1061,7 @@ impl Node {
             .names
             .get(&id)
             .or_else(|| self.meta.peers.get(&id))?;
-        self.view(name)
+        self.member(name)
             .filter(|m| m.state != MemberState::Left)
             .map(|m| m.identity.addr)
     }
@@ -1236,7 +1236,7 @@ impl Node {
         self.meta
             .adverts
             .iter()
-            .filter(|(id, _)| self.view(id).is_some())
+            .filter(|(id, _)| self.member(id).is_some())
             .map(|(id, a)| (id.clone(), a.clone()))
             .collect()
     }
@@ -1325,7 +1325,7 @@ impl Node {
             .into_iter()
             .filter(|(_, a)| a.cluster == cluster && a.voter && a.applied > have)
             .filter_map(|(id, _)| {
-                self.view(&id)
+                self.member(&id)
                     .filter(|m| m.state == MemberState::Alive)
                     .map(|m| (id, m.identity.addr))
             })
@@ -1550,7 +1550,7 @@ impl Node {
         }
         let from = self.identity.clone();
         for id in &set[1..] {
-            if let Some(m) = self.view(id) {
+            if let Some(m) = self.member(id) {
                 let addr = m.identity.addr;
                 self.io.send_msg(
                     addr,
@@ -1681,7 +1681,7 @@ impl Node {
                 id: id.clone(),
                 zone: self.zone_of(id),
                 healthy: *id == self.identity.id
-                    || self.view(id).is_some_and(|m| {
+                    || self.member(id).is_some_and(|m| {
                         matches!(m.state, MemberState::Alive | MemberState::Suspect)
                     }),
                 removal_asked: self.removal_asked(id),
@@ -1898,7 +1898,7 @@ impl Node {
                 && !a.voters.is_empty()
                 && !a.voters.contains(&me)
                 && self
-                    .view(&id)
+                    .member(&id)
                     .is_some_and(|m| m.state == MemberState::Alive)
         });
         if removed {
@@ -1941,9 +1941,10 @@ impl Node {
                     .filter(|(_, a)| Some(a.cluster) == cluster && a.voter)
                     .max_by_key(|(_, a)| (a.term, a.applied));
                 let leader = best.and_then(|(_, a)| a.leader.clone());
-                let quorum = leader
-                    .as_ref()
-                    .is_some_and(|l| self.view(l).is_some_and(|m| m.state == MemberState::Alive));
+                let quorum = leader.as_ref().is_some_and(|l| {
+                    self.member(l)
+                        .is_some_and(|m| m.state == MemberState::Alive)
+                });
                 MetaStatus {
                     cluster: cluster.map(|c| format!("{c:016x}")),
                     role: RaftRole::NonVoter,

@@ -112,20 +112,15 @@ impl Node {
                     .left
                     .get(&id.id)
                     .is_some_and(|g| *g >= id.generation);
-                let engine_left = self
+                let (incarnation, held) = self
                     .native
                     .as_ref()
                     .and_then(|e| e.member(&id.id))
-                    .is_some_and(|m| m.2 == crate::node::engine::table::State::Left);
-                let left = left || engine_left;
+                    .map_or((0, None), |m| (m.1, Some(m.2)));
+                let left = left || held == Some(crate::node::engine::table::State::Left);
                 if left {
                     self.downs.remove(&id.id);
                 } else {
-                    let incarnation = self
-                        .native
-                        .as_ref()
-                        .and_then(|e| e.member(&id.id).map(|m| m.1))
-                        .unwrap_or(0);
                     self.downs.insert(id.id.clone(), (id.clone(), incarnation));
                 }
                 let state = if left {

@@ -53,7 +53,7 @@ impl Node {
         if *id == self.identity.id {
             return Err(ForceLeaveError::Itself(id.clone()));
         }
-        let Some(view) = self.view(id) else {
+        let Some(view) = self.member(id) else {
             return Err(ForceLeaveError::Unknown(id.clone()));
         };
         let (identity, seen) = (view.identity.clone(), view.incarnation);

@@ -120,13 +120,7 @@ impl Node {
     pub(super) fn start_sync(&mut self) {
         // Now and then reach for a member held Down: that is how two sides of
         // a healed partition find each other again.
-        let mut down: Vec<Identity> = self
-            .views()
-            .filter(|m| m.state == MemberState::Down)
-            .map(|m| m.identity)
-            .collect();
-        // The draw below depends on the order: by NodeId.
-        down.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        let down = self.held_down();
         let peer = if !down.is_empty() && self.rng.random_bool(0.5) {
             let i = self.rng.random_range(0..down.len());
             Some(down[i].clone())
@@ -143,21 +137,26 @@ impl Node {
     /// alive, the exchange tells it where it is held Down (it refutes) and
     /// brings it back here once it proves a higher incarnation.
     pub(super) fn reach_for_the_down(&mut self) {
-        let mut down: Vec<(NodeId, std::net::SocketAddr)> = self
-            .views()
-            .filter(|m| m.state == MemberState::Down)
-            .map(|m| (m.identity.id, m.identity.addr))
-            .collect();
-        // The draw below depends on the order: by NodeId.
-        down.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let down: Vec<std::net::SocketAddr> = down.into_iter().map(|(_, a)| a).collect();
+        let down = self.held_down();
         if down.is_empty() {
             return;
         }
-        let addr = down[self.rng.random_range(0..down.len())];
+        let addr = down[self.rng.random_range(0..down.len())].addr;
         self.metrics.reconnect_attempts += 1;
         let req = Message::SyncRequest(self.sync_request(false));
         self.io.send_msg(addr, &req);
+    }
+
+    /// Members this node holds Down, by NodeId (the random draws over
+    /// them depend on the order).
+    fn held_down(&self) -> Vec<Identity> {
+        let mut down: Vec<Identity> = self
+            .views()
+            .filter(|m| m.state == MemberState::Down)
+            .map(|m| m.identity)
+            .collect();
+        down.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        down
     }
 
     /// This node's engine as push-pull names it.
