@@ -5,6 +5,11 @@
 
 use super::*;
 
+/// The nonce of the notice a node too unhealthy to judge sends a suspect
+/// (see `defer_verdict`): a final check's nonce is random, so a notice's
+/// answer never passes for a check's.
+const NOTICE_NONCE: u64 = 0;
+
 impl Node {
     /// Lifeguard's look at a packet before foca: answers "you are Down"
     /// with a refutation (returns `true`: foca must not see it), brings back
@@ -163,6 +168,15 @@ impl Node {
             .is_some_and(|t| self.io.now < t + self.config.probe_period)
     }
 
+    /// Whether `incarnation` refutes this node's suspicion of `member`.
+    fn refutes_suspicion(&self, member: &Identity, incarnation: Incarnation) -> bool {
+        self.members.get(&member.id).is_some_and(|v| {
+            v.identity == *member
+                && v.state == MemberState::Suspect
+                && v.suspect_incarnation.is_some_and(|s| incarnation > s)
+        })
+    }
+
     pub(super) fn still_suspected(&self, member: &Identity, incarnation: Incarnation) -> bool {
         self.members.get(&member.id).is_some_and(|v| {
             v.identity == *member
@@ -193,6 +207,19 @@ impl Node {
         if self.adopt_reported_down(&member) {
             return;
         }
+        // No verdict, but the suspect hears of the suspicion (Lifeguard's
+        // buddy system): alive, it refutes at once, and the refutation
+        // clears the suspicion here. Without it, a suspicion raised while
+        // this node's own loss swallowed its gossip outlives the loss: the
+        // suspect never learns of it, and this node judges nothing until
+        // its health recovers.
+        let notice = Verify {
+            origin: self.identity.clone(),
+            target: member.clone(),
+            incarnation,
+            nonce: NOTICE_NONCE,
+        };
+        self.io.send_msg(member.addr, &Message::Verify(notice));
         self.metrics.downs_deferred += 1;
         let wait = self.config.probe_period * self.io.health_multiplier();
         self.rearm_suspicion(wait, member, incarnation, token);
@@ -479,15 +506,19 @@ impl Node {
     }
 
     pub(super) fn on_verify_ack(&mut self, a: VerifyAck) {
-        let Some(v) = self.verifications.get_mut(&a.from.id) else {
-            return;
-        };
-        if v.nonce != a.nonce || v.identity != a.from {
+        if let Some(v) = self.verifications.get_mut(&a.from.id)
+            && v.nonce == a.nonce
+            && v.identity == a.from
+        {
+            v.answered = Some(a.incarnation);
+            self.metrics.verifications_answered += 1;
+            self.io.health_down();
+        } else if a.nonce != NOTICE_NONCE || !self.refutes_suspicion(&a.from, a.incarnation) {
+            // Neither the answer to a running check nor one to a deferred
+            // verdict's notice (see `defer_verdict`) that carries a
+            // refutation.
             return;
         }
-        v.answered = Some(a.incarnation);
-        self.metrics.verifications_answered += 1;
-        self.io.health_down();
         // The answer proves the member alive at its new incarnation; foca
         // clears the suspicion and spreads the news.
         let _ = self.swim.apply_many(
