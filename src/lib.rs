@@ -70,7 +70,8 @@
 //!   RNG, so the simulator (`roster-sim`) runs the very same code.
 //! - [`runtime`]: drives a `Node` from a quinn endpoint with mutual TLS, and
 //!   keeps its identity in a data directory. [`Roster`] is the handle.
-//! - [`wire`]: the versioned wire format.
+//! - [`wire`]: the versioned wire format (part of the core, re-exported
+//!   here: [`node::wire`]).
 //! - [`api`]: the agent's HTTP API and dashboard.
 //! - [`cli`]: the `roster` command (`agent`, `cert`, `demo`).
 
@@ -81,6 +82,7 @@ pub mod api;
 pub mod cli;
 pub mod node;
 pub mod runtime;
-pub mod wire;
+
+pub use node::wire;
 
 pub use runtime::{Builder, Events, Member, Roster, StartError};

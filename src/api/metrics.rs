@@ -8,9 +8,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::node::wire::Kind;
 use crate::node::{MemberState, MetaCounters, MetaStatus, Metrics, RaftRole};
 use crate::runtime::{Member, RuntimeSnapshot};
-use crate::wire::Kind;
 
 /// Content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -395,7 +395,7 @@ impl Config {
         c.suspect_to_down_after = timing.suspicion_window;
         c.remove_down_after = Some(self.remove_down_after);
         c.max_packet_size =
-            NonZeroUsize::new(self.max_datagram_bytes.get() - crate::wire::ENVELOPE_BYTES)
+            NonZeroUsize::new(self.max_datagram_bytes.get() - crate::node::wire::ENVELOPE_BYTES)
                 .expect("validated above 512");
         // A member this node declares Down is told so ("you are Down"), as
         // is a member it holds Down that sends it anything: with Lifeguard

@@ -15,6 +15,7 @@ use std::num::NonZeroUsize;
 
 use serde::{Deserialize, Serialize};
 
+use super::hash::{FNV_OFFSET, fnv1a};
 use super::hlc::Hlc;
 use super::identity::NodeId;
 
@@ -120,18 +121,6 @@ pub struct StateStore {
     owners: BTreeMap<NodeId, OwnerState>,
     limits: StateLimits,
 }
-
-/// 64-bit FNV-1a: a small, stable hash (the digests go on the wire, so the
-/// hash must not change between builds the way `DefaultHasher` may).
-pub(crate) fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x100_0000_01b3);
-    }
-    h
-}
-
-pub(crate) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
 fn entry_hash(key: &str, e: &Entry) -> u64 {
     let h = fnv1a(FNV_OFFSET, key.as_bytes());

@@ -1,7 +1,7 @@
 //! Counters a node keeps about itself. Plain integers: the runtime exports
 //! them to Prometheus, the simulator sums them into its report.
 
-use crate::wire::Kind;
+use crate::node::wire::Kind;
 
 /// Messages and bytes by kind, in one direction.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

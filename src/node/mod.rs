@@ -7,6 +7,7 @@
 pub mod config;
 pub mod delta;
 mod engine;
+mod hash;
 pub mod hlc;
 pub mod identity;
 pub mod meta;
@@ -15,6 +16,7 @@ pub mod metrics;
 mod node;
 mod swim;
 pub mod timers;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -27,7 +29,7 @@ pub use meta::{MetaConfig, MetaError, MetaOp, MetaReply, MetaStatus, RaftRole, R
 pub use metrics::{Metrics, Traffic};
 pub use node::{BUILD_KEY, ForceLeaveError, InputError, MetaCounters, Node};
 
-use crate::wire::Kind;
+use wire::Kind;
 
 /// The time of an input: monotonic time since any fixed epoch, and the wall
 /// clock in Unix milliseconds (which feeds the HLC).

@@ -31,7 +31,7 @@ use super::metrics::Metrics;
 use super::swim::{self, GossipHandler, Io, Item, RosterCodec, Shared, SharedRef, Swim, TimerKind};
 use super::timers::TimerTable;
 use super::{Event, MemberState, MemberView, Now, Transmit};
-use crate::wire::{
+use crate::node::wire::{
     self, Kind, Leave, MemberDigest, Message, SyncDeltas, SyncFull, SyncReply, SyncRequest, Verify,
     VerifyAck, WireError, WireState,
 };

@@ -22,7 +22,7 @@ use super::hlc::HlcClock;
 use super::identity::{Generation, Identity, Incarnation, NodeId};
 use super::timers::TimerTable;
 use super::{Event, Transmit};
-use crate::wire::{self, Kind, Leave};
+use crate::node::wire::{self, Kind, Leave};
 
 /// The foca instance roster drives.
 pub(crate) type Swim =
@@ -582,7 +582,7 @@ pub(crate) fn to_foca(i: Incarnation) -> foca::Incarnation {
 /// a newer item about the same thing (the same state key, the same node's
 /// leave) takes the older one's place.
 pub(crate) fn item_slot(key: &ItemKey) -> [u64; 2] {
-    use super::delta::{FNV_OFFSET, fnv1a};
+    use super::hash::{FNV_OFFSET, fnv1a};
     use super::identity::mix64;
     match key {
         ItemKey::Delta { owner, key, .. } => {

@@ -99,13 +99,17 @@ impl Chaos {
         self.rules.as_ref().map(|(r, _)| r)
     }
 
-    fn coin(&mut self, p: f64) -> bool {
-        // xorshift64*: chaos needs no more.
+    /// The next number of the filter's one generator (xorshift64*: chaos
+    /// needs no more).
+    fn next(&mut self) -> u64 {
         self.rng ^= self.rng >> 12;
         self.rng ^= self.rng << 25;
         self.rng ^= self.rng >> 27;
-        let x = self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d);
-        (x >> 11) as f64 / (1u64 << 53) as f64 <= p && p > 0.0
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn coin(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p && p > 0.0
     }
 
     /// Whether a message from `peer` is dropped on arrival.
@@ -133,10 +137,7 @@ impl Chaos {
             return None;
         }
         let extra = if jitter > 0 {
-            self.rng ^= self.rng << 13;
-            self.rng ^= self.rng >> 7;
-            self.rng ^= self.rng << 17;
-            self.rng % (jitter + 1)
+            self.next() % (jitter + 1)
         } else {
             0
         };

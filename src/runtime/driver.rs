@@ -19,11 +19,11 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::metrics::RuntimeMetrics;
 use super::store::Store;
 use super::tls::{CLUSTER_SERVER_NAME, peer_node_id};
+use crate::node::wire::{Kind, MAX_STREAM_MESSAGE_BYTES, Message};
 use crate::node::{
     Event, Hlc, MemberState, MetaError, MetaOp, MetaReply, MetaStatus, Metrics, Node, NodeId, Now,
     ReadMode, StateError, Transmit,
 };
-use crate::wire::{Kind, MAX_STREAM_MESSAGE_BYTES, Message};
 
 /// Transmits waiting for a connection to one peer; more are dropped.
 const MAX_PENDING_PER_PEER: usize = 64;

@@ -1,7 +1,7 @@
 //! The native engine's datagram: who sends it, what it is (a probe, an
 //! answer, a relay request or plain gossip) and the membership updates and
 //! application items piggybacked on it. Encoded with postcard inside the
-//! envelope's [`crate::wire::Kind::Member`] kind, which a foca-engine node
+//! envelope's [`crate::node::wire::Kind::Member`] kind, which a foca-engine node
 //! does not accept: a mixed cluster refuses rather than misreads.
 
 use serde::{Deserialize, Serialize};

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::hash::{FNV_OFFSET, fnv1a};
 use super::identity::NodeId;
 
 pub use machine::{LogEntry, Machine, MetaLimits, prefix_of};
@@ -31,12 +32,7 @@ pub type RaftId = u64;
 
 /// The Raft id of a node: FNV-1a 64 of its `NodeId`, 0 mapped to 1.
 pub fn raft_id(id: &NodeId) -> RaftId {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in id.as_str().bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h.max(1)
+    fnv1a(FNV_OFFSET, id.as_str().as_bytes()).max(1)
 }
 
 /// Metadata settings of a node.

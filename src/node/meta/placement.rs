@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::node::hash::{FNV_OFFSET, fnv1a};
 use crate::node::identity::NodeId;
 
 /// Partitions by default: 256.
@@ -29,11 +30,7 @@ pub const DEFAULT_REPLICATION: u32 = 3;
 
 /// The partition of a key: FNV-1a 64 of its bytes modulo `partition_count`.
 pub fn partition_for_key(key: &[u8], partition_count: u32) -> u32 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let h = fnv1a(FNV_OFFSET, key);
     (h % u64::from(partition_count.max(1))) as u32
 }
 
@@ -171,11 +168,8 @@ fn quotas(nodes: &[&NodeId], held: &BTreeMap<&NodeId, u32>, total: u32) -> BTree
 
 /// A deterministic pseudo-random rank of `(node, partition, level)`.
 fn scatter(id: &NodeId, p: usize, level: usize) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ ((p as u64) << 8) ^ level as u64;
-    for b in id.as_str().bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let seed = FNV_OFFSET ^ ((p as u64) << 8) ^ level as u64;
+    let mut h = fnv1a(seed, id.as_str().as_bytes());
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^ (h >> 33)

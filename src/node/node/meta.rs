@@ -37,11 +37,11 @@ use crate::node::meta::{
     ReadMode, raft_id,
 };
 use crate::node::swim::TimerKind;
-use crate::node::{Event, MemberState, Now};
-use crate::wire::{
+use crate::node::wire::{
     BootstrapAsk, BootstrapGrant, Message, MetaPull, MetaPush, MetaRequest, MetaResponse,
     PushedEntry, RaftMsg,
 };
+use crate::node::{Event, MemberState, Now};
 
 /// How long a bootstrap candidate waits for every grant.
 const ASK_WINDOW: Duration = Duration::from_secs(2);
@@ -1910,6 +1910,13 @@ impl Node {
     }
 
     // ----- queries -----
+
+    /// The Raft term this node leads, while it is the metadata leader
+    /// (cheaper than [`Node::meta_status`]).
+    pub fn meta_leading_term(&self) -> Option<u64> {
+        let raw = self.meta.raw.as_ref()?;
+        (raw.raft.state == StateRole::Leader).then_some(raw.raft.term)
+    }
 
     /// The metadata cluster as this node sees it.
     pub fn meta_status(&self) -> MetaStatus {

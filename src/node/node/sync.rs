@@ -5,7 +5,7 @@ use super::*;
 
 impl Node {
     pub(super) fn members_hash(&self) -> u64 {
-        use crate::node::delta::{FNV_OFFSET, fnv1a};
+        use crate::node::hash::{FNV_OFFSET, fnv1a};
         if let Some(e) = &self.native {
             // Kept up to date on every change: O(1).
             return e.fingerprint();
