@@ -7,6 +7,7 @@
 
 pub mod linear;
 pub mod net;
+pub mod plant;
 pub mod plot;
 pub mod report;
 pub mod scenario;
@@ -45,6 +46,9 @@ pub struct RunSpec {
     pub pause: Option<Duration>,
     /// The SWIM engine every node runs.
     pub engine: EngineKind,
+    /// A bug to plant, to show the checker guarding against it fires (see
+    /// [`plant`]).
+    pub plant: Option<plant::Plant>,
 }
 
 /// Why a run could not start.
@@ -135,6 +139,10 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, SpecError> {
     let target_voters = config.meta.target_voters.min(spec.nodes);
     let mut w = world::World::new(spec.nodes, spec.seed, config, end);
     scenario::setup(sc.name, &mut w, spec.nodes, end, spec.loss, pause);
+    w.planted = plant::Planted::new(spec.plant);
+    if spec.plant == Some(plant::Plant::StaleGeneration) {
+        w.at(plant::PLANT_AT, world::Action::StaleRestart);
+    }
     if let Some(t) = spec.crash_at {
         w.at(t.as_nanos() as u64, world::Action::CrashHealthy);
     }

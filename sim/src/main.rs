@@ -134,6 +134,10 @@ struct Knobs {
     /// The SWIM engine every node runs: `foca` or `native`.
     #[arg(long, default_value = "foca")]
     engine: EngineKind,
+    /// Plant a bug to see the checker guarding against it fail (a canary;
+    /// see the simulator's `plant` module).
+    #[arg(long, value_enum)]
+    plant: Option<roster_sim::plant::Plant>,
 }
 
 impl Knobs {
@@ -151,6 +155,7 @@ impl Knobs {
             suspicion_min_mult: self.suspicion_min_mult,
             pause: secs("--pause", self.pause)?,
             engine: self.engine,
+            plant: self.plant,
         })
     }
 
@@ -180,6 +185,12 @@ impl Knobs {
         }
         if self.engine != EngineKind::Foca {
             extra += &format!(" --engine {}", self.engine);
+        }
+        if let Some(p) = self.plant {
+            use clap::ValueEnum;
+            if let Some(v) = p.to_possible_value() {
+                extra += &format!(" --plant {}", v.get_name());
+            }
         }
         extra
     }

@@ -1,0 +1,186 @@
+//! The clients: state writes (with the HLC causality checker), metadata
+//! operations recorded in the history, and placement tracking.
+
+use super::*;
+
+impl World {
+    pub(super) fn placement_changed(&mut self, n: usize) {
+        let Some(t) = self.slots[n]
+            .node
+            .as_ref()
+            .and_then(|x| x.partitions().cloned())
+        else {
+            return;
+        };
+        let h = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            t.hash(&mut hasher);
+            hasher.finish()
+        };
+        self.slots[n].placement = Some(h);
+        if !self.m.placement_versions.iter().any(|v| v.0 == h) {
+            self.m.placement_versions.push((h, self.now, None));
+            self.m.placement_tables.push(t);
+        }
+        self.placement_check();
+    }
+
+    /// Records when every running node holds the newest placement.
+    pub(super) fn placement_check(&mut self) {
+        let Some(&(h, _, None)) = self.m.placement_versions.last() else {
+            return;
+        };
+        let all = self
+            .running()
+            .iter()
+            .all(|&i| self.slots[i].placement == Some(h));
+        if all && let Some(v) = self.m.placement_versions.last_mut() {
+            v.2 = Some(self.now);
+        }
+    }
+
+    pub(super) fn meta_client(&mut self, keys: u64) {
+        let running = self.running();
+        if running.is_empty() {
+            return;
+        }
+        let n = running[self.rng.random_range(0..running.len())];
+        let key = format!("key{}", self.rng.random_range(0..keys));
+        self.meta_value_seq += 1;
+        let fresh = format!("v{}", self.meta_value_seq).into_bytes();
+        let op = match self.rng.random_range(0..10u32) {
+            0..=3 => MetaOp::Get { key },
+            4..=6 => MetaOp::Put { key, value: fresh },
+            7 => MetaOp::Delete { key },
+            _ => {
+                // Expect a value some node last read or wrote for the key.
+                let expect = self.history.recent_value(&key);
+                MetaOp::Cas {
+                    key,
+                    expect,
+                    value: Some(fresh),
+                }
+            }
+        };
+        self.meta_submit(n, op);
+    }
+
+    pub(super) fn meta_submit(&mut self, n: usize, op: MetaOp) {
+        let now = self.now_of(n);
+        let Some(node) = self.slots[n].node.as_mut() else {
+            return;
+        };
+        let h = self.history.invoke(op.clone(), self.now);
+        let mode = if self.planted.is(Plant::StaleReads) {
+            ReadMode::Stale
+        } else {
+            ReadMode::Linearizable
+        };
+        let req = node.meta_request(now, op, mode);
+        self.slots[n].meta_pending.insert(req, h);
+        self.after(n);
+    }
+
+    pub(super) fn on_meta_result(&mut self, n: usize, req: u64, r: Result<MetaReply, MetaError>) {
+        let Some(h) = self.slots[n].meta_pending.remove(&req) else {
+            return;
+        };
+        self.m.meta_ops += 1;
+        let op = self.history.op(h).clone();
+        let outcome = match &r {
+            Ok(MetaReply::Value { value, .. }) => OpOutcome::Read(value.clone()),
+            Ok(MetaReply::Written { .. }) | Ok(MetaReply::Deleted { .. }) => OpOutcome::Done,
+            Ok(MetaReply::Cas { swapped, .. }) => OpOutcome::Cas(*swapped),
+            Ok(MetaReply::List { .. }) => OpOutcome::Unknown,
+            Err(MetaError::Timeout { .. } | MetaError::Interrupted(_)) => OpOutcome::Unknown,
+            // Refused before anything was proposed.
+            Err(_) => OpOutcome::Failed,
+        };
+        if std::env::var_os("ROSTER_SIM_DEBUG").is_some()
+            && let Err(e) = &r
+            && !op.is_read()
+        {
+            eprintln!(
+                "t={:.3} {} {:?} failed: {e}",
+                self.now as f64 / SEC as f64,
+                self.slots[n].id,
+                op.key()
+            );
+        }
+        self.history.complete(h, outcome, self.now);
+        let index = match &r {
+            Ok(MetaReply::Written { index }) | Ok(MetaReply::Deleted { index, .. }) => Some(*index),
+            Ok(MetaReply::Cas {
+                swapped: true,
+                index,
+                ..
+            }) => Some(*index),
+            _ => None,
+        };
+        if let Some(index) = index {
+            self.m.meta_acked_writes += 1;
+            let value = match &op {
+                MetaOp::Put { value, .. } => Some(value.clone()),
+                MetaOp::Cas { value, .. } => value.clone(),
+                _ => None,
+            };
+            let value = if self.planted.fire(Plant::LostWrite, self.now) {
+                Some(b"planted".to_vec())
+            } else {
+                value
+            };
+            let index = if self.planted.fire(Plant::UnappliedWrite, self.now) {
+                index + 1_000_000
+            } else {
+                index
+            };
+            self.acked.push((index, op.key().to_owned(), value));
+        }
+    }
+
+    pub(super) fn write(&mut self, n: usize) {
+        let now = self.now_of(n);
+        self.write_seq += 1;
+        let key = if self.planted.fire(Plant::RefusedWrite, self.now) {
+            "roster:planted".to_owned()
+        } else {
+            format!("k{}", self.write_seq)
+        };
+        let Some(node) = self.slots[n].node.as_mut() else {
+            return;
+        };
+        match node.set_state(now, &key, b"value") {
+            Ok(hlc) => {
+                let hlc = if self.slots[n].max_remote_hlc > Hlc::default()
+                    && self.planted.fire(Plant::CausalityBack, self.now)
+                {
+                    self.slots[n].max_remote_hlc
+                } else {
+                    hlc
+                };
+                // Checker: HLC causality — a write is stamped after every
+                // remote write this node has accepted.
+                let slot = &self.slots[n];
+                if hlc <= slot.max_remote_hlc {
+                    let msg = format!(
+                        "causality: {} wrote {} at {} after accepting {}",
+                        slot.id, key, hlc, slot.max_remote_hlc
+                    );
+                    self.fail(msg);
+                }
+                let audience = self.running().into_iter().filter(|&i| i != n).collect();
+                self.write_index.insert((n, key), self.writes.len());
+                self.writes.push(WriteTrack {
+                    owner: n,
+                    hlc,
+                    at: self.now,
+                    got: BTreeMap::new(),
+                    audience,
+                });
+            }
+            Err(e) => self.fail(format!("write refused on n{n}: {e}")),
+        }
+        self.after(n);
+    }
+}
