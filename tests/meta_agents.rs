@@ -202,13 +202,15 @@ fn metadata_survives_kill_9_of_the_leader_and_loses_no_acknowledged_write() {
     // Writes through every node in turn, before and after kill -9 of the
     // leader's process.
     let mut acked: Vec<(String, String)> = Vec::new();
+    let last_index = std::cell::Cell::new(0);
     let mut write = |a: &Agents, k: usize, alive: &dyn Fn(usize) -> bool| -> bool {
         let i = (0..n).map(|d| (k + d) % n).find(|&i| alive(i)).unwrap();
         let key = format!("w{k}");
         let val = format!("value-{k}");
         match http(a.http[i], "PUT", &format!("/v1/meta/{key}"), &val) {
-            Some((200, _)) => {
+            Some((200, v)) => {
                 acked.push((key, val));
+                last_index.set(v["index"].as_u64().expect("a write's index"));
                 true
             }
             _ => false,
@@ -217,6 +219,8 @@ fn metadata_survives_kill_9_of_the_leader_and_loses_no_acknowledged_write() {
     for k in 0..20 {
         assert!(write(&a, k, &|_| true), "write {k} before the kill failed");
     }
+    // What the leader acknowledged it holds on its disk.
+    let acked_before_kill = last_index.get();
     a.kill9(leader);
     let killed_at = Instant::now();
     let mut k = 20;
@@ -248,8 +252,21 @@ fn metadata_survives_kill_9_of_the_leader_and_loses_no_acknowledged_write() {
     })
     .unwrap_or_else(|| panic!("restarted node never caught up; log:\n{}", a.log(leader)));
     println!("restarted n{leader} caught up after {caught_up:?}");
-    let loaded = a.log(leader).contains("loaded raft state");
-    println!("restarted node loaded its raft log from disk: {loaded}");
+    // Durability: the restarted node read back from its own disk at least
+    // every entry it had acknowledged before the kill.
+    let log = a.log(leader);
+    let loaded = log
+        .lines()
+        .find(|l| l.contains("loaded raft state from disk"))
+        .and_then(|l| l.split("last_index=").nth(1))
+        .and_then(|x| x.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|x| x.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("the restarted node loaded no raft state; log:\n{log}"));
+    println!(
+        "restarted node loaded its raft log from disk up to index {loaded} \
+         (acknowledged before the kill: {acked_before_kill})"
+    );
+    assert!(loaded >= acked_before_kill);
 
     // Every acknowledged write is there, read linearizably through some
     // node, and in the restarted node's copy.

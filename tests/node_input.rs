@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use rand::{RngExt, SeedableRng};
-use roster::node::{Config, Generation, Identity, Node, NodeId, Now};
+use roster::node::{Config, EngineKind, Generation, Identity, Node, NodeId, Now};
 use roster::wire::{Kind, VERSION};
 
 fn now(ms: u64) -> Now {
@@ -16,9 +16,15 @@ fn now(ms: u64) -> Now {
 }
 
 fn node(name: &str, port: u16) -> Node {
+    node_with(EngineKind::Foca, name, port)
+}
+
+fn node_with(engine: EngineKind, name: &str, port: u16) -> Node {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let id = Identity::new(NodeId::new(name).unwrap(), addr, Generation(1));
-    Node::new(id, Config::local(), 1, now(0)).unwrap()
+    let mut config = Config::local();
+    config.engine = engine;
+    Node::new(id, config, 1, now(0)).unwrap()
 }
 
 fn shuttle(x: &mut Node, y: &mut Node, t: u64) {
@@ -61,7 +67,7 @@ fn random_bytes_never_panic_and_are_counted() {
         let mut buf: Vec<u8> = (0..len).map(|_| rng.random()).collect();
         if len >= 2 && rng.random_bool(0.7) {
             buf[0] = VERSION;
-            buf[1] = rng.random_range(1..=8);
+            buf[1] = Kind::ALL[rng.random_range(0..Kind::ALL.len())] as u8;
         }
         if n.handle_datagram(now(i), from, &buf).is_err() {
             refused += 1;
@@ -72,6 +78,42 @@ fn random_bytes_never_panic_and_are_counted() {
     let m = n.metrics();
     assert!(refused > 0);
     assert!(m.malformed_dropped + m.swim_errors + m.oversized_dropped > 0);
+}
+
+/// Random payloads under every message kind's header, on both engines and
+/// both paths (datagram, stream): each kind's garbage is refused, never a
+/// panic, and the node still joins a peer afterwards.
+#[test]
+fn garbage_of_every_message_kind_is_refused_and_leaves_the_node_working() {
+    for engine in [EngineKind::Foca, EngineKind::Native] {
+        let mut a = node_with(engine, "a", 7000);
+        let from: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(5);
+        for kind in Kind::ALL {
+            let mut refused = 0;
+            for _ in 0..500 {
+                let len = rng.random_range(2..1200);
+                let mut buf: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+                buf[0] = VERSION;
+                buf[1] = kind as u8;
+                let r = if kind.is_stream() {
+                    a.handle_message(now(0), from, &buf)
+                } else {
+                    a.handle_datagram(now(0), from, &buf)
+                };
+                refused += u32::from(r.is_err());
+                while a.poll_transmit().is_some() {}
+            }
+            assert!(refused > 0, "{engine:?}: no garbage {kind:?} was refused");
+        }
+        let m = a.metrics();
+        assert!(m.malformed_dropped + m.swim_errors > 0, "{engine:?}: {m:?}");
+        let mut b = node_with(engine, "b", 7001);
+        a.join(now(0), [b.identity().addr]);
+        pump(&mut a, &mut b, 10_000, |a, b| {
+            a.active_members() == 1 && b.active_members() == 1
+        });
+    }
 }
 
 #[test]
