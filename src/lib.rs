@@ -78,11 +78,15 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "http")]
 pub mod api;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod node;
+#[cfg(feature = "runtime")]
 pub mod runtime;
 
 pub use node::wire;
 
+#[cfg(feature = "runtime")]
 pub use runtime::{Builder, Events, Member, Roster, StartError};

@@ -70,7 +70,7 @@ pub struct AgentArgs {
     #[arg(long, env = "ROSTER_BIND")]
     pub bind: Option<SocketAddr>,
     /// Address peers reach this node at (default: the bind address; bound
-    /// to 0.0.0.0 or [::], the machine's one private address of that
+    /// to 0.0.0.0 or `[::]`, the machine's one private address of that
     /// family).
     #[arg(long, env = "ROSTER_ADVERTISE")]
     pub advertise: Option<SocketAddr>,
