@@ -100,10 +100,10 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, SpecError> {
     {
         return Err(SpecError::BadLoss);
     }
-    if spec.pause.is_some() && sc.name != "pause" {
+    if spec.pause.is_some() && !sc.pauses {
         return Err(SpecError::PauseWithoutScenario);
     }
-    let pause = (sc.name == "pause").then(|| {
+    let pause = sc.pauses.then(|| {
         spec.pause
             .map_or(scenario::DEFAULT_PAUSE, |p| p.as_nanos() as u64)
     });
@@ -133,12 +133,12 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, SpecError> {
         }
         config.suspicion_min_mult = m;
     }
-    if sc.name == "voter-crash-2of5" {
-        config.meta.target_voters = 5;
+    if let Some(v) = sc.voters {
+        config.meta.target_voters = v;
     }
     let target_voters = config.meta.target_voters.min(spec.nodes);
     let mut w = world::World::new(spec.nodes, spec.seed, config, end);
-    scenario::setup(sc.name, &mut w, spec.nodes, end, spec.loss, pause);
+    scenario::setup(sc, &mut w, spec.nodes, end, spec.loss, pause);
     w.planted = plant::Planted::new(spec.plant);
     if spec.plant == Some(plant::Plant::StaleGeneration) {
         w.at(plant::PLANT_AT, world::Action::StaleRestart);
@@ -159,7 +159,8 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, SpecError> {
         }
     }
     let report = Report::new(sc.name, spec.nodes, spec.seed, &w, wall);
-    let liveness_failed = liveness(sc.name, &report, target_voters).or_else(|| {
+    let expect = scenario::Expect { target_voters };
+    let liveness_failed = scenario::liveness(sc, &report, &expect).or_else(|| {
         (spec.crash_at.is_some() && report.detect_all_secs.is_none()).then(|| {
             format!(
                 "{} observers never declared the node crashed by --crash-at Down",
@@ -178,134 +179,4 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, SpecError> {
         liveness_failed,
         report,
     })
-}
-
-/// The scenario's own liveness check.
-fn liveness(name: &str, r: &Report, target_voters: usize) -> Option<String> {
-    if r.join_converged_secs.is_none() {
-        return Some("membership never converged after the start".into());
-    }
-    if r.raft_clusters_formed != 1 {
-        return Some(format!(
-            "{} metadata clusters formed (expected exactly 1)",
-            r.raft_clusters_formed
-        ));
-    }
-    match name {
-        "bootstrap" | "voter-crash" | "voter-crash-2of5" | "meta-linearizable" | "voter-wipe"
-            if r.voters_final != Some(target_voters) =>
-        {
-            Some(format!(
-                "{:?} healthy voters at the end (expected {target_voters})",
-                r.voters_final
-            ))
-        }
-        "voter-crash" | "voter-crash-2of5" if r.voter_recovery_secs.is_none() => {
-            Some("the voters never recovered after the crash".into())
-        }
-        "placement" if r.placement_unconverged > 0 || r.placement_versions < 2 => Some(format!(
-            "{} of {} placement versions never reached every live node",
-            r.placement_unconverged, r.placement_versions
-        )),
-        "placement"
-            if r.placement_dead_cleared_secs
-                .is_none_or(|c| r.detect_all_secs.is_none_or(|d| c > d + 3.0)) =>
-        {
-            Some(format!(
-                "a crashed node kept slots: cleared after {:?} s, detected by all after {:?} s",
-                r.placement_dead_cleared_secs, r.detect_all_secs
-            ))
-        }
-        "meta-linearizable" | "voter-wipe" if r.meta_linearizable != Some(true) => {
-            Some(format!("meta_linearizable is {:?}", r.meta_linearizable))
-        }
-        // A history without answered reads or compare-and-sets passes the
-        // check without testing what a linearizable store promises.
-        "meta-linearizable" if r.meta_checked_reads == 0 || r.meta_checked_cas == 0 => {
-            Some(format!(
-                "the checked history holds {} reads and {} compare-and-sets",
-                r.meta_checked_reads, r.meta_checked_cas
-            ))
-        }
-        "crash-one" | "crash-many" if r.detect_all_secs.is_none() => Some(format!(
-            "{} observers never declared a crashed node Down",
-            r.undetected
-        )),
-        "partition-heal" if r.heal_converged_secs.is_none() => {
-            Some("the cluster did not converge after the partition healed".into())
-        }
-        "pause" => pause_liveness(r),
-        "forgery" => forgery_refuted(r),
-        "delta" if r.delta_coverage != Some(1.0) => {
-            Some(format!("delta coverage {:?} is not 1.0", r.delta_coverage))
-        }
-        _ => None,
-    }
-}
-
-/// The `forgery` scenario's expectations: forged writes were pushed and
-/// taken by their target, and every one was overwritten everywhere by its
-/// owner within 3 s.
-fn forgery_refuted(r: &Report) -> Option<String> {
-    let (Some(n), Some(held), Some(restored)) =
-        (r.forgeries, r.forgeries_took_hold, r.forgeries_restored)
-    else {
-        return Some("no forged write was pushed".into());
-    };
-    if held == 0 {
-        return Some(format!(
-            "none of the {n} forged writes was taken by its target"
-        ));
-    }
-    if restored < n {
-        return Some(format!(
-            "{} of {n} forged values were never overwritten by their owner",
-            n - restored
-        ));
-    }
-    match r.forgery_restore_max_secs {
-        Some(max) if max > 3.0 => Some(format!(
-            "a forged value stayed {max} s before the owner's value was back everywhere (limit 3 s)"
-        )),
-        _ => None,
-    }
-}
-
-/// The `pause` scenario's expectations: a pause shorter than the suspicion
-/// window gets the node no Down; a pause longer than a whole verdict gets it
-/// Down, and then Alive again everywhere at the same identity within 3 s of
-/// resuming; the node itself declares no one Down for what it missed.
-fn pause_liveness(r: &Report) -> Option<String> {
-    let (Some(len), Some(window), Some(verdict)) =
-        (r.pause_secs, r.pause_window_secs, r.pause_verdict_secs)
-    else {
-        return Some("no node was paused".into());
-    };
-    let downs = r.pause_declared_down.unwrap_or(0);
-    if r.pause_node_declared_down.unwrap_or(0) > 0 {
-        return Some(format!(
-            "the paused node declared {} members Down after resuming",
-            r.pause_node_declared_down.unwrap_or(0)
-        ));
-    }
-    if r.pause_rejoined == Some(true) {
-        return Some("the paused node came back under a new identity".into());
-    }
-    if len < window && downs > 0 {
-        return Some(format!(
-            "a {len} s pause, shorter than the {window} s suspicion window, got the node declared Down {downs} times"
-        ));
-    }
-    if len > verdict && downs == 0 {
-        return Some(format!(
-            "a {len} s pause, longer than a {verdict} s verdict, got the node declared Down by no one"
-        ));
-    }
-    if downs > 0 && r.pause_back_alive_secs.is_none_or(|b| b > 3.0) {
-        return Some(format!(
-            "declared Down, the node was Alive everywhere again only after {:?} s (limit 3 s)",
-            r.pause_back_alive_secs
-        ));
-    }
-    None
 }
