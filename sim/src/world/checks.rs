@@ -264,9 +264,9 @@ impl World {
         )
     }
 
-    pub(super) fn finish(&mut self) {
-        let running = self.running();
-        self.m.final_live = running.len();
+    /// Sums what the nodes running at the end counted: bytes over the
+    /// measurement window, Lifeguard and state counters, undetected crashes.
+    fn sum_counters(&mut self, live: usize) {
         // Bandwidth over the measurement window, counted on nodes that ran
         // through it (a crashed node's counters leave with it, so crash
         // scenarios slightly undercount).
@@ -275,7 +275,7 @@ impl World {
             self.m.window_bytes = b.saturating_sub(b0);
             self.m.window_msgs = m.saturating_sub(m0);
             self.m.window_secs = (self.end - t0) as f64 / SEC as f64;
-            self.m.window_nodes = running.len() as f64;
+            self.m.window_nodes = live as f64;
         }
         for s in &self.slots {
             if let Some(n) = &s.node {
@@ -298,7 +298,10 @@ impl World {
                 }
             }
         }
-        // Delta spread.
+    }
+
+    /// The spread of tracked writes over the nodes still running.
+    fn delta_spread(&mut self) {
         let mut pairs = 0u64;
         let mut got = 0u64;
         for w in &self.writes {
@@ -321,6 +324,13 @@ impl World {
         if pairs > 0 {
             self.m.delta_coverage = Some(got as f64 / pairs as f64);
         }
+    }
+
+    pub(super) fn finish(&mut self) {
+        let running = self.running();
+        self.m.final_live = running.len();
+        self.sum_counters(running.len());
+        self.delta_spread();
         // Checker: after the faults end, every live node converges (reported
         // below, after the debug output).
         let plant = [

@@ -78,118 +78,17 @@ impl World {
             }
             Action::ClockJump(n, ms) => self.slots[n].clock.jumped_ms += ms,
             Action::Forge => self.forge(),
-            Action::FaultsEnd => {
-                self.faults_end = Some(self.now);
-                let running = self.running();
-                if running.len() > 2 && self.planted.fire_at_end(Plant::NoHeal) {
-                    let cut = running[self.rng.random_range(0..running.len())];
-                    let mut groups = vec![0u8; self.slots.len()];
-                    groups[cut] = 1;
-                    self.net.partition = Some(groups);
-                    self.topology_changed = Some(self.now);
-                }
-            }
-            Action::StaleRestart => {
-                let running = self.running();
-                if running.is_empty() {
-                    return;
-                }
-                let n = running[self.rng.random_range(0..running.len())];
-                // A restart as it should be (generation g + 1), then one
-                // under generation g again.
-                self.act(Action::Crash(n));
-                self.start(n);
-                self.act(Action::Crash(n));
-                self.slots[n].generation -= 2;
-                self.start(n);
-            }
-            Action::CrashLeader { restart_after } => {
-                let leader = self.running().into_iter().find(|&i| {
-                    self.slots[i]
-                        .node
-                        .as_ref()
-                        .is_some_and(|x| x.meta_status().role == RaftRole::Leader)
-                });
-                if let Some(l) = leader {
-                    self.m.voter_loss_at = Some(self.now);
-                    self.act(Action::Crash(l));
-                    if let Some(after) = restart_after {
-                        self.at(self.now + after, Action::Start(l));
-                    }
-                }
-            }
-            Action::CrashVoters(k) => {
-                let voters: Vec<usize> =
-                    self.running()
-                        .into_iter()
-                        .filter(|&i| {
-                            self.slots[i].node.as_ref().is_some_and(|x| {
-                                !matches!(x.meta_status().role, RaftRole::NonVoter)
-                            })
-                        })
-                        .collect();
-                let mut picked: Vec<usize> = voters
-                    .iter()
-                    .copied()
-                    .filter(|&i| {
-                        self.slots[i]
-                            .node
-                            .as_ref()
-                            .is_some_and(|x| x.meta_status().role == RaftRole::Leader)
-                    })
-                    .take(1)
-                    .collect();
-                let mut rest: Vec<usize> =
-                    voters.into_iter().filter(|i| !picked.contains(i)).collect();
-                while picked.len() < k && !rest.is_empty() {
-                    let j = self.rng.random_range(0..rest.len());
-                    picked.push(rest.swap_remove(j));
-                }
-                self.m.voter_loss_at = Some(self.now);
-                for v in picked {
-                    self.act(Action::Crash(v));
-                }
-            }
+            Action::FaultsEnd => self.faults_end(),
+            Action::StaleRestart => self.stale_restart(),
+            Action::CrashLeader { restart_after } => self.crash_leader(restart_after),
+            Action::CrashVoters(k) => self.crash_voters(k),
             Action::MarkVoterLoss => self.m.voter_loss_at = Some(self.now),
             Action::WipeDisk(n) => {
                 if self.slots[n].node.is_none() {
                     self.slots[n].disk = MemDisk::default();
                 }
             }
-            Action::VoterWipeDrill => {
-                let role = |w: &World, i: usize| {
-                    w.slots[i]
-                        .node
-                        .as_ref()
-                        .map_or(RaftRole::NonVoter, |x| x.meta_status().role)
-                };
-                let running = self.running();
-                let Some(leader) = running
-                    .iter()
-                    .copied()
-                    .find(|&i| role(self, i) == RaftRole::Leader)
-                else {
-                    return;
-                };
-                let followers: Vec<usize> = running
-                    .iter()
-                    .copied()
-                    .filter(|&i| i != leader && role(self, i) == RaftRole::Follower)
-                    .collect();
-                if followers.len() < 2 {
-                    return;
-                }
-                let (v, c) = (followers[0], followers[1]);
-                let groups: Vec<u8> = (0..self.slots.len()).map(|i| u8::from(i == c)).collect();
-                self.act(Action::Partition(Some(groups)));
-                let t = self.now;
-                self.at(t + 5 * SEC, Action::Crash(leader));
-                self.at(t + 5 * SEC, Action::Crash(v));
-                self.at(t + 5 * SEC, Action::WipeDisk(v));
-                self.at(t + 5 * SEC, Action::Partition(None));
-                self.at(t + 5 * SEC, Action::Start(v));
-                self.at(t + 15 * SEC, Action::Start(leader));
-            }
+            Action::VoterWipeDrill => self.voter_wipe_drill(),
             Action::AddNode => {
                 let fresh = self.add_slot();
                 self.start(fresh);
@@ -209,25 +108,7 @@ impl World {
                     self.placement_check();
                 }
             }
-            Action::CrashHealthy => {
-                let healthy: Vec<usize> = self
-                    .running()
-                    .into_iter()
-                    .filter(|&n| !self.impaired(n))
-                    .collect();
-                if !healthy.is_empty() {
-                    self.crash_one_of(&healthy);
-                    // Detection is measured on the healthy observers: a node
-                    // that cannot hear (or is cut off) has no evidence, and
-                    // Lifeguard has it defer its verdicts on purpose. The
-                    // end-of-run convergence check still covers it.
-                    let impaired: Vec<bool> =
-                        (0..self.slots.len()).map(|o| self.impaired(o)).collect();
-                    if let Some((_, _, _, observers)) = self.crashes.last_mut() {
-                        observers.retain(|&o| !impaired[o]);
-                    }
-                }
-            }
+            Action::CrashHealthy => self.crash_healthy(),
             Action::PauseRandom(len) => self.pause_random(len),
             Action::Resume(n) => self.resume(n),
             Action::MetaClient { keys } => self.meta_client(keys),
@@ -245,6 +126,142 @@ impl World {
                         },
                     );
                 }
+            }
+        }
+    }
+
+    /// The fault phase is over (and, planted, a partition that never heals starts).
+    fn faults_end(&mut self) {
+        self.faults_end = Some(self.now);
+        let running = self.running();
+        if running.len() > 2 && self.planted.fire_at_end(Plant::NoHeal) {
+            let cut = running[self.rng.random_range(0..running.len())];
+            let mut groups = vec![0u8; self.slots.len()];
+            groups[cut] = 1;
+            self.net.partition = Some(groups);
+            self.topology_changed = Some(self.now);
+        }
+    }
+
+    /// The [`Plant::StaleGeneration`] bug (see [`Action::StaleRestart`]).
+    fn stale_restart(&mut self) {
+        let running = self.running();
+        if running.is_empty() {
+            return;
+        }
+        let n = running[self.rng.random_range(0..running.len())];
+        // A restart as it should be (generation g + 1), then one
+        // under generation g again.
+        self.act(Action::Crash(n));
+        self.start(n);
+        self.act(Action::Crash(n));
+        self.slots[n].generation -= 2;
+        self.start(n);
+    }
+
+    /// Crashes the metadata leader, restarting it `restart_after` later.
+    fn crash_leader(&mut self, restart_after: Option<Nanos>) {
+        let leader = self.running().into_iter().find(|&i| {
+            self.slots[i]
+                .node
+                .as_ref()
+                .is_some_and(|x| x.meta_status().role == RaftRole::Leader)
+        });
+        if let Some(l) = leader {
+            self.m.voter_loss_at = Some(self.now);
+            self.act(Action::Crash(l));
+            if let Some(after) = restart_after {
+                self.at(self.now + after, Action::Start(l));
+            }
+        }
+    }
+
+    /// Crashes `k` running voters at once, the leader among them.
+    fn crash_voters(&mut self, k: usize) {
+        let voters: Vec<usize> = self
+            .running()
+            .into_iter()
+            .filter(|&i| {
+                self.slots[i]
+                    .node
+                    .as_ref()
+                    .is_some_and(|x| !matches!(x.meta_status().role, RaftRole::NonVoter))
+            })
+            .collect();
+        let mut picked: Vec<usize> = voters
+            .iter()
+            .copied()
+            .filter(|&i| {
+                self.slots[i]
+                    .node
+                    .as_ref()
+                    .is_some_and(|x| x.meta_status().role == RaftRole::Leader)
+            })
+            .take(1)
+            .collect();
+        let mut rest: Vec<usize> = voters.into_iter().filter(|i| !picked.contains(i)).collect();
+        while picked.len() < k && !rest.is_empty() {
+            let j = self.rng.random_range(0..rest.len());
+            picked.push(rest.swap_remove(j));
+        }
+        self.m.voter_loss_at = Some(self.now);
+        for v in picked {
+            self.act(Action::Crash(v));
+        }
+    }
+
+    /// The lost-disk drill (see [`Action::VoterWipeDrill`]).
+    fn voter_wipe_drill(&mut self) {
+        let role = |w: &World, i: usize| {
+            w.slots[i]
+                .node
+                .as_ref()
+                .map_or(RaftRole::NonVoter, |x| x.meta_status().role)
+        };
+        let running = self.running();
+        let Some(leader) = running
+            .iter()
+            .copied()
+            .find(|&i| role(self, i) == RaftRole::Leader)
+        else {
+            return;
+        };
+        let followers: Vec<usize> = running
+            .iter()
+            .copied()
+            .filter(|&i| i != leader && role(self, i) == RaftRole::Follower)
+            .collect();
+        if followers.len() < 2 {
+            return;
+        }
+        let (v, c) = (followers[0], followers[1]);
+        let groups: Vec<u8> = (0..self.slots.len()).map(|i| u8::from(i == c)).collect();
+        self.act(Action::Partition(Some(groups)));
+        let t = self.now;
+        self.at(t + 5 * SEC, Action::Crash(leader));
+        self.at(t + 5 * SEC, Action::Crash(v));
+        self.at(t + 5 * SEC, Action::WipeDisk(v));
+        self.at(t + 5 * SEC, Action::Partition(None));
+        self.at(t + 5 * SEC, Action::Start(v));
+        self.at(t + 15 * SEC, Action::Start(leader));
+    }
+
+    /// Crashes a random running node the network model does not impair.
+    fn crash_healthy(&mut self) {
+        let healthy: Vec<usize> = self
+            .running()
+            .into_iter()
+            .filter(|&n| !self.impaired(n))
+            .collect();
+        if !healthy.is_empty() {
+            self.crash_one_of(&healthy);
+            // Detection is measured on the healthy observers: a node
+            // that cannot hear (or is cut off) has no evidence, and
+            // Lifeguard has it defer its verdicts on purpose. The
+            // end-of-run convergence check still covers it.
+            let impaired: Vec<bool> = (0..self.slots.len()).map(|o| self.impaired(o)).collect();
+            if let Some((_, _, _, observers)) = self.crashes.last_mut() {
+                observers.retain(|&o| !impaired[o]);
             }
         }
     }
