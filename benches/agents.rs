@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use roster::cli::client::{Agent, request};
+use roster::api::client::{Agent, request};
 use roster::node::NodeId;
 use roster::runtime::tls::ClusterCa;
 use serde_json::{Value, json};
@@ -71,7 +71,7 @@ fn free_ports(n: usize) -> Vec<u16> {
 
 fn agent(p: &Proc, runtime: &Path) -> Agent {
     // The agent records its token in the runtime directory.
-    let token = roster::cli::credentials::lookup_in(runtime, &p.http)
+    let token = roster::api::credentials::lookup_in(runtime, &p.http)
         .ok()
         .flatten();
     Agent {
@@ -149,7 +149,7 @@ fn metric_sum(text: &str, name: &str, label: &str) -> f64 {
 }
 
 fn sent(a: &Agent) -> Option<(f64, f64)> {
-    let (_, raw) = roster::cli::client::request_raw(a, "GET", "/metrics", b"").ok()?;
+    let (_, raw) = roster::api::client::request_raw(a, "GET", "/metrics", b"").ok()?;
     let text = String::from_utf8(raw).ok()?;
     Some((
         metric_sum(&text, "roster_messages_total", "direction=\"tx\""),

@@ -73,15 +73,14 @@
 //! - [`wire`]: the versioned wire format (part of the core, re-exported
 //!   here: [`node::wire`]).
 //! - [`api`]: the agent's HTTP API and dashboard.
-//! - [`cli`]: the `roster` command (`agent`, `cert`, `demo`).
+//! - the `roster` command (`src/main.rs`, `src/cli/`: the agent, client
+//!   commands, `cluster`, `demo`, `cert`) is a binary on top of these.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 #[cfg(feature = "http")]
 pub mod api;
-#[cfg(feature = "cli")]
-pub mod cli;
 pub mod node;
 #[cfg(feature = "runtime")]
 pub mod runtime;

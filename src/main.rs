@@ -1,5 +1,8 @@
-//! The `roster` command; see [`roster::cli`].
+//! The `roster` command: the agent, the client commands, `cluster`, `demo`
+//! and `cert`, on top of the library.
+
+mod cli;
 
 fn main() -> std::process::ExitCode {
-    roster::cli::main()
+    cli::main()
 }

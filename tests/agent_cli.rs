@@ -526,7 +526,7 @@ fn sighup_reloads_rotated_certificates_and_the_node_stays_alive() {
 /// working while another operator's goes on.
 #[test]
 fn the_https_api_takes_operator_certificates_and_refuses_the_rest() {
-    use roster::cli::client::{Agent, request, request_raw};
+    use roster::api::client::{Agent, request, request_raw};
     use std::sync::Arc;
     let dir = tmp("https-api");
     common::certs(&dir, &["a"]);

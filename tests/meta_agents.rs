@@ -36,7 +36,7 @@ fn free_port() -> u16 {
 fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, Value)> {
     let addr = format!("127.0.0.1:{port}");
     // The operator token, found as the CLI finds it.
-    let token = roster::cli::credentials::find(&addr, None).ok()??;
+    let token = roster::api::credentials::find(&addr, None).ok()??;
     let mut s = TcpStream::connect(&addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     write!(

@@ -13,6 +13,8 @@
 //! limited to [`MAX_BODY_BYTES`].
 
 pub mod auth;
+pub mod client;
+pub mod credentials;
 pub mod logs;
 pub mod metrics;
 

@@ -13,8 +13,8 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
-use crate::node::{Config, EngineKind, NodeId};
-use crate::runtime::Roster;
+use roster::node::{Config, EngineKind, NodeId};
+use roster::runtime::Roster;
 
 /// Membership timing profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -177,7 +177,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if d.is_zero() {
         return Err(format!("{text:?}: must be more than zero"));
     }
-    if d > crate::node::config::MAX_RETENTION {
+    if d > roster::node::config::MAX_RETENTION {
         return Err(format!("{text:?}: must be at most ten years (3650d)"));
     }
     Ok(d)
@@ -347,7 +347,7 @@ pub fn settings(args: AgentArgs) -> Result<Settings, String> {
                 args.join
             };
             for j in &join {
-                crate::runtime::addr::check_target(j).map_err(|e| format!("--join {e}"))?;
+                roster::runtime::addr::check_target(j).map_err(|e| format!("--join {e}"))?;
             }
             join
         },
@@ -386,7 +386,7 @@ pub fn settings(args: AgentArgs) -> Result<Settings, String> {
             "--max-connections",
             args.max_connections
                 .or(file.max_connections)
-                .unwrap_or(crate::runtime::DEFAULT_MAX_CONNECTIONS),
+                .unwrap_or(roster::runtime::DEFAULT_MAX_CONNECTIONS),
         )?,
         reap_after: match (args.reap_after, file.reap_after) {
             (Some(d), _) => d,
@@ -421,7 +421,7 @@ fn init_logs(format: LogFormat, level: Option<&str>) -> Option<LogHandle> {
     // --logs` streams may ask for more (see `api::logs`).
     let (r, installer) = match format {
         LogFormat::Text => {
-            let (stream, installer) = crate::api::logs::layer();
+            let (stream, installer) = roster::api::logs::layer();
             let r = tracing_subscriber::registry()
                 .with(fmt.with_filter(filter))
                 .with(stream)
@@ -429,7 +429,7 @@ fn init_logs(format: LogFormat, level: Option<&str>) -> Option<LogHandle> {
             (r, installer)
         }
         LogFormat::Json => {
-            let (stream, installer) = crate::api::logs::layer();
+            let (stream, installer) = roster::api::logs::layer();
             let r = tracing_subscriber::registry()
                 .with(fmt.json().with_filter(filter))
                 .with(stream)
@@ -545,13 +545,13 @@ async fn serve(s: Settings, args: AgentArgs, logs: Option<LogHandle>) -> ExitCod
     let mut registered = None;
     let server = match http {
         Some((listener, (token, source))) => {
-            let mut access = crate::api::Access::new(token.clone())
+            let mut access = roster::api::Access::new(token.clone())
                 .https(s.http_tls)
                 .open_reads(s.http_open_reads);
             for h in &s.http_allow_host {
                 access = access.allow_host(h);
             }
-            match crate::api::serve_on(roster.clone(), listener, access) {
+            match roster::api::serve_on(roster.clone(), listener, access) {
                 Ok(h) => {
                     let addr = h.local_addr();
                     let scheme = if s.http_tls { "https" } else { "http" };
@@ -561,7 +561,7 @@ async fn serve(s: Settings, args: AgentArgs, logs: Option<LogHandle>) -> ExitCod
                         (false, false) => "operator token required",
                         (false, true) => "reads open; writes need the operator token",
                     };
-                    match super::credentials::register(addr, &token) {
+                    match roster::api::credentials::register(addr, &token) {
                         Ok(p) => {
                             tracing::info!(%addr, scheme, token = %source, recorded = %p.display(), "HTTP API and dashboard ({needs})");
                             registered = Some(p);
@@ -659,11 +659,11 @@ async fn reload_on_sighup(
             _ = hangup => {}
             _ = daily.tick() => {
                 let until = roster.runtime_metrics().cert_not_after_unix;
-                crate::runtime::warn_if_expiring(until);
+                roster::runtime::warn_if_expiring(until);
                 continue;
             }
         }
-        let loaded = crate::runtime::tls::NodeCert::load(&dir).map_err(|e| e.to_string());
+        let loaded = roster::runtime::tls::NodeCert::load(&dir).map_err(|e| e.to_string());
         let result = match loaded {
             Ok(cert) => roster.reload_tls(cert).await.map_err(|e| e.to_string()),
             Err(e) => Err(e),
@@ -804,8 +804,8 @@ impl Drop for Unregister {
 fn http_token(
     file: Option<&std::path::Path>,
     data_dir: Option<&std::path::Path>,
-) -> Result<(crate::api::Token, String), String> {
-    use crate::api::Token;
+) -> Result<(roster::api::Token, String), String> {
+    use roster::api::Token;
     if let Some(f) = file {
         let t = Token::load(f).map_err(|e| format!("--http-token-file {e}"))?;
         return Ok((t, f.display().to_string()));

@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use super::CertCmd;
-use crate::node::NodeId;
-use crate::runtime::tls::ClusterCa;
+use roster::node::NodeId;
+use roster::runtime::tls::ClusterCa;
 
 /// Loads the CA in `ca`, issues a certificate for `name` with `issue`, and
 /// writes it into `out`; the name it was issued for.
@@ -15,7 +15,7 @@ fn issue_into(
     issue: impl FnOnce(
         &ClusterCa,
         &NodeId,
-    ) -> Result<crate::runtime::tls::NodeCert, crate::runtime::tls::TlsError>,
+    ) -> Result<roster::runtime::tls::NodeCert, roster::runtime::tls::TlsError>,
 ) -> Result<NodeId, String> {
     let id = NodeId::new(name).map_err(|e| e.to_string())?;
     let ca = ClusterCa::load(ca).map_err(|e| e.to_string())?;

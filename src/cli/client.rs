@@ -10,13 +10,12 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
+pub use roster::api::client::{Agent, request};
+use roster::api::client::{MAX_RESPONSE_BYTES, TIMEOUT, open};
+
 /// Where an agent's HTTP API listens unless its `--http` says otherwise,
 /// and where client commands look unless theirs does.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:8946";
-/// Longest wait for the agent's whole answer, connection included.
-const TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest answer read.
-const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Options every client command takes.
 #[derive(Debug, Clone, Args)]
@@ -86,7 +85,7 @@ impl ClientArgs {
             let operator = self
                 .cert_dir
                 .as_deref()
-                .map(crate::runtime::tls::NodeCert::load_client)
+                .map(roster::runtime::tls::NodeCert::load_client)
                 .transpose()
                 .map_err(|e| format!("--cert-dir {e}"))?;
             let ca_pem = match (&self.ca, &self.cert_dir) {
@@ -101,7 +100,7 @@ impl ClientArgs {
                     ));
                 }
             };
-            let cfg = crate::runtime::tls::https_client_config(&ca_pem, operator.as_ref())
+            let cfg = roster::runtime::tls::https_client_config(&ca_pem, operator.as_ref())
                 .map_err(|e| e.to_string())?;
             Some(Arc::new(cfg))
         } else {
@@ -116,7 +115,7 @@ impl ClientArgs {
         let token = if tls.is_some() && self.cert_dir.is_some() && self.token_file.is_none() {
             None
         } else {
-            super::credentials::find(&addr, self.token_file.as_deref())?
+            roster::api::credentials::find(&addr, self.token_file.as_deref())?
         };
         Ok(Agent { addr, token, tls })
     }
@@ -133,7 +132,9 @@ impl ClientArgs {
             )
         })?;
         let token = match &self.token_file {
-            Some(_) => super::credentials::find(&n.http.to_string(), self.token_file.as_deref())?,
+            Some(_) => {
+                roster::api::credentials::find(&n.http.to_string(), self.token_file.as_deref())?
+            }
             None => Some(super::cluster::token(dir)?),
         };
         Ok(Agent {
@@ -142,19 +143,6 @@ impl ClientArgs {
             tls: None,
         })
     }
-}
-
-/// An agent's HTTP API and the credentials to present to it.
-#[derive(Debug, Clone)]
-pub struct Agent {
-    /// `host:port`.
-    pub addr: String,
-    /// The operator token (`None`: none was found or a certificate
-    /// authenticates; without either the agent answers 401).
-    pub token: Option<crate::api::Token>,
-    /// HTTPS: the TLS configuration (trusting the cluster CA, presenting
-    /// an operator certificate if one was given). `None`: plain HTTP.
-    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// `roster members` options.
@@ -391,37 +379,6 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
-/// One request to the agent: (status, JSON body).
-pub fn request(
-    agent: &Agent,
-    method: &str,
-    path: &str,
-    body: &[u8],
-) -> Result<(u16, Value), String> {
-    let (status, raw) = request_raw(agent, method, path, body)?;
-    let json =
-        serde_json::from_slice(&raw).map_err(|e| format!("{} sent non-JSON ({e})", agent.addr))?;
-    Ok((status, json))
-}
-
-/// One request to the agent: (status, body bytes). Blocks the calling
-/// thread (which must not be inside an async runtime) for at most 10 s.
-pub fn request_raw(
-    agent: &Agent,
-    method: &str,
-    path: &str,
-    body: &[u8],
-) -> Result<(u16, Vec<u8>), String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the client: {e}"))?;
-    let addr = agent.addr.as_str();
-    let exchange = exchange(agent, method, path, body.to_vec());
-    rt.block_on(async { tokio::time::timeout(TIMEOUT, exchange).await })
-        .map_err(|_| format!("{addr} did not answer within {} s", TIMEOUT.as_secs()))?
-}
-
 /// `roster monitor` options.
 #[derive(Debug, Clone, Args)]
 pub struct MonitorArgs {
@@ -443,7 +400,7 @@ pub fn monitor(a: &MonitorArgs) -> ExitCode {
     run_result(|| {
         let path = match &a.logs {
             Some(l) => {
-                crate::api::logs::parse_level(l).map_err(|e| format!("--logs: {e}"))?;
+                roster::api::logs::parse_level(l).map_err(|e| format!("--logs: {e}"))?;
                 format!("/v1/events/stream?logs={}", l.to_ascii_lowercase())
             }
             None => "/v1/events/stream".to_owned(),
@@ -579,93 +536,6 @@ async fn stream_lines(
         }
     }
     Ok(())
-}
-
-/// Connects (with TLS if the agent is HTTPS), sends one HTTP/1.1 request
-/// and reads the whole answer.
-async fn exchange(
-    agent: &Agent,
-    method: &str,
-    path: &str,
-    body: Vec<u8>,
-) -> Result<(u16, Vec<u8>), String> {
-    use http_body_util::BodyExt;
-    let addr = agent.addr.as_str();
-    let resp = open(agent, method, path, body).await?;
-    let status = resp.status().as_u16();
-    let body = http_body_util::Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
-        .collect()
-        .await
-        .map_err(|e| format!("reading from {addr}: {e}"))?
-        .to_bytes();
-    Ok((status, body.to_vec()))
-}
-
-/// Connects (with TLS if the agent is HTTPS), sends one HTTP/1.1 request
-/// and returns the answer with its body still to read.
-async fn open(
-    agent: &Agent,
-    method: &str,
-    path: &str,
-    body: Vec<u8>,
-) -> Result<hyper::Response<hyper::body::Incoming>, String> {
-    let addr = agent.addr.as_str();
-    let mut req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header(hyper::header::HOST, addr);
-    if let Some(t) = &agent.token {
-        req = req.header(
-            hyper::header::AUTHORIZATION,
-            format!("Bearer {}", t.expose()),
-        );
-    }
-    let req = req
-        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-        .map_err(|e| format!("bad request: {e}"))?;
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("cannot reach the agent at {addr}: {e}"))?;
-    let _ = tcp.set_nodelay(true);
-    match &agent.tls {
-        None => send(tcp, req, addr).await,
-        Some(cfg) => {
-            let name =
-                rustls_pki_types::ServerName::try_from(crate::runtime::tls::CLUSTER_SERVER_NAME)
-                    .map_err(|e| e.to_string())?;
-            let tls = tokio_rustls::TlsConnector::from(cfg.clone())
-                .connect(name, tcp)
-                .await
-                .map_err(|e| {
-                    format!("TLS with {addr} failed: {e} (an agent without --http-tls is addressed as http://HOST:PORT)")
-                })?;
-            send(tls, req, addr).await
-        }
-    }
-}
-
-async fn send<S>(
-    io: S,
-    req: hyper::Request<http_body_util::Full<bytes::Bytes>>,
-    addr: &str,
-) -> Result<hyper::Response<hyper::body::Incoming>, String>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
-            .await
-            .map_err(|e| format!("HTTP with {addr} failed: {e}"))?;
-    // The connection task ends with the answer's body (or the runtime).
-    tokio::spawn(conn);
-    sender.send_request(req).await.map_err(|e| {
-        let hint = if e.is_parse() {
-            " (if the agent serves HTTPS, address it as https://HOST:PORT)"
-        } else {
-            ""
-        };
-        format!("sending to {addr}: {e}{hint}")
-    })
 }
 
 /// Prints a value from a JSON answer: text on a line of its own, other bytes

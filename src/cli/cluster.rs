@@ -26,8 +26,8 @@ use clap::Subcommand;
 use serde::{Deserialize, Serialize};
 
 use super::client::ChaosCmd;
-use crate::node::NodeId;
-use crate::runtime::tls::ClusterCa;
+use roster::node::NodeId;
+use roster::runtime::tls::ClusterCa;
 
 /// Default directory of a local cluster.
 pub const DEFAULT_DIR: &str = ".roster/cluster";
@@ -299,7 +299,7 @@ pub fn init(dir: &Path, n: usize, base_port: Option<u16>) -> Result<ClusterFile,
         base_port: base_port.unwrap_or(0),
         node: nodes,
     };
-    crate::api::Token::generate()
+    roster::api::Token::generate()
         .and_then(|t| t.write_private(&token_path(dir), false))
         .map_err(|e| e.to_string())?;
     let text = toml::to_string_pretty(&file).map_err(|e| e.to_string())?;
@@ -337,8 +337,8 @@ pub fn token_path(dir: &Path) -> PathBuf {
 }
 
 /// The cluster's operator token (created if the directory predates it).
-pub fn token(dir: &Path) -> Result<crate::api::Token, String> {
-    crate::api::Token::load_or_create(&token_path(dir))
+pub fn token(dir: &Path) -> Result<roster::api::Token, String> {
+    roster::api::Token::load_or_create(&token_path(dir))
         .map(|(t, _)| t)
         .map_err(|e| e.to_string())
 }

@@ -5,7 +5,6 @@ pub mod agent;
 pub mod cert;
 pub mod client;
 pub mod cluster;
-pub mod credentials;
 pub mod demo;
 
 use std::path::PathBuf;
@@ -147,7 +146,7 @@ pub enum CertCmd {
         #[arg(long, default_value = "roster cluster CA")]
         name: String,
         /// Days the CA is valid (ten years by default).
-        #[arg(long, default_value_t = crate::runtime::tls::CA_DAYS, value_parser = clap::value_parser!(u32).range(1..=36500))]
+        #[arg(long, default_value_t = roster::runtime::tls::CA_DAYS, value_parser = clap::value_parser!(u32).range(1..=36500))]
         days: u32,
     },
     /// Issue a node certificate whose subject is the node's NodeId.
@@ -168,7 +167,7 @@ pub enum CertCmd {
         names: Vec<String>,
         /// Days the certificate is valid (one year by default). Replace it
         /// before then: write the new files and send the agent SIGHUP.
-        #[arg(long, default_value_t = crate::runtime::tls::NODE_DAYS, value_parser = clap::value_parser!(u32).range(1..=36500))]
+        #[arg(long, default_value_t = roster::runtime::tls::NODE_DAYS, value_parser = clap::value_parser!(u32).range(1..=36500))]
         days: u32,
     },
     /// Issue an operator's client certificate for the HTTPS API (`roster
@@ -187,7 +186,7 @@ pub enum CertCmd {
         #[arg(long)]
         out: PathBuf,
         /// Days the certificate is valid (one year by default).
-        #[arg(long, default_value_t = crate::runtime::tls::NODE_DAYS, value_parser = clap::value_parser!(u32).range(1..=36500))]
+        #[arg(long, default_value_t = roster::runtime::tls::NODE_DAYS, value_parser = clap::value_parser!(u32).range(1..=36500))]
         days: u32,
     },
     /// Revoke a node's or an operator's certificate cluster-wide (through an

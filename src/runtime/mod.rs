@@ -586,7 +586,7 @@ fn note_expiry(cert: &NodeCert, metrics: &RuntimeMetrics) {
 
 /// Warns when a certificate valid until `unix` expires within
 /// [`tls::EXPIRY_WARNING_DAYS`].
-pub(crate) fn warn_if_expiring(unix: u64) {
+pub fn warn_if_expiring(unix: u64) {
     let now = tls::wall_now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

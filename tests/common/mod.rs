@@ -142,7 +142,7 @@ where
 /// recorded for its address).
 pub fn http_get(addr: &str, path: &str) -> Option<String> {
     use std::io::{Read, Write};
-    let auth = roster::cli::credentials::find(addr, None)
+    let auth = roster::api::credentials::find(addr, None)
         .ok()
         .flatten()
         .map(|t| format!("Authorization: Bearer {}\r\n", t.expose()))
