@@ -147,6 +147,9 @@ pub struct Node {
     events: VecDeque<Event>,
     metrics: Metrics,
     prescan_buf: Vec<Member<Identity>>,
+    /// The foca timer token the suspicion timers of the members listed
+    /// Suspect were armed with (see [`Node::rearm_orphaned_suspicions`]).
+    suspicions_token: foca::TimerToken,
     /// Suspicions read from a packet (`true`: a Down verdict), acted on
     /// once foca has applied it.
     gossiped_suspects: Vec<(Identity, Incarnation, bool)>,
@@ -277,6 +280,7 @@ impl Node {
             events: VecDeque::new(),
             metrics: Metrics::default(),
             prescan_buf: Vec::new(),
+            suspicions_token: foca::TimerToken::default(),
             gossiped_suspects: Vec::new(),
             reported_down: BTreeMap::new(),
             unpark_pending: false,
@@ -915,6 +919,19 @@ impl Node {
             && claimed != *peer
         {
             return Err(self.wrong_sender(claimed, peer));
+        } else {
+            // Plain SWIM: foca's own view needs nothing, but the member
+            // view learns refutations here, or a suspicion foca dropped on a
+            // refutation would stay Suspect in it.
+            let buf = std::mem::take(&mut self.prescan_buf);
+            if let Some(p) = swim::prescan(packet, buf) {
+                let h = &p.header;
+                self.note_incarnation(&h.src, u32::from(h.src_incarnation), State::Alive);
+                for m in &p.updates {
+                    self.note_incarnation(m.id(), u32::from(m.incarnation()), m.state());
+                }
+                self.prescan_buf = p.updates;
+            }
         }
         let r = self.swim.handle_data(packet, &mut self.io);
         self.drain_notifications();
@@ -1047,11 +1064,17 @@ impl Node {
     fn after_swim(&mut self) {
         self.reassert_own_keys();
         self.drain_native();
+        if self.io.token != self.suspicions_token {
+            self.rearm_orphaned_suspicions();
+        }
         for (id, inc) in std::mem::take(&mut self.io.suspected) {
             self.metrics.suspicions_raised += 1;
+            // A suspicion below an incarnation the view has already seen
+            // is refuted before it starts.
             if let Some(v) = self.members.get_mut(&id.id)
                 && v.identity == id
                 && matches!(v.state, MemberState::Alive | MemberState::Suspect)
+                && inc >= v.incarnation
             {
                 v.state = MemberState::Suspect;
                 v.suspect_incarnation = Some(inc);

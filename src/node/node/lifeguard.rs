@@ -77,23 +77,7 @@ impl Node {
     /// member that has moved past its verdict, and clears a refuted
     /// suspicion in the member view.
     pub(super) fn observe(&mut self, id: &Identity, incarnation: Incarnation, claim: State) {
-        let active = claim != State::Down;
-        // One lookup: this runs for every member of every full view merged.
-        let mut refuted = false;
-        if let Some(v) = self.members.get_mut(&id.id)
-            && v.identity == *id
-        {
-            v.incarnation = v.incarnation.max(incarnation);
-            if active
-                && v.state == MemberState::Suspect
-                && v.suspect_incarnation.is_some_and(|s| incarnation > s)
-            {
-                v.state = MemberState::Alive;
-                v.suspect_incarnation = None;
-                v.since = self.io.now;
-                refuted = true;
-            }
-        }
+        let refuted = self.note_incarnation(id, incarnation, claim);
         // Only a claim that the member is Alive past the incarnation it was
         // declared Down at brings it back: a suspicion at a higher
         // incarnation says it refuted once, not that it is alive now (a
@@ -113,9 +97,37 @@ impl Node {
         }
         if refuted {
             self.reported_down.remove(&id.id);
+        }
+    }
+
+    /// The member view's side of a claim that `id` is at `incarnation`
+    /// (with Lifeguard off, the only side): the highest incarnation seen,
+    /// and a suspicion the claim refutes cleared (`true`, with its event).
+    /// One lookup: this runs for every member of every full view merged.
+    pub(super) fn note_incarnation(
+        &mut self,
+        id: &Identity,
+        incarnation: Incarnation,
+        claim: State,
+    ) -> bool {
+        let Some(v) = self.members.get_mut(&id.id) else {
+            return false;
+        };
+        if v.identity != *id {
+            return false;
+        }
+        v.incarnation = v.incarnation.max(incarnation);
+        let refuted = claim != State::Down
+            && v.state == MemberState::Suspect
+            && v.suspect_incarnation.is_some_and(|s| incarnation > s);
+        if refuted {
+            v.state = MemberState::Alive;
+            v.suspect_incarnation = None;
+            v.since = self.io.now;
             self.metrics.suspicions_refuted += 1;
             self.events.push_back(Event::MemberRefuted(id.clone()));
         }
+        refuted
     }
 
     /// Refutes a suspicion of this node at `incarnation` (SWIM §4.2): foca
@@ -272,6 +284,48 @@ impl Node {
                 token,
             },
         );
+    }
+
+    /// foca ignores every timer armed before its token changed (it does so
+    /// when it finds itself Down, runs out of members or takes a new
+    /// identity), and with them the verdicts on members it still holds
+    /// Suspect: those would stay Suspect for good. Once foca runs timers
+    /// under a new token, each member listed Suspect gets its suspicion
+    /// timer again. O(members), on a token change only.
+    pub(super) fn rearm_orphaned_suspicions(&mut self) {
+        self.suspicions_token = self.io.token;
+        if self.native.is_some() {
+            return;
+        }
+        let suspects: Vec<(Identity, Incarnation)> = self
+            .members
+            .values()
+            .filter(|v| v.state == MemberState::Suspect)
+            .map(|v| {
+                (
+                    v.identity.clone(),
+                    v.suspect_incarnation.unwrap_or(v.incarnation),
+                )
+            })
+            .collect();
+        let wait = self.timing.suspicion_window;
+        let token = self.io.token;
+        for (member, incarnation) in suspects {
+            let t = if self.config.lifeguard {
+                TimerKind::Suspect {
+                    member,
+                    incarnation,
+                    token,
+                }
+            } else {
+                TimerKind::Foca(Timer::ChangeSuspectToDown {
+                    member_id: member,
+                    incarnation: swim::to_foca(incarnation),
+                    token,
+                })
+            };
+            self.io.schedule(wait, t);
+        }
     }
 
     /// Another member suspects (or declared Down) `id` at `incarnation`.
