@@ -1085,12 +1085,9 @@ impl Node {
                         continue;
                     }
                 };
-                let names: ConfNames = postcard::from_bytes(&e.context).unwrap_or_default();
                 let conf = Conf::from_raft(&cs);
-                raw.mut_store()
-                    .machine
-                    .apply_conf(conf.clone(), names, e.index, e.term);
-                let voters = raw.store().machine.voter_names();
+                let machine = &mut raw.mut_store().machine;
+                let voters = apply_conf_entry(machine, conf.clone(), &e.context, e.index, e.term);
                 self.events.push_back(Event::VotersChanged(voters));
                 self.meta.advert_dirty = true;
                 self.meta.advert_urgent = true;
@@ -1106,21 +1103,13 @@ impl Node {
                 }
                 continue;
             }
-            if e.data.is_empty() {
-                raw.mut_store().machine.skip(e.index, e.term);
-                continue;
-            }
-            let reply = match postcard::from_bytes::<LogEntry>(&e.data) {
-                Ok(entry) => {
-                    let before = raw.store().machine.placement.clone();
-                    let r = raw.mut_store().machine.apply_entry(&entry, e.index, e.term);
+            let machine = &mut raw.mut_store().machine;
+            let reply = match apply_normal_entry(machine, &e.data, e.index, e.term) {
+                Some((entry, before, reply)) => {
                     self.entry_applied(&entry, before, e.index);
-                    r
+                    reply
                 }
-                Err(_) => {
-                    raw.mut_store().machine.skip(e.index, e.term);
-                    None
-                }
+                None => None,
             };
             self.meta.advert_dirty = true;
             if let (Some(r), Ok(ctx)) = (reply, postcard::from_bytes::<ProposalCtx>(&e.context))
@@ -1420,16 +1409,13 @@ impl Node {
             };
             if let Some(cc) = parse_conf_change(etype, &e.data) {
                 let conf = conf_after(&self.meta.copy.conf, &cc);
-                let names: ConfNames = postcard::from_bytes(&e.context).unwrap_or_default();
-                self.meta.copy.apply_conf(conf, names, e.index, e.term);
-                let names = self.meta.copy.voter_names();
+                let copy = &mut self.meta.copy;
+                let names = apply_conf_entry(copy, conf, &e.context, e.index, e.term);
                 self.events.push_back(Event::VotersChanged(names));
-            } else if let Ok(entry) = postcard::from_bytes::<LogEntry>(&e.data) {
-                let before = self.meta.copy.placement.clone();
-                self.meta.copy.apply_entry(&entry, e.index, e.term);
+            } else if let Some((entry, before, _)) =
+                apply_normal_entry(&mut self.meta.copy, &e.data, e.index, e.term)
+            {
                 self.entry_applied(&entry, before, e.index);
-            } else {
-                self.meta.copy.skip(e.index, e.term);
             }
         }
         self.maybe_pull();
@@ -2024,4 +2010,47 @@ impl Node {
     pub fn meta_counters(&self) -> MetaCounters {
         self.meta.counters
     }
+}
+
+// ----- applying committed entries -----
+//
+// A voter applies what Raft commits; a non-voter applies the same entries
+// pushed to its copy. Both go through these two functions, so an entry
+// means the same on every copy.
+
+/// Applies a configuration change, decided by the caller (`conf`), to
+/// `machine`, with the voters' names from the entry's context. The voters'
+/// names after it.
+fn apply_conf_entry(
+    machine: &mut Machine,
+    conf: Conf,
+    context: &[u8],
+    index: u64,
+    term: u64,
+) -> Vec<NodeId> {
+    let names: ConfNames = postcard::from_bytes(context).unwrap_or_default();
+    machine.apply_conf(conf, names, index, term);
+    machine.voter_names()
+}
+
+/// Applies a normal entry to `machine`: the entry, the placement table
+/// before it (for the events) and the answer for its proposer; `None`, the
+/// index skipped, when the data is empty (a new leader's entry) or does
+/// not decode.
+fn apply_normal_entry(
+    machine: &mut Machine,
+    data: &[u8],
+    index: u64,
+    term: u64,
+) -> Option<(LogEntry, Option<Table>, Option<MetaReply>)> {
+    let Some(entry) = (!data.is_empty())
+        .then(|| postcard::from_bytes::<LogEntry>(data).ok())
+        .flatten()
+    else {
+        machine.skip(index, term);
+        return None;
+    };
+    let before = machine.placement.clone();
+    let reply = machine.apply_entry(&entry, index, term);
+    Some((entry, before, reply))
 }
