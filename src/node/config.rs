@@ -18,21 +18,24 @@ pub const QUIC_MIN_DATAGRAM_BYTES: usize = 1162;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Time between probes of one random member (SWIM protocol period).
-    /// LAN 1 s, WAN 5 s, local 500 ms: memberlist `ProbeInterval`.
+    /// LAN 1 s, WAN 5 s (memberlist's `ProbeInterval`), local 500 ms
+    /// (memberlist's local preset uses 1 s).
     pub probe_period: Duration,
     /// Wait for a direct ack before asking others to probe indirectly.
     /// LAN 500 ms, WAN 3 s, local 200 ms: memberlist `ProbeTimeout`.
     /// Must be below `probe_period`.
     pub probe_rtt: Duration,
     /// Members asked to probe indirectly when a direct probe times out.
-    /// 3: memberlist `IndirectChecks`.
+    /// 3 in every preset: memberlist's LAN and WAN `IndirectChecks` (its
+    /// local preset uses 1).
     pub num_indirect_probes: NonZeroUsize,
     /// How many times each membership update or state delta is piggybacked
     /// before it leaves the backlog, per `log10(n + 1)` for `n` live
     /// members (this node included): [`Timing::retransmits`] is
     /// `retransmit_mult * log10(n + 1)` (at least 1, at most 255), computed
-    /// afresh as members come and go. 6: memberlist's `RetransmitMult` is
-    /// 4, but roster also carries state deltas this way, and a node misses
+    /// afresh as members come and go. 6 in every preset: memberlist's
+    /// `RetransmitMult` is 4 (2 in its local preset), but roster also
+    /// carries state deltas this way, and a node misses
     /// an item with probability about `e^-retransmits` (0.03% per write and
     /// node at 100 nodes with 4, 0.0006% with 6).
     pub retransmit_mult: NonZeroU8,
@@ -40,8 +43,9 @@ pub struct Config {
     /// check, in probe periods per `max(1, log10(n))` for `n` live members:
     /// [`Timing::suspicion_window`] is `suspicion_mult * max(1, log10(n)) *
     /// probe_period`, computed afresh as members come and go (memberlist's
-    /// `suspicionTimeout`). 3 on LAN and local (memberlist uses 4; roster's
-    /// final check adds the confirmation round memberlist lacks), 5 on WAN.
+    /// `suspicionTimeout`). 3 on LAN and local (memberlist: 4 on LAN, 3 on
+    /// local; roster's final check adds the confirmation round memberlist
+    /// lacks), 5 on WAN (memberlist: 6).
     pub suspicion_mult: NonZeroU8,
     /// How long the final check waits for the suspect's answer.
     /// Default `2 * probe_rtt`.
@@ -67,9 +71,9 @@ pub struct Config {
     /// `GossipToTheDeadTime` plays this role).
     pub reconnect_interval: Duration,
     /// First wait between join attempts; doubles up to `join_retry_max`.
-    /// 1 s.
+    /// 1 s (local 200 ms).
     pub join_retry_initial: Duration,
-    /// Longest wait between join attempts. 30 s.
+    /// Longest wait between join attempts. 30 s (local 5 s).
     pub join_retry_max: Duration,
     /// Largest datagram the transport carries, envelope included. Default
     /// [`QUIC_MIN_DATAGRAM_BYTES`]; the runtime lowers or raises it to the
@@ -226,7 +230,9 @@ pub struct Timing {
 }
 
 impl Config {
-    /// A LAN cluster (memberlist `DefaultLANConfig`). Like every preset it
+    /// A LAN cluster: memberlist's `DefaultLANConfig`, but with a suspicion
+    /// multiplier of 3, a retransmit multiplier of 6 and push-pull every
+    /// 10 s instead of 4, 4 and 30 s (see each field). Like every preset it
     /// fits any size: the suspicion window, retransmissions and push-pull
     /// interval follow the number of live members (see [`Timing`]).
     pub fn lan() -> Self {
@@ -263,8 +269,9 @@ impl Config {
         }
     }
 
-    /// A WAN cluster (memberlist `DefaultWANConfig`): slower probes, longer
-    /// suspicion, less frequent anti-entropy.
+    /// A WAN cluster: memberlist's `DefaultWANConfig` (slower probes,
+    /// longer suspicion, less frequent anti-entropy), but with a suspicion
+    /// multiplier of 5 and push-pull every 30 s instead of 6 and 60 s.
     pub fn wan() -> Self {
         let probe_period = Duration::from_secs(5);
         let probe_rtt = Duration::from_secs(3);
@@ -281,8 +288,11 @@ impl Config {
         }
     }
 
-    /// One machine or a test (memberlist `DefaultLocalConfig`): fast probes
-    /// and short suspicion, for loopback clusters.
+    /// One machine or a test: fast probes (500 ms) and short suspicion, for
+    /// loopback clusters. Of memberlist's `DefaultLocalConfig` it keeps the
+    /// probe timeout (200 ms), gossip interval (100 ms) and suspicion
+    /// multiplier (3); probes, push-pull (5 s), retransmissions and
+    /// indirect probes differ (see each field).
     pub fn local() -> Self {
         let probe_period = Duration::from_millis(500);
         let probe_rtt = Duration::from_millis(200);

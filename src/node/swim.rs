@@ -3,9 +3,10 @@
 //! foca's callbacks into transmits, timers and notifications.
 //!
 //! The Lifeguard pieces that live here:
-//! - [`RosterCodec`] reads a gossiped `Down` as `Suspect`: each node confirms
-//!   a failure itself (with its own suspicion timer and final check) instead
-//!   of adopting another node's verdict, which foca would make terminal.
+//! - [`RosterCodec`] reads a gossiped `Down` as `Suspect`, which foca would
+//!   otherwise make terminal: a healthy node runs its own final check at once
+//!   instead of adopting the verdict; a node too unhealthy to judge adopts it
+//!   only once its own suspicion has run out.
 //! - [`Io`] scales the probe timers by the local health score and routes
 //!   foca's suspicion timers through roster's final check.
 
@@ -184,8 +185,6 @@ pub(crate) struct Shared {
 pub(crate) const MAX_PARKED: usize = 1024;
 
 impl Shared {
-    /// Merges a remote delta: refused (and counted) if its stamp is too far
-    /// ahead, else merged by LWW. `true` when it was new information.
     /// Parked deltas whose stamps are now within `max_drift` of the wall
     /// clock; the rest stay parked.
     pub(crate) fn unpark_ready(&mut self, max_drift_ms: u64) -> Vec<Delta> {
@@ -197,6 +196,9 @@ impl Shared {
         ready
     }
 
+    /// Merges a remote delta: refused (counted, and parked) if its stamp is
+    /// too far ahead, else merged by LWW. `true` when it was new
+    /// information.
     pub(crate) fn merge_remote(&mut self, d: &Delta, from: Option<&NodeId>) -> bool {
         self.check_drift(d) && self.merge(d, from)
     }
@@ -222,8 +224,9 @@ impl Shared {
     }
 
     /// Merges a delta (its stamp already fed to the clock). A delta for one
-    /// of this node's own keys that it did not write is not taken: the key is
-    /// queued to be written again with a newer stamp (see [`Shared::reassert`]).
+    /// of this node's own keys that it did not write is not taken; if it
+    /// would have won over the stored entry and is valid, the key is queued
+    /// to be written again with a newer stamp (see [`Shared::reassert`]).
     pub(crate) fn merge(&mut self, d: &Delta, from: Option<&NodeId>) -> bool {
         if d.owner == self.me && !self.authoring {
             self.own_key_written_elsewhere(d, from);
@@ -253,7 +256,7 @@ impl Shared {
     /// change one of them came from elsewhere — a forgery when stamped in
     /// this life, an echo of an earlier life's state otherwise — and the
     /// key is written again, so the newer true value (or tombstone)
-    /// replaces it everywhere within a gossip round.
+    /// replaces it everywhere as that fresh write spreads.
     fn own_key_written_elsewhere(&mut self, d: &Delta, from: Option<&NodeId>) {
         let newer = match self.store.entry(&self.me, &d.key) {
             Some(e) => super::delta::wins(d.hlc, &d.value, e),
@@ -377,7 +380,8 @@ pub(crate) enum TimerKind {
     Unpark,
     /// Try to reach one member held Down.
     Reconnect,
-    /// Extra push-pull rounds right after joining (see `Node::on_joined`).
+    /// Extra push-pull rounds right after joining (see
+    /// `Node::became_active`).
     CatchUpSync { round: u32 },
     /// Next join attempt.
     JoinRetry { attempt: u32 },
