@@ -131,6 +131,8 @@ fn dead_cleared(m: &crate::world::Measured) -> Option<f64> {
 
 impl Report {
     /// Builds the report of a finished run.
+    // One line per figure of the report (the JSON's fields): long because
+    // the figures are many.
     pub fn new(scenario: &str, nodes: usize, seed: u64, w: &World, wall_secs: f64) -> Self {
         let m = &w.m;
         let mut detect = m.detect.clone();

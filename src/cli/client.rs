@@ -11,7 +11,6 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 
 pub use roster::api::client::{Agent, request};
-use roster::api::client::{MAX_RESPONSE_BYTES, TIMEOUT, open};
 
 /// Where an agent's HTTP API listens unless its `--http` says otherwise,
 /// and where client commands look unless theirs does.
@@ -141,85 +140,6 @@ impl ClientArgs {
             addr: n.http.to_string(),
             token,
             tls: None,
-        })
-    }
-}
-
-/// `roster members` options.
-#[derive(Debug, Clone, Args)]
-pub struct MembersArgs {
-    /// Connection options.
-    #[command(flatten)]
-    pub client: ClientArgs,
-    /// Only members in this state (alive, suspect, down, left).
-    #[arg(long)]
-    pub status: Option<String>,
-    /// Only members with this tag, `KEY=VALUE` (a value is a regular
-    /// expression matched against the whole value); repeatable, all must
-    /// match.
-    #[arg(long = "tag")]
-    pub tags: Vec<String>,
-    /// Only members whose name matches this regular expression (whole name).
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Also show each member's incarnation, wire protocol version, release
-    /// and the round-trip time of this agent's connection to it.
-    #[arg(long)]
-    pub detailed: bool,
-}
-
-/// A whole-string regular expression.
-fn anchored(re: &str, what: &str) -> Result<regex::Regex, String> {
-    regex::Regex::new(&format!("^(?:{re})$")).map_err(|e| format!("{what} {re:?}: {e}"))
-}
-
-/// Which members `roster members` shows.
-struct MemberFilter {
-    status: Option<String>,
-    tags: Vec<(String, regex::Regex)>,
-    name: Option<regex::Regex>,
-}
-
-impl MemberFilter {
-    fn new(a: &MembersArgs) -> Result<Self, String> {
-        let status = a.status.as_ref().map(|s| s.to_ascii_lowercase());
-        if let Some(s) = &status
-            && !["alive", "suspect", "down", "left"].contains(&s.as_str())
-        {
-            return Err(format!("--status {s:?}: one of alive, suspect, down, left"));
-        }
-        let tags = a
-            .tags
-            .iter()
-            .map(|t| {
-                let (k, v) = t
-                    .split_once('=')
-                    .ok_or_else(|| format!("--tag {t:?}: expected KEY=VALUE"))?;
-                Ok((k.to_owned(), anchored(v, "--tag")?))
-            })
-            .collect::<Result<_, String>>()?;
-        let name = a
-            .name
-            .as_deref()
-            .map(|n| anchored(n, "--name"))
-            .transpose()?;
-        Ok(Self { status, tags, name })
-    }
-
-    fn keeps(&self, m: &Value) -> bool {
-        let state = m["state"].as_str().unwrap_or("");
-        if self.status.as_deref().is_some_and(|s| s != state) {
-            return false;
-        }
-        if let Some(re) = &self.name
-            && !re.is_match(m["id"].as_str().unwrap_or(""))
-        {
-            return false;
-        }
-        self.tags.iter().all(|(k, re)| {
-            m["tags"][k.as_str()]
-                .as_str()
-                .is_some_and(|v| re.is_match(v))
         })
     }
 }
@@ -379,165 +299,6 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
-/// `roster monitor` options.
-#[derive(Debug, Clone, Args)]
-pub struct MonitorArgs {
-    /// Connection options.
-    #[command(flatten)]
-    pub client: ClientArgs,
-    /// Also stream the agent's log lines at this level or more severe
-    /// (error, warn, info, debug, trace), whatever level the agent writes
-    /// to its own output.
-    #[arg(long, num_args = 0..=1, default_missing_value = "info", value_name = "LEVEL")]
-    pub logs: Option<String>,
-}
-
-/// `roster monitor [--logs [LEVEL]]`: streams the agent's membership
-/// events (and log lines) as they happen (server-sent events from
-/// `/v1/events/stream`) until interrupted or the agent stops.
-pub fn monitor(a: &MonitorArgs) -> ExitCode {
-    let c = &a.client;
-    run_result(|| {
-        let path = match &a.logs {
-            Some(l) => {
-                roster::api::logs::parse_level(l).map_err(|e| format!("--logs: {e}"))?;
-                format!("/v1/events/stream?logs={}", l.to_ascii_lowercase())
-            }
-            None => "/v1/events/stream".to_owned(),
-        };
-        let agent = c.agent()?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start the client: {e}"))?;
-        let json = c.json;
-        let mut event = String::new();
-        let mut data = String::new();
-        let on_line = move |line: &str| {
-            if let Some(v) = line.strip_prefix("event:") {
-                event = v.trim().to_owned();
-            } else if let Some(v) = line.strip_prefix("data:") {
-                data.push_str(v.trim_start());
-            } else if line.is_empty() && !data.is_empty() {
-                match event.as_str() {
-                    "member" => print_event(&data, json),
-                    "log" => print_log(&data, json),
-                    "skipped" => eprintln!("({data} log lines skipped: the client fell behind)"),
-                    _ => {}
-                }
-                event.clear();
-                data.clear();
-            }
-        };
-        rt.block_on(stream_lines(&agent, &path, on_line))?;
-        eprintln!("the agent closed the stream (it stopped)");
-        Ok(())
-    })
-}
-
-/// One log line from the stream: a line of text, or its JSON (with
-/// `"type": "log"`, so it tells apart from membership events).
-fn print_log(data: &str, json: bool) {
-    let Ok(mut v) = serde_json::from_str::<Value>(data) else {
-        return;
-    };
-    if json {
-        v["type"] = Value::from("log");
-        println!("{v}");
-    } else {
-        println!(
-            "{}  {:<9}  {}: {}",
-            stamp(&v),
-            v["level"].as_str().unwrap_or("").to_ascii_uppercase(),
-            v["target"].as_str().unwrap_or(""),
-            v["message"].as_str().unwrap_or("")
-        );
-    }
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-}
-
-/// One membership event from the stream: a line of text, or its JSON.
-fn print_event(data: &str, json: bool) {
-    if json {
-        println!("{data}");
-        return;
-    }
-    let Ok(v) = serde_json::from_str::<Value>(data) else {
-        return;
-    };
-    println!(
-        "{}  {:<9}  {}",
-        stamp(&v),
-        v["kind"].as_str().unwrap_or(""),
-        v["member"].as_str().unwrap_or("(this node)")
-    );
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-}
-
-/// An answer's `at_ms` as an RFC 3339 UTC time with milliseconds.
-fn stamp(v: &Value) -> String {
-    v["at_ms"]
-        .as_u64()
-        .and_then(|ms| {
-            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
-        })
-        .and_then(|t| {
-            let f = time::format_description::parse_borrowed::<2>(
-                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z",
-            )
-            .ok()?;
-            t.format(&f).ok()
-        })
-        .unwrap_or_default()
-}
-
-/// GETs `path` and hands each line of the answer to `on_line` as it
-/// arrives (the connection and the answer's headers within 10 s; the body
-/// for as long as it lasts).
-async fn stream_lines(
-    agent: &Agent,
-    path: &str,
-    mut on_line: impl FnMut(&str),
-) -> Result<(), String> {
-    use http_body_util::BodyExt;
-    let addr = agent.addr.as_str();
-    let resp = tokio::time::timeout(TIMEOUT, open(agent, "GET", path, Vec::new()))
-        .await
-        .map_err(|_| format!("{addr} did not answer within {} s", TIMEOUT.as_secs()))??;
-    let status = resp.status().as_u16();
-    let mut body = resp.into_body();
-    if status != 200 {
-        let raw = http_body_util::Limited::new(body, MAX_RESPONSE_BYTES)
-            .collect()
-            .await
-            .map_err(|e| format!("reading from {addr}: {e}"))?
-            .to_bytes();
-        let v: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-        return Err(api_error(status, &v));
-    }
-    let mut buf: Vec<u8> = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| format!("reading from {addr}: {e}"))?;
-        let Ok(chunk) = frame.into_data() else {
-            continue;
-        };
-        buf.extend_from_slice(&chunk);
-        while let Some(i) = buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=i).collect();
-            let text = String::from_utf8_lossy(&line);
-            on_line(text.trim_end_matches(['\r', '\n']));
-        }
-        if buf.len() > MAX_RESPONSE_BYTES {
-            return Err(format!(
-                "{addr} sent a line over {MAX_RESPONSE_BYTES} bytes"
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// Prints a value from a JSON answer: text on a line of its own, other bytes
 /// exactly as stored (the agent sends them base64-encoded).
 fn print_value(v: &Value) -> Result<(), String> {
@@ -566,7 +327,7 @@ fn shown(v: &Value) -> String {
     }
 }
 
-fn api_error(status: u16, v: &Value) -> String {
+pub(super) fn api_error(status: u16, v: &Value) -> String {
     let hint = if status == 401 {
         "; give the agent's token with --token-file FILE or ROSTER_HTTP_TOKEN (an agent records it in its data dir as http-token)"
     } else {
@@ -579,7 +340,7 @@ fn api_error(status: u16, v: &Value) -> String {
     )
 }
 
-fn run_result(f: impl FnOnce() -> Result<(), String>) -> ExitCode {
+pub(super) fn run_result(f: impl FnOnce() -> Result<(), String>) -> ExitCode {
     match f() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -615,82 +376,6 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         line(r.iter().map(String::as_str).collect(), &mut out);
     }
     out
-}
-
-/// `roster members`.
-pub fn members(a: &MembersArgs) -> ExitCode {
-    let c = &a.client;
-    run_result(|| {
-        let filter = MemberFilter::new(a)?;
-        let (status, v) = request(&c.agent()?, "GET", "/v1/members", b"")?;
-        if status != 200 {
-            return Err(api_error(status, &v));
-        }
-        let kept: Vec<&Value> = v
-            .as_array()
-            .ok_or("agent sent a non-list member list")?
-            .iter()
-            .filter(|m| filter.keeps(m))
-            .collect();
-        if c.json {
-            println!("{}", Value::Array(kept.into_iter().cloned().collect()));
-            return Ok(());
-        }
-        let detailed = a.detailed;
-        let rows: Vec<Vec<String>> = kept
-            .into_iter()
-            .map(|m| {
-                let tags = m["tags"]
-                    .as_object()
-                    .map(|t| {
-                        t.iter()
-                            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    })
-                    .unwrap_or_default();
-                let mut row = vec![
-                    m["id"].as_str().unwrap_or("").to_owned(),
-                    m["addr"].as_str().unwrap_or("").to_owned(),
-                    m["state"].as_str().unwrap_or("").to_owned(),
-                    m["generation"].to_string(),
-                ];
-                if detailed {
-                    let (release, protocol) = m["build"]
-                        .as_str()
-                        .and_then(|b| b.split_once('/'))
-                        .unwrap_or(("-", "-"));
-                    row.extend([
-                        m["incarnation"].to_string(),
-                        protocol.to_owned(),
-                        release.to_owned(),
-                        m["rtt_ms"]
-                            .as_f64()
-                            .map_or("-".to_owned(), |ms| format!("{ms:.1} ms")),
-                    ]);
-                }
-                row.push(tags);
-                row
-            })
-            .collect();
-        let head: &[&str] = if detailed {
-            &[
-                "Name",
-                "Address",
-                "State",
-                "Generation",
-                "Incarnation",
-                "Protocol",
-                "Version",
-                "RTT",
-                "Tags",
-            ]
-        } else {
-            &["Name", "Address", "State", "Generation", "Tags"]
-        };
-        print!("{}", table(head, &rows));
-        Ok(())
-    })
 }
 
 /// `roster join ADDR...`.

@@ -6,6 +6,8 @@ pub mod cert;
 pub mod client;
 pub mod cluster;
 pub mod demo;
+pub mod members;
+pub mod monitor;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,10 +55,10 @@ pub enum Cmd {
     Leave(client::ClientArgs),
     /// List the members an agent knows, like `serf members` (filtered by
     /// state, tag and name).
-    Members(client::MembersArgs),
+    Members(members::MembersArgs),
     /// Stream the agent's membership events as they happen, like `serf
     /// monitor` (until Ctrl-C).
-    Monitor(client::MonitorArgs),
+    Monitor(monitor::MonitorArgs),
     /// Join a running agent to more members, like `serf join`.
     Join {
         /// Members to join through: `HOST:PORT`, a DNS name resolving to
@@ -235,7 +237,7 @@ pub fn main() -> ExitCode {
         Cmd::Cluster { cmd } => cluster::run(cmd),
         Cmd::Leave(c) => client::leave(&c),
         Cmd::Chaos { client, cmd } => client::chaos(&client, cmd),
-        Cmd::Members(c) => client::members(&c),
+        Cmd::Members(c) => members::members(&c),
         Cmd::Status(c) => client::status(&c),
         Cmd::State { client, cmd } => client::state(&client, cmd),
         Cmd::Meta { client, cmd } => client::meta(&client, cmd),
@@ -247,7 +249,7 @@ pub fn main() -> ExitCode {
         },
         Cmd::ForceLeave { name, client } => client::force_leave(&client, &name),
         Cmd::Join { addrs, client } => client::join(&client, &addrs),
-        Cmd::Monitor(c) => client::monitor(&c),
+        Cmd::Monitor(c) => monitor::monitor(&c),
         Cmd::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut out = Vec::new();

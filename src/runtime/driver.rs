@@ -350,6 +350,8 @@ impl Driver {
         accept.abort();
     }
 
+    // One arm per command the handle can send: long because the commands
+    // are many, each arm a call into the node or a reply.
     fn command(&mut self, cmd: Command) {
         let now = self.now();
         match cmd {

@@ -13,6 +13,8 @@ impl World {
         self.act(Action::Crash(n));
     }
 
+    // One arm per fault or workload action of the scenario table: long
+    // because the actions are many; the longer arms call methods of their own.
     pub(super) fn act(&mut self, a: Action) {
         match a {
             Action::Start(n) => self.start(n),

@@ -8,7 +8,7 @@
 //! - [`policy`]: who bootstraps, who becomes a voter and who replaces whom.
 //!
 //! The engine that drives Raft from the node's inputs lives with the node
-//! (`node/meta.rs`); this module holds what it works on.
+//! (`node/node/meta/`); this module holds what it works on.
 
 pub mod machine;
 pub mod placement;

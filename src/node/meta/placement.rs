@@ -17,6 +17,7 @@
 //!   assignments to it and removing one moves only the slots it held.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
@@ -265,8 +266,6 @@ fn fits(
 
 /// Computes a placement for `owners` (eligible live nodes), starting from
 /// `prev` to move as little as possible.
-// Index loops: each step reads one row while it writes another.
-#[allow(clippy::needless_range_loop)]
 pub fn assign(
     prev: Option<&Table>,
     owners: &[Owner],
@@ -283,8 +282,6 @@ pub fn assign(
     let zones: std::collections::BTreeSet<Option<&str>> =
         nodes.iter().map(|o| o.zone.as_deref()).collect();
     let distinct_zones = zones.len() >= slots && zones.iter().all(Option::is_some);
-    let mut owners_out: Vec<Vec<Option<NodeId>>> =
-        vec![vec![None; slots]; partition_count as usize];
     let node_ids: Vec<NodeId> = nodes.iter().map(|o| o.id.clone()).collect();
     if nodes.is_empty() {
         return Table {
@@ -294,58 +291,99 @@ pub fn assign(
             nodes: node_ids,
         };
     }
-    let ids: Vec<&NodeId> = nodes.iter().map(|o| &o.id).collect();
-
-    // Keep previous assignments of nodes still eligible.
+    let mut placer = Placer {
+        ids: nodes.iter().map(|o| &o.id).collect(),
+        zone_of,
+        distinct_zones,
+        owners: vec![vec![None; slots]; partition_count as usize],
+    };
     if let Some(prev) = prev
         && prev.partition_count == partition_count
     {
-        for p in 0..partition_count {
-            let old = prev.owners_of(p);
-            for s in 0..slots {
+        placer.keep(prev);
+    }
+    // Level 0 is primaries; levels 1.. share one replica quota.
+    for level in [0usize, 1] {
+        let range = if level == 0 { 0..1 } else { 1..slots };
+        if !range.is_empty() {
+            placer.place_level(level, range);
+        }
+    }
+    Table {
+        partition_count,
+        replication_factor,
+        owners: placer
+            .owners
+            .into_iter()
+            .map(|row| row.into_iter().flatten().collect())
+            .collect(),
+        nodes: node_ids,
+    }
+}
+
+/// The working state of one [`assign`]: the eligible nodes (sorted), their
+/// zones, and each partition's row of slots being filled.
+struct Placer<'a> {
+    ids: Vec<&'a NodeId>,
+    zone_of: BTreeMap<&'a NodeId, Option<&'a str>>,
+    distinct_zones: bool,
+    owners: Vec<Vec<Option<NodeId>>>,
+}
+
+/// Slots held per node, counted against its quota.
+type Counts = BTreeMap<NodeId, u32>;
+
+impl Placer<'_> {
+    /// Keeps the previous assignments of nodes still eligible.
+    fn keep(&mut self, prev: &Table) {
+        for (p, row) in self.owners.iter_mut().enumerate() {
+            let old = prev.owners_of(p as u32);
+            for (s, slot) in row.iter_mut().enumerate() {
                 if let Some(o) = old.get(s)
-                    && zone_of.contains_key(o)
+                    && self.zone_of.contains_key(o)
                 {
-                    owners_out[p as usize][s] = Some(o.clone());
+                    *slot = Some(o.clone());
                 }
             }
         }
     }
 
-    // Level 0 is primaries; levels 1.. share one replica quota.
-    for level in [0usize, 1] {
-        let range = if level == 0 { 0..1 } else { 1..slots };
-        if range.is_empty() {
-            continue;
-        }
-        let total = partition_count * range.len() as u32;
+    /// Places one level's slots (`range` of every row) to the level's quotas.
+    fn place_level(&mut self, level: usize, range: Range<usize>) {
+        let total = self.owners.len() as u32 * range.len() as u32;
         let mut held: BTreeMap<&NodeId, u32> = BTreeMap::new();
-        for row in &owners_out {
+        for row in &self.owners {
             for o in row[range.clone()].iter().flatten() {
-                *held
-                    .entry(ids[ids.binary_search(&o).unwrap_or(0)])
-                    .or_default() += 1;
+                let i = self.ids.binary_search(&o).unwrap_or(0);
+                *held.entry(self.ids[i]).or_default() += 1;
             }
         }
-        let quota = quotas(&ids, &held, total);
-        // Drop what breaks distinctness, then what is over quota: each node
-        // keeps the assignments that rank lowest by `scatter`, so the
-        // partitions given up are spread (not all at one end, where they
-        // would collide with the same node's new primaries).
+        let quota = quotas(&self.ids, &held, total);
+        let mut count = self.drop_misfits(level, range.clone(), &quota);
+        self.fill(range.clone(), &quota, &mut count);
+        self.rebalance(range, &quota, &mut count);
+    }
+
+    /// Drops what breaks distinctness, then what is over quota: each node
+    /// keeps the assignments that rank lowest by `scatter`, so the
+    /// partitions given up are spread (not all at one end, where they would
+    /// collide with the same node's new primaries). The slots each node
+    /// keeps.
+    fn drop_misfits(&mut self, level: usize, range: Range<usize>, quota: &Counts) -> Counts {
         let mut mine: BTreeMap<NodeId, Vec<(u64, usize, usize)>> = BTreeMap::new();
-        for p in 0..partition_count as usize {
+        for (p, row) in self.owners.iter_mut().enumerate() {
             for s in range.clone() {
-                let Some(o) = owners_out[p][s].clone() else {
+                let Some(o) = row[s].clone() else {
                     continue;
                 };
-                let dup_node = owners_out[p][..s].iter().flatten().any(|x| *x == o);
-                let dup_zone = distinct_zones
-                    && owners_out[p][..s]
+                let dup_node = row[..s].iter().flatten().any(|x| *x == o);
+                let dup_zone = self.distinct_zones
+                    && row[..s]
                         .iter()
                         .flatten()
-                        .any(|x| zone_of.get(x) == zone_of.get(&o));
+                        .any(|x| self.zone_of.get(x) == self.zone_of.get(&o));
                 if dup_node || dup_zone {
-                    owners_out[p][s] = None;
+                    row[s] = None;
                 } else {
                     mine.entry(o.clone())
                         .or_default()
@@ -353,53 +391,51 @@ pub fn assign(
                 }
             }
         }
-        let mut count: BTreeMap<NodeId, u32> = BTreeMap::new();
+        let mut count = Counts::new();
         for (o, mut held) in mine {
             held.sort_unstable();
             let q = quota[&o] as usize;
             for &(_, p, s) in held.iter().skip(q) {
-                owners_out[p][s] = None;
+                self.owners[p][s] = None;
             }
             count.insert(o, held.len().min(q) as u32);
         }
-        // Primaries are placed looking at the primary slot only: a replica
-        // kept in the same partition (or zone) gives way in the replica
-        // pass.
+        count
+    }
+
+    /// Fills the empty slots: first a matching (Kuhn's augmenting paths) of
+    /// slots to nodes with quota left that fit the whole row, so no kept
+    /// assignment has to give way; then, for what the matching could not
+    /// place, the node with the most quota left that fits. Primaries are
+    /// placed looking at the primary slot only: a replica kept in the same
+    /// partition (or zone) gives way in the replica pass.
+    fn fill(&mut self, range: Range<usize>, quota: &Counts, count: &mut Counts) {
         let view = range.end;
-        let left = |count: &BTreeMap<NodeId, u32>, id: &NodeId| {
-            i64::from(quota[id]) - i64::from(count.get(id).copied().unwrap_or(0))
-        };
-        // Fill the empty slots with the node with the most quota left that
-        // fits the partition (not in it, and not in a zone it already uses
-        // when zones are distinct).
-        // Fill the empty slots: first a matching (Kuhn's augmenting paths)
-        // of slots to nodes with quota left that fit the whole row, so no
-        // kept assignment has to give way; then, for what the matching could
-        // not place, the node with the most quota left that fits.
         let mut empty: Vec<(usize, usize)> = Vec::new();
-        for p in 0..partition_count as usize {
+        for (p, row) in self.owners.iter().enumerate() {
             for s in range.clone() {
-                if owners_out[p][s].is_none() {
+                if row[s].is_none() {
                     empty.push((p, s));
                 }
             }
         }
-        let cap: BTreeMap<&NodeId, usize> = ids
+        let cap: BTreeMap<&NodeId, usize> = self
+            .ids
             .iter()
-            .map(|id| (*id, left(&count, id).max(0) as usize))
+            .map(|id| (*id, left(quota, count, id).max(0) as usize))
             .collect();
         let mut matched: Vec<Option<usize>> = vec![None; empty.len()];
-        let mut load: Vec<Vec<usize>> = vec![Vec::new(); ids.len()];
+        let mut load: Vec<Vec<usize>> = vec![Vec::new(); self.ids.len()];
         for i in 0..empty.len() {
-            let mut seen = vec![false; ids.len()];
+            let mut seen = vec![false; self.ids.len()];
             augment(
                 i,
                 &empty,
-                &ids,
+                &self.ids,
                 &cap,
-                &owners_out,
-                &zone_of,
-                distinct_zones,
+                &self.owners,
+                &self.zone_of,
+                self.distinct_zones,
                 &mut matched,
                 &mut load,
                 &mut seen,
@@ -407,52 +443,59 @@ pub fn assign(
         }
         for (i, &(p, s)) in empty.iter().enumerate() {
             if let Some(k) = matched[i] {
-                *count.entry(ids[k].clone()).or_default() += 1;
-                owners_out[p][s] = Some(ids[k].clone());
+                *count.entry(self.ids[k].clone()).or_default() += 1;
+                self.owners[p][s] = Some(self.ids[k].clone());
             }
         }
         for (i, &(p, s)) in empty.iter().enumerate() {
             if matched[i].is_some() {
                 continue;
             }
-            let pick = ids
+            let row = &self.owners[p];
+            let pick = self
+                .ids
                 .iter()
-                .filter(|id| fits(&owners_out[p][..view], id, &zone_of, distinct_zones))
+                .filter(|id| fits(&row[..view], id, &self.zone_of, self.distinct_zones))
                 .max_by_key(|id| {
-                    let whole = fits(&owners_out[p], id, &zone_of, distinct_zones);
-                    let l = left(&count, id);
+                    let whole = fits(row, id, &self.zone_of, self.distinct_zones);
+                    let l = left(quota, count, id);
                     (l > 0 && whole, l, std::cmp::Reverse(scatter(id, p, s)))
                 })
                 .map(|id| (*id).clone());
             if let Some(id) = pick {
                 *count.entry(id.clone()).or_default() += 1;
-                owners_out[p][s] = Some(id);
+                self.owners[p][s] = Some(id);
             }
         }
-        // Greedy filling can end with a node over its quota (the last
-        // partitions' only fitting nodes were full): hand such slots to a
-        // node under its quota that fits, while any can.
-        for _ in 0..partition_count {
+    }
+
+    /// Greedy filling can end with a node over its quota (the last
+    /// partitions' only fitting nodes were full): hands such slots to a node
+    /// under its quota that fits, while any can.
+    fn rebalance(&mut self, range: Range<usize>, quota: &Counts, count: &mut Counts) {
+        let view = range.end;
+        for _ in 0..self.owners.len() {
             let mut moved = false;
-            for p in 0..partition_count as usize {
+            for p in 0..self.owners.len() {
                 for s in range.clone() {
-                    let Some(o) = owners_out[p][s].clone() else {
+                    let Some(o) = self.owners[p][s].clone() else {
                         continue;
                     };
-                    if left(&count, &o) >= 0 {
+                    if left(quota, count, &o) >= 0 {
                         continue;
                     }
-                    let mut row = owners_out[p][..view].to_vec();
+                    let mut row = self.owners[p][..view].to_vec();
                     row[s] = None;
-                    let under = ids
+                    let under = self
+                        .ids
                         .iter()
-                        .filter(|id| left(&count, id) > 0)
-                        .find(|id| fits(&row, id, &zone_of, distinct_zones))
+                        .filter(|id| left(quota, count, id) > 0)
+                        .find(|id| fits(&row, id, &self.zone_of, self.distinct_zones))
                         .map(|id| (*id).clone());
                     if let Some(u) = under {
                         *count.entry(o).or_default() -= 1;
                         *count.entry(u.clone()).or_default() += 1;
-                        owners_out[p][s] = Some(u);
+                        self.owners[p][s] = Some(u);
                         moved = true;
                     }
                 }
@@ -462,16 +505,11 @@ pub fn assign(
             }
         }
     }
+}
 
-    Table {
-        partition_count,
-        replication_factor,
-        owners: owners_out
-            .into_iter()
-            .map(|row| row.into_iter().flatten().collect())
-            .collect(),
-        nodes: node_ids,
-    }
+/// Quota left for `id`: negative when it holds more than its quota.
+fn left(quota: &Counts, count: &Counts, id: &NodeId) -> i64 {
+    i64::from(quota[id]) - i64::from(count.get(id).copied().unwrap_or(0))
 }
 
 #[cfg(test)]
