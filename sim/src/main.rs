@@ -427,8 +427,6 @@ fn sweep(
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
     let seeds: Vec<u64> = range.collect();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results = std::sync::Mutex::new(Vec::new());
     let base = match knobs.spec(&scenario, nodes, 0) {
         Ok(s) => s,
         Err(e) => {
@@ -449,42 +447,8 @@ fn sweep(
         eprintln!("error: {e}");
         return ExitCode::from(64);
     }
-    std::thread::scope(|s| {
-        for _ in 0..jobs.min(seeds.len()) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(&seed) = seeds.get(i) else { break };
-                    if let Ok(out) = run(&spec(seed)) {
-                        let mut r = results.lock().unwrap_or_else(|e| e.into_inner());
-                        r.push((seed, out));
-                    }
-                }
-            });
-        }
-    });
-    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
-    results.sort_by_key(|r| r.0);
-    let mut failing = Vec::new();
-    let extra = knobs.replay_flags();
-    for (seed, out) in &results {
-        let why = if out.report.invariant_violations > 0 {
-            Some(format!(
-                "invariant: {}",
-                out.violations.first().cloned().unwrap_or_default()
-            ))
-        } else {
-            out.liveness_failed
-                .clone()
-                .map(|l| format!("liveness: {l}"))
-        };
-        if let Some(why) = why {
-            println!(
-                "FAIL seed {seed}: {why}\n  replay: roster-sim run --scenario {scenario} --nodes {nodes} --seed {seed}{extra} --json"
-            );
-            failing.push(*seed);
-        }
-    }
+    let results = run_seeds(&seeds, jobs, spec);
+    let failing = failing_seeds(&results, &scenario, nodes, &knobs.replay_flags());
     let reports: Vec<serde_json::Value> = results
         .iter()
         .filter_map(|(_, o)| serde_json::to_value(&o.report).ok())
@@ -503,25 +467,89 @@ fn sweep(
             seeds.len(),
             failing.len()
         );
-        println!(
-            "{:<34} {:>10} {:>10} {:>10} {:>8}",
-            "figure", "median", "p99", "max", "nonzero"
-        );
-        for (k, v) in &summary {
-            let f = |x: &serde_json::Value| x.as_f64().unwrap_or(f64::NAN);
-            println!(
-                "{k:<34} {:>10} {:>10} {:>10} {:>8}",
-                f(&v["median"]),
-                f(&v["p99"]),
-                f(&v["max"]),
-                f(&v["nonzero"])
-            );
-        }
+        print_summary(&summary);
     }
     if failing.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_LIVENESS)
+    }
+}
+
+/// Runs `spec(seed)` for every seed on `jobs` threads; the outcomes of the
+/// runs that started, by seed.
+fn run_seeds(
+    seeds: &[u64],
+    jobs: usize,
+    spec: impl Fn(u64) -> RunSpec + Sync,
+) -> Vec<(u64, roster_sim::Outcome)> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs.min(seeds.len()) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(&seed) = seeds.get(i) else { break };
+                    if let Ok(out) = run(&spec(seed)) {
+                        let mut r = results.lock().unwrap_or_else(|e| e.into_inner());
+                        r.push((seed, out));
+                    }
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    results.sort_by_key(|r| r.0);
+    results
+}
+
+/// The seeds whose run broke an invariant or missed its liveness check,
+/// each printed with why and the command that replays it.
+fn failing_seeds(
+    results: &[(u64, roster_sim::Outcome)],
+    scenario: &str,
+    nodes: usize,
+    extra: &str,
+) -> Vec<u64> {
+    let mut failing = Vec::new();
+    for (seed, out) in results {
+        let why = if out.report.invariant_violations > 0 {
+            Some(format!(
+                "invariant: {}",
+                out.violations.first().cloned().unwrap_or_default()
+            ))
+        } else {
+            out.liveness_failed
+                .clone()
+                .map(|l| format!("liveness: {l}"))
+        };
+        if let Some(why) = why {
+            println!(
+                "FAIL seed {seed}: {why}\n  replay: roster-sim run --scenario {scenario} --nodes {nodes} --seed {seed}{extra} --json"
+            );
+            failing.push(*seed);
+        }
+    }
+    failing
+}
+
+/// Prints a sweep's figures: median, p99, max and how many runs had them
+/// nonzero.
+fn print_summary(summary: &serde_json::Map<String, serde_json::Value>) {
+    println!(
+        "{:<34} {:>10} {:>10} {:>10} {:>8}",
+        "figure", "median", "p99", "max", "nonzero"
+    );
+    for (k, v) in summary {
+        let f = |x: &serde_json::Value| x.as_f64().unwrap_or(f64::NAN);
+        println!(
+            "{k:<34} {:>10} {:>10} {:>10} {:>8}",
+            f(&v["median"]),
+            f(&v["p99"]),
+            f(&v["max"]),
+            f(&v["nonzero"])
+        );
     }
 }
 

@@ -327,41 +327,12 @@ pub async fn guard(State(access): State<Arc<Access>>, req: Request, next: Next) 
     if req.uri().path() == "/health" {
         return next.run(req).await;
     }
-    let h = req.headers();
-    let Some(host) = header_str(h, header::HOST).map(str::to_owned) else {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "host_missing",
-            "the request names no Host",
-        );
+    let host = match host_and_origin(&access, &req) {
+        Ok(host) => host,
+        Err(refused) => return *refused,
     };
-    if !host_allowed(&access, &host) {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "host_not_allowed",
-            "this agent does not answer to that Host name (an IP address, localhost, or a name given with --http-allow-host)",
-        );
-    }
+    let h = req.headers();
     let mutating = changes_something(req.method());
-    if mutating {
-        let own = [format!("http://{host}"), format!("https://{host}")];
-        if let Some(origin) = header_str(h, header::ORIGIN)
-            && !own.iter().any(|o| o.eq_ignore_ascii_case(origin))
-        {
-            return refuse(
-                StatusCode::FORBIDDEN,
-                "cross_origin",
-                "a request from another origin may not change anything",
-            );
-        }
-        if header_str(h, "sec-fetch-site") == Some("cross-site") {
-            return refuse(
-                StatusCode::FORBIDDEN,
-                "cross_origin",
-                "a request from another site may not change anything",
-            );
-        }
-    }
     let operator = req
         .extensions()
         .get::<super::Peer>()
@@ -405,20 +376,7 @@ pub async fn guard(State(access): State<Arc<Access>>, req: Request, next: Next) 
         && let Some(t) = req.uri().query().and_then(query_token)
     {
         if access.token.matches(t.as_bytes()) {
-            return Response::builder()
-                .status(StatusCode::SEE_OTHER)
-                .header(header::LOCATION, "/")
-                .header(
-                    header::SET_COOKIE,
-                    format!(
-                        "{cookie}={}; HttpOnly; SameSite=Strict; Path=/{}",
-                        access.token.expose(),
-                        if access.https { "; Secure" } else { "" }
-                    ),
-                )
-                .header(header::CACHE_CONTROL, "no-store")
-                .body(Body::empty())
-                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+            return set_cookie(&access, &cookie);
         }
         return unauthorized("the token in the URL does not match this agent's");
     }
@@ -428,6 +386,67 @@ pub async fn guard(State(access): State<Arc<Access>>, req: Request, next: Next) 
     unauthorized(
         "send the operator token (Authorization: Bearer TOKEN); the roster CLI finds it by itself",
     )
+}
+
+/// The request's Host, if this agent answers to it and, for a request
+/// that changes something, the request comes from this agent's own origin
+/// and not from another site; else the refusal to send.
+fn host_and_origin(access: &Access, req: &Request) -> Result<String, Box<Response>> {
+    let h = req.headers();
+    let Some(host) = header_str(h, header::HOST).map(str::to_owned) else {
+        return Err(Box::new(refuse(
+            StatusCode::BAD_REQUEST,
+            "host_missing",
+            "the request names no Host",
+        )));
+    };
+    if !host_allowed(access, &host) {
+        return Err(Box::new(refuse(
+            StatusCode::FORBIDDEN,
+            "host_not_allowed",
+            "this agent does not answer to that Host name (an IP address, localhost, or a name given with --http-allow-host)",
+        )));
+    }
+    if changes_something(req.method()) {
+        let own = [format!("http://{host}"), format!("https://{host}")];
+        if let Some(origin) = header_str(h, header::ORIGIN)
+            && !own.iter().any(|o| o.eq_ignore_ascii_case(origin))
+        {
+            return Err(Box::new(refuse(
+                StatusCode::FORBIDDEN,
+                "cross_origin",
+                "a request from another origin may not change anything",
+            )));
+        }
+        if header_str(h, "sec-fetch-site") == Some("cross-site") {
+            return Err(Box::new(refuse(
+                StatusCode::FORBIDDEN,
+                "cross_origin",
+                "a request from another site may not change anything",
+            )));
+        }
+    }
+    Ok(host)
+}
+
+/// The dashboard's answer to a matching token in its URL: the token as an
+/// HttpOnly, SameSite=Strict cookie named `cookie`, and a redirect to the
+/// URL without it.
+fn set_cookie(access: &Access, cookie: &str) -> Response {
+    Response::builder()
+        .status(StatusCode::SEE_OTHER)
+        .header(header::LOCATION, "/")
+        .header(
+            header::SET_COOKIE,
+            format!(
+                "{cookie}={}; HttpOnly; SameSite=Strict; Path=/{}",
+                access.token.expose(),
+                if access.https { "; Secure" } else { "" }
+            ),
+        )
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 fn unauthorized(detail: &str) -> Response {

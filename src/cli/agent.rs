@@ -472,70 +472,16 @@ async fn serve(s: Settings, args: AgentArgs, logs: Option<LogHandle>) -> ExitCod
     // Installed before starting, so a signal during start-up is graceful too.
     let signal = shutdown_signal();
     tokio::pin!(signal);
-    let mut b = Roster::builder()
-        .tls_dir(&s.tls_dir)
-        .bind(s.bind)
-        .config(Config {
-            engine: s.engine.into(),
-            remove_down_after: s.reap_after,
-            remove_left_after: s.reap_after,
-            ..match s.profile {
-                Profile::Lan => Config::lan(),
-                Profile::Wan => Config::wan(),
-                Profile::Local => Config::local(),
-            }
-        });
-    if let Some(n) = s.name {
-        b = b.name(n);
-    }
-    if let Some(a) = s.advertise {
-        b = b.advertise(a);
-    }
-    for j in s.join {
-        b = match j.parse::<SocketAddr>() {
-            Ok(a) => b.join(a),
-            Err(_) => b.join_name(j),
-        };
-    }
-    if let Some(d) = &s.data_dir {
-        b = b.data_dir(d.clone());
-    }
-    for (k, v) in s.tags {
-        b = b.tag(k, v);
-    }
-    b = b
-        .voter(s.voter)
-        .bootstrap_expect(s.bootstrap_expect)
-        .target_voters(s.voters)
-        .owner(s.owner)
-        .max_connections(s.max_connections);
     // The HTTP port and the token come first, so a port in use or a bad
     // token file fails before the node joins anyone.
-    let http = match s.http {
-        Some(addr) => {
-            let token = match http_token(s.http_token_file.as_deref(), s.data_dir.as_deref()) {
-                Ok(t) => t,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match tokio::net::TcpListener::bind(addr).await {
-                Ok(l) => Some((l, token)),
-                Err(e) => {
-                    let hint = if s.http_default {
-                        " (the default address; another agent on this machine may hold it: give this one --http 127.0.0.1:PORT, or --http off)"
-                    } else {
-                        ""
-                    };
-                    eprintln!("error: cannot bind the HTTP API on {addr}: {e}{hint}");
-                    return ExitCode::FAILURE;
-                }
-            }
+    let http = match bind_http(&s).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
         }
-        None => None,
     };
-    let roster = match b.start().await {
+    let roster = match builder(&s).start().await {
         Ok(r) => std::sync::Arc::new(r),
         Err(e) => {
             eprintln!("error: {e}");
@@ -545,38 +491,9 @@ async fn serve(s: Settings, args: AgentArgs, logs: Option<LogHandle>) -> ExitCod
     let mut registered = None;
     let server = match http {
         Some((listener, (token, source))) => {
-            let mut access = roster::api::Access::new(token.clone())
-                .https(s.http_tls)
-                .open_reads(s.http_open_reads);
-            for h in &s.http_allow_host {
-                access = access.allow_host(h);
-            }
-            match roster::api::serve_on(roster.clone(), listener, access) {
-                Ok(h) => {
-                    let addr = h.local_addr();
-                    let scheme = if s.http_tls { "https" } else { "http" };
-                    let needs = match (s.http_tls, s.http_open_reads) {
-                        (true, false) => "operator token or certificate required",
-                        (true, true) => "reads open; writes need the operator token or certificate",
-                        (false, false) => "operator token required",
-                        (false, true) => "reads open; writes need the operator token",
-                    };
-                    match roster::api::credentials::register(addr, &token) {
-                        Ok(p) => {
-                            tracing::info!(%addr, scheme, token = %source, recorded = %p.display(), "HTTP API and dashboard ({needs})");
-                            registered = Some(p);
-                        }
-                        Err(e) => {
-                            tracing::info!(%addr, scheme, token = %source, "HTTP API and dashboard ({needs})");
-                            tracing::warn!(error = %e, "could not record the token for the CLI; pass --token-file to client commands");
-                        }
-                    }
-                    if !addr.ip().is_loopback() && !s.http_tls {
-                        tracing::warn!(%addr, "the HTTP API listens beyond this machine over plain HTTP: the operator token crosses the network unencrypted; add --http-tls (HTTPS with this node's certificate) or use a loopback address");
-                    }
-                    if s.http_open_reads {
-                        tracing::warn!(%addr, "--http-open-reads: anyone who reaches this address can read members, state, metadata and metrics without a credential");
-                    }
+            match start_http(&s, &roster, listener, &token, &source) {
+                Ok((h, recorded)) => {
+                    registered = recorded;
                     Some(h)
                 }
                 Err(e) => {
@@ -617,6 +534,112 @@ async fn serve(s: Settings, args: AgentArgs, logs: Option<LogHandle>) -> ExitCod
         tracing::warn!("leave did not finish in time; exiting");
     }
     ExitCode::SUCCESS
+}
+
+/// The node's builder from the settings.
+fn builder(s: &Settings) -> roster::runtime::Builder {
+    let mut b = Roster::builder()
+        .tls_dir(&s.tls_dir)
+        .bind(s.bind)
+        .config(Config {
+            engine: s.engine.into(),
+            remove_down_after: s.reap_after,
+            remove_left_after: s.reap_after,
+            ..match s.profile {
+                Profile::Lan => Config::lan(),
+                Profile::Wan => Config::wan(),
+                Profile::Local => Config::local(),
+            }
+        });
+    if let Some(n) = &s.name {
+        b = b.name(n.clone());
+    }
+    if let Some(a) = s.advertise {
+        b = b.advertise(a);
+    }
+    for j in &s.join {
+        b = match j.parse::<SocketAddr>() {
+            Ok(a) => b.join(a),
+            Err(_) => b.join_name(j.clone()),
+        };
+    }
+    if let Some(d) = &s.data_dir {
+        b = b.data_dir(d.clone());
+    }
+    for (k, v) in &s.tags {
+        b = b.tag(k.clone(), v.clone());
+    }
+    b.voter(s.voter)
+        .bootstrap_expect(s.bootstrap_expect)
+        .target_voters(s.voters)
+        .owner(s.owner)
+        .max_connections(s.max_connections)
+}
+
+/// The HTTP API's listener and operator token (with where it came from),
+/// unless the API is off.
+async fn bind_http(
+    s: &Settings,
+) -> Result<Option<(tokio::net::TcpListener, (roster::api::Token, String))>, String> {
+    let Some(addr) = s.http else {
+        return Ok(None);
+    };
+    let token = http_token(s.http_token_file.as_deref(), s.data_dir.as_deref())?;
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => Ok(Some((l, token))),
+        Err(e) => {
+            let hint = if s.http_default {
+                " (the default address; another agent on this machine may hold it: give this one --http 127.0.0.1:PORT, or --http off)"
+            } else {
+                ""
+            };
+            Err(format!("cannot bind the HTTP API on {addr}: {e}{hint}"))
+        }
+    }
+}
+
+/// Serves the HTTP API on `listener` and records its token for the CLI:
+/// the server and where the token was recorded.
+fn start_http(
+    s: &Settings,
+    roster: &std::sync::Arc<Roster>,
+    listener: tokio::net::TcpListener,
+    token: &roster::api::Token,
+    source: &str,
+) -> std::io::Result<(roster::api::ServeHandle, Option<PathBuf>)> {
+    let mut access = roster::api::Access::new(token.clone())
+        .https(s.http_tls)
+        .open_reads(s.http_open_reads);
+    for h in &s.http_allow_host {
+        access = access.allow_host(h);
+    }
+    let h = roster::api::serve_on(roster.clone(), listener, access)?;
+    let addr = h.local_addr();
+    let scheme = if s.http_tls { "https" } else { "http" };
+    let needs = match (s.http_tls, s.http_open_reads) {
+        (true, false) => "operator token or certificate required",
+        (true, true) => "reads open; writes need the operator token or certificate",
+        (false, false) => "operator token required",
+        (false, true) => "reads open; writes need the operator token",
+    };
+    let mut recorded = None;
+    match roster::api::credentials::register(addr, token) {
+        Ok(p) => {
+            tracing::info!(%addr, scheme, token = %source, recorded = %p.display(), "HTTP API and dashboard ({needs})");
+            recorded = Some(p);
+        }
+        Err(e) => {
+            tracing::info!(%addr, scheme, token = %source, "HTTP API and dashboard ({needs})");
+            tracing::warn!(error = %e, "could not record the token for the CLI; pass --token-file to client commands");
+        }
+    }
+    if !addr.ip().is_loopback() && !s.http_tls {
+        tracing::warn!(%addr, "the HTTP API listens beyond this machine over plain HTTP: the operator token crosses the network unencrypted; add --http-tls (HTTPS with this node's certificate) or use a loopback address");
+    }
+    if s.http_open_reads {
+        tracing::warn!(%addr, "--http-open-reads: anyone who reaches this address can read members, state, metadata and metrics without a credential");
+    }
+    Ok((h, recorded))
 }
 
 /// Stops a background task when the agent returns.

@@ -1,5 +1,7 @@
-//! Client commands that talk to an agent's HTTP API: `members`, `status`,
-//! `state get|set|delete`, `meta get|put|cas|delete|list`, `voters`.
+//! Client commands that talk to an agent's HTTP API (`status`, `join`,
+//! `tags`, `state`, `meta`, `partitions`, `chaos`, `leave`, `force-leave`,
+//! `voters`, `revoke`), and the connection options they share. `members`
+//! and `monitor` have files of their own.
 
 use std::io::Write;
 use std::path::PathBuf;

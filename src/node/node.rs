@@ -198,23 +198,7 @@ impl Node {
         disk: Box<dyn crate::node::meta::RaftDisk>,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        let shared = SharedRef::new(Shared {
-            store: StateStore::new(config.state_limits),
-            hlc: HlcClock::new(config.max_drift),
-            wall_ms: now.wall_ms,
-            events: VecDeque::new(),
-            pending_leaves: Vec::new(),
-            left: BTreeMap::new(),
-            counters: Default::default(),
-            parked: Vec::new(),
-            me: identity.id.clone(),
-            boot_wall_ms: now.wall_ms,
-            authoring: false,
-            relay: None,
-            reassert: Default::default(),
-            was_voter: false,
-            synced: false,
-        });
+        let shared = new_shared(&identity, &config, now);
         let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed);
         let swim_rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(rng.random());
         let timing = config.timing(1);
@@ -239,24 +223,7 @@ impl Node {
                 shared: shared.clone(),
             },
         );
-        let io = Io {
-            now: now.mono,
-            timers: TimerTable::default(),
-            out: VecDeque::new(),
-            notes: Vec::new(),
-            suspected: Vec::new(),
-            lifeguard: config.lifeguard,
-            health: 0,
-            max_health: config.max_health_score,
-            self_incarnation: 0,
-            token: 0,
-            probe_failures: 0,
-            probes_sent: 0,
-            tx: Default::default(),
-            verdict: None,
-            probe: None,
-            stray_turn_undead: 0,
-        };
+        let io = new_io(&config, now);
         let config_meta = config.meta.clone();
         let items = GossipHandler {
             shared: shared.clone(),
@@ -445,7 +412,20 @@ impl Node {
         self.metrics.rx.count(kind, bytes.len());
         self.set_now(now);
         self.last_heard = Some(self.io.now);
-        let r = match msg {
+        let r = self.route(msg, from, peer);
+        self.after_swim();
+        r
+    }
+
+    // One arm per message kind, each handing the message to the part of the
+    // node that handles it: long because the kinds are many.
+    fn route(
+        &mut self,
+        msg: Message,
+        from: SocketAddr,
+        peer: Option<&NodeId>,
+    ) -> Result<(), InputError> {
+        match msg {
             Message::Swim(p) => self.on_swim(p, peer),
             Message::SyncRequest(r) => {
                 self.on_sync_request(from, r);
@@ -515,9 +495,7 @@ impl Node {
                 self.on_bootstrap_grant(m);
                 Ok(())
             }
-        };
-        self.after_swim();
-        r
+        }
     }
 
     /// Fires every timer due at `now`, in deadline order.
@@ -860,6 +838,49 @@ impl Node {
                 );
             }
         }
+    }
+}
+
+/// The state a node shares with foca's gossip handler, empty.
+fn new_shared(identity: &Identity, config: &Config, now: Now) -> SharedRef {
+    SharedRef::new(Shared {
+        store: StateStore::new(config.state_limits),
+        hlc: HlcClock::new(config.max_drift),
+        wall_ms: now.wall_ms,
+        events: VecDeque::new(),
+        pending_leaves: Vec::new(),
+        left: BTreeMap::new(),
+        counters: Default::default(),
+        parked: Vec::new(),
+        me: identity.id.clone(),
+        boot_wall_ms: now.wall_ms,
+        authoring: false,
+        relay: None,
+        reassert: Default::default(),
+        was_voter: false,
+        synced: false,
+    })
+}
+
+/// The I/O state behind the membership engines: no timers, nothing queued.
+fn new_io(config: &Config, now: Now) -> Io {
+    Io {
+        now: now.mono,
+        timers: TimerTable::default(),
+        out: VecDeque::new(),
+        notes: Vec::new(),
+        suspected: Vec::new(),
+        lifeguard: config.lifeguard,
+        health: 0,
+        max_health: config.max_health_score,
+        self_incarnation: 0,
+        token: 0,
+        probe_failures: 0,
+        probes_sent: 0,
+        tx: Default::default(),
+        verdict: None,
+        probe: None,
+        stray_turn_undead: 0,
     }
 }
 

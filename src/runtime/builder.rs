@@ -163,82 +163,13 @@ impl Builder {
     /// and begins joining. Must run inside a tokio runtime.
     pub async fn start(self) -> Result<Roster, StartError> {
         self.config.validate()?;
-        let cert = match (&self.cert, &self.tls_dir) {
-            (Some(c), _) => c.clone(),
-            (None, Some(dir)) => NodeCert::load(dir)?,
-            (None, None) => return Err(StartError::NoCertificate),
-        };
-        let cert_id = cert.node_id().map_err(StartError::BadCertificate)?;
-        cert.check_is_node()?;
-        cert.check_not_expired()?;
-        let name = self.name.clone().unwrap_or_else(|| cert_id.clone());
-        if cert_id != name {
-            return Err(StartError::NameMismatch {
-                cert: cert_id,
-                name,
-            });
-        }
-        if self.config.max_datagram_bytes.get() > crate::node::config::QUIC_MIN_DATAGRAM_BYTES {
-            return Err(StartError::DatagramTooLarge(
-                self.config.max_datagram_bytes.get(),
-            ));
-        }
-        let store = self
-            .data_dir
-            .as_deref()
-            .map(Store::open)
-            .transpose()?
-            .map(Arc::new);
-        let generation = match &store {
-            Some(s) => s.start(&name)?,
-            None => Generation(1),
-        };
-        let mut join = self.join.clone();
-        if let Some(s) = &store {
-            for a in s.members()? {
-                if !join.contains(&a) {
-                    join.push(a);
-                }
-            }
-        }
-
+        let (cert, name) = self.certificate()?;
+        let (store, generation, mut join) = self.open_store(&name)?;
         let revoked = tls::Revoked::default();
         let (server, client) = quic_configs(&cert, &revoked)?;
         let https = cert.https_server_config(&revoked)?;
-        let mut endpoint =
-            quinn::Endpoint::server(server, self.bind).map_err(|source| StartError::Bind {
-                addr: self.bind,
-                source,
-            })?;
-        endpoint.set_default_client_config(client);
-        let local = endpoint.local_addr().map_err(|source| StartError::Bind {
-            addr: self.bind,
-            source,
-        })?;
-        let advertise = match self.advertise {
-            Some(a) => a,
-            // Bound to every interface: advertise the machine's one
-            // private address, as memberlist does.
-            None if local.ip().is_unspecified() => {
-                addr::private_advertise(local).map_err(StartError::Advertise)?
-            }
-            None => local,
-        };
-        if advertise.ip().is_unspecified() || advertise.port() == 0 {
-            return Err(StartError::Unreachable(advertise));
-        }
-        for t in &self.join_names {
-            addr::check_target(t).map_err(StartError::Join)?;
-        }
-        let (by_name, unresolved) = addr::resolve(&self.join_names).await;
-        for e in &unresolved {
-            tracing::warn!(error = %e, "join target not resolved; will try again");
-        }
-        for a in by_name {
-            if !join.contains(&a) {
-                join.push(a);
-            }
-        }
+        let (endpoint, local, advertise) = self.endpoint(server, client)?;
+        self.resolve_join_names(&mut join).await?;
 
         #[allow(clippy::disallowed_methods)] // the runtime is the node's clock
         let started = Instant::now();
@@ -248,32 +179,14 @@ impl Builder {
             let t = now.wall_ms ^ u64::from(advertise.port()) << 48;
             t ^ (std::process::id() as u64) << 32
         });
-        let identity = Identity::new(name.clone(), advertise, generation);
-        let mut node = match &store {
-            Some(s) => Node::with_disk(
-                identity.clone(),
-                self.config.clone(),
-                seed,
-                now,
-                Box::new(store::RaftTables::new(s.clone())),
-            )?,
-            None => Node::new(identity.clone(), self.config.clone(), seed, now)?,
-        };
-        for (k, v) in &self.tags {
-            if let Err(e) = node.set_tag(now, k, v) {
-                tracing::warn!(tag = %k, error = %e, "tag refused");
-            }
-        }
-        if let Err(e) = node.announce_build(now, env!("CARGO_PKG_VERSION")) {
-            tracing::warn!(error = %e, "could not announce this node's version");
-        }
-        node.join(now, join);
+        let identity = Identity::new(name, advertise, generation);
+        let node = self.node(identity.clone(), store.as_ref(), seed, now, join)?;
 
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let (cmd_tx, cmd_rx) = mpsc::channel(256);
         let metrics = Arc::new(RuntimeMetrics::default());
         note_expiry(&cert, &metrics);
-        let drv = Driver::new(
+        let mut drv = Driver::new(
             node,
             endpoint.clone(),
             started,
@@ -284,7 +197,6 @@ impl Builder {
             store,
             self.max_connections,
         );
-        let mut drv = drv;
         drv.revoked = revoked.clone();
         let (alive_tx, alive) = tokio::sync::watch::channel(());
         let task = tokio::spawn(async move {
@@ -309,7 +221,142 @@ impl Builder {
             leaving: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
     }
+
+    /// The node's certificate, checked (a node certificate, not expired,
+    /// naming this node), and the node's name.
+    fn certificate(&self) -> Result<(NodeCert, NodeId), StartError> {
+        let cert = match (&self.cert, &self.tls_dir) {
+            (Some(c), _) => c.clone(),
+            (None, Some(dir)) => NodeCert::load(dir)?,
+            (None, None) => return Err(StartError::NoCertificate),
+        };
+        let cert_id = cert.node_id().map_err(StartError::BadCertificate)?;
+        cert.check_is_node()?;
+        cert.check_not_expired()?;
+        let name = self.name.clone().unwrap_or_else(|| cert_id.clone());
+        if cert_id != name {
+            return Err(StartError::NameMismatch {
+                cert: cert_id,
+                name,
+            });
+        }
+        if self.config.max_datagram_bytes.get() > crate::node::config::QUIC_MIN_DATAGRAM_BYTES {
+            return Err(StartError::DatagramTooLarge(
+                self.config.max_datagram_bytes.get(),
+            ));
+        }
+        Ok((cert, name))
+    }
+
+    /// The data directory, if any: the store, this start's generation, and
+    /// the join addresses with the members it remembers added.
+    fn open_store(&self, name: &NodeId) -> Result<Opened, StartError> {
+        let store = self
+            .data_dir
+            .as_deref()
+            .map(Store::open)
+            .transpose()?
+            .map(Arc::new);
+        let generation = match &store {
+            Some(s) => s.start(name)?,
+            None => Generation(1),
+        };
+        let mut join = self.join.clone();
+        if let Some(s) = &store {
+            for a in s.members()? {
+                if !join.contains(&a) {
+                    join.push(a);
+                }
+            }
+        }
+        Ok((store, generation, join))
+    }
+
+    /// The QUIC endpoint, bound, with the address it is bound to and the
+    /// one this node advertises.
+    fn endpoint(
+        &self,
+        server: quinn::ServerConfig,
+        client: quinn::ClientConfig,
+    ) -> Result<(quinn::Endpoint, SocketAddr, SocketAddr), StartError> {
+        let mut endpoint =
+            quinn::Endpoint::server(server, self.bind).map_err(|source| StartError::Bind {
+                addr: self.bind,
+                source,
+            })?;
+        endpoint.set_default_client_config(client);
+        let local = endpoint.local_addr().map_err(|source| StartError::Bind {
+            addr: self.bind,
+            source,
+        })?;
+        let advertise = match self.advertise {
+            Some(a) => a,
+            // Bound to every interface: advertise the machine's one
+            // private address, as memberlist does.
+            None if local.ip().is_unspecified() => {
+                addr::private_advertise(local).map_err(StartError::Advertise)?
+            }
+            None => local,
+        };
+        if advertise.ip().is_unspecified() || advertise.port() == 0 {
+            return Err(StartError::Unreachable(advertise));
+        }
+        Ok((endpoint, local, advertise))
+    }
+
+    /// Adds what the join names resolve to now to `join` (names that do not
+    /// resolve yet are tried again once the node runs).
+    async fn resolve_join_names(&self, join: &mut Vec<SocketAddr>) -> Result<(), StartError> {
+        for t in &self.join_names {
+            addr::check_target(t).map_err(StartError::Join)?;
+        }
+        let (by_name, unresolved) = addr::resolve(&self.join_names).await;
+        for e in &unresolved {
+            tracing::warn!(error = %e, "join target not resolved; will try again");
+        }
+        for a in by_name {
+            if !join.contains(&a) {
+                join.push(a);
+            }
+        }
+        Ok(())
+    }
+
+    /// The node, with its tags and version set, joining `join`.
+    fn node(
+        &self,
+        identity: Identity,
+        store: Option<&Arc<Store>>,
+        seed: u64,
+        now: crate::node::Now,
+        join: Vec<SocketAddr>,
+    ) -> Result<Node, StartError> {
+        let mut node = match store {
+            Some(s) => Node::with_disk(
+                identity,
+                self.config.clone(),
+                seed,
+                now,
+                Box::new(store::RaftTables::new(s.clone())),
+            )?,
+            None => Node::new(identity, self.config.clone(), seed, now)?,
+        };
+        for (k, v) in &self.tags {
+            if let Err(e) = node.set_tag(now, k, v) {
+                tracing::warn!(tag = %k, error = %e, "tag refused");
+            }
+        }
+        if let Err(e) = node.announce_build(now, env!("CARGO_PKG_VERSION")) {
+            tracing::warn!(error = %e, "could not announce this node's version");
+        }
+        node.join(now, join);
+        Ok(node)
+    }
 }
+
+/// What [`Builder::open_store`] gives: the store, this start's generation
+/// and the addresses to join.
+type Opened = (Option<Arc<Store>>, Generation, Vec<SocketAddr>);
 
 /// Resolves the join names again and joins through what they give, on a
 /// backoff (1 s doubling to 30 s) while the node knows no active member;

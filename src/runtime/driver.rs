@@ -472,21 +472,7 @@ impl Driver {
 
     fn input(&mut self, input: Input) {
         let now = self.now();
-        // A connection made before its peer was revoked may still deliver.
-        let from_revoked = match &input {
-            Input::Datagram { peer, .. }
-            | Input::Message { peer, .. }
-            | Input::Request { peer, .. } => self.revoked.contains(peer),
-            Input::Connected { conn, .. } => {
-                peer_node_id(conn).is_ok_and(|id| self.revoked.contains(&id))
-            }
-            _ => false,
-        };
-        if from_revoked {
-            if let Input::Connected { conn, .. } = &input {
-                conn.close(0u32.into(), b"certificate revoked");
-            }
-            self.metrics.revoked_dropped.fetch_add(1, Ordering::Relaxed);
+        if self.is_from_revoked(&input) {
             return;
         }
         match input {
@@ -511,28 +497,7 @@ impl Driver {
                 peer,
                 bytes,
                 reply,
-            } => {
-                if self.chaos.drop_in(&peer) {
-                    return;
-                }
-                let key = match Message::decode(&bytes) {
-                    Ok(Message::MetaRequest(r)) => Some((r.from.addr, r.req)),
-                    _ => None,
-                };
-                match self.node.handle_message_from(now, from, &peer, &bytes) {
-                    Ok(()) => {
-                        if let Some(key) = key {
-                            #[allow(clippy::disallowed_methods)]
-                            let t = Instant::now();
-                            self.replies.retain(|_, (at, _)| t < *at + REPLY_TIMEOUT);
-                            if self.replies.len() < MAX_OPEN_REPLIES {
-                                self.replies.insert(key, (t, reply));
-                            }
-                        }
-                    }
-                    Err(e) => self.refused(&peer, from, &e),
-                }
-            }
+            } => self.on_request(now, from, &peer, &bytes, reply),
             Input::Delayed(t) => self.send_now(t),
             Input::Connected { addr, conn } => {
                 self.backoff.remove(&addr);
@@ -543,27 +508,7 @@ impl Driver {
                     }
                 }
             }
-            Input::ConnectFailed { addr } => {
-                let dropped = self.pending.remove(&addr).map_or(0, |q| q.len());
-                self.metrics
-                    .transmits_dropped
-                    .fetch_add(dropped as u64, Ordering::Relaxed);
-                #[allow(clippy::disallowed_methods)]
-                let now = Instant::now();
-                let wait = self
-                    .backoff
-                    .get(&addr)
-                    .map_or(Duration::from_millis(100), |b| {
-                        (b.wait * 2).min(MAX_CONNECT_BACKOFF)
-                    });
-                self.backoff.insert(
-                    addr,
-                    Backoff {
-                        until: now + wait,
-                        wait,
-                    },
-                );
-            }
+            Input::ConnectFailed { addr } => self.connect_failed(addr),
             Input::Closed { addr, id } => {
                 if self
                     .peers
@@ -577,6 +522,85 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Whether `input` comes from a revoked peer (counted and dropped; a
+    /// new connection from one is closed). A connection made before its
+    /// peer was revoked may still deliver.
+    fn is_from_revoked(&self, input: &Input) -> bool {
+        let revoked = match input {
+            Input::Datagram { peer, .. }
+            | Input::Message { peer, .. }
+            | Input::Request { peer, .. } => self.revoked.contains(peer),
+            Input::Connected { conn, .. } => {
+                peer_node_id(conn).is_ok_and(|id| self.revoked.contains(&id))
+            }
+            _ => false,
+        };
+        if revoked {
+            if let Input::Connected { conn, .. } = input {
+                conn.close(0u32.into(), b"certificate revoked");
+            }
+            self.metrics.revoked_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        revoked
+    }
+
+    /// A forwarded metadata request: handed to the node, and `reply` kept
+    /// (a bounded number, for a bounded time) for the node's answer.
+    fn on_request(
+        &mut self,
+        now: crate::node::Now,
+        from: SocketAddr,
+        peer: &NodeId,
+        bytes: &[u8],
+        reply: quinn::SendStream,
+    ) {
+        if self.chaos.drop_in(peer) {
+            return;
+        }
+        let key = match Message::decode(bytes) {
+            Ok(Message::MetaRequest(r)) => Some((r.from.addr, r.req)),
+            _ => None,
+        };
+        match self.node.handle_message_from(now, from, peer, bytes) {
+            Ok(()) => {
+                if let Some(key) = key {
+                    #[allow(clippy::disallowed_methods)]
+                    let t = Instant::now();
+                    self.replies.retain(|_, (at, _)| t < *at + REPLY_TIMEOUT);
+                    if self.replies.len() < MAX_OPEN_REPLIES {
+                        self.replies.insert(key, (t, reply));
+                    }
+                }
+            }
+            Err(e) => self.refused(peer, from, &e),
+        }
+    }
+
+    /// A connection to `addr` failed: what waited for it is dropped, and
+    /// the next attempt waits twice as long as the last (100 ms up to
+    /// [`MAX_CONNECT_BACKOFF`]).
+    fn connect_failed(&mut self, addr: SocketAddr) {
+        let dropped = self.pending.remove(&addr).map_or(0, |q| q.len());
+        self.metrics
+            .transmits_dropped
+            .fetch_add(dropped as u64, Ordering::Relaxed);
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        let wait = self
+            .backoff
+            .get(&addr)
+            .map_or(Duration::from_millis(100), |b| {
+                (b.wait * 2).min(MAX_CONNECT_BACKOFF)
+            });
+        self.backoff.insert(
+            addr,
+            Backoff {
+                until: now + wait,
+                wait,
+            },
+        );
     }
 
     fn refused(&self, peer: &NodeId, from: SocketAddr, e: &crate::node::InputError) {

@@ -305,6 +305,11 @@ impl Node {
             self.drain_native();
             return;
         }
+        self.merge_members_foca(list);
+    }
+
+    /// [`Node::merge_members`] on the foca engine.
+    fn merge_members_foca(&mut self, list: &[MemberDigest]) {
         // foca's member table is searched linearly per update: index it once
         // (a vector sorted by NodeId, one entry each, searched by halves) and
         // hand foca only what would change it, so merging a full view costs
