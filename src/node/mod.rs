@@ -187,6 +187,32 @@ pub(crate) fn pop_queue<T>(q: &mut std::collections::VecDeque<T>) -> Option<T> {
     item
 }
 
+/// A node's listing of its members, read-only: the native engine's table,
+/// or the member map kept beside foca.
+#[derive(Clone, Copy)]
+pub(crate) struct Members<'a> {
+    pub(crate) native: Option<&'a engine::Engine>,
+    pub(crate) members: &'a std::collections::BTreeMap<NodeId, MemberView>,
+}
+
+impl<'a> Members<'a> {
+    /// The node's listing of member `id`.
+    pub(crate) fn member(&self, id: &NodeId) -> Option<MemberView> {
+        match self.native {
+            None => self.members.get(id).cloned(),
+            Some(e) => e.view(id),
+        }
+    }
+
+    /// Every member listed, in no particular (but deterministic) order.
+    pub(crate) fn views(&self) -> Box<dyn Iterator<Item = MemberView> + 'a> {
+        match self.native {
+            None => Box::new(self.members.values().cloned()),
+            Some(e) => Box::new(e.views()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;

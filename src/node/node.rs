@@ -30,7 +30,7 @@ use super::identity::{Identity, Incarnation, NodeId};
 use super::metrics::Metrics;
 use super::swim::{self, GossipHandler, Io, Item, RosterCodec, Shared, SharedRef, Swim, TimerKind};
 use super::timers::TimerTable;
-use super::{Event, MemberState, MemberView, Now, Transmit};
+use super::{Event, MemberState, MemberView, Members, Now, Transmit};
 use crate::node::wire::{
     self, Kind, Leave, MemberDigest, Message, SyncDeltas, SyncFull, SyncReply, SyncRequest, Verify,
     VerifyAck, WireError, WireState,
@@ -44,8 +44,8 @@ mod queries;
 mod reap;
 mod sync;
 
-use meta::MetaCore;
-pub use meta::MetaCounters;
+use crate::node::meta::engine::MetaCore;
+pub use crate::node::meta::engine::MetaCounters;
 pub use reap::ForceLeaveError;
 
 /// Why an input was dropped. The node's state is unchanged by a dropped

@@ -7,9 +7,11 @@
 //!   [`storage::RaftDisk`] (memory in the simulator, redb in the agent).
 //! - [`policy`]: who bootstraps, who becomes a voter and who replaces whom.
 //!
-//! The engine that drives Raft from the node's inputs lives with the node
-//! (`node/node/meta/`); this module holds what it works on.
+//! - `engine`: the metadata engine (`MetaCore`), a component the
+//!   node owns and drives: Raft, bootstrap, the voter set, requests and the
+//!   stale copies (the node's side of it is `node/node/meta.rs`).
 
+pub(crate) mod engine;
 pub mod machine;
 pub mod placement;
 pub mod policy;

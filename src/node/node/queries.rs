@@ -57,18 +57,20 @@ impl Node {
     /// One member as this node lists it. The native engine keeps the
     /// listing in the member's row of its table; foca's path keeps a map.
     pub fn member(&self, id: &NodeId) -> Option<MemberView> {
-        match &self.native {
-            None => self.members.get(id).cloned(),
-            Some(e) => e.view(id),
-        }
+        self.listing().member(id)
     }
 
     /// Every member this node lists, in no particular (but deterministic)
     /// order.
     pub(in crate::node) fn views(&self) -> Box<dyn Iterator<Item = MemberView> + '_> {
-        match &self.native {
-            None => Box::new(self.members.values().cloned()),
-            Some(e) => Box::new(e.views()),
+        self.listing().views()
+    }
+
+    /// The node's listing of its members, read-only.
+    pub(in crate::node::node) fn listing(&self) -> Members<'_> {
+        Members {
+            native: self.native.as_deref(),
+            members: &self.members,
         }
     }
 

@@ -4,67 +4,66 @@
 use super::consensus::{apply_conf_entry, apply_normal_entry};
 use super::*;
 
-impl Node {
+impl MetaCore {
     /// Keeps the decoded adverts of other members (a handful: the voters
     /// and former voters), so reading them costs nothing per member.
-    pub(in crate::node::node) fn note_advert(&mut self, owner: &NodeId, value: Option<&[u8]>) {
+    pub(crate) fn note_advert(&mut self, owner: &NodeId, value: Option<&[u8]>) {
         match value.and_then(Advert::decode) {
             Some(a) => {
-                self.meta.adverts.insert(owner.clone(), a);
+                self.adverts.insert(owner.clone(), a);
             }
             None => {
-                self.meta.adverts.remove(owner);
+                self.adverts.remove(owner);
             }
         }
     }
 
-    pub(in crate::node::node::meta) fn adverts(&self) -> Vec<(NodeId, Advert)> {
-        self.meta
-            .adverts
+    pub(super) fn adverts(&self, h: &View<'_>) -> Vec<(NodeId, Advert)> {
+        self.adverts
             .iter()
-            .filter(|(id, _)| self.member(id).is_some())
+            .filter(|(id, _)| h.members.member(id).is_some())
             .map(|(id, a)| (id.clone(), a.clone()))
             .collect()
     }
 
     /// The cluster this node belongs to or follows, if any.
-    pub(in crate::node::node::meta) fn meta_cluster(&self) -> Option<u64> {
-        if self.meta.cluster != 0 {
-            return Some(self.meta.cluster);
+    pub(super) fn meta_cluster(&self, h: &View<'_>) -> Option<u64> {
+        if self.cluster != 0 {
+            return Some(self.cluster);
         }
-        if self.meta.copy.cluster != 0 {
-            return Some(self.meta.copy.cluster);
+        if self.copy.cluster != 0 {
+            return Some(self.copy.cluster);
         }
-        self.adverts()
+        self.adverts(h)
             .into_iter()
             .filter(|(_, a)| a.voter)
             .max_by_key(|(_, a)| (a.applied, a.term))
             .map(|(_, a)| a.cluster)
     }
 
-    pub(in crate::node::node::meta) fn advertise(&mut self) {
-        self.meta.advert_dirty = false;
-        self.meta.advert_urgent = false;
-        self.meta.last_advert = Some(self.io.now);
-        let advert = match self.meta.raw.as_ref() {
+    pub(super) fn advertise(&mut self, h: &mut Host<'_>) {
+        self.advert_dirty = false;
+        self.advert_urgent = false;
+        self.last_advert = Some(h.io.now);
+        let advert = match self.raw.as_ref() {
             Some(raw) => Advert {
-                cluster: self.meta.cluster,
+                cluster: self.cluster,
                 term: raw.raft.term,
-                leader: self.meta.machine().names.get(&raw.raft.leader_id).cloned(),
+                leader: self.machine().names.get(&raw.raft.leader_id).cloned(),
                 applied: raw.store().machine.applied,
                 voter: true,
                 voters: raw.store().machine.voter_names(),
             },
             None => {
-                let had = self.state(&self.identity.id.clone(), ADVERT_KEY).is_some();
+                let had = h.state(&h.identity.id.clone(), ADVERT_KEY).is_some();
                 if !had {
                     return;
                 }
                 Advert {
-                    cluster: self.meta.cluster,
+                    cluster: self.cluster,
                     term: 0,
                     leader: None,
-                    applied: self.meta.copy.applied,
+                    applied: self.copy.applied,
                     voter: false,
                     voters: Vec::new(),
                 }
@@ -72,46 +71,44 @@ impl Node {
         };
         let mut advert = advert;
         let mut bytes = advert.encode();
-        if bytes.len() > self.config.state_limits.max_value_bytes.get() {
+        if bytes.len() > h.max_value_bytes {
             advert.voters.clear();
             bytes = advert.encode();
         }
-        let now = self.now_full();
-        if let Err(e) = self.write(now, ADVERT_KEY, Some(bytes)) {
-            tracing::warn!(error = %e, "could not advertise the metadata cluster");
-        }
+        h.advert = Some(bytes);
     }
 
     /// Reacts to a gossiped advert: a member behind pulls at once.
-    pub(in crate::node::node) fn on_advert_changed(&mut self) {
-        if self.meta.raw.is_none() {
-            self.maybe_pull();
+    pub(crate) fn on_advert_changed(&mut self, h: &mut Host<'_>) {
+        if self.raw.is_none() {
+            self.maybe_pull(h);
         }
     }
 
-    pub(in crate::node::node::meta) fn maybe_pull(&mut self) {
-        if self.meta.raw.is_some() || self.left {
+    pub(super) fn maybe_pull(&mut self, h: &mut Host<'_>) {
+        if self.raw.is_some() || h.left {
             return;
         }
-        let now = self.io.now;
-        if self.meta.pull_deadline.is_some_and(|d| now < d) {
+        let now = h.io.now;
+        if self.pull_deadline.is_some_and(|d| now < d) {
             return;
         }
-        self.meta.pull_deadline = None;
-        let Some(cluster) = self.meta_cluster() else {
+        self.pull_deadline = None;
+        let Some(cluster) = self.meta_cluster(h) else {
             return;
         };
-        let have = if self.meta.copy.cluster == cluster {
-            self.meta.copy.applied
+        let have = if self.copy.cluster == cluster {
+            self.copy.applied
         } else {
             0
         };
         let ahead: Vec<(NodeId, std::net::SocketAddr)> = self
-            .adverts()
+            .adverts(h)
             .into_iter()
             .filter(|(_, a)| a.cluster == cluster && a.voter && a.applied > have)
             .filter_map(|(id, _)| {
-                self.member(&id)
+                h.members
+                    .member(&id)
                     .filter(|m| m.state == MemberState::Alive)
                     .map(|m| (id, m.identity.addr))
             })
@@ -119,11 +116,11 @@ impl Node {
         if ahead.is_empty() {
             return;
         }
-        let (_, addr) = ahead[self.rng.random_range(0..ahead.len())].clone();
-        self.meta.pull_deadline = Some(now + PULL_TIMEOUT);
-        self.meta.counters.pulls += 1;
-        let from = self.identity.clone();
-        self.io.send_msg(
+        let (_, addr) = ahead[h.rng.random_range(0..ahead.len())].clone();
+        self.pull_deadline = Some(now + PULL_TIMEOUT);
+        self.counters.pulls += 1;
+        let from = h.identity.clone();
+        h.io.send_msg(
             addr,
             &Message::MetaPull(MetaPull {
                 from,
@@ -133,11 +130,11 @@ impl Node {
         );
     }
 
-    pub(in crate::node::node) fn on_meta_pull(&mut self, p: MetaPull) {
-        let Some(raw) = self.meta.raw.as_ref() else {
+    pub(crate) fn on_meta_pull(&mut self, h: &mut Host<'_>, p: MetaPull) {
+        let Some(raw) = self.raw.as_ref() else {
             return;
         };
-        if p.cluster != self.meta.cluster {
+        if p.cluster != self.cluster {
             return;
         }
         let store = raw.store();
@@ -159,8 +156,8 @@ impl Node {
                 context: e.context.to_vec(),
             })
             .collect();
-        let from = self.identity.clone();
-        self.io.send_msg(
+        let from = h.identity.clone();
+        h.io.send_msg(
             p.from.addr,
             &Message::MetaPush(MetaPush {
                 from,
@@ -171,32 +168,32 @@ impl Node {
         );
     }
 
-    pub(in crate::node::node) fn on_meta_push(&mut self, p: MetaPush) {
-        if self.meta.raw.is_some() {
+    pub(crate) fn on_meta_push(&mut self, h: &mut Host<'_>, p: MetaPush) {
+        if self.raw.is_some() {
             return;
         }
-        if self.meta.cluster != 0 && p.cluster != self.meta.cluster {
+        if self.cluster != 0 && p.cluster != self.cluster {
             return;
         }
-        self.meta.pull_deadline = None;
+        self.pull_deadline = None;
         if let Some(snap) = p.snapshot.as_deref() {
             match Machine::decode(snap) {
-                Some(m) if m.cluster == p.cluster && m.applied > self.meta.copy.applied => {
-                    let before = self.meta.copy.placement.take();
-                    self.meta.copy = m;
-                    self.placement_replaced(before);
-                    let names = self.meta.copy.voter_names();
-                    self.events.push_back(Event::VotersChanged(names));
+                Some(m) if m.cluster == p.cluster && m.applied > self.copy.applied => {
+                    let before = self.copy.placement.take();
+                    self.copy = m;
+                    self.placement_replaced(h, before);
+                    let names = self.copy.voter_names();
+                    h.events.push_back(Event::VotersChanged(names));
                 }
                 Some(_) => {}
                 None => return,
             }
         }
-        if self.meta.copy.cluster == 0 {
-            self.meta.copy.cluster = p.cluster;
+        if self.copy.cluster == 0 {
+            self.copy.cluster = p.cluster;
         }
         for e in p.entries {
-            if e.index != self.meta.copy.applied + 1 {
+            if e.index != self.copy.applied + 1 {
                 continue;
             }
             let etype = match e.kind {
@@ -205,16 +202,16 @@ impl Node {
                 _ => EntryType::EntryNormal,
             };
             if let Some(cc) = parse_conf_change(etype, &e.data) {
-                let conf = conf_after(&self.meta.copy.conf, &cc);
-                let copy = &mut self.meta.copy;
+                let conf = conf_after(&self.copy.conf, &cc);
+                let copy = &mut self.copy;
                 let names = apply_conf_entry(copy, conf, &e.context, e.index, e.term);
-                self.events.push_back(Event::VotersChanged(names));
+                h.events.push_back(Event::VotersChanged(names));
             } else if let Some((entry, before, _)) =
-                apply_normal_entry(&mut self.meta.copy, &e.data, e.index, e.term)
+                apply_normal_entry(&mut self.copy, &e.data, e.index, e.term)
             {
-                self.entry_applied(&entry, before, e.index);
+                self.entry_applied(h, &entry, before, e.index);
             }
         }
-        self.maybe_pull();
+        self.maybe_pull(h);
     }
 }

@@ -3,11 +3,11 @@
 
 use super::*;
 
-impl Node {
+impl MetaCore {
     /// Starts a metadata request; its result comes out of
     /// [`Node::poll_meta_result`] with the returned number.
-    pub fn meta_request(&mut self, now: Now, op: MetaOp, mode: ReadMode) -> u64 {
-        self.submit_meta(now, op, mode, false)
+    pub(crate) fn meta_request(&mut self, h: &mut Host<'_>, op: MetaOp, mode: ReadMode) -> u64 {
+        self.submit_meta(h, op, mode, false)
     }
 
     /// Revokes (or, with `revoke` false, reinstates) the certificate of
@@ -16,7 +16,12 @@ impl Node {
     /// [`Node::poll_meta_result`] with the returned number.
     ///
     /// [`REVOKED_PREFIX`]: crate::node::meta::REVOKED_PREFIX
-    pub fn revoke_certificate(&mut self, now: Now, id: &NodeId, revoke: bool) -> u64 {
+    pub(crate) fn revoke_certificate(
+        &mut self,
+        h: &mut Host<'_>,
+        id: &NodeId,
+        revoke: bool,
+    ) -> u64 {
         let key = format!("{}{id}", crate::node::meta::REVOKED_PREFIX);
         let op = if revoke {
             MetaOp::Put {
@@ -26,7 +31,7 @@ impl Node {
         } else {
             MetaOp::Delete { key }
         };
-        self.submit_meta(now, op, ReadMode::Linearizable, true)
+        self.submit_meta(h, op, ReadMode::Linearizable, true)
     }
 
     /// Asks the leader to remove the dead voter `id` from the metadata
@@ -42,10 +47,10 @@ impl Node {
     /// returned number.
     ///
     /// [`REMOVE_VOTER_PREFIX`]: crate::node::meta::REMOVE_VOTER_PREFIX
-    pub fn remove_voter(&mut self, now: Now, id: &NodeId) -> u64 {
-        let voters = self.meta.machine().voter_names();
-        let refused = if self.meta_cluster().is_none() {
-            Some(self.no_cluster())
+    pub(crate) fn remove_voter(&mut self, h: &mut Host<'_>, id: &NodeId) -> u64 {
+        let voters = self.machine().voter_names();
+        let refused = if self.meta_cluster(h).is_none() {
+            Some(self.no_cluster(h))
         } else if !voters.contains(id) {
             let list: Vec<&str> = voters.iter().map(NodeId::as_str).collect();
             Some(MetaError::Invalid(format!(
@@ -56,12 +61,12 @@ impl Node {
                     list.join(", ")
                 }
             )))
-        } else if *id == self.identity.id {
+        } else if *id == h.identity.id {
             Some(MetaError::Invalid(format!(
                 "{id} is this node and it is alive; ask another member to remove it once it is down"
             )))
         } else {
-            match self.member(id).map(|m| m.state) {
+            match h.members.member(id).map(|m| m.state) {
                 Some(s @ (MemberState::Alive | MemberState::Suspect)) => {
                     Some(MetaError::Invalid(format!(
                         "{id} is {s:?} here; only a voter that is down (or left) is removed by hand, and the leader already replaces a dead voter when another member can take its place"
@@ -71,16 +76,16 @@ impl Node {
             }
         };
         if let Some(e) = refused {
-            self.set_now(now);
-            let req = self.meta.next_req;
-            self.meta.next_req += 1;
+            let req = self.next_req;
+            self.next_req += 1;
             self.complete(req, Err(e));
             return req;
         }
         // The generation this node holds it at; none (any generation) when
         // it does not list the member (it joined after the voter died, or
         // already forgot it).
-        let value = self
+        let value = h
+            .members
             .member(id)
             .map(|m| m.identity.generation.0.to_string().into_bytes())
             .unwrap_or_default();
@@ -88,15 +93,15 @@ impl Node {
             key: format!("{}{id}", crate::node::meta::REMOVE_VOTER_PREFIX),
             value,
         };
-        self.submit_meta(now, op, ReadMode::Linearizable, true)
+        self.submit_meta(h, op, ReadMode::Linearizable, true)
     }
 
     /// Whether an operator asked for the removal of voter `id` as it is now
     /// (the request named no generation, or the one gossip holds, or gossip
     /// no longer lists the member).
-    pub(in crate::node::node::meta) fn removal_asked(&self, id: &NodeId) -> bool {
+    pub(super) fn removal_asked(&self, h: &View<'_>, id: &NodeId) -> bool {
         let key = format!("{}{id}", crate::node::meta::REMOVE_VOTER_PREFIX);
-        let Some(v) = self.meta.machine().kv.get(&key) else {
+        let Some(v) = self.machine().kv.get(&key) else {
             return false;
         };
         if v.is_empty() {
@@ -105,7 +110,7 @@ impl Node {
         let asked = std::str::from_utf8(v)
             .ok()
             .and_then(|t| t.parse::<u64>().ok());
-        match self.member(id) {
+        match h.members.member(id) {
             None => true,
             Some(m) => asked == Some(m.identity.generation.0),
         }
@@ -113,10 +118,9 @@ impl Node {
 
     /// NodeIds whose certificates are revoked, in this node's copy of the
     /// metadata.
-    pub fn revoked(&self) -> Vec<NodeId> {
+    pub(crate) fn revoked(&self) -> Vec<NodeId> {
         let prefix = crate::node::meta::REVOKED_PREFIX;
-        self.meta
-            .machine()
+        self.machine()
             .kv
             .range(prefix.to_owned()..)
             .take_while(|(k, _)| k.starts_with(prefix))
@@ -124,25 +128,24 @@ impl Node {
             .collect()
     }
 
-    pub(in crate::node::node::meta) fn submit_meta(
+    pub(super) fn submit_meta(
         &mut self,
-        now: Now,
+        h: &mut Host<'_>,
         op: MetaOp,
         mode: ReadMode,
         system: bool,
     ) -> u64 {
-        self.set_now(now);
-        let id = self.meta.next_req;
-        self.meta.next_req += 1;
-        if self.left {
+        let id = self.next_req;
+        self.next_req += 1;
+        if h.left {
             self.complete(id, Err(MetaError::Stopped));
             return id;
         }
-        if self.meta.requests.len() >= MAX_IN_FLIGHT {
+        if self.requests.len() >= MAX_IN_FLIGHT {
             self.complete(id, Err(MetaError::Busy(MAX_IN_FLIGHT)));
             return id;
         }
-        if let Err(e) = self.meta.machine().validate(&op, &self.meta.cfg.limits) {
+        if let Err(e) = self.machine().validate(&op, &self.cfg.limits) {
             self.complete(id, Err(e));
             return id;
         }
@@ -156,16 +159,16 @@ impl Node {
             return id;
         }
         if mode == ReadMode::Stale && op.is_read() {
-            let r = if self.meta_cluster().is_some() {
-                Ok(self.meta.machine().read(&op))
+            let r = if self.meta_cluster(h).is_some() {
+                Ok(self.machine().read(&op))
             } else {
-                Err(self.no_cluster())
+                Err(self.no_cluster(h))
             };
             self.complete(id, r);
             return id;
         }
-        let deadline = self.io.now + self.meta.cfg.request_timeout;
-        self.meta.requests.insert(
+        let deadline = h.io.now + self.cfg.request_timeout;
+        self.requests.insert(
             id,
             Pending {
                 op,
@@ -175,73 +178,70 @@ impl Node {
                 last_error: None,
             },
         );
-        self.dispatch(id);
-        self.after_swim();
+        self.dispatch(h, id);
+        h.after_swim = true;
         id
     }
 
     /// Next finished request: its number and outcome.
-    pub fn poll_meta_result(&mut self) -> Option<(u64, Result<MetaReply, MetaError>)> {
-        self.meta.results.pop_front()
+    pub(crate) fn poll_meta_result(&mut self) -> Option<(u64, Result<MetaReply, MetaError>)> {
+        self.results.pop_front()
     }
 
-    pub(in crate::node::node::meta) fn complete(
-        &mut self,
-        id: u64,
-        r: Result<MetaReply, MetaError>,
-    ) {
+    pub(super) fn complete(&mut self, id: u64, r: Result<MetaReply, MetaError>) {
         if r.is_err() {
-            self.meta.counters.failed += 1;
+            self.counters.failed += 1;
         }
-        self.meta.results.push_back((id, r));
+        self.results.push_back((id, r));
     }
 
     /// Why there is no metadata cluster yet, with the bootstrap's progress
     /// (O(members): only on a request's error path).
-    pub(in crate::node::node::meta) fn no_cluster(&self) -> MetaError {
-        let seen = 1 + self
+    pub(super) fn no_cluster(&self, h: &View<'_>) -> MetaError {
+        let seen = 1 + h
+            .members
             .views()
-            .filter(|m| m.state == MemberState::Alive && self.eligible(&m.identity.id))
+            .filter(|m| m.state == MemberState::Alive && self.eligible(h, &m.identity.id))
             .count();
         MetaError::NoCluster {
             seen,
-            expect: self.meta.cfg.bootstrap_expect.max(1),
+            expect: self.cfg.bootstrap_expect.max(1),
         }
     }
 
-    pub(in crate::node::node::meta) fn retry_later(&mut self, id: u64, e: MetaError) {
-        let now = self.io.now;
-        let wait = Duration::from_millis(self.rng.random_range(100..300));
-        if let Some(p) = self.meta.requests.get_mut(&id) {
+    pub(super) fn retry_later(&mut self, h: &mut Host<'_>, id: u64, e: MetaError) {
+        let now = h.io.now;
+        let wait = Duration::from_millis(h.rng.random_range(100..300));
+        if let Some(p) = self.requests.get_mut(&id) {
             p.last_error = Some(e);
             p.retry_at = Some(now + wait);
         }
     }
 
-    pub(in crate::node::node::meta) fn dispatch(&mut self, id: u64) {
-        let Some(p) = self.meta.requests.get_mut(&id) else {
+    pub(super) fn dispatch(&mut self, h: &mut Host<'_>, id: u64) {
+        let Some(p) = self.requests.get_mut(&id) else {
             return;
         };
         p.retry_at = None;
         let (op, mode) = (p.op.clone(), p.mode);
         let op_is_read = op.is_read();
-        let me = self.identity.clone();
-        if self.meta.raw.is_some() {
-            match self.serve(me, id, op, mode) {
-                Err(e) => self.retry_later(id, e),
+        let me = h.identity.clone();
+        if self.raw.is_some() {
+            match self.serve(h, me, id, op, mode) {
+                Err(e) => self.retry_later(h, id, e),
                 // Proposed (or asked of the leader): it now succeeds, fails
                 // or times out, and is not retried.
                 Ok(()) => {
-                    if let Some(p) = self.meta.requests.get_mut(&id) {
+                    if let Some(p) = self.requests.get_mut(&id) {
                         p.last_error = None;
                     }
                 }
             }
             return;
         }
-        match self.pick_voter() {
+        match self.pick_voter(h) {
             Some((_, addr)) => {
-                self.io.send_msg(
+                h.io.send_msg(
                     addr,
                     &Message::MetaRequest(MetaRequest {
                         from: me,
@@ -254,30 +254,31 @@ impl Node {
                 // in half the timeout; a write is not (it may have been
                 // proposed): it succeeds, fails, or times out.
                 let is_read = op_is_read;
-                if let Some(p) = self.meta.requests.get_mut(&id) {
+                if let Some(p) = self.requests.get_mut(&id) {
                     p.last_error = None;
                     if is_read {
-                        p.retry_at = Some(self.io.now + self.meta.cfg.request_timeout / 2);
+                        p.retry_at = Some(h.io.now + self.cfg.request_timeout / 2);
                     }
                 }
             }
-            None if self.meta_cluster().is_some() => {
-                self.retry_later(id, MetaError::NoLeader("no live voter known".into()));
+            None if self.meta_cluster(h).is_some() => {
+                self.retry_later(h, id, MetaError::NoLeader("no live voter known".into()));
             }
             None => {
-                let e = self.no_cluster();
-                self.retry_later(id, e);
+                let e = self.no_cluster(h);
+                self.retry_later(h, id, e);
             }
         }
     }
 
     /// The advertised leader if alive, else a random live voter.
-    pub(in crate::node::node::meta) fn pick_voter(
+    pub(super) fn pick_voter(
         &mut self,
+        h: &mut Host<'_>,
     ) -> Option<(NodeId, std::net::SocketAddr)> {
-        let adverts = self.adverts();
-        let cluster = self.meta_cluster()?;
-        let alive = |n: &Node, id: &NodeId| {
+        let adverts = self.adverts(h);
+        let cluster = self.meta_cluster(h)?;
+        let alive = |n: &Members<'_>, id: &NodeId| {
             n.member(id)
                 .filter(|m| m.state == MemberState::Alive)
                 .map(|m| m.identity.addr)
@@ -288,31 +289,32 @@ impl Node {
             .max_by_key(|(_, a)| a.term)
             .and_then(|(_, a)| a.leader.clone());
         if let Some(l) = newest
-            && let Some(addr) = alive(self, &l)
+            && let Some(addr) = alive(&h.members, &l)
         {
             return Some((l, addr));
         }
         let live: Vec<(NodeId, std::net::SocketAddr)> = adverts
             .iter()
             .filter(|(_, a)| a.cluster == cluster && a.voter)
-            .filter_map(|(id, _)| alive(self, id).map(|a| (id.clone(), a)))
+            .filter_map(|(id, _)| alive(&h.members, id).map(|a| (id.clone(), a)))
             .collect();
         if live.is_empty() {
             return None;
         }
-        let i = self.rng.random_range(0..live.len());
+        let i = h.rng.random_range(0..live.len());
         Some(live[i].clone())
     }
 
     /// Serves a request on this voter: a proposal or a ReadIndex.
-    pub(in crate::node::node::meta) fn serve(
+    pub(super) fn serve(
         &mut self,
+        h: &mut Host<'_>,
         origin: Identity,
         req: u64,
         op: MetaOp,
         mode: ReadMode,
     ) -> Result<(), MetaError> {
-        let Some(raw) = self.meta.raw.as_mut() else {
+        let Some(raw) = self.raw.as_mut() else {
             return Err(MetaError::NoLeader("not a voter".into()));
         };
         if raw.raft.leader_id == raft::INVALID_ID {
@@ -320,11 +322,11 @@ impl Node {
                 "the voters have no leader (no quorum?)".into(),
             ));
         }
-        raw.store().machine.validate(&op, &self.meta.cfg.limits)?;
-        let token = self.meta.next_token;
-        self.meta.next_token += 1;
+        raw.store().machine.validate(&op, &self.cfg.limits)?;
+        let token = self.next_token;
+        self.next_token += 1;
         let ctx = postcard::to_stdvec(&ProposalCtx {
-            proposer: self.identity.id.clone(),
+            proposer: h.identity.id.clone(),
             token,
         })
         .unwrap_or_default();
@@ -335,10 +337,10 @@ impl Node {
             if raw.propose(ctx, data).is_err() {
                 return Err(MetaError::NoLeader("proposal dropped: no leader".into()));
             }
-            self.meta.counters.proposals += 1;
+            self.counters.proposals += 1;
         }
-        let deadline = self.io.now + self.meta.cfg.request_timeout;
-        self.meta.serving.insert(
+        let deadline = h.io.now + self.cfg.request_timeout;
+        self.serving.insert(
             token,
             Serving {
                 origin,
@@ -348,24 +350,25 @@ impl Node {
                 read_at: None,
             },
         );
-        self.after_raft();
+        self.after_raft(h);
         Ok(())
     }
 
-    pub(in crate::node::node::meta) fn finish_serving(
+    pub(super) fn finish_serving(
         &mut self,
+        h: &mut Host<'_>,
         s: Serving,
         r: Result<MetaReply, MetaError>,
     ) {
-        if s.origin.id == self.identity.id {
+        if s.origin.id == h.identity.id {
             if r.as_ref().is_err_and(MetaError::retryable) {
-                self.retry_later(s.req, r.err().unwrap_or(MetaError::Stopped));
-            } else if self.meta.requests.remove(&s.req).is_some() {
+                self.retry_later(h, s.req, r.err().unwrap_or(MetaError::Stopped));
+            } else if self.requests.remove(&s.req).is_some() {
                 self.complete(s.req, r);
             }
         } else {
-            let from = self.identity.clone();
-            self.io.send_msg(
+            let from = h.identity.clone();
+            h.io.send_msg(
                 s.origin.addr,
                 &Message::MetaResponse(MetaResponse {
                     from,
@@ -376,11 +379,11 @@ impl Node {
         }
     }
 
-    pub(in crate::node::node) fn on_meta_request(&mut self, m: MetaRequest) {
+    pub(crate) fn on_meta_request(&mut self, h: &mut Host<'_>, m: MetaRequest) {
         let origin = m.from.clone();
-        if let Err(e) = self.serve(m.from, m.req, m.op, m.mode) {
-            let from = self.identity.clone();
-            self.io.send_msg(
+        if let Err(e) = self.serve(h, m.from, m.req, m.op, m.mode) {
+            let from = h.identity.clone();
+            h.io.send_msg(
                 origin.addr,
                 &Message::MetaResponse(MetaResponse {
                     from,
@@ -391,14 +394,14 @@ impl Node {
         }
     }
 
-    pub(in crate::node::node) fn on_meta_response(&mut self, m: MetaResponse) {
-        if !self.meta.requests.contains_key(&m.req) {
+    pub(crate) fn on_meta_response(&mut self, h: &mut Host<'_>, m: MetaResponse) {
+        if !self.requests.contains_key(&m.req) {
             return;
         }
         match m.result {
-            Err(e) if e.retryable() => self.retry_later(m.req, e),
+            Err(e) if e.retryable() => self.retry_later(h, m.req, e),
             r => {
-                self.meta.requests.remove(&m.req);
+                self.requests.remove(&m.req);
                 self.complete(m.req, r);
             }
         }

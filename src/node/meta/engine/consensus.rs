@@ -3,40 +3,40 @@
 
 use super::*;
 
-impl Node {
-    pub(in crate::node::node) fn on_raft_msg(&mut self, m: RaftMsg) {
-        if m.cluster == 0 || (self.meta.cluster != 0 && m.cluster != self.meta.cluster) {
-            self.meta.counters.raft_refused += 1;
+impl MetaCore {
+    pub(crate) fn on_raft_msg(&mut self, h: &mut Host<'_>, m: RaftMsg) {
+        if m.cluster == 0 || (self.cluster != 0 && m.cluster != self.cluster) {
+            self.counters.raft_refused += 1;
             return;
         }
         let Some(msg) = decode_pb::<RaftMessage>(&m.msg) else {
-            self.meta.counters.raft_refused += 1;
+            self.counters.raft_refused += 1;
             return;
         };
-        if msg.to != raft_id(&self.identity.id) || msg.from != raft_id(&m.from.id) {
-            self.meta.counters.raft_refused += 1;
+        if msg.to != raft_id(&h.identity.id) || msg.from != raft_id(&m.from.id) {
+            self.counters.raft_refused += 1;
             return;
         }
-        if self.meta.peers.len() < 64 || self.meta.peers.contains_key(&msg.from) {
-            self.meta.peers.insert(msg.from, m.from.id.clone());
+        if self.peers.len() < 64 || self.peers.contains_key(&msg.from) {
+            self.peers.insert(msg.from, m.from.id.clone());
         }
-        if self.meta.raw.is_none() {
+        if self.raw.is_none() {
             // A leader is adding this node: join as an empty voter and
             // catch up from its snapshot.
-            if !self.meta.cfg.voter || self.left {
-                self.meta.counters.raft_refused += 1;
+            if !self.cfg.voter || h.left {
+                self.counters.raft_refused += 1;
                 return;
             }
-            let Some(disk) = self.meta.disk.take() else {
+            let Some(disk) = self.disk.take() else {
                 return;
             };
             match RaftStore::open(disk) {
                 Ok((store, initialized)) => {
-                    self.meta.cluster = m.cluster;
-                    self.meta.grant = None;
-                    self.meta.asking = None;
-                    self.meta.catching_up = (!initialized).then(CatchUp::default);
-                    self.start_raft(store);
+                    self.cluster = m.cluster;
+                    self.grant = None;
+                    self.asking = None;
+                    self.catching_up = (!initialized).then(CatchUp::default);
+                    self.start_raft(h, store);
                 }
                 Err(e) => {
                     self.disk_lost(&e, "raft state unreadable");
@@ -44,17 +44,17 @@ impl Node {
                 }
             }
         }
-        if let Some(c) = self.meta.catching_up.as_mut() {
+        if let Some(c) = self.catching_up.as_mut() {
             use raft::eraftpb::MessageType as T;
             match msg.get_msg_type() {
                 T::MsgRequestVote | T::MsgRequestPreVote => {
                     // A voter that never was one before (no earlier life's
                     // advert among its peers' state) acknowledged nothing:
                     // it may vote. Until its first push-pull it cannot tell.
-                    let s = self.shared.lock();
+                    let s = h.shared.lock();
                     if s.was_voter || !s.synced {
                         drop(s);
-                        self.meta.counters.votes_withheld += 1;
+                        self.counters.votes_withheld += 1;
                         return;
                     }
                 }
@@ -69,7 +69,7 @@ impl Node {
                 _ => {}
             }
         }
-        if let Some(raw) = self.meta.raw.as_mut() {
+        if let Some(raw) = self.raw.as_mut() {
             let mut msg = msg;
             // A leader that still counts this voter's acknowledgements from
             // before it lost its log sends a commit index past its last
@@ -77,18 +77,18 @@ impl Node {
             // leader then finds the gap and sends the rest.
             let last = raw.raft.raft_log.last_index();
             if msg.get_msg_type() == raft::eraftpb::MessageType::MsgHeartbeat && msg.commit > last {
-                self.meta.counters.raft_refused += 1;
+                self.counters.raft_refused += 1;
                 msg.commit = last;
             }
             let _ = raw.step(msg);
-            self.after_raft();
+            self.after_raft(h);
         }
-        if let (Some(c), Some(raw)) = (self.meta.catching_up, self.meta.raw.as_ref())
+        if let (Some(c), Some(raw)) = (self.catching_up, self.raw.as_ref())
             && c.heard
             && raw.raft.raft_log.persisted >= c.needed
             && raw.raft.raft_log.last_index() >= c.needed
         {
-            self.meta.catching_up = None;
+            self.catching_up = None;
             tracing::info!(
                 index = c.needed,
                 "metadata voter caught up with the leader; it votes again"
@@ -97,11 +97,11 @@ impl Node {
     }
 
     /// Handles every `Ready` raft-rs has, then tracks role changes.
-    pub(in crate::node::node::meta) fn after_raft(&mut self) {
+    pub(super) fn after_raft(&mut self, h: &mut Host<'_>) {
         let mut guard = 0;
         while guard < 64 {
             guard += 1;
-            let Some(raw) = self.meta.raw.as_mut() else {
+            let Some(raw) = self.raw.as_mut() else {
                 return;
             };
             if !raw.has_ready() {
@@ -109,37 +109,37 @@ impl Node {
             }
             let mut rd = raw.ready();
             let msgs = rd.take_messages();
-            self.send_raft(msgs);
-            let Some(raw) = self.meta.raw.as_mut() else {
+            self.send_raft(h, msgs);
+            let Some(raw) = self.raw.as_mut() else {
                 return;
             };
             if !rd.snapshot().is_empty() {
                 let snap = rd.snapshot().clone();
                 let before = raw.store().machine.placement.clone();
                 if let Err(e) = raw.mut_store().apply_snapshot(&snap) {
-                    return self.disk_failed(e);
+                    return self.disk_failed(h, e);
                 }
-                self.placement_replaced(before);
-                self.meta.advert_dirty = true;
-                let names = self.meta.machine().voter_names();
-                self.events.push_back(Event::VotersChanged(names));
+                self.placement_replaced(h, before);
+                self.advert_dirty = true;
+                let names = self.machine().voter_names();
+                h.events.push_back(Event::VotersChanged(names));
             }
             let committed = rd.take_committed_entries();
-            if !self.apply_committed(committed) {
+            if !self.apply_committed(h, committed) {
                 return;
             }
-            let Some(raw) = self.meta.raw.as_mut() else {
+            let Some(raw) = self.raw.as_mut() else {
                 return;
             };
             if !rd.entries().is_empty()
                 && let Err(e) = raw.mut_store().append(rd.entries())
             {
-                return self.disk_failed(e);
+                return self.disk_failed(h, e);
             }
             if let Some(hs) = rd.hs()
                 && let Err(e) = raw.mut_store().set_hard_state(hs)
             {
-                return self.disk_failed(e);
+                return self.disk_failed(h, e);
             }
             let reads = rd.take_read_states();
             let persisted = rd.take_persisted_messages();
@@ -147,72 +147,69 @@ impl Node {
             if let Some(c) = light.commit_index()
                 && let Err(e) = raw.mut_store().set_commit(c)
             {
-                return self.disk_failed(e);
+                return self.disk_failed(h, e);
             }
             let more = light.take_messages();
             let committed = light.take_committed_entries();
-            self.send_raft(persisted);
-            self.send_raft(more);
+            self.send_raft(h, persisted);
+            self.send_raft(h, more);
             for rs in reads {
                 if let Ok(ctx) = postcard::from_bytes::<ProposalCtx>(&rs.request_ctx)
-                    && ctx.proposer == self.identity.id
-                    && let Some(s) = self.meta.serving.get_mut(&ctx.token)
+                    && ctx.proposer == h.identity.id
+                    && let Some(s) = self.serving.get_mut(&ctx.token)
                 {
                     s.read_at = Some(rs.index);
                 }
             }
-            if !self.apply_committed(committed) {
+            if !self.apply_committed(h, committed) {
                 return;
             }
-            let Some(raw) = self.meta.raw.as_mut() else {
+            let Some(raw) = self.raw.as_mut() else {
                 return;
             };
             raw.advance_apply();
             match raw.mut_store().maybe_compact() {
                 Ok(_) => {}
-                Err(e) => return self.disk_failed(e),
+                Err(e) => return self.disk_failed(h, e),
             }
         }
-        self.serve_reads();
-        self.track_role();
+        self.serve_reads(h);
+        self.track_role(h);
     }
 
-    pub(in crate::node::node::meta) fn send_raft(&mut self, msgs: Vec<RaftMessage>) {
-        let cluster = self.meta.cluster;
+    pub(super) fn send_raft(&mut self, h: &mut Host<'_>, msgs: Vec<RaftMessage>) {
+        let cluster = self.cluster;
         for m in msgs {
-            let Some(to) = self.raft_peer_addr(m.to) else {
+            let Some(to) = self.raft_peer_addr(h, m.to) else {
                 continue;
             };
             let msg = RaftMsg {
-                from: self.identity.clone(),
+                from: h.identity.clone(),
                 cluster,
                 msg: encode_pb(&m),
             };
-            self.io.send_msg(to, &Message::Raft(msg));
+            h.io.send_msg(to, &Message::Raft(msg));
         }
     }
 
-    pub(in crate::node::node::meta) fn raft_peer_addr(
-        &self,
-        id: RaftId,
-    ) -> Option<std::net::SocketAddr> {
+    pub(super) fn raft_peer_addr(&self, h: &View<'_>, id: RaftId) -> Option<std::net::SocketAddr> {
         // A voter still catching up has no names yet: it answers the peers
         // that wrote to it.
         let name = self
-            .meta
             .machine()
             .names
             .get(&id)
-            .or_else(|| self.meta.peers.get(&id))?;
-        self.member(name)
+            .or_else(|| self.peers.get(&id))?;
+        h.members
+            .member(name)
             .filter(|m| m.state != MemberState::Left)
             .map(|m| m.identity.addr)
     }
 
     /// Applies committed entries; `false` when Raft stopped on the way.
-    pub(in crate::node::node::meta) fn apply_committed(&mut self, entries: Vec<Entry>) -> bool {
+    pub(super) fn apply_committed(&mut self, h: &mut Host<'_>, entries: Vec<Entry>) -> bool {
         for e in entries {
-            let Some(raw) = self.meta.raw.as_mut() else {
+            let Some(raw) = self.raw.as_mut() else {
                 return false;
             };
             if e.index <= raw.store().machine.applied {
@@ -231,17 +228,17 @@ impl Node {
                 let conf = Conf::from_raft(&cs);
                 let machine = &mut raw.mut_store().machine;
                 let voters = apply_conf_entry(machine, conf.clone(), &e.context, e.index, e.term);
-                self.events.push_back(Event::VotersChanged(voters));
-                self.meta.advert_dirty = true;
-                self.meta.advert_urgent = true;
-                let me = raft_id(&self.identity.id);
+                h.events.push_back(Event::VotersChanged(voters));
+                self.advert_dirty = true;
+                self.advert_urgent = true;
+                let me = raft_id(&h.identity.id);
                 let member = conf.voters.contains(&me)
                     || conf.voters_outgoing.contains(&me)
                     || conf.learners.contains(&me)
                     || conf.learners_next.contains(&me);
                 if !member {
                     tracing::info!("removed from the metadata voters");
-                    self.stop_raft(true);
+                    self.stop_raft(h, true);
                     return false;
                 }
                 continue;
@@ -249,108 +246,108 @@ impl Node {
             let machine = &mut raw.mut_store().machine;
             let reply = match apply_normal_entry(machine, &e.data, e.index, e.term) {
                 Some((entry, before, reply)) => {
-                    self.entry_applied(&entry, before, e.index);
+                    self.entry_applied(h, &entry, before, e.index);
                     reply
                 }
                 None => None,
             };
-            self.meta.advert_dirty = true;
+            self.advert_dirty = true;
             if let (Some(r), Ok(ctx)) = (reply, postcard::from_bytes::<ProposalCtx>(&e.context))
-                && ctx.proposer == self.identity.id
-                && let Some(s) = self.meta.serving.remove(&ctx.token)
+                && ctx.proposer == h.identity.id
+                && let Some(s) = self.serving.remove(&ctx.token)
             {
-                self.finish_serving(s, Ok(r));
+                self.finish_serving(h, s, Ok(r));
             }
         }
         true
     }
 
     /// Events for an applied entry.
-    pub(in crate::node::node::meta) fn entry_applied(
+    pub(super) fn entry_applied(
         &mut self,
+        h: &mut Host<'_>,
         e: &LogEntry,
         before: Option<Table>,
         index: u64,
     ) {
         match e {
-            LogEntry::Op(op) => self.meta_changed(op, index),
+            LogEntry::Op(op) => self.meta_changed(h, op, index),
             LogEntry::Placement(t) => {
-                self.meta.placement_proposed = None;
+                self.placement_proposed = None;
                 let diff = t.diff(before.as_ref());
                 if !diff.is_empty() {
-                    self.events.push_back(Event::PlacementChanged(diff));
+                    h.events.push_back(Event::PlacementChanged(diff));
                 }
             }
         }
     }
 
     /// A `PlacementChanged` event when a snapshot replaced the table.
-    pub(in crate::node::node::meta) fn placement_replaced(&mut self, before: Option<Table>) {
-        if let Some(t) = &self.meta.machine().placement {
+    pub(super) fn placement_replaced(&mut self, h: &mut Host<'_>, before: Option<Table>) {
+        if let Some(t) = &self.machine().placement {
             let diff = t.diff(before.as_ref());
             if !diff.is_empty() {
-                self.events.push_back(Event::PlacementChanged(diff));
+                h.events.push_back(Event::PlacementChanged(diff));
             }
         }
     }
 
-    pub(in crate::node::node::meta) fn meta_changed(&mut self, op: &MetaOp, index: u64) {
+    pub(super) fn meta_changed(&mut self, h: &mut Host<'_>, op: &MetaOp, index: u64) {
         if op.is_read() {
             return;
         }
-        let value = self.meta.machine().kv.get(op.key()).cloned();
-        self.events.push_back(Event::MetadataChanged {
+        let value = self.machine().kv.get(op.key()).cloned();
+        h.events.push_back(Event::MetadataChanged {
             key: op.key().to_owned(),
             value,
             index,
         });
     }
 
-    pub(in crate::node::node::meta) fn serve_reads(&mut self) {
-        let applied = self.meta.machine().applied;
+    pub(super) fn serve_reads(&mut self, h: &mut Host<'_>) {
+        let applied = self.machine().applied;
         let ready: Vec<u64> = self
-            .meta
             .serving
             .iter()
             .filter(|(_, s)| s.read_at.is_some_and(|i| i <= applied))
             .map(|(t, _)| *t)
             .collect();
         for t in ready {
-            if let Some(s) = self.meta.serving.remove(&t) {
-                let r = self.meta.machine().read(&s.op);
-                self.finish_serving(s, Ok(r));
+            if let Some(s) = self.serving.remove(&t) {
+                let r = self.machine().read(&s.op);
+                self.finish_serving(h, s, Ok(r));
             }
         }
     }
 
-    pub(in crate::node::node::meta) fn track_role(&mut self) {
-        let Some(raw) = self.meta.raw.as_mut() else {
+    pub(super) fn track_role(&mut self, h: &mut Host<'_>) {
+        let Some(raw) = self.raw.as_mut() else {
             return;
         };
         let now = (raw.raft.state, raw.raft.term);
-        if self.meta.last_role != Some(now) {
-            self.meta.last_role = Some(now);
-            let e = self.meta.cfg.election_ticks.max(2);
-            let t = self.rng.random_range(e..2 * e);
-            if let Some(raw) = self.meta.raw.as_mut() {
+        if self.last_role != Some(now) {
+            self.last_role = Some(now);
+            let e = self.cfg.election_ticks.max(2);
+            let t = h.rng.random_range(e..2 * e);
+            if let Some(raw) = self.raw.as_mut() {
                 raw.raft.set_randomized_election_timeout(t);
             }
-            self.meta.advert_dirty = true;
-            self.meta.advert_urgent = true;
+            self.advert_dirty = true;
+            self.advert_urgent = true;
         }
-        let Some(raw) = self.meta.raw.as_ref() else {
+        let Some(raw) = self.raw.as_ref() else {
             return;
         };
         let leader = raw.raft.leader_id;
         let term = raw.raft.term;
-        if leader != self.meta.last_leader {
-            self.meta.last_leader = leader;
-            self.meta.counters.leader_changes += 1;
-            let name = self.meta.machine().names.get(&leader).cloned();
-            self.events
+        if leader != self.last_leader {
+            self.last_leader = leader;
+            self.counters.leader_changes += 1;
+            let name = self.machine().names.get(&leader).cloned();
+            h.events
                 .push_back(Event::LeaderChanged { leader: name, term });
-            self.meta.advert_dirty = true;
-            self.meta.advert_urgent = true;
+            self.advert_dirty = true;
+            self.advert_urgent = true;
         }
     }
 }
@@ -364,7 +361,7 @@ impl Node {
 /// Applies a configuration change, decided by the caller (`conf`), to
 /// `machine`, with the voters' names from the entry's context. The voters'
 /// names after it.
-pub(in crate::node::node::meta) fn apply_conf_entry(
+pub(crate) fn apply_conf_entry(
     machine: &mut Machine,
     conf: Conf,
     context: &[u8],
@@ -380,7 +377,7 @@ pub(in crate::node::node::meta) fn apply_conf_entry(
 /// before it (for the events) and the answer for its proposer; `None`, the
 /// index skipped, when the data is empty (a new leader's entry) or does
 /// not decode.
-pub(in crate::node::node::meta) fn apply_normal_entry(
+pub(crate) fn apply_normal_entry(
     machine: &mut Machine,
     data: &[u8],
     index: u64,

@@ -3,9 +3,9 @@
 
 use super::*;
 
-impl Node {
-    pub(in crate::node::node::meta) fn maybe_change_voters(&mut self) {
-        let Some(raw) = self.meta.raw.as_ref() else {
+impl MetaCore {
+    pub(super) fn maybe_change_voters(&mut self, h: &mut Host<'_>) {
+        let Some(raw) = self.raw.as_ref() else {
             return;
         };
         if raw.raft.state != StateRole::Leader {
@@ -23,37 +23,37 @@ impl Node {
             .filter_map(|id| machine.names.get(id))
             .map(|id| Voter {
                 id: id.clone(),
-                zone: self.zone_of(id),
-                healthy: *id == self.identity.id
-                    || self.member(id).is_some_and(|m| {
+                zone: self.zone_of(h, id),
+                healthy: *id == h.identity.id
+                    || h.members.member(id).is_some_and(|m| {
                         matches!(m.state, MemberState::Alive | MemberState::Suspect)
                     }),
-                removal_asked: self.removal_asked(id),
+                removal_asked: self.removal_asked(h, id),
             })
             .collect();
-        let mut candidates: Vec<Candidate> = self
+        let mut candidates: Vec<Candidate> = h
+            .members
             .views()
-            .filter(|m| m.state == MemberState::Alive && self.eligible(&m.identity.id))
+            .filter(|m| m.state == MemberState::Alive && self.eligible(h, &m.identity.id))
             .map(|m| Candidate {
                 id: m.identity.id.clone(),
-                zone: self.zone_of(&m.identity.id),
+                zone: self.zone_of(h, &m.identity.id),
                 up_since: m.since,
             })
             .collect();
         // The initial voters chosen at bootstrap come first.
         let preferred: Vec<Candidate> = candidates
             .iter()
-            .filter(|c| self.meta.preferred.contains(&c.id) && !voters.iter().any(|v| v.id == c.id))
+            .filter(|c| self.preferred.contains(&c.id) && !voters.iter().any(|v| v.id == c.id))
             .cloned()
             .collect();
         if !preferred.is_empty() {
             candidates = preferred;
         } else {
-            self.meta.preferred.clear();
+            self.preferred.clear();
         }
-        let Some(change) = policy::next_change(&voters, &candidates, self.meta.cfg.target_voters)
-        else {
-            self.clean_up_removals();
+        let Some(change) = policy::next_change(&voters, &candidates, self.cfg.target_voters) else {
+            self.clean_up_removals(h);
             return;
         };
         let single = |id: &NodeId, t: ConfChangeType| {
@@ -85,26 +85,25 @@ impl Node {
         };
         tracing::info!(change = ?change, "changing the metadata voters");
         let ctx = postcard::to_stdvec(&names).unwrap_or_default();
-        if let Some(raw) = self.meta.raw.as_mut() {
+        if let Some(raw) = self.raw.as_mut() {
             let _ = raw.propose_conf_change(ctx, cc);
         }
-        self.after_raft();
+        self.after_raft(h);
     }
 
     /// On the leader, with no voter change under way: deletes one
     /// voter-removal request (`roster voters remove`) whose voter is no
     /// longer a voter, so that it cannot apply to a later voter of the same
     /// name. One proposal per [`PLACEMENT_RETRY`] at most.
-    pub(in crate::node::node::meta) fn clean_up_removals(&mut self) {
-        let now = self.io.now;
+    pub(super) fn clean_up_removals(&mut self, h: &mut Host<'_>) {
+        let now = h.io.now;
         if self
-            .meta
             .removal_cleanup_proposed
             .is_some_and(|t| now < t + PLACEMENT_RETRY)
         {
             return;
         }
-        let machine = self.meta.machine();
+        let machine = self.machine();
         let prefix = crate::node::meta::REMOVE_VOTER_PREFIX;
         let voters = machine.voter_names();
         let done = machine
@@ -117,21 +116,21 @@ impl Node {
             return;
         };
         let data = postcard::to_stdvec(&LogEntry::Op(MetaOp::Delete { key })).unwrap_or_default();
-        if let Some(raw) = self.meta.raw.as_mut()
+        if let Some(raw) = self.raw.as_mut()
             && raw.propose(Vec::new(), data).is_ok()
         {
-            self.meta.removal_cleanup_proposed = Some(now);
+            self.removal_cleanup_proposed = Some(now);
         }
-        self.after_raft();
+        self.after_raft(h);
     }
 
     /// Whether a member may own partitions (its `owner` tag is not
     /// "false").
-    pub(in crate::node::node::meta) fn owner_eligible(&self, id: &NodeId) -> bool {
-        if *id == self.identity.id && !self.meta.cfg.owner {
+    pub(super) fn owner_eligible(&self, h: &View<'_>, id: &NodeId) -> bool {
+        if *id == h.identity.id && !self.cfg.owner {
             return false;
         }
-        self.shared
+        h.shared
             .lock()
             .store
             .get(id, "tag:owner")
@@ -141,16 +140,15 @@ impl Node {
     /// The leader recomputes the placement when the eligible owners (live
     /// members, Suspect included, Down and Left excluded) differ from the
     /// ones the committed table was made for, and commits it.
-    pub(in crate::node::node::meta) fn maybe_place(&mut self) {
-        let now = self.io.now;
-        let Some(raw) = self.meta.raw.as_ref() else {
+    pub(super) fn maybe_place(&mut self, h: &mut Host<'_>) {
+        let now = h.io.now;
+        let Some(raw) = self.raw.as_ref() else {
             return;
         };
         if raw.raft.state != StateRole::Leader {
             return;
         }
         if self
-            .meta
             .placement_proposed
             .is_some_and(|t| now < t + PLACEMENT_RETRY)
         {
@@ -161,16 +159,17 @@ impl Node {
             return;
         }
         let mut owners: Vec<Owner> = Vec::new();
-        let me = self.identity.id.clone();
+        let me = h.identity.id.clone();
         let candidates = std::iter::once(me).chain(
-            self.views()
+            h.members
+                .views()
                 .filter(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
                 .map(|m| m.identity.id.clone()),
         );
         for id in candidates {
-            if self.owner_eligible(&id) {
+            if self.owner_eligible(h, &id) {
                 owners.push(Owner {
-                    zone: self.zone_of(&id),
+                    zone: self.zone_of(h, &id),
                     id,
                 });
             }
@@ -188,17 +187,17 @@ impl Node {
             machine.replication_factor,
         );
         let data = postcard::to_stdvec(&LogEntry::Placement(table)).unwrap_or_default();
-        if let Some(raw) = self.meta.raw.as_mut()
+        if let Some(raw) = self.raw.as_mut()
             && raw.propose(Vec::new(), data).is_ok()
         {
             tracing::info!(owners = ids.len(), "proposing a new partition placement");
-            self.meta.placement_proposed = Some(now);
+            self.placement_proposed = Some(now);
         }
-        self.after_raft();
+        self.after_raft(h);
     }
 
-    pub(in crate::node::node::meta) fn zone_of(&self, id: &NodeId) -> Option<String> {
-        self.shared
+    pub(super) fn zone_of(&self, h: &View<'_>, id: &NodeId) -> Option<String> {
+        h.shared
             .lock()
             .store
             .get(id, "tag:zone")
@@ -214,34 +213,34 @@ impl Node {
     /// again). A voter still in the configuration is never dropped this way.
     /// The same holds for a node made a voter that went down before it
     /// applied its first configuration.
-    pub(in crate::node::node::meta) fn maybe_step_down_zombie(&mut self) {
-        let now = self.io.now;
-        let Some(raw) = self.meta.raw.as_ref() else {
-            self.meta.leaderless_since = None;
+    pub(super) fn maybe_step_down_zombie(&mut self, h: &mut Host<'_>) {
+        let now = h.io.now;
+        let Some(raw) = self.raw.as_ref() else {
+            self.leaderless_since = None;
             return;
         };
         // A node made a voter that went down before it applied its first
         // configuration is in no configuration of its own: it never
         // campaigns, and still names the leader that added it.
         if raw.raft.leader_id != raft::INVALID_ID && raw.raft.promotable() {
-            self.meta.leaderless_since = None;
+            self.leaderless_since = None;
             return;
         }
-        let since = *self.meta.leaderless_since.get_or_insert(now);
+        let since = *self.leaderless_since.get_or_insert(now);
         if now < since + ZOMBIE_AFTER {
             return;
         }
         let applied = raw.store().machine.applied;
-        let cluster = self.meta.cluster;
-        let me = self.identity.id.clone();
-        let removed = self.adverts().into_iter().any(|(id, a)| {
+        let cluster = self.cluster;
+        let me = h.identity.id.clone();
+        let removed = self.adverts(h).into_iter().any(|(id, a)| {
             a.cluster == cluster
                 && a.voter
                 && a.applied >= applied
                 && a.leader.as_ref() == Some(&id)
                 && !a.voters.is_empty()
                 && !a.voters.contains(&me)
-                && self
+                && h.members
                     .member(&id)
                     .is_some_and(|m| m.state == MemberState::Alive)
         });
@@ -249,7 +248,7 @@ impl Node {
             tracing::warn!(
                 "removed from the metadata voters while cut off; following as a non-voter"
             );
-            self.stop_raft(true);
+            self.stop_raft(h, true);
         }
     }
 }

@@ -14,8 +14,20 @@
 //!   cluster and adds the others one at a time.
 //! - Election timeouts come from the node's seeded RNG (raft-rs' own range
 //!   is pinned to a single value and overridden after every role change).
+//!
+//! [`MetaCore`] is a component of the node, driven like the node is: each
+//! input (a Raft or metadata message, a tick, a client request) is a method
+//! call that takes a [`Host`] lent by the node for that call. The host gives
+//! the engine a read-only [`View`] of the node (its identity, its listing of
+//! members, the gossiped state, whether it has joined), the node's clock,
+//! timers and outgoing queue, its seeded RNG and its event queue; what the
+//! engine asks of the node after the call (write this node's advert, let
+//! the membership engine catch up) it leaves in the host. The engine reads
+//! and writes nothing else of the node: the node's side is
+//! `node/node/meta.rs`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use raft::eraftpb::{
@@ -26,7 +38,6 @@ use raft::{RawNode, StateRole};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
-use super::Node;
 use crate::node::identity::{Identity, NodeId};
 use crate::node::meta::machine::{Conf, ConfNames, LogEntry, Machine};
 use crate::node::meta::placement::{self, Owner, Role, Table};
@@ -37,11 +48,12 @@ use crate::node::meta::{
     ReadMode, raft_id,
 };
 use crate::node::swim::TimerKind;
+use crate::node::swim::{Io, SharedRef};
 use crate::node::wire::{
     BootstrapAsk, BootstrapGrant, Message, MetaPull, MetaPush, MetaRequest, MetaResponse,
     PushedEntry, RaftMsg,
 };
-use crate::node::{Event, MemberState, Now};
+use crate::node::{Event, MemberState, Members};
 
 mod bootstrap;
 mod consensus;
@@ -142,6 +154,50 @@ struct CatchUp {
     heard: bool,
     /// The highest commit index (or snapshot index) a leader told.
     needed: u64,
+}
+
+/// What the metadata engine reads of the node it runs in: the node's
+/// identity, its listing of members, the gossiped state, and how far it
+/// has joined.
+pub(crate) struct View<'a> {
+    pub(crate) identity: &'a Identity,
+    pub(crate) shared: &'a SharedRef,
+    pub(crate) members: Members<'a>,
+    pub(crate) left: bool,
+    pub(crate) joined: bool,
+    pub(crate) seeds: &'a [SocketAddr],
+    pub(crate) answered_seeds: &'a [SocketAddr],
+    pub(crate) max_value_bytes: usize,
+}
+
+impl View<'_> {
+    /// `owner`'s `key` in the gossiped state.
+    pub(crate) fn state(&self, owner: &NodeId, key: &str) -> Option<Vec<u8>> {
+        self.shared.lock().store.get(owner, key).map(<[u8]>::to_vec)
+    }
+}
+
+/// What one call into the metadata engine works with: the [`View`] of the
+/// node, the node's clock, timers and outgoing messages (`io`), its seeded
+/// RNG and its event queue; and what the node does once the call returns
+/// (write this node's advert, let the membership engine catch up).
+pub(crate) struct Host<'a> {
+    pub(crate) view: View<'a>,
+    pub(crate) io: &'a mut Io,
+    pub(crate) rng: &'a mut rand::rngs::Xoshiro256PlusPlus,
+    pub(crate) events: &'a mut VecDeque<Event>,
+    /// This node's advert to write to its gossiped state.
+    pub(crate) advert: Option<Vec<u8>>,
+    /// Whether the node runs its after-call work (queued gossip, events).
+    pub(crate) after_swim: bool,
+}
+
+impl<'a> std::ops::Deref for Host<'a> {
+    type Target = View<'a>;
+
+    fn deref(&self) -> &View<'a> {
+        &self.view
+    }
 }
 
 /// Per-node state of the metadata engine.
@@ -292,22 +348,15 @@ fn parse_conf_change(e_type: EntryType, data: &[u8]) -> Option<ConfChangeV2> {
     }
 }
 
-impl Node {
-    pub(super) fn now_full(&self) -> Now {
-        Now {
-            mono: self.io.now,
-            wall_ms: self.shared.lock().wall_ms,
-        }
-    }
-
+impl MetaCore {
     /// Opens the Raft state saved on the disk, if any (a voter restarting).
-    pub(super) fn meta_start(&mut self) {
-        let Some(disk) = self.meta.disk.take() else {
+    pub(crate) fn meta_start(&mut self, h: &mut Host<'_>) {
+        let Some(disk) = self.disk.take() else {
             return;
         };
         match RaftStore::open(disk) {
             Ok((store, true)) => {
-                self.meta.cluster = store.machine.cluster;
+                self.cluster = store.machine.cluster;
                 tracing::info!(
                     cluster = format!("{:016x}", store.machine.cluster),
                     snapshot_index = store.machine.applied,
@@ -315,26 +364,26 @@ impl Node {
                     commit = store.hard_state().commit,
                     "loaded raft state from disk"
                 );
-                self.start_raft(store);
+                self.start_raft(h, store);
             }
             Ok((store, false)) => {
                 let (disk, _) = store.into_parts();
-                self.meta.disk = Some(disk);
+                self.disk = Some(disk);
             }
             Err(e) => {
                 self.disk_lost(&e, "raft state unreadable; running as a non-voter");
             }
         }
-        let t = self.meta.cfg.tick;
-        self.io.schedule(t, TimerKind::MetaTick);
+        let t = self.cfg.tick;
+        h.io.schedule(t, TimerKind::MetaTick);
     }
 
-    fn raft_config(&self, applied: u64) -> raft::Config {
-        let e = self.meta.cfg.election_ticks.max(2);
+    fn raft_config(&self, h: &View<'_>, applied: u64) -> raft::Config {
+        let e = self.cfg.election_ticks.max(2);
         raft::Config {
-            id: raft_id(&self.identity.id),
+            id: raft_id(&h.identity.id),
             election_tick: e,
-            heartbeat_tick: self.meta.cfg.heartbeat_ticks.clamp(1, e - 1),
+            heartbeat_tick: self.cfg.heartbeat_ticks.clamp(1, e - 1),
             // raft-rs draws from a thread-local RNG in this range; the node
             // overrides the draw after every role or term change with one
             // from its seeded RNG, before the next tick (see track_role).
@@ -349,16 +398,16 @@ impl Node {
         }
     }
 
-    fn start_raft(&mut self, store: RaftStore) {
+    fn start_raft(&mut self, h: &mut Host<'_>, store: RaftStore) {
         let applied = store.machine.applied;
-        let cfg = self.raft_config(applied);
-        match RawNode::new(&cfg, store, &self.meta.logger) {
+        let cfg = self.raft_config(h, applied);
+        match RawNode::new(&cfg, store, &self.logger) {
             Ok(raw) => {
-                self.meta.raw = Some(raw);
-                self.meta.last_role = None;
-                self.meta.advert_dirty = true;
-                self.meta.advert_urgent = true;
-                self.after_raft();
+                self.raw = Some(raw);
+                self.last_role = None;
+                self.advert_dirty = true;
+                self.advert_urgent = true;
+                self.after_raft(h);
             }
             Err(e) => {
                 self.disk_lost(&e, "raft could not start; running as a non-voter");
@@ -368,24 +417,25 @@ impl Node {
 
     /// Leaves Raft (removed from the voters, or a storage failure): the
     /// applied machine stays as this node's copy.
-    fn stop_raft(&mut self, clear: bool) {
-        let Some(mut raw) = self.meta.raw.take() else {
+    fn stop_raft(&mut self, h: &mut Host<'_>, clear: bool) {
+        let Some(mut raw) = self.raw.take() else {
             return;
         };
-        self.meta.catching_up = None;
+        self.catching_up = None;
         let mut store = std::mem::replace(raw.mut_store(), RaftStore::detached());
         if clear && let Err(e) = store.clear_disk() {
-            self.meta.counters.disk_errors += 1;
+            self.counters.disk_errors += 1;
             tracing::error!(error = %e, "could not clear raft state");
         }
         let (disk, machine) = store.into_parts();
-        self.meta.disk = Some(disk);
-        self.meta.copy = machine;
-        self.meta.last_role = None;
-        self.meta.advert_dirty = true;
-        self.meta.advert_urgent = true;
-        for (_, s) in std::mem::take(&mut self.meta.serving) {
+        self.disk = Some(disk);
+        self.copy = machine;
+        self.last_role = None;
+        self.advert_dirty = true;
+        self.advert_urgent = true;
+        for (_, s) in std::mem::take(&mut self.serving) {
             self.finish_serving(
+                h,
                 s,
                 Err(MetaError::Interrupted(
                     "the voter serving it left the voters".into(),
@@ -397,71 +447,66 @@ impl Node {
     /// The disk could not be opened (it was handed to a store that failed):
     /// count it, log it, and go on as a non-voter on a throwaway disk.
     fn disk_lost(&mut self, e: &dyn std::fmt::Display, what: &str) {
-        self.meta.counters.disk_errors += 1;
+        self.counters.disk_errors += 1;
         tracing::error!(error = %e, "{what}");
-        self.meta.disk = Some(Box::new(crate::node::meta::MemDisk::default()));
+        self.disk = Some(Box::new(crate::node::meta::MemDisk::default()));
     }
 
-    fn disk_failed(&mut self, e: DiskError) {
-        self.meta.counters.disk_errors += 1;
+    fn disk_failed(&mut self, h: &mut Host<'_>, e: DiskError) {
+        self.counters.disk_errors += 1;
         tracing::error!(error = %e, "raft storage failed; leaving the voters");
-        self.stop_raft(false);
+        self.stop_raft(h, false);
     }
 
     // ----- periodic work -----
 
-    pub(super) fn on_meta_tick(&mut self) {
-        let every = if self.meta.raw.is_some() {
-            self.meta.cfg.tick
+    pub(crate) fn on_meta_tick(&mut self, h: &mut Host<'_>) {
+        let every = if self.raw.is_some() {
+            self.cfg.tick
         } else {
-            self.meta.cfg.tick * 5
+            self.cfg.tick * 5
         };
-        self.io.schedule(every, TimerKind::MetaTick);
-        self.meta.ticks += 1;
-        if let Some(raw) = self.meta.raw.as_mut() {
+        h.io.schedule(every, TimerKind::MetaTick);
+        self.ticks += 1;
+        if let Some(raw) = self.raw.as_mut() {
             raw.tick();
-            self.after_raft();
+            self.after_raft(h);
         }
-        self.expire_requests();
-        let now = self.io.now;
-        if self.meta.raw.is_none() || self.meta.ticks.is_multiple_of(5) {
-            self.maybe_bootstrap();
-            self.maybe_pull();
+        self.expire_requests(h);
+        let now = h.io.now;
+        if self.raw.is_none() || self.ticks.is_multiple_of(5) {
+            self.maybe_bootstrap(h);
+            self.maybe_pull(h);
         }
-        if self.meta.ticks.is_multiple_of(10) {
-            self.maybe_change_voters();
-            self.maybe_place();
-            self.maybe_step_down_zombie();
+        if self.ticks.is_multiple_of(10) {
+            self.maybe_change_voters(h);
+            self.maybe_place(h);
+            self.maybe_step_down_zombie(h);
         }
-        if self.meta.advert_dirty
-            && (self.meta.advert_urgent
-                || self
-                    .meta
-                    .last_advert
-                    .is_none_or(|t| now >= t + ADVERT_EVERY))
+        if self.advert_dirty
+            && (self.advert_urgent || self.last_advert.is_none_or(|t| now >= t + ADVERT_EVERY))
         {
-            self.advertise();
+            self.advertise(h);
         }
     }
 
-    fn expire_requests(&mut self) {
-        let now = self.io.now;
-        let ms = self.meta.cfg.request_timeout.as_millis() as u64;
+    fn expire_requests(&mut self, h: &mut Host<'_>) {
+        let now = h.io.now;
+        let ms = self.cfg.request_timeout.as_millis() as u64;
         let expired: Vec<u64> = self
-            .meta
             .serving
             .iter()
             .filter(|(_, s)| now >= s.deadline)
             .map(|(t, _)| *t)
             .collect();
         for t in expired {
-            if let Some(s) = self.meta.serving.remove(&t) {
-                self.finish_serving(s, Err(MetaError::Timeout { ms }));
+            if let Some(s) = self.serving.remove(&t) {
+                self.finish_serving(h, s, Err(MetaError::Timeout { ms }));
             }
         }
         let mut retry = Vec::new();
         let mut dead = Vec::new();
-        for (id, p) in &self.meta.requests {
+        for (id, p) in &self.requests {
             if now >= p.deadline {
                 dead.push(*id);
             } else if p.retry_at.is_some_and(|t| now >= t) {
@@ -469,7 +514,7 @@ impl Node {
             }
         }
         for id in dead {
-            if let Some(p) = self.meta.requests.remove(&id) {
+            if let Some(p) = self.requests.remove(&id) {
                 let err = match p.last_error {
                     Some(e @ (MetaError::NoLeader(_) | MetaError::NoCluster { .. })) => e,
                     _ => MetaError::Timeout { ms },
@@ -478,7 +523,7 @@ impl Node {
             }
         }
         for id in retry {
-            self.dispatch(id);
+            self.dispatch(h, id);
         }
     }
 
@@ -486,16 +531,16 @@ impl Node {
 
     /// The Raft term this node leads, while it is the metadata leader
     /// (cheaper than [`Node::meta_status`]).
-    pub fn meta_leading_term(&self) -> Option<u64> {
-        let raw = self.meta.raw.as_ref()?;
+    pub(crate) fn meta_leading_term(&self) -> Option<u64> {
+        let raw = self.raw.as_ref()?;
         (raw.raft.state == StateRole::Leader).then_some(raw.raft.term)
     }
 
     /// The metadata cluster as this node sees it.
-    pub fn meta_status(&self) -> MetaStatus {
-        let m = self.meta.machine();
-        let cluster = self.meta_cluster();
-        match self.meta.raw.as_ref() {
+    pub(crate) fn meta_status(&self, h: &View<'_>) -> MetaStatus {
+        let m = self.machine();
+        let cluster = self.meta_cluster(h);
+        match self.raw.as_ref() {
             Some(raw) => {
                 let role = match raw.raft.state {
                     StateRole::Leader => RaftRole::Leader,
@@ -515,14 +560,15 @@ impl Node {
                 }
             }
             None => {
-                let adverts = self.adverts();
+                let adverts = self.adverts(h);
                 let best = adverts
                     .iter()
                     .filter(|(_, a)| Some(a.cluster) == cluster && a.voter)
                     .max_by_key(|(_, a)| (a.term, a.applied));
                 let leader = best.and_then(|(_, a)| a.leader.clone());
                 let quorum = leader.as_ref().is_some_and(|l| {
-                    self.member(l)
+                    h.members
+                        .member(l)
                         .is_some_and(|m| m.state == MemberState::Alive)
                 });
                 MetaStatus {
@@ -546,24 +592,24 @@ impl Node {
     }
 
     /// The committed partition placement in this node's copy.
-    pub fn partitions(&self) -> Option<&Table> {
-        self.meta.machine().placement.as_ref()
+    pub(crate) fn partitions(&self) -> Option<&Table> {
+        self.machine().placement.as_ref()
     }
 
     /// The partition of `key` (`None` before a cluster formed).
-    pub fn partition_for_key(&self, key: &[u8]) -> Option<u32> {
-        let n = self.meta.machine().partition_count;
+    pub(crate) fn partition_for_key(&self, key: &[u8]) -> Option<u32> {
+        let n = self.machine().partition_count;
         (n > 0).then(|| placement::partition_for_key(key, n))
     }
 
     /// The primary owner of `key`.
-    pub fn primary_for_key(&self, key: &[u8]) -> Option<NodeId> {
+    pub(crate) fn primary_for_key(&self, key: &[u8]) -> Option<NodeId> {
         let p = self.partition_for_key(key)?;
         self.partitions()?.primary(p).cloned()
     }
 
     /// The replica owners of `key` (primary excluded).
-    pub fn replicas_for_key(&self, key: &[u8]) -> Vec<NodeId> {
+    pub(crate) fn replicas_for_key(&self, key: &[u8]) -> Vec<NodeId> {
         match (self.partition_for_key(key), self.partitions()) {
             (Some(p), Some(t)) => t.owners_of(p).iter().skip(1).cloned().collect(),
             _ => Vec::new(),
@@ -571,30 +617,30 @@ impl Node {
     }
 
     /// Whether this node is `key`'s primary.
-    pub fn is_primary_for_key(&self, key: &[u8]) -> bool {
-        self.should_handle_key(key) == Role::Primary
+    pub(crate) fn is_primary_for_key(&self, h: &View<'_>, key: &[u8]) -> bool {
+        self.should_handle_key(h, key) == Role::Primary
     }
 
     /// This node's role for `key`.
-    pub fn should_handle_key(&self, key: &[u8]) -> Role {
+    pub(crate) fn should_handle_key(&self, h: &View<'_>, key: &[u8]) -> Role {
         match (self.partition_for_key(key), self.partitions()) {
-            (Some(p), Some(t)) => t.role(p, &self.identity.id),
+            (Some(p), Some(t)) => t.role(p, &h.identity.id),
             _ => Role::None,
         }
     }
 
     /// This node's copy of one metadata key (a stale read, no I/O).
-    pub fn meta_local(&self, key: &str) -> Option<Vec<u8>> {
-        self.meta.machine().kv.get(key).cloned()
+    pub(crate) fn meta_local(&self, key: &str) -> Option<Vec<u8>> {
+        self.machine().kv.get(key).cloned()
     }
 
     /// This node's copy of the metadata store.
-    pub fn meta_machine(&self) -> &Machine {
-        self.meta.machine()
+    pub(crate) fn meta_machine(&self) -> &Machine {
+        self.machine()
     }
 
     /// Metadata counters.
-    pub fn meta_counters(&self) -> MetaCounters {
-        self.meta.counters
+    pub(crate) fn meta_counters(&self) -> MetaCounters {
+        self.counters
     }
 }

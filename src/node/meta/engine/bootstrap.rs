@@ -3,27 +3,27 @@
 
 use super::*;
 
-impl Node {
+impl MetaCore {
     /// The live eligible view for a bootstrap, or `None` when the view is
     /// not clean and settled (a member suspected or recently Down, a join
     /// address that never answered, members still coming).
-    pub(in crate::node::node::meta) fn bootstrap_view(&mut self) -> Option<Vec<NodeId>> {
+    pub(super) fn bootstrap_view(&mut self, h: &mut Host<'_>) -> Option<Vec<NodeId>> {
         // A node that expects to bootstrap alone and has no one to join need
         // not wait to have joined anyone.
-        let alone = self.meta.cfg.bootstrap_expect <= 1 && self.seeds.is_empty();
-        if !self.meta.cfg.voter || !(self.joined || alone) || self.left {
+        let alone = self.cfg.bootstrap_expect <= 1 && h.seeds.is_empty();
+        if !self.cfg.voter || !(h.joined || alone) || h.left {
             return None;
         }
-        if self.meta.raw.is_some() || self.meta_cluster().is_some() {
+        if self.raw.is_some() || self.meta_cluster(h).is_some() {
             return None;
         }
-        let now = self.io.now;
-        let grace = self.meta.cfg.bootstrap_down_grace;
+        let now = h.io.now;
+        let grace = self.cfg.bootstrap_down_grace;
         // This runs on every metadata tick of every node until a cluster
         // exists: fingerprint the live set first (no allocation), build the
         // list only once it has settled.
-        let mut fingerprint = self.identity.id.fingerprint();
-        for m in self.views() {
+        let mut fingerprint = h.identity.id.fingerprint();
+        for m in h.members.views() {
             match m.state {
                 MemberState::Alive => {
                     fingerprint = fingerprint.wrapping_add(m.identity.id.fingerprint());
@@ -33,26 +33,27 @@ impl Node {
                 MemberState::Down | MemberState::Left => {}
             }
         }
-        let seeds_ok = now >= self.meta.started + grace
-            || self.seeds.iter().all(|s| {
-                self.answered_seeds.contains(s)
-                    || self
+        let seeds_ok = now >= self.started + grace
+            || h.seeds.iter().all(|s| {
+                h.answered_seeds.contains(s)
+                    || h.members
                         .views()
                         .any(|m| m.identity.addr == *s && m.state == MemberState::Alive)
             });
         if !seeds_ok {
             return None;
         }
-        if fingerprint != self.meta.alive_view {
-            self.meta.alive_view = fingerprint;
-            self.meta.alive_changed = now;
+        if fingerprint != self.alive_view {
+            self.alive_view = fingerprint;
+            self.alive_changed = now;
         }
-        if now < self.meta.alive_changed + self.meta.cfg.bootstrap_settle {
+        if now < self.alive_changed + self.cfg.bootstrap_settle {
             return None;
         }
-        let mut alive: Vec<NodeId> = std::iter::once(self.identity.id.clone())
+        let mut alive: Vec<NodeId> = std::iter::once(h.identity.id.clone())
             .chain(
-                self.views()
+                h.members
+                    .views()
                     .filter(|m| m.state == MemberState::Alive)
                     .map(|m| m.identity.id.clone()),
             )
@@ -60,38 +61,38 @@ impl Node {
         alive.sort();
         let eligible: Vec<NodeId> = alive
             .into_iter()
-            .filter(|id| *id == self.identity.id || self.eligible(id))
+            .filter(|id| *id == h.identity.id || self.eligible(h, id))
             .collect();
-        (eligible.len() >= self.meta.cfg.bootstrap_expect.max(1)).then_some(eligible)
+        (eligible.len() >= self.cfg.bootstrap_expect.max(1)).then_some(eligible)
     }
 
     /// Whether a member may be a voter (its `voter` tag is not "false").
-    pub(in crate::node::node::meta) fn eligible(&self, id: &NodeId) -> bool {
-        self.shared
+    pub(super) fn eligible(&self, h: &View<'_>, id: &NodeId) -> bool {
+        h.shared
             .lock()
             .store
             .get(id, "tag:voter")
             .is_none_or(|v| v != b"false")
     }
 
-    pub(in crate::node::node::meta) fn maybe_bootstrap(&mut self) {
-        let now = self.io.now;
-        if let Some(a) = &self.meta.asking
+    pub(super) fn maybe_bootstrap(&mut self, h: &mut Host<'_>) {
+        let now = h.io.now;
+        if let Some(a) = &self.asking
             && now >= a.deadline
         {
-            self.meta.asking = None;
+            self.asking = None;
         }
-        if self.meta.asking.is_some() {
+        if self.asking.is_some() {
             return;
         }
-        let Some(eligible) = self.bootstrap_view() else {
+        let Some(eligible) = self.bootstrap_view(h) else {
             return;
         };
-        let set = policy::bootstrap_set(&eligible, self.meta.cfg.target_voters);
-        if set.first() != Some(&self.identity.id) {
+        let set = policy::bootstrap_set(&eligible, self.cfg.target_voters);
+        if set.first() != Some(&h.identity.id) {
             return;
         }
-        if let Some((c, _, until)) = &self.meta.grant
+        if let Some((c, _, until)) = &self.grant
             && now < *until
             && *c != 0
         {
@@ -100,26 +101,26 @@ impl Node {
         }
         // One id per candidate, kept across attempts, so members that
         // granted an earlier attempt grant this one too.
-        if self.meta.my_cluster == 0 {
-            self.meta.my_cluster = self.rng.random::<u64>().max(1);
+        if self.my_cluster == 0 {
+            self.my_cluster = h.rng.random::<u64>().max(1);
         }
-        let cluster = self.meta.my_cluster;
-        self.meta.grant = Some((cluster, self.identity.id.clone(), now + ASK_WINDOW));
-        self.meta.asking = Some(Asking {
+        let cluster = self.my_cluster;
+        self.grant = Some((cluster, h.identity.id.clone(), now + ASK_WINDOW));
+        self.asking = Some(Asking {
             cluster,
             voters: set.clone(),
-            granted: BTreeSet::from([self.identity.id.clone()]),
+            granted: BTreeSet::from([h.identity.id.clone()]),
             deadline: now + ASK_WINDOW,
         });
         if set.len() == 1 {
-            self.bootstrap(cluster, set);
+            self.bootstrap(h, cluster, set);
             return;
         }
-        let from = self.identity.clone();
+        let from = h.identity.clone();
         for id in &set[1..] {
-            if let Some(m) = self.member(id) {
+            if let Some(m) = h.members.member(id) {
                 let addr = m.identity.addr;
-                self.io.send_msg(
+                h.io.send_msg(
                     addr,
                     &Message::BootstrapAsk(BootstrapAsk {
                         from: from.clone(),
@@ -131,24 +132,24 @@ impl Node {
         }
     }
 
-    pub(in crate::node::node) fn on_bootstrap_ask(&mut self, a: BootstrapAsk) {
-        let now = self.io.now;
-        let view = self.bootstrap_view();
+    pub(crate) fn on_bootstrap_ask(&mut self, h: &mut Host<'_>, a: BootstrapAsk) {
+        let now = h.io.now;
+        let view = self.bootstrap_view(h);
         let agrees = view.is_some_and(|v| {
-            policy::bootstrap_set(&v, self.meta.cfg.target_voters) == a.voters
+            policy::bootstrap_set(&v, self.cfg.target_voters) == a.voters
                 && a.voters.first() == Some(&a.from.id)
-                && a.voters.contains(&self.identity.id)
+                && a.voters.contains(&h.identity.id)
         });
-        let free = match &self.meta.grant {
+        let free = match &self.grant {
             Some((c, _, until)) => now >= *until || *c == a.cluster,
             None => true,
         };
-        let granted = agrees && free && self.meta.asking.is_none();
+        let granted = agrees && free && self.asking.is_none();
         if granted {
-            self.meta.grant = Some((a.cluster, a.from.id.clone(), now + GRANT_TTL));
+            self.grant = Some((a.cluster, a.from.id.clone(), now + GRANT_TTL));
         }
-        let from = self.identity.clone();
-        self.io.send_msg(
+        let from = h.identity.clone();
+        h.io.send_msg(
             a.from.addr,
             &Message::BootstrapGrant(BootstrapGrant {
                 from,
@@ -158,43 +159,43 @@ impl Node {
         );
     }
 
-    pub(in crate::node::node) fn on_bootstrap_grant(&mut self, g: BootstrapGrant) {
-        let now = self.io.now;
-        let Some(a) = self.meta.asking.as_mut() else {
+    pub(crate) fn on_bootstrap_grant(&mut self, h: &mut Host<'_>, g: BootstrapGrant) {
+        let now = h.io.now;
+        let Some(a) = self.asking.as_mut() else {
             return;
         };
         if a.cluster != g.cluster || !a.voters.contains(&g.from.id) {
             return;
         }
         if !g.granted || now >= a.deadline {
-            self.meta.asking = None;
+            self.asking = None;
             return;
         }
         a.granted.insert(g.from.id);
         if a.granted.len() == a.voters.len() {
             let (cluster, voters) = (a.cluster, a.voters.clone());
-            self.meta.asking = None;
+            self.asking = None;
             // Still clean and alone? (Another cluster may have appeared.)
-            if self.meta_cluster().is_none() && self.meta.raw.is_none() {
-                self.bootstrap(cluster, voters);
+            if self.meta_cluster(h).is_none() && self.raw.is_none() {
+                self.bootstrap(h, cluster, voters);
             }
         }
     }
 
-    pub(in crate::node::node::meta) fn bootstrap(&mut self, cluster: u64, voters: Vec<NodeId>) {
-        let Some(disk) = self.meta.disk.take() else {
+    pub(super) fn bootstrap(&mut self, h: &mut Host<'_>, cluster: u64, voters: Vec<NodeId>) {
+        let Some(disk) = self.disk.take() else {
             return;
         };
-        let me = raft_id(&self.identity.id);
+        let me = raft_id(&h.identity.id);
         let machine = Machine {
             cluster,
-            names: BTreeMap::from([(me, self.identity.id.clone())]),
+            names: BTreeMap::from([(me, h.identity.id.clone())]),
             conf: Conf {
                 voters: vec![me],
                 ..Default::default()
             },
-            partition_count: self.meta.cfg.partition_count.max(1),
-            replication_factor: self.meta.cfg.replication_factor.max(1),
+            partition_count: self.cfg.partition_count.max(1),
+            replication_factor: self.cfg.replication_factor.max(1),
             ..Default::default()
         };
         let store = match RaftStore::open(disk) {
@@ -202,8 +203,8 @@ impl Node {
                 Ok(()) => s,
                 Err(e) => {
                     let (disk, _) = s.into_parts();
-                    self.meta.disk = Some(disk);
-                    self.meta.counters.disk_errors += 1;
+                    self.disk = Some(disk);
+                    self.counters.disk_errors += 1;
                     tracing::error!(error = %e, "bootstrap failed");
                     return;
                 }
@@ -214,14 +215,14 @@ impl Node {
             }
         };
         tracing::info!(cluster = format!("{cluster:016x}"), voters = ?voters, "bootstrapped the metadata cluster");
-        self.meta.cluster = cluster;
-        self.meta.preferred = voters;
-        self.events.push_back(Event::MetaBootstrapped { cluster });
-        self.start_raft(store);
-        if let Some(raw) = self.meta.raw.as_mut() {
+        self.cluster = cluster;
+        self.preferred = voters;
+        h.events.push_back(Event::MetaBootstrapped { cluster });
+        self.start_raft(h, store);
+        if let Some(raw) = self.raw.as_mut() {
             let _ = raw.campaign();
         }
-        self.after_raft();
-        self.advertise();
+        self.after_raft(h);
+        self.advertise(h);
     }
 }
