@@ -88,6 +88,28 @@ pub struct Outcome {
     pub plot: plot::PlotData,
 }
 
+/// The nodes' configuration for a run: the agent's default preset (the
+/// node sizes its timing from the live member count itself, as it does in
+/// an agent) with the spec's and the scenario's settings.
+fn config_for(spec: &RunSpec, sc: &scenario::Scenario) -> Result<Config, SpecError> {
+    let mut config = Config::lan();
+    config.lifeguard = !spec.no_lifeguard;
+    config.engine = spec.engine;
+    if let Some(j) = spec.judge_max_health {
+        config.judge_max_health = j;
+    }
+    if let Some(m) = spec.suspicion_min_mult {
+        if !(m.is_finite() && m > 0.0) {
+            return Err(SpecError::BadSuspicionMult);
+        }
+        config.suspicion_min_mult = m;
+    }
+    if let Some(v) = sc.voters {
+        config.meta.target_voters = v;
+    }
+    Ok(config)
+}
+
 /// Runs one simulation.
 pub fn run(spec: &RunSpec) -> Result<Outcome, SpecError> {
     let sc = scenario::find(&spec.scenario)
@@ -119,23 +141,7 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, SpecError> {
     if spec.crash_at.is_some_and(|t| t >= dur) {
         return Err(SpecError::BadCrashAt);
     }
-    // The agent's default preset: the node sizes its timing from the live
-    // member count itself, as it does in an agent.
-    let mut config = Config::lan();
-    config.lifeguard = !spec.no_lifeguard;
-    config.engine = spec.engine;
-    if let Some(j) = spec.judge_max_health {
-        config.judge_max_health = j;
-    }
-    if let Some(m) = spec.suspicion_min_mult {
-        if !(m.is_finite() && m > 0.0) {
-            return Err(SpecError::BadSuspicionMult);
-        }
-        config.suspicion_min_mult = m;
-    }
-    if let Some(v) = sc.voters {
-        config.meta.target_voters = v;
-    }
+    let config = config_for(spec, sc)?;
     let target_voters = config.meta.target_voters.min(spec.nodes);
     let mut w = world::World::new(spec.nodes, spec.seed, config, end);
     scenario::setup(sc, &mut w, spec.nodes, end, spec.loss, pause);

@@ -59,6 +59,7 @@ pub fn render(
     register_transport(&mut r, rt);
     register_timing(&mut r, node, rt);
     register_raft(&mut r, raft);
+    register_meta_counters(&mut r, raft);
 
     let mut out = String::new();
     // Writing into a String cannot fail.
@@ -356,7 +357,7 @@ fn register_timing(r: &mut Registry, node: &Metrics, rt: &RuntimeSnapshot) {
     );
 }
 
-/// The metadata cluster: term, role, indexes, voters and counters.
+/// The metadata cluster: term, role, indexes and voters.
 fn register_raft(r: &mut Registry, raft: &RaftFigures) {
     let st = &raft.status;
     gauge(
@@ -401,6 +402,10 @@ fn register_raft(r: &mut Registry, raft: &RaftFigures) {
         "1 when a metadata leader is known and heard from",
         i64::from(st.quorum),
     );
+}
+
+/// The metadata engine's counters.
+fn register_meta_counters(r: &mut Registry, raft: &RaftFigures) {
     counter(
         r,
         "roster_raft_leader_changes",

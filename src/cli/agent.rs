@@ -297,6 +297,29 @@ fn load_file(path: &Path) -> Result<FileConfig, String> {
     toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))
 }
 
+/// `key=value` tags, checked.
+fn parse_tags(list: Vec<String>) -> Result<BTreeMap<String, String>, String> {
+    let mut tags = BTreeMap::new();
+    for t in list {
+        let (k, v) = t
+            .split_once('=')
+            .ok_or_else(|| format!("--tag {t:?}: expected key=value"))?;
+        if k.is_empty() {
+            return Err(format!("--tag {t:?}: empty key"));
+        }
+        tags.insert(k.to_owned(), v.to_owned());
+    }
+    Ok(tags)
+}
+
+/// Join targets (`host:port`), each checked.
+fn join_targets(join: Vec<String>) -> Result<Vec<String>, String> {
+    for j in &join {
+        roster::runtime::addr::check_target(j).map_err(|e| format!("--join {e}"))?;
+    }
+    Ok(join)
+}
+
 /// Merges flags/env over the file and checks every value.
 pub fn settings(args: AgentArgs) -> Result<Settings, String> {
     let file = match &args.config {
@@ -312,21 +335,11 @@ pub fn settings(args: AgentArgs) -> Result<Settings, String> {
         .tls_dir
         .or(file.tls_dir)
         .ok_or("--tls-dir is required (create certificates with `roster cert`)")?;
-    let mut tags = BTreeMap::new();
-    let tag_list = if args.tags.is_empty() {
+    let tags = parse_tags(if args.tags.is_empty() {
         file.tag
     } else {
         args.tags
-    };
-    for t in tag_list {
-        let (k, v) = t
-            .split_once('=')
-            .ok_or_else(|| format!("--tag {t:?}: expected key=value"))?;
-        if k.is_empty() {
-            return Err(format!("--tag {t:?}: empty key"));
-        }
-        tags.insert(k.to_owned(), v.to_owned());
-    }
+    })?;
     let log_level = args.log_level.or(file.log_level);
     if let Some(l) = &log_level {
         tracing_subscriber::EnvFilter::try_new(l).map_err(|e| format!("--log-level {l:?}: {e}"))?;
@@ -340,17 +353,11 @@ pub fn settings(args: AgentArgs) -> Result<Settings, String> {
             .or(file.bind)
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 7946))),
         advertise: args.advertise.or(file.advertise),
-        join: {
-            let join = if args.join.is_empty() {
-                file.join
-            } else {
-                args.join
-            };
-            for j in &join {
-                roster::runtime::addr::check_target(j).map_err(|e| format!("--join {e}"))?;
-            }
-            join
-        },
+        join: join_targets(if args.join.is_empty() {
+            file.join
+        } else {
+            args.join
+        })?,
         data_dir: args.data_dir.or(file.data_dir),
         tls_dir,
         profile: args.profile.or(file.profile).unwrap_or(Profile::Lan),
@@ -764,6 +771,24 @@ async fn apply_config(roster: &Roster, old: &Settings, new: &Settings, logs: Opt
             Err(_) => return,
         }
     }
+    let fixed = restart_only_changes(old, new);
+    tracing::debug!(settings = ?new, "SIGHUP: the configuration now in force");
+    if applied.is_empty() {
+        tracing::info!("SIGHUP: configuration re-read; nothing to change at runtime");
+    } else {
+        tracing::info!(changes = %applied.join("; "), "SIGHUP: configuration reloaded");
+    }
+    if !fixed.is_empty() {
+        tracing::warn!(
+            settings = %fixed.join(", "),
+            "SIGHUP: these settings changed but apply only at the next start; restart the agent for them"
+        );
+    }
+}
+
+/// The settings that differ between `old` and `new` but apply only at the
+/// next start.
+fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
     let mut fixed = Vec::new();
     macro_rules! fixed {
         ($($field:ident),*) => {
@@ -796,18 +821,7 @@ async fn apply_config(roster: &Roster, old: &Settings, new: &Settings, logs: Opt
     if old.join.iter().any(|j| !new.join.contains(j)) {
         fixed.push("join (removed targets: members already known stay)");
     }
-    tracing::debug!(settings = ?new, "SIGHUP: the configuration now in force");
-    if applied.is_empty() {
-        tracing::info!("SIGHUP: configuration re-read; nothing to change at runtime");
-    } else {
-        tracing::info!(changes = %applied.join("; "), "SIGHUP: configuration reloaded");
-    }
-    if !fixed.is_empty() {
-        tracing::warn!(
-            settings = %fixed.join(", "),
-            "SIGHUP: these settings changed but apply only at the next start; restart the agent for them"
-        );
-    }
+    fixed
 }
 
 /// Removes the token this agent recorded for the CLI when it stops.

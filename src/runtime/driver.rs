@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::inbound::{accept_loop, read_loop, refusal_clock_ms};
 use super::metrics::RuntimeMetrics;
 use super::store::Store;
 use super::tls::{CLUSTER_SERVER_NAME, peer_node_id};
@@ -936,110 +937,4 @@ fn log_event(e: &Event) {
             tracing::info!(partitions = c.len(), "partition placement changed")
         }
     }
-}
-
-async fn accept_loop(
-    endpoint: quinn::Endpoint,
-    tx: mpsc::Sender<Input>,
-    metrics: Arc<RuntimeMetrics>,
-) {
-    while let Some(incoming) = endpoint.accept().await {
-        let tx = tx.clone();
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let addr = incoming.remote_address();
-            let conn = match incoming.await {
-                Ok(c) => c,
-                Err(e) => {
-                    if let Some(n) = metrics.refused(refusal_clock_ms()) {
-                        tracing::warn!(%addr, error = %e, refused_since_last_line = n, "refused peer: TLS handshake failed");
-                    }
-                    return;
-                }
-            };
-            let peer = match peer_node_id(&conn) {
-                Ok(p) => p,
-                Err(e) => {
-                    if let Some(n) = metrics.refused(refusal_clock_ms()) {
-                        tracing::warn!(%addr, error = %e, refused_since_last_line = n, "refused peer: certificate names no node");
-                    }
-                    conn.close(1u32.into(), b"bad certificate");
-                    return;
-                }
-            };
-            metrics.connections_accepted.fetch_add(1, Ordering::Relaxed);
-            let _ = tx
-                .send(Input::Connected {
-                    addr,
-                    conn: conn.clone(),
-                })
-                .await;
-            read_loop(conn, addr, peer, tx).await;
-        });
-    }
-}
-
-async fn read_loop(
-    conn: quinn::Connection,
-    addr: SocketAddr,
-    peer: NodeId,
-    tx: mpsc::Sender<Input>,
-) {
-    loop {
-        tokio::select! {
-            d = conn.read_datagram() => match d {
-                Ok(bytes) => {
-                    let peer = peer.clone();
-                    if tx.send(Input::Datagram { from: addr, peer, bytes }).await.is_err() {
-                        break;
-                    }
-                }
-                Err(_) => break,
-            },
-            s = conn.accept_bi() => match s {
-                Ok((send, mut recv)) => {
-                    let tx = tx.clone();
-                    let peer = peer.clone();
-                    tokio::spawn(async move {
-                        if let Ok(bytes) = recv.read_to_end(MAX_STREAM_MESSAGE_BYTES).await {
-                            let _ = tx
-                                .send(Input::Request { from: addr, peer, bytes, reply: send })
-                                .await;
-                        }
-                    });
-                }
-                Err(_) => break,
-            },
-            s = conn.accept_uni() => match s {
-                Ok(mut recv) => {
-                    let tx = tx.clone();
-                    let peer = peer.clone();
-                    tokio::spawn(async move {
-                        if let Ok(bytes) = recv.read_to_end(MAX_STREAM_MESSAGE_BYTES).await {
-                            let _ = tx.send(Input::Message { from: addr, peer, bytes }).await;
-                        }
-                    });
-                }
-                Err(_) => break,
-            },
-        }
-    }
-    let _ = tx
-        .send(Input::Closed {
-            addr,
-            id: conn.stable_id(),
-        })
-        .await;
-}
-
-/// Milliseconds on a clock private to the refusal log's rate limit.
-#[allow(clippy::disallowed_methods)] // the runtime reads the real clock
-fn refusal_clock_ms() -> u64 {
-    use std::sync::OnceLock;
-    static START: OnceLock<std::time::Instant> = OnceLock::new();
-    START
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_millis() as u64
-        + 1
 }

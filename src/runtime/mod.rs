@@ -8,6 +8,7 @@ pub mod addr;
 mod builder;
 pub mod chaos;
 mod driver;
+mod inbound;
 pub mod metrics;
 pub mod store;
 pub mod tls;

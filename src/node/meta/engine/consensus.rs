@@ -20,54 +20,11 @@ impl MetaCore {
         if self.peers.len() < 64 || self.peers.contains_key(&msg.from) {
             self.peers.insert(msg.from, m.from.id.clone());
         }
-        if self.raw.is_none() {
-            // A leader is adding this node: join as an empty voter and
-            // catch up from its snapshot.
-            if !self.cfg.voter || h.left {
-                self.counters.raft_refused += 1;
-                return;
-            }
-            let Some(disk) = self.disk.take() else {
-                return;
-            };
-            match RaftStore::open(disk) {
-                Ok((store, initialized)) => {
-                    self.cluster = m.cluster;
-                    self.grant = None;
-                    self.asking = None;
-                    self.catching_up = (!initialized).then(CatchUp::default);
-                    self.start_raft(h, store);
-                }
-                Err(e) => {
-                    self.disk_lost(&e, "raft state unreadable");
-                    return;
-                }
-            }
+        if self.raw.is_none() && !self.join_as_voter(h, m.cluster) {
+            return;
         }
-        if let Some(c) = self.catching_up.as_mut() {
-            use raft::eraftpb::MessageType as T;
-            match msg.get_msg_type() {
-                T::MsgRequestVote | T::MsgRequestPreVote => {
-                    // A voter that never was one before (no earlier life's
-                    // advert among its peers' state) acknowledged nothing:
-                    // it may vote. Until its first push-pull it cannot tell.
-                    let s = h.shared.lock();
-                    if s.was_voter || !s.synced {
-                        drop(s);
-                        self.counters.votes_withheld += 1;
-                        return;
-                    }
-                }
-                T::MsgAppend => {
-                    c.heard = true;
-                    c.needed = c.needed.max(msg.commit);
-                }
-                T::MsgSnapshot => {
-                    c.heard = true;
-                    c.needed = c.needed.max(msg.get_snapshot().get_metadata().index);
-                }
-                _ => {}
-            }
+        if !self.catch_up_allows(h, &msg) {
+            return;
         }
         if let Some(raw) = self.raw.as_mut() {
             let mut msg = msg;
@@ -94,6 +51,64 @@ impl MetaCore {
                 "metadata voter caught up with the leader; it votes again"
             );
         }
+    }
+
+    /// A leader is adding this node: it joins as an empty voter and catches
+    /// up from the leader's snapshot. Whether it now runs Raft.
+    fn join_as_voter(&mut self, h: &mut Host<'_>, cluster: u64) -> bool {
+        if !self.cfg.voter || h.left {
+            self.counters.raft_refused += 1;
+            return false;
+        }
+        let Some(disk) = self.disk.take() else {
+            return false;
+        };
+        match RaftStore::open(disk) {
+            Ok((store, initialized)) => {
+                self.cluster = cluster;
+                self.grant = None;
+                self.asking = None;
+                self.catching_up = (!initialized).then(CatchUp::default);
+                self.start_raft(h, store);
+                true
+            }
+            Err(e) => {
+                self.disk_lost(&e, "raft state unreadable");
+                false
+            }
+        }
+    }
+
+    /// While this voter catches up (see [`CatchUp`]), notes what a leader
+    /// told it. Whether `msg` may be stepped: a vote request is withheld
+    /// from a voter that was one before (no earlier life's advert among
+    /// its peers' state means it acknowledged nothing: it may vote), or
+    /// that cannot tell yet (before its first push-pull).
+    fn catch_up_allows(&mut self, h: &Host<'_>, msg: &RaftMessage) -> bool {
+        use raft::eraftpb::MessageType as T;
+        let Some(c) = self.catching_up.as_mut() else {
+            return true;
+        };
+        match msg.get_msg_type() {
+            T::MsgRequestVote | T::MsgRequestPreVote => {
+                let s = h.shared.lock();
+                if s.was_voter || !s.synced {
+                    drop(s);
+                    self.counters.votes_withheld += 1;
+                    return false;
+                }
+            }
+            T::MsgAppend => {
+                c.heard = true;
+                c.needed = c.needed.max(msg.commit);
+            }
+            T::MsgSnapshot => {
+                c.heard = true;
+                c.needed = c.needed.max(msg.get_snapshot().get_metadata().index);
+            }
+            _ => {}
+        }
+        true
     }
 
     /// Handles every `Ready` raft-rs has, then tracks role changes.

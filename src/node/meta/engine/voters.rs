@@ -56,33 +56,7 @@ impl MetaCore {
             self.clean_up_removals(h);
             return;
         };
-        let single = |id: &NodeId, t: ConfChangeType| {
-            let mut c = ConfChangeSingle {
-                node_id: raft_id(id),
-                ..Default::default()
-            };
-            c.set_change_type(t);
-            c
-        };
-        let mut cc = ConfChangeV2::default();
-        let names: ConfNames = match &change {
-            VoterChange::Add(id) => {
-                cc.mut_changes().push(single(id, ConfChangeType::AddNode));
-                vec![(raft_id(id), id.clone())]
-            }
-            VoterChange::Replace { add, remove } => {
-                cc.set_transition(ConfChangeTransition::Auto);
-                cc.mut_changes().push(single(add, ConfChangeType::AddNode));
-                cc.mut_changes()
-                    .push(single(remove, ConfChangeType::RemoveNode));
-                vec![(raft_id(add), add.clone())]
-            }
-            VoterChange::Remove(id) => {
-                cc.mut_changes()
-                    .push(single(id, ConfChangeType::RemoveNode));
-                Vec::new()
-            }
-        };
+        let (cc, names) = conf_change_for(&change);
         tracing::info!(change = ?change, "changing the metadata voters");
         let ctx = postcard::to_stdvec(&names).unwrap_or_default();
         if let Some(raw) = self.raw.as_mut() {
@@ -251,4 +225,37 @@ impl MetaCore {
             self.stop_raft(h, true);
         }
     }
+}
+
+/// The Raft configuration change that carries out `change`, and the names
+/// of the voters it adds (the entry's context).
+fn conf_change_for(change: &VoterChange) -> (ConfChangeV2, ConfNames) {
+    let single = |id: &NodeId, t: ConfChangeType| {
+        let mut c = ConfChangeSingle {
+            node_id: raft_id(id),
+            ..Default::default()
+        };
+        c.set_change_type(t);
+        c
+    };
+    let mut cc = ConfChangeV2::default();
+    let names: ConfNames = match change {
+        VoterChange::Add(id) => {
+            cc.mut_changes().push(single(id, ConfChangeType::AddNode));
+            vec![(raft_id(id), id.clone())]
+        }
+        VoterChange::Replace { add, remove } => {
+            cc.set_transition(ConfChangeTransition::Auto);
+            cc.mut_changes().push(single(add, ConfChangeType::AddNode));
+            cc.mut_changes()
+                .push(single(remove, ConfChangeType::RemoveNode));
+            vec![(raft_id(add), add.clone())]
+        }
+        VoterChange::Remove(id) => {
+            cc.mut_changes()
+                .push(single(id, ConfChangeType::RemoveNode));
+            Vec::new()
+        }
+    };
+    (cc, names)
 }
