@@ -279,16 +279,13 @@ impl Builder {
         server: quinn::ServerConfig,
         client: quinn::ClientConfig,
     ) -> Result<(quinn::Endpoint, SocketAddr, SocketAddr), StartError> {
-        let mut endpoint =
-            quinn::Endpoint::server(server, self.bind).map_err(|source| StartError::Bind {
-                addr: self.bind,
-                source,
-            })?;
-        endpoint.set_default_client_config(client);
-        let local = endpoint.local_addr().map_err(|source| StartError::Bind {
+        let bind_error = |source| StartError::Bind {
             addr: self.bind,
             source,
-        })?;
+        };
+        let mut endpoint = quinn::Endpoint::server(server, self.bind).map_err(bind_error)?;
+        endpoint.set_default_client_config(client);
+        let local = endpoint.local_addr().map_err(bind_error)?;
         let advertise = match self.advertise {
             Some(a) => a,
             // Bound to every interface: advertise the machine's one

@@ -156,6 +156,36 @@ impl Node {
         }
     }
 
+    /// Whether `id` left at its generation or a later one, as the gossiped
+    /// leaves record it.
+    pub(in crate::node::node) fn has_left_at(&self, id: &Identity) -> bool {
+        self.shared
+            .lock()
+            .left
+            .get(&id.id)
+            .is_some_and(|g| *g >= id.generation)
+    }
+
+    /// Lists `id` in `state` since `now` in the member map kept beside
+    /// foca; the highest incarnation seen of this identity carries over.
+    fn list_foca(&mut self, id: &Identity, state: MemberState, now: Duration) {
+        let incarnation = self
+            .members
+            .get(&id.id)
+            .filter(|v| v.identity == *id)
+            .map_or(0, |v| v.incarnation);
+        self.members.insert(
+            id.id.clone(),
+            MemberView {
+                identity: id.clone(),
+                incarnation,
+                state,
+                suspect_incarnation: None,
+                since: now,
+            },
+        );
+    }
+
     pub(in crate::node::node) fn on_notification(&mut self, n: OwnedNotification<Identity>) {
         let now = self.io.now;
         // A member's suspicion ends when it goes up, down or is replaced.
@@ -165,36 +195,14 @@ impl Node {
         {
             self.reported_down.remove(&id.id);
         }
-        // The highest incarnation seen of this identity so far carries over.
-        let seen = |node: &Node, id: &Identity| {
-            node.members
-                .get(&id.id)
-                .filter(|v| v.identity == *id)
-                .map_or(0, |v| v.incarnation)
-        };
         match n {
             OwnedNotification::MemberUp(id) => {
                 self.downs.remove(&id.id);
-                let incarnation = seen(self, &id);
-                self.members.insert(
-                    id.id.clone(),
-                    MemberView {
-                        identity: id.clone(),
-                        incarnation,
-                        state: MemberState::Alive,
-                        suspect_incarnation: None,
-                        since: now,
-                    },
-                );
+                self.list_foca(&id, MemberState::Alive, now);
                 self.events.push_back(Event::MemberUp(id));
             }
             OwnedNotification::MemberDown(id) => {
-                let left = self
-                    .shared
-                    .lock()
-                    .left
-                    .get(&id.id)
-                    .is_some_and(|g| *g >= id.generation);
+                let left = self.has_left_at(&id);
                 let state = if left {
                     MemberState::Left
                 } else {
@@ -208,17 +216,7 @@ impl Node {
                     self.metrics.downs_declared += 1;
                     MemberState::Down
                 };
-                let incarnation = seen(self, &id);
-                self.members.insert(
-                    id.id.clone(),
-                    MemberView {
-                        identity: id.clone(),
-                        incarnation,
-                        state,
-                        suspect_incarnation: None,
-                        since: now,
-                    },
-                );
+                self.list_foca(&id, state, now);
                 self.events.push_back(if left {
                     Event::MemberLeft(id)
                 } else {

@@ -57,6 +57,16 @@ impl Node {
         }
     }
 
+    /// One call into the engine: `f` gets the engine and the host lent
+    /// for the call; then the node carries out what the call left for it.
+    fn with_meta<R>(&mut self, f: impl FnOnce(&mut MetaCore, &mut Host<'_>) -> R) -> R {
+        let (meta, mut h) = self.meta_parts();
+        let r = f(meta, &mut h);
+        let (advert, after_swim) = (h.advert, h.after_swim);
+        self.meta_done(advert, after_swim);
+        r
+    }
+
     /// Carries out what a call into the engine left for the node.
     fn meta_done(&mut self, advert: Option<Vec<u8>>, after_swim: bool) {
         if let Some(bytes) = advert {
@@ -74,24 +84,15 @@ impl Node {
     }
 
     pub(in crate::node::node) fn on_bootstrap_ask(&mut self, a: BootstrapAsk) {
-        let (meta, mut h) = self.meta_parts();
-        meta.on_bootstrap_ask(&mut h, a);
-        let (advert, after_swim) = (h.advert, h.after_swim);
-        self.meta_done(advert, after_swim);
+        self.with_meta(|meta, h| meta.on_bootstrap_ask(h, a));
     }
 
     pub(in crate::node::node) fn on_bootstrap_grant(&mut self, g: BootstrapGrant) {
-        let (meta, mut h) = self.meta_parts();
-        meta.on_bootstrap_grant(&mut h, g);
-        let (advert, after_swim) = (h.advert, h.after_swim);
-        self.meta_done(advert, after_swim);
+        self.with_meta(|meta, h| meta.on_bootstrap_grant(h, g));
     }
 
     pub(in crate::node::node) fn on_raft_msg(&mut self, m: RaftMsg) {
-        let (meta, mut h) = self.meta_parts();
-        meta.on_raft_msg(&mut h, m);
-        let (advert, after_swim) = (h.advert, h.after_swim);
-        self.meta_done(advert, after_swim);
+        self.with_meta(|meta, h| meta.on_raft_msg(h, m));
     }
 
     /// Keeps the decoded adverts of other members (a handful: the voters
@@ -102,39 +103,24 @@ impl Node {
 
     /// Reacts to a gossiped advert: a member behind pulls at once.
     pub(in crate::node::node) fn on_advert_changed(&mut self) {
-        let (meta, mut h) = self.meta_parts();
-        meta.on_advert_changed(&mut h);
-        let (advert, after_swim) = (h.advert, h.after_swim);
-        self.meta_done(advert, after_swim);
+        self.with_meta(|meta, h| meta.on_advert_changed(h));
     }
 
     pub(in crate::node::node) fn on_meta_pull(&mut self, p: MetaPull) {
-        let (meta, mut h) = self.meta_parts();
-        meta.on_meta_pull(&mut h, p);
-        let (advert, after_swim) = (h.advert, h.after_swim);
-        self.meta_done(advert, after_swim);
+        self.with_meta(|meta, h| meta.on_meta_pull(h, p));
     }
 
     pub(in crate::node::node) fn on_meta_push(&mut self, p: MetaPush) {
-        let (meta, mut h) = self.meta_parts();
-        meta.on_meta_push(&mut h, p);
-        let (advert, after_swim) = (h.advert, h.after_swim);
-        self.meta_done(advert, after_swim);
+        self.with_meta(|meta, h| meta.on_meta_push(h, p));
     }
 
     /// Opens the Raft state saved on the disk, if any (a voter restarting).
     pub(in crate::node::node) fn meta_start(&mut self) {
-        let (meta, mut h) = self.meta_parts();
-        meta.meta_start(&mut h);
-        let (advert, after_swim) = (h.advert, h.after_swim);
-        self.meta_done(advert, after_swim);
+        self.with_meta(|meta, h| meta.meta_start(h));
     }
 
     pub(in crate::node::node) fn on_meta_tick(&mut self) {
-        let (meta, mut h) = self.meta_parts();
-        meta.on_meta_tick(&mut h);
-        let (advert, after_swim) = (h.advert, h.after_swim);
-        self.meta_done(advert, after_swim);
+        self.with_meta(|meta, h| meta.on_meta_tick(h));
     }
 
     /// The Raft term this node leads, while it is the metadata leader
@@ -197,11 +183,7 @@ impl Node {
     /// [`Node::poll_meta_result`] with the returned number.
     pub fn meta_request(&mut self, now: Now, op: MetaOp, mode: ReadMode) -> u64 {
         self.set_now(now);
-        let (meta, mut h) = self.meta_parts();
-        let r = meta.meta_request(&mut h, op, mode);
-        let (advert, after_swim) = (h.advert, h.after_swim);
-        self.meta_done(advert, after_swim);
-        r
+        self.with_meta(|meta, h| meta.meta_request(h, op, mode))
     }
 
     /// Revokes (or, with `revoke` false, reinstates) the certificate of
@@ -212,11 +194,7 @@ impl Node {
     /// [`REVOKED_PREFIX`]: crate::node::meta::REVOKED_PREFIX
     pub fn revoke_certificate(&mut self, now: Now, id: &NodeId, revoke: bool) -> u64 {
         self.set_now(now);
-        let (meta, mut h) = self.meta_parts();
-        let r = meta.revoke_certificate(&mut h, id, revoke);
-        let (advert, after_swim) = (h.advert, h.after_swim);
-        self.meta_done(advert, after_swim);
-        r
+        self.with_meta(|meta, h| meta.revoke_certificate(h, id, revoke))
     }
 
     /// Asks the leader to remove the dead voter `id` from the metadata
@@ -234,11 +212,7 @@ impl Node {
     /// [`REMOVE_VOTER_PREFIX`]: crate::node::meta::REMOVE_VOTER_PREFIX
     pub fn remove_voter(&mut self, now: Now, id: &NodeId) -> u64 {
         self.set_now(now);
-        let (meta, mut h) = self.meta_parts();
-        let r = meta.remove_voter(&mut h, id);
-        let (advert, after_swim) = (h.advert, h.after_swim);
-        self.meta_done(advert, after_swim);
-        r
+        self.with_meta(|meta, h| meta.remove_voter(h, id))
     }
 
     /// NodeIds whose certificates are revoked, in this node's copy of the
@@ -253,16 +227,10 @@ impl Node {
     }
 
     pub(in crate::node::node) fn on_meta_request(&mut self, m: MetaRequest) {
-        let (meta, mut h) = self.meta_parts();
-        meta.on_meta_request(&mut h, m);
-        let (advert, after_swim) = (h.advert, h.after_swim);
-        self.meta_done(advert, after_swim);
+        self.with_meta(|meta, h| meta.on_meta_request(h, m));
     }
 
     pub(in crate::node::node) fn on_meta_response(&mut self, m: MetaResponse) {
-        let (meta, mut h) = self.meta_parts();
-        meta.on_meta_response(&mut h, m);
-        let (advert, after_swim) = (h.advert, h.after_swim);
-        self.meta_done(advert, after_swim);
+        self.with_meta(|meta, h| meta.on_meta_response(h, m));
     }
 }

@@ -106,12 +106,7 @@ impl Node {
                 }
             }
             EngineEvent::Down(id) | EngineEvent::Left(id) => {
-                let left = self
-                    .shared
-                    .lock()
-                    .left
-                    .get(&id.id)
-                    .is_some_and(|g| *g >= id.generation);
+                let left = self.has_left_at(&id);
                 let (incarnation, held) = self
                     .native
                     .as_ref()

@@ -55,7 +55,12 @@ impl MetaCore {
                 voters: raw.store().machine.voter_names(),
             },
             None => {
-                let had = h.state(&h.identity.id.clone(), ADVERT_KEY).is_some();
+                let had = h
+                    .shared
+                    .lock()
+                    .store
+                    .get(&h.identity.id, ADVERT_KEY)
+                    .is_some();
                 if !had {
                     return;
                 }

@@ -170,13 +170,6 @@ pub(crate) struct View<'a> {
     pub(crate) max_value_bytes: usize,
 }
 
-impl View<'_> {
-    /// `owner`'s `key` in the gossiped state.
-    pub(crate) fn state(&self, owner: &NodeId, key: &str) -> Option<Vec<u8>> {
-        self.shared.lock().store.get(owner, key).map(<[u8]>::to_vec)
-    }
-}
-
 /// What one call into the metadata engine works with: the [`View`] of the
 /// node, the node's clock, timers and outgoing messages (`io`), its seeded
 /// RNG and its event queue; and what the node does once the call returns
