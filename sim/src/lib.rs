@@ -5,7 +5,7 @@
 //! (offset, drift, jumps), crash/restart/leave/join events and checkers that
 //! observe every step. The same seed always gives the same run.
 
-pub mod linear;
+pub mod checkers;
 pub mod net;
 pub mod plant;
 pub mod plot;
@@ -181,7 +181,7 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, SpecError> {
     Ok(Outcome {
         plot,
         violations: w.checks.violations.clone(),
-        false_down_detail: w.m.false_down_detail.clone(),
+        false_down_detail: w.checkers.false_downs.detail.clone(),
         liveness_failed,
         report,
     })

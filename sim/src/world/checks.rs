@@ -1,17 +1,11 @@
-//! The periodic and end-of-run checkers: convergence (identities, states,
-//! state), acknowledged writes, linearizability, voters, and the observation
-//! plants that prove they fail (see [`crate::plant`]).
+//! The periodic and end-of-run checks: they hand the checkers of
+//! [`crate::checkers`] what the running nodes hold (convergence,
+//! acknowledged writes, linearizability, delivery), take the periodic
+//! measurements, and fire the observation plants that prove the per-event
+//! checkers fail (see [`crate::plant`]).
 
 use super::*;
-
-/// Why running nodes have not converged.
-enum Divergence {
-    /// A node lists a wrong number of members active.
-    Count,
-    /// A node lists a member at a wrong identity or state, or holds other
-    /// state.
-    View(String),
-}
+use crate::checkers::convergence::{self, Divergence};
 
 impl World {
     /// The observation plants that synthesise one event a node with the bug
@@ -27,8 +21,8 @@ impl World {
         };
         let p = &self.planted;
         let (plant, event) = if p.armed(Plant::GenerationBack, now) {
-            let seen = self.slots[a].seen_gen.get(b).copied();
-            let Some(g) = seen.filter(|&g| g != NOT_SEEN && g > 0) else {
+            let seen = self.checkers.generations.seen(a, b);
+            let Some(g) = seen.filter(|&g| g > 0) else {
                 return;
             };
             let id = Identity::new(truth.id, truth.addr, Generation(g - 1));
@@ -38,7 +32,7 @@ impl World {
             let id = Identity::new(id, addr_of(self.slots.len()), Generation(1));
             (Plant::UnknownMember, Event::MemberUp(id))
         } else if p.armed(Plant::SecondCluster, now) {
-            let Some(&c) = self.m.clusters.iter().next() else {
+            let Some(c) = self.checkers.cluster.first() else {
                 return;
             };
             (
@@ -46,7 +40,7 @@ impl World {
                 Event::MetaBootstrapped { cluster: c ^ 1 },
             )
         } else if p.armed(Plant::SecondLeader, now) {
-            let Some((&term, leader)) = self.m.leaders.iter().next_back() else {
+            let Some((term, leader)) = self.checkers.leaders.newest() else {
                 return;
             };
             let Some(&claimant) = running.iter().find(|&&i| self.slots[i].id != *leader) else {
@@ -56,7 +50,7 @@ impl World {
             self.claims_leader(claimant, term);
             return;
         } else if p.armed(Plant::DivergentApply, now) {
-            let Some((&index, (key, _))) = self.m.applied.iter().next() else {
+            let Some((index, (key, _))) = self.checkers.entries.first() else {
                 return;
             };
             let event = Event::MetadataChanged {
@@ -82,65 +76,14 @@ impl World {
     }
 
     /// What keeps the running nodes from having converged (see
-    /// [`World::converged`]), if anything. `plant` is one of the plants
-    /// that corrupt what the first running node reports.
+    /// [`convergence::divergence`]), if anything.
     fn divergence(&self, with_state: bool, plant: Option<Plant>) -> Option<Divergence> {
-        let running = self.running();
-        let live = running.len();
-        // Counts first: cheap, and they differ until a join or a heal is
-        // nearly done.
-        for &i in &running {
-            let node = self.slots[i].node.as_ref().expect("running");
-            if node.active_members() != live - 1 {
-                return Some(Divergence::Count);
-            }
-        }
-        let mut hash = None;
-        for (k, &i) in running.iter().enumerate() {
-            let node = self.slots[i].node.as_ref().expect("running");
-            for (l, &j) in running.iter().enumerate() {
-                if j == i {
-                    continue;
-                }
-                let truth = self.slots[j].node.as_ref().expect("running").identity();
-                let mut view = node.member(&truth.id).map(|v| (v.identity, v.state));
-                if let (0, 1, Some((id, state))) = (k, l, view.as_mut()) {
-                    match plant {
-                        Some(Plant::HeldSuspect) => *state = MemberState::Suspect,
-                        Some(Plant::StaleIdentity) => {
-                            id.generation = Generation(id.generation.0.saturating_sub(1));
-                        }
-                        _ => {}
-                    }
-                }
-                match view {
-                    Some((id, MemberState::Alive)) if id == *truth => {}
-                    Some((id, state)) => {
-                        return Some(Divergence::View(format!(
-                            "{} lists {id} {state:?}, which runs as {truth}",
-                            self.slots[i].id
-                        )));
-                    }
-                    None => {
-                        let v = format!("{} does not list {truth}", self.slots[i].id);
-                        return Some(Divergence::View(v));
-                    }
-                }
-            }
-            if with_state {
-                let mut h = node.state_hash();
-                if k == 0 && plant == Some(Plant::DivergentState) {
-                    h ^= 1;
-                }
-                if *hash.get_or_insert(h) != h {
-                    return Some(Divergence::View(format!(
-                        "{} holds other state than {}",
-                        self.slots[i].id, self.slots[running[0]].id
-                    )));
-                }
-            }
-        }
-        None
+        convergence::divergence(&self.running_nodes(), with_state, plant)
+    }
+
+    /// The running nodes, in slot order.
+    fn running_nodes(&self) -> Vec<&Node> {
+        self.slots.iter().filter_map(|s| s.node.as_ref()).collect()
     }
 
     /// While a partition is in force: whether every running node holds
@@ -302,27 +245,14 @@ impl World {
 
     /// The spread of tracked writes over the nodes still running.
     fn delta_spread(&mut self) {
-        let mut pairs = 0u64;
-        let mut got = 0u64;
-        for w in &self.writes {
-            let mut audience = 0;
-            let mut delays = Vec::new();
-            for &a in &w.audience {
-                if self.slots[a].node.is_none() {
-                    continue;
-                }
-                pairs += 1;
-                audience += 1;
-                if let Some(&t) = w.got.get(&a) {
-                    got += 1;
-                    self.m.delta_delays.push(t - w.at);
-                    delays.push(t - w.at);
-                }
-            }
-            self.m.write_spread.push((audience, delays));
-        }
-        if pairs > 0 {
-            self.m.delta_coverage = Some(got as f64 / pairs as f64);
+        let spread = self
+            .checkers
+            .delivery
+            .spread(|a| self.slots[a].node.is_some());
+        self.m.delta_delays.extend(spread.delays);
+        self.m.write_spread.extend(spread.per_write);
+        if spread.coverage.is_some() {
+            self.m.delta_coverage = spread.coverage;
         }
     }
 
@@ -343,30 +273,18 @@ impl World {
         let divergence = self.divergence(true, plant);
         self.m.converged_at_end = divergence.is_none();
         self.m.voters_final = self.healthy_voters();
-        // Checker: every acknowledged write is committed at the index it was
-        // acknowledged with, and every live voter holds it.
-        let max_ack = self.acked.iter().map(|a| a.0).max().unwrap_or(0);
-        for (index, key, value) in std::mem::take(&mut self.acked) {
-            match self.m.applied.get(&index) {
-                Some((k, v)) if *k == key && *v == value => {}
-                other => self.fail(format!(
-                    "acknowledged write {key}={value:?} at {index} is not what was applied: {other:?}"
-                )),
-            }
-        }
-        for &i in &running {
+        let statuses = running.iter().map(|&i| {
             let node = self.slots[i].node.as_ref().expect("running");
-            let st = node.meta_status();
-            if st.role != RaftRole::NonVoter && st.applied_index < max_ack && st.quorum {
-                self.fail(format!(
-                    "voter {} applied only {} of acknowledged index {max_ack}",
-                    self.slots[i].id, st.applied_index
-                ));
-            }
+            (&self.slots[i].id, node.meta_status())
+        });
+        let c = &mut self.checkers;
+        for v in c.acked.check(&c.entries, statuses) {
+            self.checks.fail(self.now, v);
         }
-        if !self.history.is_empty() {
-            self.m.meta_linearizable = self.history.check();
-            self.m.meta_checked = self.history.checked();
+        let history = &self.checkers.history;
+        if !history.is_empty() {
+            self.m.meta_linearizable = history.check();
+            self.m.meta_checked = history.checked();
             if self.m.meta_linearizable == Some(false) {
                 self.fail("metadata history is not linearizable".into());
             }
@@ -388,65 +306,10 @@ impl World {
             && let Some(d) = divergence
         {
             let detail = match d {
-                Divergence::Count => self.count_divergence(),
+                Divergence::Count => convergence::count_divergence(&self.running_nodes()),
                 Divergence::View(v) => v,
             };
             self.fail(format!("live nodes did not converge by the end: {detail}"));
         }
-    }
-
-    /// How many running nodes list a wrong number of members active, with
-    /// an example.
-    fn count_divergence(&self) -> String {
-        let running = self.running();
-        let live = running.len();
-        let mut short = 0;
-        let mut example = String::new();
-        for &i in &running {
-            let node = self.slots[i].node.as_ref().expect("running");
-            if node.active_members() != live - 1 {
-                short += 1;
-                if example.is_empty() {
-                    let ghosts: Vec<String> = node
-                        .swim_members()
-                        .filter(|(id, _, active)| {
-                            *active
-                                && self.slot_of(&id.id).is_none_or(|j| {
-                                    self.slots[j]
-                                        .node
-                                        .as_ref()
-                                        .is_none_or(|x| x.identity() != *id)
-                                })
-                        })
-                        .map(|(id, inc, _)| {
-                            let view = node
-                                .member(&id.id)
-                                .map(|v| (v.state, v.suspect_incarnation));
-                            format!("{id} inc={inc} view={view:?}")
-                        })
-                        .take(3)
-                        .collect();
-                    example.push_str(&format!("ghosts {ghosts:?}; "));
-                    let downs: Vec<String> = node
-                        .members()
-                        .filter(|m| m.state == MemberState::Down)
-                        .filter(|m| {
-                            self.slot_of(&m.identity.id)
-                                .is_some_and(|j| self.slots[j].node.is_some())
-                        })
-                        .map(|m| m.identity.to_string())
-                        .take(3)
-                        .collect();
-                    example += &format!(
-                        "{} sees {} active of {} (running held Down: {:?})",
-                        self.slots[i].id,
-                        node.active_members(),
-                        live - 1,
-                        downs
-                    );
-                }
-            }
-        }
-        format!("{short} nodes with a wrong member count; {example}")
     }
 }

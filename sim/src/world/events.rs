@@ -1,8 +1,10 @@
-//! What nodes report: each event a node emits, the per-event checkers
-//! (members are simulated nodes, generations only grow, one metadata cluster,
-//! one leader per term, one entry per index) and the measurements it feeds.
+//! What nodes report: each event a node emits, handed to the per-event
+//! checkers (members are simulated nodes, generations only grow, one
+//! metadata cluster, one leader per term, one entry per index, false Downs,
+//! delivery) and the measurements it feeds.
 
 use super::*;
+use crate::checkers::known_members;
 
 impl World {
     /// Longest time a Down verdict takes to form on node `n`: its current
@@ -47,47 +49,35 @@ impl World {
                         self.slots[n].id
                     );
                 }
-                self.m.clusters.insert(cluster);
-                if self.m.clusters.len() > 1 {
-                    self.fail(format!(
-                        "a second metadata cluster formed on {} at {:.1}s",
-                        self.slots[n].id,
-                        self.now as f64 / SEC as f64
-                    ));
-                }
+                let v = self
+                    .checkers
+                    .cluster
+                    .bootstrapped(&self.slots[n].id, cluster, self.now);
+                self.record(v);
             }
             Event::LeaderChanged {
                 leader: Some(l),
                 term,
             } if l == self.slots[n].id => self.claims_leader(n, term),
             Event::PlacementChanged(_) => self.placement_changed(n),
-            Event::MetadataChanged { key, value, index } => match self.m.applied.get(&index) {
-                Some((k, v)) if *k != key || *v != value => {
-                    let msg = format!(
-                        "{} applied {key}={value:?} at {index}, others {k}={v:?}",
-                        self.slots[n].id
-                    );
-                    self.fail(msg);
-                }
-                Some(_) => {}
-                None => {
-                    self.m.applied.insert(index, (key, value));
-                }
-            },
+            Event::MetadataChanged { key, value, index } => {
+                let id = &self.slots[n].id;
+                let v = self.checkers.entries.applied(id, key, value, index);
+                self.record(v);
+            }
             Event::Rejoined(id) => {
                 if let Some(p) = &mut self.m.pause
                     && p.node == n
                 {
                     p.rejoined = true;
                 }
-                self.m.false_downs += 1;
-                if self.m.false_down_detail.len() < 10 {
-                    self.m.false_down_detail.push(format!(
-                        "t={:.1}s {} was forced to rejoin",
-                        self.now as f64 / SEC as f64,
-                        id
-                    ));
-                }
+                let now = self.now;
+                self.checkers.false_downs.rejoined(|| {
+                    format!(
+                        "t={:.1}s {id} was forced to rejoin",
+                        now as f64 / SEC as f64
+                    )
+                });
             }
             Event::StateChanged {
                 owner, key, hlc, ..
@@ -96,41 +86,18 @@ impl World {
         }
     }
 
-    /// Checker: one leader per term. Node `n` leads `term`, by its own
-    /// event or by its Raft state.
+    /// Node `n` leads `term`, by its own event or by its Raft state.
     pub(super) fn claims_leader(&mut self, n: usize, term: u64) {
-        let l = self.slots[n].id.clone();
-        if let Some(prev) = self.m.leaders.insert(term, l.clone())
-            && prev != l
-        {
-            self.fail(format!("two leaders in term {term}: {prev} and {l}"));
-        }
+        let v = self.checkers.leaders.claims(term, &self.slots[n].id);
+        self.record(v);
     }
 
-    /// Checkers: every member a node reports is a simulated node, and the
-    /// generation it holds a member at only grows.
+    /// Node `n` reports member `id` up.
     fn member_up(&mut self, n: usize, id: Identity) {
-        // Every simulated node's name gives its slot.
-        let Some(m) = self.slot_of(&id.id) else {
-            self.fail(format!(
-                "{} saw an unknown member {}",
-                self.slots[n].id, id.id
-            ));
-            return;
-        };
-        let seen = &mut self.slots[n].seen_gen;
-        if seen.len() <= m {
-            seen.resize(m + 1, NOT_SEEN);
-        }
-        let prev =
-            Some(std::mem::replace(&mut seen[m], id.generation.0)).filter(|&g| g != NOT_SEEN);
-        if prev.is_some_and(|g| g > id.generation.0) {
-            let msg = format!(
-                "{} saw generation of {} go back: {:?} -> {}",
-                self.slots[n].id, id.id, prev, id.generation
-            );
-            self.fail(msg);
-        }
+        let observer = &self.slots[n].id;
+        let v = known_members::check(observer, &id.id, self.slot_of(&id.id))
+            .and_then(|m| self.checkers.generations.up(n, observer, m, &id));
+        self.record(v);
     }
 
     /// Counts false Downs and measures crash detection.
@@ -150,32 +117,31 @@ impl World {
                 .is_some_and(|x| x.identity().generation == id.generation && !x.has_left());
             let healthy =
                 alive && !self.impaired(j) && self.net.connected(n, j) && self.net.connected(j, n);
-            // A verdict formed from evidence gathered before the
-            // network last changed (a heal, an unblock) is not a
-            // false alarm about the network as it is now.
-            // Likewise for a verdict on a node that just resumed
-            // from a pause, formed from the silence of the pause.
+            // A verdict formed from evidence gathered before the network
+            // last changed (a heal, an unblock), or on a node that just
+            // resumed from a pause, is not a false alarm about the network
+            // as it is now.
+            let changes = [self.topology_changed, self.slots[j].resumed_at];
             let window = self.verdict_window(n);
-            let settled = [self.topology_changed, self.slots[j].resumed_at]
-                .into_iter()
-                .flatten()
-                .all(|t| self.now.saturating_sub(t) >= window);
-            if healthy && !settled {
-                self.m.transition_downs += 1;
-            }
-            if healthy && settled {
-                self.m.false_downs += 1;
-                if self.m.false_down_detail.len() < 10 {
-                    let health = self.slots[n].node.as_ref().map(|x| x.health_score());
-                    self.m.false_down_detail.push(format!(
-                        "t={:.1}s {} (health {health:?}{}) declared {} Down",
-                        self.now as f64 / SEC as f64,
-                        self.slots[n].id,
-                        if self.impaired(n) { ", impaired" } else { "" },
-                        id
-                    ));
-                }
-            }
+            let mut tally = std::mem::take(&mut self.checkers.false_downs);
+            let describe = || {
+                let health = self.slots[n].node.as_ref().map(|x| x.health_score());
+                format!(
+                    "t={:.1}s {} (health {health:?}{}) declared {} Down",
+                    self.now as f64 / SEC as f64,
+                    self.slots[n].id,
+                    if self.impaired(n) { ", impaired" } else { "" },
+                    id
+                )
+            };
+            tally.declared(
+                healthy,
+                changes.into_iter().flatten(),
+                self.now,
+                window,
+                describe,
+            );
+            self.checkers.false_downs = tally;
         }
         for (_, crashed, at, observers) in &mut self.crashes {
             if *crashed == id
@@ -199,27 +165,17 @@ impl World {
         }
     }
 
-    /// Tracks the spread of writes and the newest remote stamp each node
-    /// accepted (for the causality checker).
+    /// Node `n` holds `owner`'s `key` at stamp `hlc`: the delivery and
+    /// causality checkers' input.
     fn state_changed(&mut self, n: usize, owner: NodeId, key: String, hlc: Hlc) {
         let Some(o) = self.slot_of(&owner) else {
             return;
         };
         if o != n {
-            let slot = &mut self.slots[n];
-            slot.max_remote_hlc = slot.max_remote_hlc.max(hlc);
+            self.checkers.causality.accepted(n, hlc);
         }
-        if let Some(&wi) = self.write_index.get(&(o, key)) {
-            let w = &self.writes[wi];
-            let first_receipt =
-                hlc >= w.hlc && n != w.owner && w.audience.contains(&n) && !w.got.contains_key(&n);
-            if first_receipt && self.planted.fire(Plant::LostDelta, self.now) {
-                return;
-            }
-            let w = &mut self.writes[wi];
-            if hlc >= w.hlc && n != w.owner {
-                w.got.entry(n).or_insert(self.now);
-            }
-        }
+        let (now, planted) = (self.now, &mut self.planted);
+        let lose = || planted.fire(Plant::LostDelta, now);
+        self.checkers.delivery.received(n, o, key, hlc, now, lose);
     }
 }

@@ -338,7 +338,8 @@ impl World {
     pub(super) fn forge(&mut self) {
         let running = self.running();
         let owned: Vec<(usize, String)> = self
-            .write_index
+            .checkers
+            .delivery
             .keys()
             .filter(|(o, _)| running.contains(o))
             .cloned()

@@ -1,14 +1,14 @@
 //! The simulation engine: one event queue on virtual time driving real
 //! [`roster::node::Node`]s over the simulated [`Network`].
 //!
-//! Checkers run on every step (see [`Checks`]); measurements feed the
-//! [`crate::report::Report`].
+//! Checkers (see [`crate::checkers`]) run on every step; measurements feed
+//! the [`crate::report::Report`].
 //!
 //! By concern: this file holds the event engine (the queue, delivery, a
 //! node's outputs after each step); `events` reads what nodes report,
 //! `faults` applies the scenario's actions, `workload` runs the clients
-//! (state writes, metadata operations, placement), and `checks` holds the
-//! periodic and end-of-run checkers.
+//! (state writes, metadata operations, placement), and `checks` runs the
+//! periodic and end-of-run checks.
 
 mod checks;
 mod events;
@@ -28,7 +28,8 @@ use roster::node::{
     NodeId, Now, RaftRole, ReadMode,
 };
 
-use crate::linear::{History, Outcome as OpOutcome};
+use crate::checkers::linearizable::Outcome as OpOutcome;
+use crate::checkers::{Checkers, Checks};
 
 use crate::net::{Clock, MS, Nanos, Network, SEC};
 use crate::plant::{Plant, Planted};
@@ -154,9 +155,6 @@ enum Ev {
     Check,
 }
 
-/// No generation seen (see `Slot::seen_gen`).
-const NOT_SEEN: u64 = u64::MAX;
-
 struct Slot {
     id: NodeId,
     addr: SocketAddr,
@@ -165,14 +163,6 @@ struct Slot {
     clock: Clock,
     next_wake: Option<Nanos>,
     started_once: bool,
-    /// Largest HLC this node has accepted from a remote delta.
-    max_remote_hlc: Hlc,
-    last_hlc: Hlc,
-    last_incarnation: (u64, u32),
-    /// Newest generation of each member seen in this node's MemberUp
-    /// events, by the member's slot (`NOT_SEEN` where none was seen): eight
-    /// bytes per member entry, where a map keyed by name took about sixty.
-    seen_gen: Vec<u64>,
     /// The node's Raft disk, kept across crashes.
     disk: MemDisk,
     /// Metadata requests in flight: request number to history entry.
@@ -185,26 +175,6 @@ struct Slot {
     held_bytes: usize,
     /// When it last resumed from a pause.
     resumed_at: Option<Nanos>,
-}
-
-/// Invariant and liveness checkers.
-#[derive(Debug, Default, Clone)]
-pub struct Checks {
-    /// Named violations, first few kept with detail.
-    pub violations: Vec<String>,
-    /// Count of all violations.
-    pub count: u64,
-}
-
-impl Checks {
-    /// Records a violation seen at virtual time `now`.
-    fn fail(&mut self, now: Nanos, what: String) {
-        let what = format!("t={:.3}s {what}", now as f64 / SEC as f64);
-        self.count += 1;
-        if self.violations.len() < 20 {
-            self.violations.push(what);
-        }
-    }
 }
 
 /// Lifeguard counters summed over nodes (see [`roster::node::Metrics`]).
@@ -221,17 +191,6 @@ pub struct LifeguardTotals {
     pub downs_adopted: u64,
     /// Final checks started.
     pub final_checks: u64,
-}
-
-/// A write being tracked for spread latency.
-struct WriteTrack {
-    owner: usize,
-    hlc: Hlc,
-    at: Nanos,
-    /// Receipt time per node slot.
-    got: BTreeMap<usize, Nanos>,
-    /// Nodes running when it was written.
-    audience: Vec<usize>,
 }
 
 /// One forged write and how it ended.
@@ -257,11 +216,6 @@ pub struct Measured {
     pub detect: Vec<Nanos>,
     /// Observers that never detected a crash.
     pub undetected: u64,
-    pub false_downs: u64,
-    /// Downs of healthy nodes declared within one verdict window after the
-    /// network's topology changed (not counted as false).
-    pub transition_downs: u64,
-    pub false_down_detail: Vec<String>,
     pub delta_delays: Vec<Nanos>,
     pub delta_coverage: Option<f64>,
     pub heal_converged: Option<Nanos>,
@@ -283,12 +237,6 @@ pub struct Measured {
     pub converged_at_end: bool,
     pub peak_live: usize,
     pub final_live: usize,
-    /// Metadata clusters bootstrapped.
-    pub clusters: std::collections::BTreeSet<u64>,
-    /// Self-declared leaders per term.
-    pub leaders: BTreeMap<u64, NodeId>,
-    /// (key, value) applied at each index, first seen.
-    pub applied: BTreeMap<u64, (String, Option<Vec<u8>>)>,
     /// Healthy voters at the end.
     pub voters_final: Option<usize>,
     /// From the loss of a voter until a leader and the target number of
@@ -300,7 +248,7 @@ pub struct Measured {
     pub meta_acked_writes: u64,
     pub meta_linearizable: Option<bool>,
     /// What the linearizability check judged.
-    pub meta_checked: crate::linear::Checked,
+    pub meta_checked: crate::checkers::linearizable::Checked,
     /// Placement versions (by table hash): when first applied anywhere, and
     /// when every running node held it.
     pub placement_versions: Vec<(u64, Nanos, Option<Nanos>)>,
@@ -329,10 +277,11 @@ pub struct World {
     by_addr: BTreeMap<SocketAddr, usize>,
     pub net: Network,
     config: Config,
+    /// The violations found.
     pub checks: Checks,
+    /// The checkers' state.
+    pub checkers: Checkers,
     pub m: Measured,
-    writes: Vec<WriteTrack>,
-    write_index: BTreeMap<(usize, String), usize>,
     write_seq: u64,
     crashes: Vec<(usize, Identity, Nanos, Vec<usize>)>,
     faults_end: Option<Nanos>,
@@ -343,10 +292,6 @@ pub struct World {
     end: Nanos,
     /// When partitions or blocks last changed.
     topology_changed: Option<Nanos>,
-    /// Client history of metadata operations.
-    pub history: History,
-    /// Acknowledged writes: (index, key, value).
-    acked: Vec<(u64, String, Option<Vec<u8>>)>,
     meta_value_seq: u64,
     /// The bug planted in this run, if any (see [`crate::plant`]).
     pub planted: Planted,
@@ -373,9 +318,8 @@ impl World {
             net: Network::lan(0),
             config: config.clone(),
             checks: Checks::default(),
+            checkers: Checkers::default(),
             m: Measured::default(),
-            writes: Vec::new(),
-            write_index: BTreeMap::new(),
             write_seq: 0,
             crashes: Vec::new(),
             faults_end: None,
@@ -385,8 +329,6 @@ impl World {
             jumper: None,
             end,
             topology_changed: None,
-            history: History::default(),
-            acked: Vec::new(),
             meta_value_seq: 0,
             planted: Planted::default(),
         };
@@ -412,10 +354,6 @@ impl World {
             clock: Clock::default(),
             next_wake: None,
             started_once: false,
-            max_remote_hlc: Hlc::default(),
-            last_hlc: Hlc::default(),
-            last_incarnation: (0, 0),
-            seen_gen: Vec::new(),
             disk: MemDisk::default(),
             meta_pending: BTreeMap::new(),
             placement: None,
@@ -447,6 +385,13 @@ impl World {
     /// Records a checker's violation at the current virtual time.
     fn fail(&mut self, what: String) {
         self.checks.fail(self.now, what);
+    }
+
+    /// Records a checker's verdict: its violation, if it found one.
+    fn record(&mut self, verdict: Result<(), String>) {
+        if let Err(what) = verdict {
+            self.fail(what);
+        }
     }
 
     /// The scenario's RNG.
@@ -602,23 +547,11 @@ impl World {
         } else {
             hlc
         };
-        // Checker: HLC monotonic per node.
-        let slot = &mut self.slots[n];
-        if hlc < slot.last_hlc {
-            let msg = format!("hlc went back on {}: {} -> {}", slot.id, slot.last_hlc, hlc);
-            self.fail(msg);
-        }
-        let slot = &mut self.slots[n];
-        slot.last_hlc = hlc;
-        // Checker: (generation, incarnation) of a node only grows.
-        if gen_inc < slot.last_incarnation {
-            let msg = format!(
-                "incarnation went back on {}: {:?} -> {:?}",
-                slot.id, slot.last_incarnation, gen_inc
-            );
-            self.fail(msg);
-        }
-        self.slots[n].last_incarnation = gen_inc;
+        let id = &self.slots[n].id;
+        let hlc = self.checkers.hlc.observe(n, id, hlc);
+        let identity = self.checkers.identity.observe(n, id, gen_inc);
+        self.record(hlc);
+        self.record(identity);
         for e in events {
             self.on_event(n, e);
         }
@@ -662,10 +595,8 @@ impl World {
         self.slots[n].node = Some(node);
         self.slots[n].next_wake = None;
         self.slots[n].started_once = true;
-        self.slots[n].seen_gen.clear();
-        self.slots[n].max_remote_hlc = Hlc::default();
         // The HLC lives in memory: a restarted process starts a new one.
-        self.slots[n].last_hlc = Hlc::default();
+        self.checkers.restarted(n);
         // Every node starts knowing the addresses of 3 random others.
         let candidates: Vec<usize> = (0..self.slots.len())
             .filter(|&i| i != n && (self.slots[i].node.is_some() || !self.slots[i].started_once))

@@ -2,6 +2,7 @@
 //! operations recorded in the history, and placement tracking.
 
 use super::*;
+use crate::checkers::writes;
 
 impl World {
     pub(super) fn placement_changed(&mut self, n: usize) {
@@ -55,7 +56,7 @@ impl World {
             7 => MetaOp::Delete { key },
             _ => {
                 // Expect a value some node last read or wrote for the key.
-                let expect = self.history.recent_value(&key);
+                let expect = self.checkers.history.recent_value(&key);
                 MetaOp::Cas {
                     key,
                     expect,
@@ -71,7 +72,7 @@ impl World {
         let Some(node) = self.slots[n].node.as_mut() else {
             return;
         };
-        let h = self.history.invoke(op.clone(), self.now);
+        let h = self.checkers.history.invoke(op.clone(), self.now);
         let mode = if self.planted.is(Plant::StaleReads) {
             ReadMode::Stale
         } else {
@@ -87,7 +88,7 @@ impl World {
             return;
         };
         self.m.meta_ops += 1;
-        let op = self.history.op(h).clone();
+        let op = self.checkers.history.op(h).clone();
         let outcome = match &r {
             Ok(MetaReply::Value { value, .. }) => OpOutcome::Read(value.clone()),
             Ok(MetaReply::Written { .. }) | Ok(MetaReply::Deleted { .. }) => OpOutcome::Done,
@@ -108,7 +109,7 @@ impl World {
                 op.key()
             );
         }
-        self.history.complete(h, outcome, self.now);
+        self.checkers.history.complete(h, outcome, self.now);
         let index = match &r {
             Ok(MetaReply::Written { index }) | Ok(MetaReply::Deleted { index, .. }) => Some(*index),
             Ok(MetaReply::Cas {
@@ -135,7 +136,8 @@ impl World {
             } else {
                 index
             };
-            self.acked.push((index, op.key().to_owned(), value));
+            let key = op.key().to_owned();
+            self.checkers.acked.acknowledged(index, key, value);
         }
     }
 
@@ -150,36 +152,26 @@ impl World {
         let Some(node) = self.slots[n].node.as_mut() else {
             return;
         };
-        match node.set_state(now, &key, b"value") {
-            Ok(hlc) => {
-                let hlc = if self.slots[n].max_remote_hlc > Hlc::default()
-                    && self.planted.fire(Plant::CausalityBack, self.now)
-                {
-                    self.slots[n].max_remote_hlc
-                } else {
-                    hlc
-                };
-                // Checker: HLC causality — a write is stamped after every
-                // remote write this node has accepted.
-                let slot = &self.slots[n];
-                if hlc <= slot.max_remote_hlc {
-                    let msg = format!(
-                        "causality: {} wrote {} at {} after accepting {}",
-                        slot.id, key, hlc, slot.max_remote_hlc
-                    );
-                    self.fail(msg);
-                }
-                let audience = self.running().into_iter().filter(|&i| i != n).collect();
-                self.write_index.insert((n, key), self.writes.len());
-                self.writes.push(WriteTrack {
-                    owner: n,
-                    hlc,
-                    at: self.now,
-                    got: BTreeMap::new(),
-                    audience,
-                });
-            }
-            Err(e) => self.fail(format!("write refused on n{n}: {e}")),
+        let result = node.set_state(now, &key, b"value");
+        let accepted = writes::check(n, &result);
+        self.record(accepted);
+        if let Ok(hlc) = result {
+            let seen = self.checkers.causality.newest_accepted(n);
+            let hlc = if seen > Hlc::default() && self.planted.fire(Plant::CausalityBack, self.now)
+            {
+                seen
+            } else {
+                hlc
+            };
+            let v = self
+                .checkers
+                .causality
+                .wrote(n, &self.slots[n].id, &key, hlc);
+            self.record(v);
+            let audience = self.running().into_iter().filter(|&i| i != n).collect();
+            self.checkers
+                .delivery
+                .wrote(n, key, hlc, self.now, audience);
         }
         self.after(n);
     }

@@ -1,0 +1,121 @@
+//! Invariant: once the faults end, the live nodes converge. Every running
+//! node lists every other running node Alive at the identity (name,
+//! address, generation) it runs with and no other member active, and all
+//! hold the same state. Planted bugs: `NoHeal` (in the world), and
+//! `HeldSuspect`, `StaleIdentity`, `DivergentState` (in what the first
+//! running node lists).
+
+use roster::node::{Generation, MemberState, Node};
+
+use crate::plant::Plant;
+
+/// Why running nodes have not converged.
+pub enum Divergence {
+    /// A node lists a wrong number of members active.
+    Count,
+    /// A node lists a member at a wrong identity or state, or holds other
+    /// state.
+    View(String),
+}
+
+/// What keeps `running` (the running nodes) from having converged, with
+/// (`with_state`) or without their state, if anything. `plant` is one of
+/// the plants that corrupt what the first running node lists.
+pub fn divergence(running: &[&Node], with_state: bool, plant: Option<Plant>) -> Option<Divergence> {
+    let live = running.len();
+    // Counts first: cheap, and they differ until a join or a heal is
+    // nearly done.
+    if running.iter().any(|node| node.active_members() != live - 1) {
+        return Some(Divergence::Count);
+    }
+    let mut hash = None;
+    for (k, node) in running.iter().enumerate() {
+        let me = &node.identity().id;
+        for (l, other) in running.iter().enumerate() {
+            if l == k {
+                continue;
+            }
+            let truth = other.identity();
+            let mut view = node.member(&truth.id).map(|v| (v.identity, v.state));
+            if let (0, 1, Some((id, state))) = (k, l, view.as_mut()) {
+                match plant {
+                    Some(Plant::HeldSuspect) => *state = MemberState::Suspect,
+                    Some(Plant::StaleIdentity) => {
+                        id.generation = Generation(id.generation.0.saturating_sub(1));
+                    }
+                    _ => {}
+                }
+            }
+            match view {
+                Some((id, MemberState::Alive)) if id == *truth => {}
+                Some((id, state)) => {
+                    return Some(Divergence::View(format!(
+                        "{me} lists {id} {state:?}, which runs as {truth}"
+                    )));
+                }
+                None => {
+                    return Some(Divergence::View(format!("{me} does not list {truth}")));
+                }
+            }
+        }
+        if with_state {
+            let mut h = node.state_hash();
+            if k == 0 && plant == Some(Plant::DivergentState) {
+                h ^= 1;
+            }
+            if *hash.get_or_insert(h) != h {
+                return Some(Divergence::View(format!(
+                    "{me} holds other state than {}",
+                    running[0].identity().id
+                )));
+            }
+        }
+    }
+    None
+}
+
+/// How many of `running` list a wrong number of members active, with an
+/// example: members it holds active that run under no such identity
+/// (ghosts), and running members it holds Down.
+pub fn count_divergence(running: &[&Node]) -> String {
+    let live = running.len();
+    let runs_as = |id: &roster::node::Identity| running.iter().any(|x| x.identity() == id);
+    let runs_named = |name: &roster::node::NodeId| running.iter().any(|x| x.identity().id == *name);
+    let mut short = 0;
+    let mut example = String::new();
+    for node in running {
+        if node.active_members() == live - 1 {
+            continue;
+        }
+        short += 1;
+        if !example.is_empty() {
+            continue;
+        }
+        let ghosts: Vec<String> = node
+            .swim_members()
+            .filter(|(id, _, active)| *active && !runs_as(id))
+            .map(|(id, inc, _)| {
+                let view = node
+                    .member(&id.id)
+                    .map(|v| (v.state, v.suspect_incarnation));
+                format!("{id} inc={inc} view={view:?}")
+            })
+            .take(3)
+            .collect();
+        example.push_str(&format!("ghosts {ghosts:?}; "));
+        let downs: Vec<String> = node
+            .members()
+            .filter(|m| m.state == MemberState::Down && runs_named(&m.identity.id))
+            .map(|m| m.identity.to_string())
+            .take(3)
+            .collect();
+        example += &format!(
+            "{} sees {} active of {} (running held Down: {:?})",
+            node.identity().id,
+            node.active_members(),
+            live - 1,
+            downs
+        );
+    }
+    format!("{short} nodes with a wrong member count; {example}")
+}
