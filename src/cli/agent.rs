@@ -320,6 +320,11 @@ fn join_targets(join: Vec<String>) -> Result<Vec<String>, String> {
     Ok(join)
 }
 
+/// A repeatable flag's values, or the file's where the flag is not given.
+fn flags_or<T>(flags: Vec<T>, file: Vec<T>) -> Vec<T> {
+    if flags.is_empty() { file } else { flags }
+}
+
 /// Merges flags/env over the file and checks every value.
 pub fn settings(args: AgentArgs) -> Result<Settings, String> {
     let file = match &args.config {
@@ -335,11 +340,7 @@ pub fn settings(args: AgentArgs) -> Result<Settings, String> {
         .tls_dir
         .or(file.tls_dir)
         .ok_or("--tls-dir is required (create certificates with `roster cert`)")?;
-    let tags = parse_tags(if args.tags.is_empty() {
-        file.tag
-    } else {
-        args.tags
-    })?;
+    let tags = parse_tags(flags_or(args.tags, file.tag))?;
     let log_level = args.log_level.or(file.log_level);
     if let Some(l) = &log_level {
         tracing_subscriber::EnvFilter::try_new(l).map_err(|e| format!("--log-level {l:?}: {e}"))?;
@@ -353,11 +354,7 @@ pub fn settings(args: AgentArgs) -> Result<Settings, String> {
             .or(file.bind)
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 7946))),
         advertise: args.advertise.or(file.advertise),
-        join: join_targets(if args.join.is_empty() {
-            file.join
-        } else {
-            args.join
-        })?,
+        join: join_targets(flags_or(args.join, file.join))?,
         data_dir: args.data_dir.or(file.data_dir),
         tls_dir,
         profile: args.profile.or(file.profile).unwrap_or(Profile::Lan),
@@ -369,11 +366,7 @@ pub fn settings(args: AgentArgs) -> Result<Settings, String> {
         http: http_addr(args.http.as_deref().or(file.http.as_deref()))?,
         http_default: args.http.is_none() && file.http.is_none(),
         http_token_file: args.http_token_file.or(file.http_token_file),
-        http_allow_host: if args.http_allow_host.is_empty() {
-            file.http_allow_host
-        } else {
-            args.http_allow_host
-        },
+        http_allow_host: flags_or(args.http_allow_host, file.http_allow_host),
         http_tls: args.http_tls || file.http_tls.unwrap_or(false),
         http_open_reads: args.http_open_reads || file.http_open_reads.unwrap_or(false),
         voter: args

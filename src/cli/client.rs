@@ -507,53 +507,7 @@ pub fn status(c: &ClientArgs) -> ExitCode {
 /// `roster meta ...`.
 pub fn meta(c: &ClientArgs, cmd: MetaCmd) -> ExitCode {
     run_result(|| {
-        let stale_q = |stale: bool| if stale { "?stale=true" } else { "" };
-        let (status, v) = match &cmd {
-            MetaCmd::Get { key, stale } => request(
-                &c.agent()?,
-                "GET",
-                &format!("/v1/meta/{}{}", percent_encode(key), stale_q(*stale)),
-                b"",
-            )?,
-            MetaCmd::Put { key, value } => request(
-                &c.agent()?,
-                "PUT",
-                &format!("/v1/meta/{}", percent_encode(key)),
-                value.as_bytes(),
-            )?,
-            MetaCmd::Cas {
-                key,
-                value,
-                expect,
-                delete,
-            } => {
-                if value.is_none() && !delete {
-                    return Err("give a value, or --delete".into());
-                }
-                let body = serde_json::json!({"expect": expect, "value": value});
-                request(
-                    &c.agent()?,
-                    "POST",
-                    &format!("/v1/meta/{}", percent_encode(key)),
-                    body.to_string().as_bytes(),
-                )?
-            }
-            MetaCmd::Delete { key } => request(
-                &c.agent()?,
-                "DELETE",
-                &format!("/v1/meta/{}", percent_encode(key)),
-                b"",
-            )?,
-            MetaCmd::List { prefix, stale } => {
-                let q = if prefix.is_empty() {
-                    stale_q(*stale).to_owned()
-                } else {
-                    let stale = if *stale { "&stale=true" } else { "" };
-                    format!("?prefix={}{stale}", percent_encode(prefix))
-                };
-                request(&c.agent()?, "GET", &format!("/v1/meta{q}"), b"")?
-            }
-        };
+        let (status, v) = meta_request(c, &cmd)?;
         if !(200..300).contains(&status) {
             return Err(api_error(status, &v));
         }
@@ -561,34 +515,91 @@ pub fn meta(c: &ClientArgs, cmd: MetaCmd) -> ExitCode {
             println!("{v}");
             return Ok(());
         }
-        match cmd {
-            MetaCmd::Get { .. } => print_value(&v)?,
-            MetaCmd::Put { .. } => println!("ok (index {})", v["index"]),
-            MetaCmd::Cas { .. } => {
-                if v["swapped"].as_bool() == Some(true) {
-                    println!("swapped");
-                } else {
-                    return Err(format!(
-                        "not swapped: the key holds {}",
-                        v["current"]
-                            .as_str()
-                            .map_or("nothing".to_owned(), |s| format!("{s:?}"))
-                    ));
-                }
+        print_meta(&cmd, &v)
+    })
+}
+
+/// Sends a `roster meta` command's request: the agent's status and answer.
+fn meta_request(c: &ClientArgs, cmd: &MetaCmd) -> Result<(u16, Value), String> {
+    let stale_q = |stale: bool| if stale { "?stale=true" } else { "" };
+    let (status, v) = match &cmd {
+        MetaCmd::Get { key, stale } => request(
+            &c.agent()?,
+            "GET",
+            &format!("/v1/meta/{}{}", percent_encode(key), stale_q(*stale)),
+            b"",
+        )?,
+        MetaCmd::Put { key, value } => request(
+            &c.agent()?,
+            "PUT",
+            &format!("/v1/meta/{}", percent_encode(key)),
+            value.as_bytes(),
+        )?,
+        MetaCmd::Cas {
+            key,
+            value,
+            expect,
+            delete,
+        } => {
+            if value.is_none() && !delete {
+                return Err("give a value, or --delete".into());
             }
-            MetaCmd::Delete { .. } => println!("deleted"),
-            MetaCmd::List { .. } => {
-                let rows: Vec<Vec<String>> = v
-                    .as_array()
-                    .ok_or("agent sent a non-list")?
-                    .iter()
-                    .map(|e| vec![e["key"].as_str().unwrap_or("").to_owned(), shown(e)])
-                    .collect();
-                print!("{}", table(&["Key", "Value"], &rows));
+            let body = serde_json::json!({"expect": expect, "value": value});
+            request(
+                &c.agent()?,
+                "POST",
+                &format!("/v1/meta/{}", percent_encode(key)),
+                body.to_string().as_bytes(),
+            )?
+        }
+        MetaCmd::Delete { key } => request(
+            &c.agent()?,
+            "DELETE",
+            &format!("/v1/meta/{}", percent_encode(key)),
+            b"",
+        )?,
+        MetaCmd::List { prefix, stale } => {
+            let q = if prefix.is_empty() {
+                stale_q(*stale).to_owned()
+            } else {
+                let stale = if *stale { "&stale=true" } else { "" };
+                format!("?prefix={}{stale}", percent_encode(prefix))
+            };
+            request(&c.agent()?, "GET", &format!("/v1/meta{q}"), b"")?
+        }
+    };
+    Ok((status, v))
+}
+
+/// Prints a `roster meta` command's successful answer `v` for people.
+fn print_meta(cmd: &MetaCmd, v: &Value) -> Result<(), String> {
+    match cmd {
+        MetaCmd::Get { .. } => print_value(v)?,
+        MetaCmd::Put { .. } => println!("ok (index {})", v["index"]),
+        MetaCmd::Cas { .. } => {
+            if v["swapped"].as_bool() == Some(true) {
+                println!("swapped");
+            } else {
+                return Err(format!(
+                    "not swapped: the key holds {}",
+                    v["current"]
+                        .as_str()
+                        .map_or("nothing".to_owned(), |s| format!("{s:?}"))
+                ));
             }
         }
-        Ok(())
-    })
+        MetaCmd::Delete { .. } => println!("deleted"),
+        MetaCmd::List { .. } => {
+            let rows: Vec<Vec<String>> = v
+                .as_array()
+                .ok_or("agent sent a non-list")?
+                .iter()
+                .map(|e| vec![e["key"].as_str().unwrap_or("").to_owned(), shown(e)])
+                .collect();
+            print!("{}", table(&["Key", "Value"], &rows));
+        }
+    }
+    Ok(())
 }
 
 /// `roster partitions [--key K]`.

@@ -235,30 +235,9 @@ pub fn init(dir: &Path, n: usize, base_port: Option<u16>) -> Result<ClusterFile,
             dir.display()
         ));
     }
-    let mut addrs = Vec::new();
-    for i in 0..n {
-        let (g, h) = match base_port {
-            Some(p) => {
-                let g = u32::from(p) + 2 * i as u32;
-                if g + 1 > u32::from(u16::MAX) {
-                    return Err(format!("--base-port {p} leaves no room for {n} nodes"));
-                }
-                (
-                    SocketAddr::from(([127, 0, 0, 1], g as u16)),
-                    SocketAddr::from(([127, 0, 0, 1], (g + 1) as u16)),
-                )
-            }
-            None => (
-                UdpSocket::bind("127.0.0.1:0")
-                    .and_then(|s| s.local_addr())
-                    .map_err(|e| format!("no free UDP port: {e}"))?,
-                TcpListener::bind("127.0.0.1:0")
-                    .and_then(|s| s.local_addr())
-                    .map_err(|e| format!("no free TCP port: {e}"))?,
-            ),
-        };
-        addrs.push((g, h));
-    }
+    let addrs = (0..n)
+        .map(|i| node_ports(i, n, base_port))
+        .collect::<Result<Vec<_>, _>>()?;
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     // The directory holds the CA key and the token: keep it out of any
     // repository it sits in.
@@ -305,6 +284,35 @@ pub fn init(dir: &Path, n: usize, base_port: Option<u16>) -> Result<ClusterFile,
     let text = toml::to_string_pretty(&file).map_err(|e| e.to_string())?;
     std::fs::write(file_path(dir), text).map_err(|e| e.to_string())?;
     Ok(file)
+}
+
+/// The gossip and HTTP addresses of node `i` of `n`: two consecutive ports
+/// from `base_port`, or free ones.
+fn node_ports(
+    i: usize,
+    n: usize,
+    base_port: Option<u16>,
+) -> Result<(SocketAddr, SocketAddr), String> {
+    Ok(match base_port {
+        Some(p) => {
+            let g = u32::from(p) + 2 * i as u32;
+            if g + 1 > u32::from(u16::MAX) {
+                return Err(format!("--base-port {p} leaves no room for {n} nodes"));
+            }
+            (
+                SocketAddr::from(([127, 0, 0, 1], g as u16)),
+                SocketAddr::from(([127, 0, 0, 1], (g + 1) as u16)),
+            )
+        }
+        None => (
+            UdpSocket::bind("127.0.0.1:0")
+                .and_then(|s| s.local_addr())
+                .map_err(|e| format!("no free UDP port: {e}"))?,
+            TcpListener::bind("127.0.0.1:0")
+                .and_then(|s| s.local_addr())
+                .map_err(|e| format!("no free TCP port: {e}"))?,
+        ),
+    })
 }
 
 /// Prints the dashboard URL with the operator token (the one place it is

@@ -100,32 +100,75 @@ impl World {
         })
     }
 
+    /// Every 100 ms of virtual time: the measurements of convergence and
+    /// recovery, the leaders the nodes' Raft states claim, the observation
+    /// plants, forgeries, and the traffic series.
     pub(super) fn periodic_check(&mut self) {
         let running = self.running();
         if running.is_empty() {
             return;
         }
         if std::env::var_os("ROSTER_SIM_DEBUG").is_some() && self.now.is_multiple_of(2 * SEC) {
-            let counts: Vec<usize> = running
-                .iter()
-                .map(|&i| {
-                    self.slots[i]
-                        .node
-                        .as_ref()
-                        .expect("running")
-                        .active_members()
-                })
-                .collect();
-            let min = counts.iter().min().copied().unwrap_or(0);
-            let lagging = counts.iter().filter(|&&c| c + 1 < running.len()).count();
-            eprintln!(
-                "t={}s live={} min_active={} lagging={}",
-                self.now / SEC,
-                running.len(),
-                min,
-                lagging
-            );
+            self.print_member_counts(&running);
         }
+        self.measure_convergence();
+        self.m.peak_live = self.m.peak_live.max(running.len());
+        for &i in &running {
+            if let Some(term) = self.slots[i]
+                .node
+                .as_ref()
+                .and_then(|x| x.meta_leading_term())
+            {
+                self.claims_leader(i, term);
+            }
+        }
+        if !self.planted.fired() {
+            self.plant_observation(&running);
+        }
+        if !self.m.forgeries.is_empty() {
+            self.check_forgeries();
+        }
+        if self.now.is_multiple_of(SEC) {
+            let (bytes, _) = self.totals();
+            self.m.bytes_series.push((self.now, bytes, running.len()));
+        }
+        if let Some(at) = self.m.voter_loss_at
+            && self.m.voter_recovery.is_none()
+            && self
+                .healthy_voters()
+                .is_some_and(|v| v >= self.config.meta.target_voters)
+        {
+            self.m.voter_recovery = Some(self.now - at);
+        }
+    }
+
+    /// Debug output: how many members the running nodes hold active.
+    fn print_member_counts(&self, running: &[usize]) {
+        let counts: Vec<usize> = running
+            .iter()
+            .map(|&i| {
+                self.slots[i]
+                    .node
+                    .as_ref()
+                    .expect("running")
+                    .active_members()
+            })
+            .collect();
+        let min = counts.iter().min().copied().unwrap_or(0);
+        let lagging = counts.iter().filter(|&&c| c + 1 < running.len()).count();
+        eprintln!(
+            "t={}s live={} min_active={} lagging={}",
+            self.now / SEC,
+            running.len(),
+            min,
+            lagging
+        );
+    }
+
+    /// When the join, a heal, a paused node's return and a partition's
+    /// split were complete, each measured once; the traffic window starts
+    /// with the join's convergence (or at 30 s).
+    fn measure_convergence(&mut self) {
         if self.m.join_converged.is_none() && self.converged(false) {
             self.m.join_converged = Some(self.now);
             self.start_window();
@@ -154,34 +197,6 @@ impl World {
             && self.split_seen()
         {
             self.m.split_detected = Some(self.now - at);
-        }
-        self.m.peak_live = self.m.peak_live.max(running.len());
-        for &i in &running {
-            if let Some(term) = self.slots[i]
-                .node
-                .as_ref()
-                .and_then(|x| x.meta_leading_term())
-            {
-                self.claims_leader(i, term);
-            }
-        }
-        if !self.planted.fired() {
-            self.plant_observation(&running);
-        }
-        if !self.m.forgeries.is_empty() {
-            self.check_forgeries();
-        }
-        if self.now.is_multiple_of(SEC) {
-            let (bytes, _) = self.totals();
-            self.m.bytes_series.push((self.now, bytes, running.len()));
-        }
-        if let Some(at) = self.m.voter_loss_at
-            && self.m.voter_recovery.is_none()
-            && self
-                .healthy_voters()
-                .is_some_and(|v| v >= self.config.meta.target_voters)
-        {
-            self.m.voter_recovery = Some(self.now - at);
         }
     }
 

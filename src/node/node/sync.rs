@@ -334,12 +334,7 @@ impl Node {
                 }
                 continue;
             }
-            let state = match m.state {
-                WireState::Alive => State::Alive,
-                WireState::Suspect => State::Suspect,
-                WireState::Down if self.config.lifeguard => State::Suspect,
-                WireState::Down => State::Down,
-            };
+            let state = self.foca_claim(m.state);
             let found = known
                 .binary_search_by(|(k, _)| (*k).cmp(&m.identity.id))
                 .ok()
@@ -351,12 +346,7 @@ impl Node {
                         true
                     } else {
                         observed.push((m.identity.clone(), m.incarnation, state));
-                        match (st, state) {
-                            (State::Down, _) => m.incarnation > *inc,
-                            (_, State::Down) => true,
-                            (State::Alive, State::Suspect) => m.incarnation >= *inc,
-                            _ => m.incarnation > *inc,
-                        }
+                        news_to_foca(*st, *inc, state, m.incarnation)
                     }
                 }
             };
@@ -394,6 +384,18 @@ impl Node {
         }
     }
 
+    /// The state foca is given for a gossiped member `state`: with
+    /// Lifeguard a Down is read as a suspicion, which the final check
+    /// settles.
+    fn foca_claim(&self, state: WireState) -> State {
+        match state {
+            WireState::Alive => State::Alive,
+            WireState::Suspect => State::Suspect,
+            WireState::Down if self.config.lifeguard => State::Suspect,
+            WireState::Down => State::Down,
+        }
+    }
+
     /// Merges deltas a push-pull peer (`from`) sent, spreading the new ones
     /// when `spread`.
     pub(super) fn merge_deltas(&mut self, deltas: &[Delta], spread: bool, from: Option<&NodeId>) {
@@ -421,5 +423,16 @@ impl Node {
             }
         }
         self.shared.lock().relay = None;
+    }
+}
+
+/// Whether foca, holding a member's identity in `held` at `held_inc`,
+/// changes on hearing `claim` at `inc` about the same identity.
+fn news_to_foca(held: State, held_inc: Incarnation, claim: State, inc: Incarnation) -> bool {
+    match (held, claim) {
+        (State::Down, _) => inc > held_inc,
+        (_, State::Down) => true,
+        (State::Alive, State::Suspect) => inc >= held_inc,
+        _ => inc > held_inc,
     }
 }
