@@ -10,6 +10,7 @@ mod engine;
 mod hash;
 pub mod hlc;
 pub mod identity;
+mod lifeguard;
 pub mod meta;
 pub mod metrics;
 #[allow(clippy::module_inception)]

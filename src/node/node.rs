@@ -27,6 +27,7 @@ use super::delta::{Delta, StateError, StateStore};
 use super::engine::{Engine, EngineEvent};
 use super::hlc::{Hlc, HlcClock};
 use super::identity::{Identity, Incarnation, NodeId};
+use super::lifeguard::{CheckEnd, Lifeguard};
 use super::metrics::Metrics;
 use super::swim::{self, GossipHandler, Io, Item, RosterCodec, Shared, SharedRef, Swim, TimerKind};
 use super::timers::TimerTable;
@@ -109,14 +110,6 @@ fn reserved(key: &str) -> Result<(), StateError> {
 /// joining, then after 2, 4 and 8 more (0.4, 0.8, 1.6 and 3.2 s on LAN).
 const CATCH_UP_SYNCS: u32 = 4;
 
-/// A final check in progress.
-#[derive(Debug, Clone)]
-struct Verification {
-    identity: Identity,
-    nonce: u64,
-    answered: Option<Incarnation>,
-}
-
 /// The membership core of one node. See the module docs for how to drive it.
 pub struct Node {
     config: Config,
@@ -139,7 +132,8 @@ pub struct Node {
     /// Members this node declared Down, with the incarnation they were
     /// declared at: a packet proving a higher one brings them back.
     downs: BTreeMap<NodeId, (Identity, Incarnation)>,
-    verifications: BTreeMap<NodeId, Verification>,
+    /// Lifeguard's memory on foca's path.
+    lifeguard: Lifeguard,
     seeds: Vec<SocketAddr>,
     /// Seeds that answered a join request.
     answered_seeds: Vec<SocketAddr>,
@@ -149,23 +143,7 @@ pub struct Node {
     events: VecDeque<Event>,
     metrics: Metrics,
     prescan_buf: Vec<Member<Identity>>,
-    /// The foca timer token the suspicion timers of the members listed
-    /// Suspect were armed with (see [`Node::rearm_orphaned_suspicions`]).
-    suspicions_token: foca::TimerToken,
-    /// Suspicions read from a packet (`true`: a Down verdict), acted on
-    /// once foca has applied it.
-    gossiped_suspects: Vec<(Identity, Incarnation, bool)>,
-    /// Members another node declared Down (a gossiped Down), at the highest
-    /// incarnation reported, while the suspicion lasts here.
-    reported_down: BTreeMap<NodeId, Incarnation>,
     unpark_pending: bool,
-    /// When this node last raised its incarnation to refute a claim.
-    last_refutation: Option<Duration>,
-    /// Members that told this node it is Down, and when that last counted
-    /// against its health.
-    accusers: BTreeMap<NodeId, Duration>,
-    /// When a well-formed message from a peer last arrived.
-    last_heard: Option<Duration>,
     meta: MetaCore,
 }
 
@@ -240,7 +218,7 @@ impl Node {
             rng,
             members: BTreeMap::new(),
             downs: BTreeMap::new(),
-            verifications: BTreeMap::new(),
+            lifeguard: Lifeguard::default(),
             seeds: Vec::new(),
             answered_seeds: Vec::new(),
             joined: false,
@@ -249,13 +227,7 @@ impl Node {
             events: VecDeque::new(),
             metrics: Metrics::default(),
             prescan_buf: Vec::new(),
-            suspicions_token: foca::TimerToken::default(),
-            gossiped_suspects: Vec::new(),
-            reported_down: BTreeMap::new(),
             unpark_pending: false,
-            last_refutation: None,
-            accusers: BTreeMap::new(),
-            last_heard: None,
             meta: MetaCore::new(config_meta, disk, now.mono),
         };
         node.meta_start();
@@ -411,7 +383,7 @@ impl Node {
         }
         self.metrics.rx.count(kind, bytes.len());
         self.set_now(now);
-        self.last_heard = Some(self.io.now);
+        self.lifeguard.heard(self.io.now);
         let r = self.route(msg, from, peer);
         self.after_swim();
         r
@@ -738,7 +710,7 @@ impl Node {
         }
         let r = self.swim.handle_data(packet, &mut self.io);
         self.drain_notifications();
-        for (id, inc, down) in std::mem::take(&mut self.gossiped_suspects) {
+        for (id, inc, down) in self.lifeguard.take_gossiped() {
             self.suspect_from_gossip(id, inc, down);
         }
         match r {

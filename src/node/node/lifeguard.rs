@@ -1,7 +1,9 @@
-//! Roster's Lifeguard layer around foca: what a packet says before foca
-//! sees it, suspicions learned by gossip, local health and the final check
-//! before a Down verdict, refutations and bringing back members that prove
-//! they are alive.
+//! The node's side of roster's Lifeguard layer around foca (its memory and
+//! the decisions that read only it are [`Lifeguard`]): what a packet says
+//! before foca sees it, suspicions learned by gossip, local health and the
+//! final check before a Down verdict, refutations and bringing back members
+//! that prove they are alive. Each decision is carried out here on foca,
+//! the member listing, the timers and the outgoing queue.
 
 use super::*;
 
@@ -34,11 +36,11 @@ impl Node {
         for m in &p.updates {
             self.observe(m.id(), u32::from(m.incarnation()), m.state());
             if m.state() != State::Alive {
-                self.gossiped_suspects.push((
+                self.lifeguard.gossiped(
                     m.id().clone(),
                     u32::from(m.incarnation()),
                     m.state() == State::Down,
-                ));
+                );
             }
         }
         false
@@ -48,25 +50,13 @@ impl Node {
     /// rejoining.
     fn answer_you_are_down(&mut self, accuser: &NodeId) {
         self.metrics.turn_undead_refuted += 1;
-        // Many members holding this node Down is evidence that it is the
-        // problem (Lifeguard raises its health score), but one member
-        // repeating itself is one piece of evidence: a member that cannot
-        // hear answers every message with "you are Down".
-        let now = self.io.now;
-        let window = self.timing.suspicion_window;
-        if self
-            .accusers
-            .get(accuser)
-            .is_none_or(|t| now >= *t + window)
-        {
-            self.accusers.retain(|_, t| now < *t + window);
-            self.accusers.insert(accuser.clone(), now);
+        let (now, window) = (self.io.now, self.timing.suspicion_window);
+        if self.lifeguard.accused(accuser, now, window) {
             self.io.health_up();
         }
-        // One refutation per probe period: the raised incarnation is already
-        // spreading, and refuting every message would run the incarnation
-        // (16 bits) up by one per message.
-        if self.refuted_within_a_probe_period() {
+        // Refuting every message would run the incarnation (16 bits) up by
+        // one per message.
+        if self.lifeguard.refuted_within(now, self.config.probe_period) {
             self.metrics.refutations_rate_limited += 1;
         } else {
             self.refute_with(self.io.self_incarnation, false);
@@ -96,7 +86,7 @@ impl Node {
                 .handle_timer(Timer::RemoveDown(id.clone()), &mut self.io);
         }
         if refuted {
-            self.reported_down.remove(&id.id);
+            self.lifeguard.forget_report(&id.id);
         }
     }
 
@@ -154,7 +144,7 @@ impl Node {
             if raise_health {
                 self.io.health_up();
             }
-            self.last_refutation = Some(self.io.now);
+            self.lifeguard.refuted(self.io.now);
             self.events.push_back(Event::Refuted {
                 incarnation: self.io.self_incarnation,
             });
@@ -172,12 +162,7 @@ impl Node {
             .values()
             .filter(|m| m.identity.id != member.id)
             .any(|m| m.state == MemberState::Alive);
-        others && self.last_heard.is_none_or(|t| t < v.since)
-    }
-
-    fn refuted_within_a_probe_period(&self) -> bool {
-        self.last_refutation
-            .is_some_and(|t| self.io.now < t + self.config.probe_period)
+        others && self.lifeguard.silent_since(v.since)
     }
 
     /// Whether `incarnation` refutes this node's suspicion of `member`.
@@ -241,7 +226,7 @@ impl Node {
     /// it Down (a gossiped Down) at an incarnation this node has seen no
     /// refutation past. `false` when there is no such report.
     pub(super) fn adopt_reported_down(&mut self, member: &Identity) -> bool {
-        let Some(&at) = self.reported_down.get(&member.id) else {
+        let Some(at) = self.lifeguard.reported_down(&member.id) else {
             return false;
         };
         let current = self.members.get(&member.id).is_some_and(|v| {
@@ -250,7 +235,7 @@ impl Node {
                 && v.incarnation <= at
         });
         if !current {
-            self.reported_down.remove(&member.id);
+            self.lifeguard.forget_report(&member.id);
             return false;
         }
         self.metrics.downs_adopted += 1;
@@ -293,7 +278,7 @@ impl Node {
     /// under a new token, each member listed Suspect gets its suspicion
     /// timer again. O(members), on a token change only.
     pub(super) fn rearm_orphaned_suspicions(&mut self) {
-        self.suspicions_token = self.io.token;
+        self.lifeguard.set_token(self.io.token);
         if self.native.is_some() {
             return;
         }
@@ -358,11 +343,7 @@ impl Node {
             // This node's own suspicion of it has run its course.
             let ran_out = v.state == MemberState::Suspect
                 && self.io.now >= v.since + self.timing.suspicion_window;
-            let at = self
-                .reported_down
-                .entry(id.id.clone())
-                .or_insert(incarnation);
-            *at = (*at).max(incarnation);
+            self.lifeguard.report_down(&id.id, incarnation);
             if self.too_unhealthy_to_judge() {
                 // It adopts the verdict once its own suspicion agrees (a
                 // stale report about a member it hears from, as after a
@@ -392,7 +373,7 @@ impl Node {
         }
         let token = self.io.token;
         if down {
-            if !self.verifications.contains_key(&id.id) {
+            if !self.lifeguard.checking(&id.id) {
                 self.start_final_check(id, incarnation, token);
             }
         } else {
@@ -426,7 +407,7 @@ impl Node {
             return;
         }
         // A check already running (started by a reported Down) decides.
-        if self.verifications.contains_key(&member.id) {
+        if self.lifeguard.checking(&member.id) {
             return;
         }
         self.start_final_check(member, incarnation, token);
@@ -453,14 +434,7 @@ impl Node {
         for r in relays {
             self.io.send_msg(r.addr, &Message::VerifyRelay(v.clone()));
         }
-        self.verifications.insert(
-            member.id.clone(),
-            Verification {
-                identity: member.clone(),
-                nonce,
-                answered: None,
-            },
-        );
+        self.lifeguard.start_check(member.clone(), nonce);
         let wait = self.config.verify_timeout * self.io.health_multiplier();
         self.io.schedule(
             wait,
@@ -480,14 +454,10 @@ impl Node {
         token: foca::TimerToken,
         nonce: u64,
     ) {
-        let answered = match self.verifications.get(&member.id) {
-            Some(v) if v.nonce == nonce => {
-                let a = v.answered;
-                self.verifications.remove(&member.id);
-                a
-            }
-            // Superseded by another check, which decides.
-            _ => return,
+        let answered = match self.lifeguard.end_check(&member.id, nonce) {
+            CheckEnd::Superseded => return,
+            CheckEnd::Answered(inc) => Some(inc),
+            CheckEnd::Silent => None,
         };
         if answered.is_none() && !self.still_suspected(&member, incarnation) {
             // Refuted meanwhile (seen in gossip rather than in an answer).
@@ -560,11 +530,7 @@ impl Node {
     }
 
     pub(super) fn on_verify_ack(&mut self, a: VerifyAck) {
-        if let Some(v) = self.verifications.get_mut(&a.from.id)
-            && v.nonce == a.nonce
-            && v.identity == a.from
-        {
-            v.answered = Some(a.incarnation);
+        if self.lifeguard.answer(&a.from, a.nonce, a.incarnation) {
             self.metrics.verifications_answered += 1;
             self.io.health_down();
         } else if a.nonce != NOTICE_NONCE || !self.refutes_suspicion(&a.from, a.incarnation) {

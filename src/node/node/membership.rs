@@ -31,7 +31,7 @@ impl Node {
     pub(in crate::node::node) fn after_swim(&mut self) {
         self.reassert_own_keys();
         self.drain_native();
-        if self.io.token != self.suspicions_token {
+        if self.lifeguard.token_changed(self.io.token) {
             self.rearm_orphaned_suspicions();
         }
         for (id, inc) in std::mem::take(&mut self.io.suspected) {
@@ -193,7 +193,7 @@ impl Node {
         | OwnedNotification::MemberDown(id)
         | OwnedNotification::Rename(id, _) = &n
         {
-            self.reported_down.remove(&id.id);
+            self.lifeguard.forget_report(&id.id);
         }
         match n {
             OwnedNotification::MemberUp(id) => {

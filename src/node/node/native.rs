@@ -131,7 +131,7 @@ impl Node {
                 });
             }
             EngineEvent::SelfRefuted(incarnation) => {
-                self.last_refutation = Some(now);
+                self.lifeguard.refuted(now);
                 self.events.push_back(Event::Refuted { incarnation });
             }
             EngineEvent::Joined => self.became_active(),

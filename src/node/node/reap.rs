@@ -145,7 +145,7 @@ impl Node {
             };
             if let Some(identity) = reaped {
                 self.downs.remove(&id);
-                self.reported_down.remove(&id);
+                self.lifeguard.forget_report(&id);
                 self.metrics.members_reaped += 1;
                 self.events.push_back(Event::MemberReaped(identity));
             }
