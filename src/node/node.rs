@@ -439,32 +439,14 @@ impl Node {
                 }
                 Ok(())
             }
-            Message::Raft(m) => {
-                self.on_raft_msg(m);
-                Ok(())
-            }
-            Message::MetaRequest(m) => {
-                self.on_meta_request(m);
-                Ok(())
-            }
-            Message::MetaResponse(m) => {
-                self.on_meta_response(m);
-                Ok(())
-            }
-            Message::MetaPull(m) => {
-                self.on_meta_pull(m);
-                Ok(())
-            }
-            Message::MetaPush(m) => {
-                self.on_meta_push(m);
-                Ok(())
-            }
-            Message::BootstrapAsk(m) => {
-                self.on_bootstrap_ask(m);
-                Ok(())
-            }
-            Message::BootstrapGrant(m) => {
-                self.on_bootstrap_grant(m);
+            m @ (Message::Raft(_)
+            | Message::MetaRequest(_)
+            | Message::MetaResponse(_)
+            | Message::MetaPull(_)
+            | Message::MetaPush(_)
+            | Message::BootstrapAsk(_)
+            | Message::BootstrapGrant(_)) => {
+                self.on_meta_message(m);
                 Ok(())
             }
         }

@@ -11,9 +11,7 @@ use crate::node::meta::engine::{Host, MetaCore, MetaCounters, View};
 use crate::node::meta::machine::Machine;
 use crate::node::meta::placement::{Role, Table};
 use crate::node::meta::{ADVERT_KEY, MetaError, MetaOp, MetaReply, MetaStatus, ReadMode};
-use crate::node::wire::{
-    BootstrapAsk, BootstrapGrant, MetaPull, MetaPush, MetaRequest, MetaResponse, RaftMsg,
-};
+use crate::node::wire::Message;
 
 impl Node {
     /// The engine and what it works with, borrowed from the node's other
@@ -83,16 +81,20 @@ impl Node {
         }
     }
 
-    pub(in crate::node::node) fn on_bootstrap_ask(&mut self, a: BootstrapAsk) {
-        self.with_meta(|meta, h| meta.on_bootstrap_ask(h, a));
-    }
-
-    pub(in crate::node::node) fn on_bootstrap_grant(&mut self, g: BootstrapGrant) {
-        self.with_meta(|meta, h| meta.on_bootstrap_grant(h, g));
-    }
-
-    pub(in crate::node::node) fn on_raft_msg(&mut self, m: RaftMsg) {
-        self.with_meta(|meta, h| meta.on_raft_msg(h, m));
+    /// Hands the metadata engine one of its messages (Raft, forwarded
+    /// requests and their answers, copies, bootstrap); other kinds never
+    /// reach here.
+    pub(in crate::node::node) fn on_meta_message(&mut self, msg: Message) {
+        self.with_meta(|meta, h| match msg {
+            Message::Raft(m) => meta.on_raft_msg(h, m),
+            Message::MetaRequest(m) => meta.on_meta_request(h, m),
+            Message::MetaResponse(m) => meta.on_meta_response(h, m),
+            Message::MetaPull(p) => meta.on_meta_pull(h, p),
+            Message::MetaPush(p) => meta.on_meta_push(h, p),
+            Message::BootstrapAsk(a) => meta.on_bootstrap_ask(h, a),
+            Message::BootstrapGrant(g) => meta.on_bootstrap_grant(h, g),
+            _ => {}
+        });
     }
 
     /// Keeps the decoded adverts of other members (a handful: the voters
@@ -104,14 +106,6 @@ impl Node {
     /// Reacts to a gossiped advert: a member behind pulls at once.
     pub(in crate::node::node) fn on_advert_changed(&mut self) {
         self.with_meta(|meta, h| meta.on_advert_changed(h));
-    }
-
-    pub(in crate::node::node) fn on_meta_pull(&mut self, p: MetaPull) {
-        self.with_meta(|meta, h| meta.on_meta_pull(h, p));
-    }
-
-    pub(in crate::node::node) fn on_meta_push(&mut self, p: MetaPush) {
-        self.with_meta(|meta, h| meta.on_meta_push(h, p));
     }
 
     /// Opens the Raft state saved on the disk, if any (a voter restarting).
@@ -224,13 +218,5 @@ impl Node {
     /// Next finished request: its number and outcome.
     pub fn poll_meta_result(&mut self) -> Option<(u64, Result<MetaReply, MetaError>)> {
         self.meta.poll_meta_result()
-    }
-
-    pub(in crate::node::node) fn on_meta_request(&mut self, m: MetaRequest) {
-        self.with_meta(|meta, h| meta.on_meta_request(h, m));
-    }
-
-    pub(in crate::node::node) fn on_meta_response(&mut self, m: MetaResponse) {
-        self.with_meta(|meta, h| meta.on_meta_response(h, m));
     }
 }
