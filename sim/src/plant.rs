@@ -88,6 +88,9 @@ pub enum Plant {
     /// Observed: one node's receipt of one state write is never reported.
     /// Guarded by the `delta` scenario's coverage check.
     LostDelta,
+    /// Observed: a node reports one user event a second time. Guarded by
+    /// "a user event is delivered at most once, in its sender's order".
+    DuplicateEvent,
 }
 
 impl Plant {

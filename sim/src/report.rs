@@ -78,6 +78,9 @@ pub struct Report {
     /// slowest and median time to that, and the refutations counted by the
     /// owners (`roster_state_forgeries_refuted_total`).
     pub forgeries: Option<usize>,
+    /// The `events` scenario's figures (absent when no event was sent).
+    #[serde(flatten)]
+    pub user_events: Option<crate::checkers::user_events::EventFigures>,
     pub forgeries_took_hold: Option<usize>,
     pub forgeries_restored: Option<usize>,
     pub forgery_restore_max_secs: Option<f64>,
@@ -223,6 +226,7 @@ impl Report {
             pause_verdict_secs: m.pause.as_ref().map(|p| secs(p.verdict)),
             pause_declared_down: m.pause.as_ref().map(|p| p.declared_down),
             forgeries: (!m.forgeries.is_empty()).then_some(m.forgeries.len()),
+            user_events: w.event_figures(),
             forgeries_took_hold: (!m.forgeries.is_empty())
                 .then(|| m.forgeries.iter().filter(|f| f.took_hold).count()),
             forgeries_restored: (!m.forgeries.is_empty())

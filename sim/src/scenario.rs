@@ -178,6 +178,16 @@ pub const SCENARIOS: &[Scenario] = &[
         checks: &[delta_covered],
     },
     Scenario {
+        name: "events",
+        about: "user events from random nodes, 4 per second, from 15 s until 15 s before the end (--loss applies until then); each must reach every node running from its sending to the end, once and in its sender's order",
+        default_secs: 60,
+        start_window: SEC,
+        voters: None,
+        pauses: false,
+        setup: setup_events,
+        checks: &[events_covered],
+    },
+    Scenario {
         name: "bootstrap",
         about: "nodes start in random order over 10 s with three transient partitions in the first 20 s; exactly one metadata cluster must form",
         default_secs: 60,
@@ -409,6 +419,20 @@ fn setup_delta(w: &mut World, s: &Setup) {
     w.at(s.end.saturating_sub(15 * SEC), Action::FaultsEnd);
 }
 
+fn setup_events(w: &mut World, s: &Setup) {
+    let stop = s.end.saturating_sub(15 * SEC);
+    if let Some(p) = s.loss {
+        w.at(0, Action::Loss(p));
+        w.at(stop, Action::Loss(0.0));
+    }
+    let mut t = 15 * SEC;
+    while t < stop {
+        w.at(t, Action::EventRandom);
+        t += SEC / 4;
+    }
+    w.at(stop, Action::FaultsEnd);
+}
+
 fn setup_bootstrap(w: &mut World, s: &Setup) {
     for slot in 0..3u64 {
         let t = slot * 6 * SEC + w.rng().random_range(0..3 * SEC);
@@ -585,6 +609,13 @@ fn heal_converged(r: &Report, _: &Expect) -> Option<String> {
 fn delta_covered(r: &Report, _: &Expect) -> Option<String> {
     (r.delta_coverage != Some(1.0))
         .then(|| format!("delta coverage {:?} is not 1.0", r.delta_coverage))
+}
+
+/// Every user event reached every node that ran from its sending to the
+/// end.
+fn events_covered(r: &Report, _: &Expect) -> Option<String> {
+    let coverage = r.user_events.as_ref().and_then(|e| e.event_coverage);
+    (coverage != Some(1.0)).then(|| format!("event coverage {coverage:?} is not 1.0"))
 }
 
 /// The `forgery` scenario's expectations: forged writes were pushed and

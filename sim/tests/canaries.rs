@@ -190,3 +190,8 @@ fn an_undelivered_delta_is_caught() {
     assert!(why.contains("delta coverage"), "{why}");
     assert!(planted.violations.is_empty(), "{:?}", planted.violations);
 }
+
+#[test]
+fn a_user_event_delivered_twice_is_caught() {
+    canary(Plant::DuplicateEvent, "events", 10, "twice");
+}

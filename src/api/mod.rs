@@ -18,6 +18,7 @@ pub mod credentials;
 pub mod logs;
 mod metadata;
 pub mod metrics;
+mod user_events;
 
 pub use auth::{Access, Token, TokenError};
 use metadata::{
@@ -162,6 +163,10 @@ pub fn router(roster: Arc<Roster>, access: Access) -> Router {
         .route("/v1/members", get(members))
         .route("/v1/events", get(recent_events))
         .route("/v1/events/stream", get(event_stream))
+        .route(
+            "/v1/event/{name}",
+            axum::routing::post(user_events::event_send),
+        )
         .route("/metrics", get(metrics_text))
         .route(
             "/v1/state/{*key}",
@@ -506,7 +511,8 @@ struct LogQuery {
 
 /// `GET /v1/events/stream[?logs=LEVEL]`: membership events as they happen,
 /// as server-sent events (`event: member`, `data:` the JSON of
-/// [`EventRecord`]), with a keep-alive comment every 15 s; a client that
+/// [`EventRecord`]), user events (`event: user`, see
+/// `user_events::user_event_json`), with a keep-alive comment every 15 s; a client that
 /// reads too slowly skips the oldest events (logged by the agent); ends
 /// when the node stops. With `logs`, the agent's log lines at that level or more
 /// severe too (`event: log`, `data: {"at_ms", "level", "target",
@@ -542,6 +548,10 @@ async fn event_stream(
     let members = futures_util::stream::unfold(api.roster.subscribe(), |mut events| async move {
         loop {
             let e = events.next().await?;
+            if let Event::UserEvent(u) = &e {
+                let data = user_events::user_event_json(u).to_string();
+                return Some((Ok(Sse::default().event("user").data(data)), events));
+            }
             if let Some(rec) = record(&e) {
                 let data = serde_json::to_string(&rec).unwrap_or_default();
                 return Some((Ok(Sse::default().event("member").data(data)), events));

@@ -156,6 +156,14 @@ pub struct AgentArgs {
     /// are opened again (a TLS handshake each) as gossip picks peers.
     #[arg(long, env = "ROSTER_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// A program to run on each user event (repeatable): the payload on
+    /// its standard input, the event in `ROSTER_*` environment variables
+    /// (see the README's "User events").
+    #[arg(long = "event-handler", value_name = "PATH")]
+    pub event_handlers: Vec<PathBuf>,
+    /// How long an event handler may run before it is killed (default 30s).
+    #[arg(long, env = "ROSTER_EVENT_HANDLER_TIMEOUT", value_parser = parse_duration)]
+    pub event_handler_timeout: Option<Duration>,
 }
 
 /// A duration as `500ms`, `90s`, `30m`, `24h` or `7d`.
@@ -212,6 +220,9 @@ struct FileConfig {
     owner: Option<bool>,
     reap_after: Option<String>,
     max_connections: Option<usize>,
+    #[serde(default)]
+    event_handler: Vec<PathBuf>,
+    event_handler_timeout: Option<String>,
 }
 
 /// Settings after merging flags, environment and file.
@@ -265,6 +276,10 @@ pub struct Settings {
     pub reap_after: Duration,
     /// Most QUIC connections kept open.
     pub max_connections: usize,
+    /// Programs run on each user event.
+    pub event_handlers: Vec<PathBuf>,
+    /// How long an event handler may run.
+    pub event_handler_timeout: Duration,
 }
 
 fn positive(flag: &str, n: usize) -> Result<usize, String> {
@@ -318,6 +333,16 @@ fn join_targets(join: Vec<String>) -> Result<Vec<String>, String> {
         roster::runtime::addr::check_target(j).map_err(|e| format!("--join {e}"))?;
     }
     Ok(join)
+}
+
+/// Event handlers, each checked to be a file.
+fn event_handlers(paths: Vec<PathBuf>) -> Result<Vec<PathBuf>, String> {
+    for p in &paths {
+        if !p.is_file() {
+            return Err(format!("--event-handler {}: no such file", p.display()));
+        }
+    }
+    Ok(paths)
 }
 
 /// A repeatable flag's values, or the file's where the flag is not given.
@@ -392,6 +417,14 @@ pub fn settings(args: AgentArgs) -> Result<Settings, String> {
             (Some(d), _) => d,
             (None, Some(t)) => parse_duration(&t).map_err(|e| format!("reap_after {e}"))?,
             (None, None) => Config::lan().remove_left_after,
+        },
+        event_handlers: event_handlers(flags_or(args.event_handlers, file.event_handler))?,
+        event_handler_timeout: match (args.event_handler_timeout, file.event_handler_timeout) {
+            (Some(d), _) => d,
+            (None, Some(t)) => {
+                parse_duration(&t).map_err(|e| format!("event_handler_timeout {e}"))?
+            }
+            (None, None) => Duration::from_secs(30),
         },
         tags,
     })
@@ -506,6 +539,11 @@ async fn serve(s: Settings, args: AgentArgs, logs: Option<LogHandle>) -> ExitCod
         None => None,
     };
     let _unregister = Unregister(registered);
+    super::handlers::start(
+        roster.clone(),
+        s.event_handlers.clone(),
+        s.event_handler_timeout,
+    );
     let reloader = tokio::spawn(reload_on_sighup(roster.clone(), loaded, args, logs));
     let _reloader = AbortOnDrop(reloader);
     tracing::info!(node = %roster.identity(), addr = %roster.local_addr(), "agent running");
@@ -809,7 +847,9 @@ fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
         voters,
         owner,
         reap_after,
-        max_connections
+        max_connections,
+        event_handlers,
+        event_handler_timeout
     );
     if old.join.iter().any(|j| !new.join.contains(j)) {
         fixed.push("join (removed targets: members already known stay)");

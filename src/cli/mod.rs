@@ -6,6 +6,8 @@ pub mod cert;
 pub mod client;
 pub mod cluster;
 pub mod demo;
+pub mod events;
+pub mod handlers;
 pub mod members;
 pub mod monitor;
 
@@ -65,6 +67,19 @@ pub enum Cmd {
         /// every address it has.
         #[arg(required = true)]
         addrs: Vec<String>,
+        /// Connection options.
+        #[command(flatten)]
+        client: client::ClientArgs,
+    },
+    /// Send a user event to every live member, like `serf event`: each
+    /// gets it once, in this agent's order; it shows in `roster monitor`
+    /// and runs the agents' `--event-handler` scripts.
+    Event {
+        /// The event's name (1 to 128 bytes, no control characters).
+        name: String,
+        /// The payload (at most the agents' `max_event_bytes`, 512 by
+        /// default); `-` reads it from standard input.
+        payload: Option<String>,
         /// Connection options.
         #[command(flatten)]
         client: client::ClientArgs,
@@ -250,6 +265,11 @@ pub fn main() -> ExitCode {
         Cmd::ForceLeave { name, client } => client::force_leave(&client, &name),
         Cmd::Join { addrs, client } => client::join(&client, &addrs),
         Cmd::Monitor(c) => monitor::monitor(&c),
+        Cmd::Event {
+            name,
+            payload,
+            client,
+        } => events::event(&client, &name, payload.as_deref()),
         Cmd::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut out = Vec::new();

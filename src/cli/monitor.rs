@@ -52,6 +52,7 @@ pub fn monitor(a: &MonitorArgs) -> ExitCode {
             } else if line.is_empty() && !data.is_empty() {
                 match event.as_str() {
                     "member" => print_event(&data, json),
+                    "user" => print_user_event(&data, json),
                     "log" => print_log(&data, json),
                     "skipped" => eprintln!("({data} log lines skipped: the client fell behind)"),
                     _ => {}
@@ -103,6 +104,33 @@ fn print_event(data: &str, json: bool) {
         v["kind"].as_str().unwrap_or(""),
         v["member"].as_str().unwrap_or("(this node)")
     );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+}
+
+/// One user event from the stream: a line of text, or its JSON (with
+/// `"type": "user"`).
+fn print_user_event(data: &str, json: bool) {
+    let Ok(mut v) = serde_json::from_str::<Value>(data) else {
+        return;
+    };
+    if json {
+        v["type"] = Value::from("user");
+        println!("{v}");
+    } else {
+        let payload = v["payload"].as_str().unwrap_or("");
+        let shown: String = payload.chars().take(60).collect();
+        println!(
+            "{}  {:<9}  {} from {} (#{}){}{}",
+            stamp(&v),
+            "event",
+            v["name"].as_str().unwrap_or(""),
+            v["sender"].as_str().unwrap_or(""),
+            v["seq"],
+            if payload.is_empty() { "" } else { ": " },
+            shown.escape_debug()
+        );
+    }
     use std::io::Write;
     let _ = std::io::stdout().flush();
 }

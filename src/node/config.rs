@@ -82,6 +82,16 @@ pub struct Config {
     /// Largest accepted lead of a remote HLC over the local wall clock.
     /// 500 ms, as CockroachDB's `max-offset`.
     pub max_drift: Duration,
+    /// Largest user-event payload, in bytes (Serf's default, 512); the name
+    /// adds at most [`MAX_NAME_BYTES`](crate::node::user_events::MAX_NAME_BYTES).
+    /// An event must piggyback on one datagram, so this and the datagram
+    /// size are checked together.
+    pub max_event_bytes: usize,
+    /// How long a user event that arrived ahead of a missing predecessor
+    /// from the same sender waits for it before it is delivered anyway
+    /// (the gap skipped). LAN 1 s, WAN 3 s, local 500 ms: a few gossip
+    /// rounds, within which a predecessor still on its way arrives.
+    pub event_reorder_wait: Duration,
     /// Which SWIM engine runs membership: [`EngineKind::Foca`] (foca 2.0
     /// with roster's Lifeguard layer) or [`EngineKind::Native`] (roster's
     /// own engine, Lifeguard built in). Members of one cluster must run the
@@ -170,7 +180,21 @@ pub enum ConfigError {
     /// A value cannot fit in one datagram.
     #[error("max_value_bytes + max_key_bytes ({0}) must leave 256 bytes of a datagram for headers")]
     StateTooLargeForDatagram(usize),
+    /// A user event cannot piggyback on one datagram.
+    #[error(
+        "max_event_bytes {0} is too large for max_datagram_bytes {1} (an event, with its name and sender, must fit in the datagram less {ITEM_HEADROOM} bytes)"
+    )]
+    EventTooLargeForDatagram(usize, usize),
 }
+
+/// Bytes of a datagram kept for the membership engine's own message when
+/// an application item (a state write, a leave, a user event) rides along.
+pub(crate) const ITEM_HEADROOM: usize = 384;
+
+/// Largest encoded user event beyond its payload: the longest name and
+/// sender, the stamps and the framing.
+const EVENT_OVERHEAD: usize =
+    crate::node::user_events::MAX_NAME_BYTES + crate::node::identity::MAX_NODE_ID_LEN + 64;
 
 /// Longest `remove_down_after` / `remove_left_after`: ten years (timers
 /// past it would overflow the clock).
@@ -254,6 +278,8 @@ impl Config {
             join_retry_max: Duration::from_secs(30),
             max_datagram_bytes: NonZeroUsize::new(QUIC_MIN_DATAGRAM_BYTES).expect("non-zero"),
             max_drift: Duration::from_millis(500),
+            max_event_bytes: 512,
+            event_reorder_wait: Duration::from_secs(1),
             engine: EngineKind::Foca,
             lifeguard: true,
             suspicion_min_mult: 2.0,
@@ -281,6 +307,7 @@ impl Config {
             suspicion_mult: NonZeroU8::new(5).expect("non-zero"),
             verify_timeout: probe_rtt * 2,
             gossip_interval: Duration::from_millis(500),
+            event_reorder_wait: Duration::from_secs(3),
             gossip_fanout: NonZeroUsize::new(4).expect("non-zero"),
             sync_interval: Duration::from_secs(30),
             reconnect_interval: Duration::from_secs(30),
@@ -301,6 +328,7 @@ impl Config {
             probe_rtt,
             verify_timeout: probe_rtt * 2,
             gossip_interval: Duration::from_millis(100),
+            event_reorder_wait: Duration::from_millis(500),
             sync_interval: Duration::from_secs(5),
             reconnect_interval: Duration::from_secs(2),
             join_retry_initial: Duration::from_millis(200),
@@ -391,6 +419,16 @@ impl Config {
         let item = self.state_limits.max_key_bytes.get() + self.state_limits.max_value_bytes.get();
         if item + 256 > self.max_datagram_bytes.get() {
             return Err(ConfigError::StateTooLargeForDatagram(item));
+        }
+        let datagram = self.max_datagram_bytes.get();
+        if self.max_event_bytes + EVENT_OVERHEAD + ITEM_HEADROOM > datagram {
+            return Err(ConfigError::EventTooLargeForDatagram(
+                self.max_event_bytes,
+                datagram,
+            ));
+        }
+        if self.event_reorder_wait.is_zero() {
+            return Err(ConfigError::Zero("event_reorder_wait"));
         }
         Ok(())
     }

@@ -116,6 +116,8 @@ pub struct Metrics {
     pub join_attempts: u64,
     /// Current local health score (0 is healthy).
     pub health_score: u8,
+    /// User events delivered, and copies, stale events and gaps dropped.
+    pub user_events: crate::node::user_events::EventCounters,
     /// Live members, this node included, that the timing below is sized
     /// for (see [`crate::node::Timing`]).
     pub live_members: u64,

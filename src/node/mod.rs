@@ -17,6 +17,7 @@ pub mod metrics;
 mod node;
 mod swim;
 pub mod timers;
+pub mod user_events;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -29,6 +30,7 @@ pub use identity::{Generation, Identity, Incarnation, NodeId};
 pub use meta::{MetaConfig, MetaError, MetaOp, MetaReply, MetaStatus, RaftRole, ReadMode};
 pub use metrics::{Metrics, Traffic};
 pub use node::{BUILD_KEY, ForceLeaveError, InputError, MetaCounters, Node};
+pub use user_events::{EventError, UserEvent};
 
 use wire::Kind;
 
@@ -169,6 +171,9 @@ pub enum Event {
         /// Log index of the change.
         index: u64,
     },
+    /// A user event arrived (this node's own included), once, in its
+    /// sender's order (see [`user_events`]).
+    UserEvent(UserEvent),
 }
 
 /// Capacity an output queue keeps once drained. A burst (a push-pull that

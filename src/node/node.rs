@@ -31,6 +31,7 @@ use super::lifeguard::{CheckEnd, Lifeguard};
 use super::metrics::Metrics;
 use super::swim::{self, GossipHandler, Io, Item, RosterCodec, Shared, SharedRef, Swim, TimerKind};
 use super::timers::TimerTable;
+use super::user_events::{self, EventError, EventLog, UserEvent};
 use super::{Event, MemberState, MemberView, Members, Now, Transmit};
 use crate::node::wire::{
     self, Kind, Leave, MemberDigest, Message, SyncDeltas, SyncFull, SyncReply, SyncRequest, Verify,
@@ -144,6 +145,10 @@ pub struct Node {
     metrics: Metrics,
     prescan_buf: Vec<Member<Identity>>,
     unpark_pending: bool,
+    /// A [`TimerKind::UserEvents`] timer is armed.
+    user_events_pending: bool,
+    /// User events this life of the node has sent.
+    events_sent: u64,
     meta: MetaCore,
 }
 
@@ -228,6 +233,8 @@ impl Node {
             metrics: Metrics::default(),
             prescan_buf: Vec::new(),
             unpark_pending: false,
+            user_events_pending: false,
+            events_sent: 0,
             meta: MetaCore::new(config_meta, disk, now.mono),
         };
         node.meta_start();
@@ -512,6 +519,42 @@ impl Node {
         self.delete_own(now, key)
     }
 
+    /// Sends a user event to every live member, this node included (it
+    /// arrives as [`Event::UserEvent`] here too). Returns the event as sent.
+    pub fn send_event(
+        &mut self,
+        now: Now,
+        name: &str,
+        payload: &[u8],
+    ) -> Result<UserEvent, EventError> {
+        self.set_now(now);
+        if self.left {
+            return Err(EventError::Left);
+        }
+        user_events::validate(name, payload, self.config.max_event_bytes)?;
+        self.events_sent += 1;
+        let hlc = {
+            let mut s = self.shared.lock();
+            let wall_ms = s.wall_ms;
+            s.hlc.now(wall_ms)
+        };
+        let event = UserEvent {
+            sender: self.identity.id.clone(),
+            generation: self.identity.generation,
+            seq: self.events_sent,
+            hlc,
+            name: name.to_owned(),
+            payload: payload.to_vec(),
+        };
+        // The handler delivers it here, then it is gossiped; the
+        // configuration keeps every event small enough to piggyback.
+        if let Some(bytes) = swim::encode_item(&Item::Event(event.clone())) {
+            self.add_item(&bytes, None);
+        }
+        self.after_swim();
+        Ok(event)
+    }
+
     /// Writes a tombstone for this node's `key` if it holds the key.
     fn delete_own(&mut self, now: Now, key: &str) -> Result<Option<Hlc>, StateError> {
         let exists = self
@@ -612,7 +655,9 @@ impl Node {
 
     fn set_now(&mut self, now: Now) {
         self.io.now = self.io.now.max(now.mono);
-        self.shared.lock().wall_ms = now.wall_ms;
+        let mut s = self.shared.lock();
+        s.wall_ms = now.wall_ms;
+        s.mono = self.io.now;
     }
 
     fn jittered(&mut self, d: Duration) -> Duration {
@@ -743,6 +788,13 @@ impl Node {
                         .schedule(wait, TimerKind::CatchUpSync { round: round + 1 });
                 }
             }
+            TimerKind::UserEvents => {
+                self.user_events_pending = false;
+                let wait = self.config.event_reorder_wait;
+                let mut s = self.shared.lock();
+                s.user_events.expire(self.io.now, wait);
+                s.deliver_user_events();
+            }
             TimerKind::Unpark => {
                 self.unpark_pending = false;
                 let max_drift_ms = self.config.max_drift.as_millis() as u64;
@@ -813,6 +865,18 @@ fn new_shared(identity: &Identity, config: &Config, now: Now) -> SharedRef {
         reassert: Default::default(),
         was_voter: false,
         synced: false,
+        // Events sent before this start are not replayed; the margin of one
+        // drift bound keeps those sent after it by a member whose clock
+        // lags (by less than the bound).
+        user_events: EventLog::new(
+            Hlc::new(
+                now.wall_ms
+                    .saturating_sub(config.max_drift.as_millis() as u64),
+                0,
+            ),
+            config.max_event_bytes,
+        ),
+        mono: now.mono,
     })
 }
 

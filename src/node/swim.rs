@@ -22,6 +22,7 @@ use super::delta::{Delta, StateStore};
 use super::hlc::HlcClock;
 use super::identity::{Generation, Identity, Incarnation, NodeId};
 use super::timers::TimerTable;
+use super::user_events::{Arrival, EventLog, UserEvent};
 use super::{Event, Transmit};
 use crate::node::wire::{self, Kind, Leave};
 
@@ -93,6 +94,8 @@ pub(crate) enum Item {
     Delta(Delta),
     /// A graceful leave.
     Left(Leave),
+    /// A user event.
+    Event(UserEvent),
 }
 
 /// Dissemination key: a newer item for the same thing replaces an older one
@@ -107,6 +110,11 @@ pub(crate) enum ItemKey {
     Left {
         id: NodeId,
         generation: Generation,
+    },
+    Event {
+        sender: NodeId,
+        generation: Generation,
+        seq: u64,
     },
 }
 
@@ -128,6 +136,8 @@ impl foca::Invalidates for ItemKey {
                     generation: g2,
                 },
             ) => id == i2 && generation >= g2,
+            // Every event is news of its own: only a copy replaces it.
+            (a @ ItemKey::Event { .. }, b @ ItemKey::Event { .. }) => a == b,
             _ => false,
         }
     }
@@ -179,6 +189,10 @@ pub(crate) struct Shared {
     /// A push-pull reply from a peer has been merged since this start (so
     /// an earlier life's advert, if any peer held it, has been seen).
     pub(crate) synced: bool,
+    /// The user events seen, delivered in order per sender.
+    pub(crate) user_events: EventLog,
+    /// Monotonic time of the node's current input.
+    pub(crate) mono: Duration,
 }
 
 /// Most deltas parked for drift at once; past it they wait for push-pull.
@@ -252,6 +266,13 @@ impl Shared {
 }
 
 impl Shared {
+    /// Hands the user events ready for delivery to the application.
+    pub(crate) fn deliver_user_events(&mut self) {
+        for e in self.user_events.take_ready() {
+            self.events.push_back(Event::UserEvent(e));
+        }
+    }
+
     /// Owner authority: only this node writes its keys. A delta that would
     /// change one of them came from elsewhere — a forgery when stamped in
     /// this life, an echo of an earlier life's state otherwise — and the
@@ -352,6 +373,17 @@ impl foca::BroadcastHandler<Identity> for GossipHandler {
                 }
                 newer.then_some(ItemKey::Left { id, generation })
             }
+            Item::Event(e) => {
+                let key = ItemKey::Event {
+                    sender: e.sender.clone(),
+                    generation: e.generation,
+                    seq: e.seq,
+                };
+                let now = s.mono;
+                let new = s.user_events.receive(e, now) == Arrival::New;
+                s.deliver_user_events();
+                new.then_some(key)
+            }
         })
     }
 }
@@ -378,6 +410,8 @@ pub(crate) enum TimerKind {
     Sync,
     /// Retry deltas parked for clock drift.
     Unpark,
+    /// End the waits of user events held for a missing predecessor.
+    UserEvents,
     /// Try to reach one member held Down.
     Reconnect,
     /// Extra push-pull rounds right after joining (see
@@ -597,6 +631,15 @@ pub(crate) fn item_slot(key: &ItemKey) -> [u64; 2] {
         ItemKey::Left { id, .. } => {
             let k = id.key();
             [k[0], mix64(k[1] ^ 0x4c45_4654)]
+        }
+        ItemKey::Event {
+            sender,
+            generation,
+            seq,
+        } => {
+            let k = sender.key();
+            let h = mix64(generation.0 ^ mix64(*seq ^ 0x4556_454e_5453));
+            [mix64(k[0] ^ h), mix64(k[1] ^ mix64(h))]
         }
     }
 }

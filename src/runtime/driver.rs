@@ -56,6 +56,11 @@ pub(crate) enum Command {
         key: String,
         reply: oneshot::Sender<Result<Option<Hlc>, StateError>>,
     },
+    SendEvent {
+        name: String,
+        payload: Vec<u8>,
+        reply: oneshot::Sender<Result<crate::node::UserEvent, crate::node::EventError>>,
+    },
     Members {
         reply: oneshot::Sender<Vec<super::Member>>,
     },
@@ -358,6 +363,13 @@ impl Driver {
         match cmd {
             Command::SetState { key, value, reply } => {
                 let _ = reply.send(self.node.set_state(now, &key, &value));
+            }
+            Command::SendEvent {
+                name,
+                payload,
+                reply,
+            } => {
+                let _ = reply.send(self.node.send_event(now, &name, &payload));
             }
             Command::Join { addrs, reply } => {
                 self.node.join(now, addrs);
@@ -923,6 +935,12 @@ fn log_event(e: &Event) {
             "a write to this node's own key arrived that it did not make; overwritten with the true value"
         ),
         Event::StateChanged { .. } | Event::MetadataChanged { .. } => {}
+        Event::UserEvent(u) => tracing::info!(
+            name = %u.name,
+            sender = %u.sender,
+            bytes = u.payload.len(),
+            "user event"
+        ),
         Event::MetaBootstrapped { cluster } => {
             tracing::info!(
                 cluster = format!("{cluster:016x}"),

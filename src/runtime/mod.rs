@@ -120,6 +120,17 @@ pub enum WriteError {
     Stopped(#[from] Stopped),
 }
 
+/// Why a user event was not sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventSendError {
+    /// A bad name, a payload over the limit, or a node that left.
+    #[error(transparent)]
+    Event(#[from] crate::node::EventError),
+    /// The node is not running.
+    #[error(transparent)]
+    Stopped(#[from] Stopped),
+}
+
 /// Why fault rules were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WriteErrorChaos {
@@ -289,6 +300,24 @@ impl Roster {
         let (key, value) = (key.to_owned(), value.to_vec());
         Ok(self
             .ask(|reply| Command::SetState { key, value, reply })
+            .await??)
+    }
+
+    /// Sends a user event `name` with `payload` to every live member, this
+    /// node included (each gets it once, as [`Event::UserEvent`], in this
+    /// node's order). Returns the event as sent.
+    pub async fn send_event(
+        &self,
+        name: &str,
+        payload: &[u8],
+    ) -> Result<crate::node::UserEvent, EventSendError> {
+        let (name, payload) = (name.to_owned(), payload.to_vec());
+        Ok(self
+            .ask(|reply| Command::SendEvent {
+                name,
+                payload,
+                reply,
+            })
             .await??)
     }
 

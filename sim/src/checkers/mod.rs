@@ -27,6 +27,7 @@
 //! | live nodes converge: identities, states and state | [`convergence`] | `NoHeal`, `HeldSuspect`, `StaleIdentity`, `DivergentState` |
 //! | no healthy, connected member is declared Down | [`false_downs`] | `FalseDown` |
 //! | every state write reaches every node that ran through it | [`delivery`] | `LostDelta` |
+//! | a user event is delivered at most once, in its sender's order | [`user_events`] | `DuplicateEvent` |
 
 pub mod acked;
 pub mod causality;
@@ -41,6 +42,7 @@ pub mod identity;
 pub mod known_members;
 pub mod leaders;
 pub mod linearizable;
+pub mod user_events;
 pub mod writes;
 
 use crate::net::{Nanos, SEC};
@@ -79,6 +81,7 @@ pub struct Checkers {
     pub history: linearizable::History,
     pub false_downs: false_downs::FalseDowns,
     pub delivery: delivery::Delivery,
+    pub user_events: user_events::UserEvents,
 }
 
 impl Checkers {
@@ -88,6 +91,7 @@ impl Checkers {
         self.hlc.restarted(n);
         self.generations.restarted(n);
         self.causality.restarted(n);
+        self.user_events.restarted(n);
     }
 }
 

@@ -258,6 +258,12 @@ impl World {
         }
     }
 
+    /// The `events` scenario's figures over the nodes running at the end.
+    pub fn event_figures(&self) -> Option<crate::checkers::user_events::EventFigures> {
+        let running = |a: usize| self.slots[a].node.is_some();
+        self.checkers.user_events.figures(running)
+    }
+
     /// The spread of tracked writes over the nodes still running.
     fn delta_spread(&mut self) {
         let spread = self

@@ -82,6 +82,7 @@ impl World {
             Event::StateChanged {
                 owner, key, hlc, ..
             } => self.state_changed(n, owner, key, hlc),
+            Event::UserEvent(u) => self.user_event(n, &u),
             _ => {}
         }
     }
@@ -162,6 +163,27 @@ impl World {
                     );
                 }
             }
+        }
+    }
+
+    /// Node `n` delivered user event `u`.
+    fn user_event(&mut self, n: usize, u: &roster::node::UserEvent) {
+        let Some(s) = self.slot_of(&u.sender) else {
+            return;
+        };
+        let times = if self.planted.fire(Plant::DuplicateEvent, self.now) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..times {
+            let id = &self.slots[n].id;
+            let sender = (&u.sender, s);
+            let v =
+                self.checkers
+                    .user_events
+                    .delivered(n, id, sender, u.generation.0, u.seq, self.now);
+            self.record(v);
         }
     }
 

@@ -34,6 +34,13 @@ impl World {
                 self.slots[n].node = None;
             }
             Action::Write(n) => self.write(n),
+            Action::EventRandom => {
+                let running = self.running();
+                if !running.is_empty() {
+                    let n = running[self.rng.random_range(0..running.len())];
+                    self.send_event(n);
+                }
+            }
             Action::WriteRandom => {
                 let running = self.running();
                 if !running.is_empty() {

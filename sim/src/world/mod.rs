@@ -100,6 +100,8 @@ pub enum Action {
     /// The [`Plant::StaleGeneration`] bug: a random running node crashes
     /// and restarts at once under a generation one lower than it ran.
     StaleRestart,
+    /// A random running node sends a user event.
+    EventRandom,
     /// A random running node freezes for this long (a GC or VM pause): it
     /// neither sends nor processes; what arrives meanwhile waits in a
     /// bounded receive buffer, and its timers are overdue when it resumes.

@@ -141,6 +141,24 @@ impl World {
         }
     }
 
+    /// Node `n` sends a user event.
+    pub(super) fn send_event(&mut self, n: usize) {
+        let now = self.now_of(n);
+        let audience = self.running();
+        let Some(node) = self.slots[n].node.as_mut() else {
+            return;
+        };
+        let payload = self.now.to_le_bytes();
+        match node.send_event(now, "sim", &payload) {
+            Ok(e) => {
+                let events = &mut self.checkers.user_events;
+                events.sent(n, e.generation.0, e.seq, self.now, audience);
+            }
+            Err(e) => self.fail(format!("event refused on n{n}: {e}")),
+        }
+        self.after(n);
+    }
+
     pub(super) fn write(&mut self, n: usize) {
         let now = self.now_of(n);
         self.write_seq += 1;

@@ -50,12 +50,13 @@ impl Node {
             }
         }
         self.drain_notifications();
-        let (events, leaves, parked) = {
+        let (events, leaves, parked, event_wait) = {
             let mut s = self.shared.lock();
             (
                 std::mem::take(&mut s.events),
                 std::mem::take(&mut s.pending_leaves),
                 !s.parked.is_empty(),
+                s.user_events.next_expiry(self.config.event_reorder_wait),
             )
         };
         let mut adverts = false;
@@ -73,6 +74,13 @@ impl Node {
         self.events.extend(events);
         if adverts {
             self.on_advert_changed();
+        }
+        if let Some(at) = event_wait
+            && !self.user_events_pending
+        {
+            self.user_events_pending = true;
+            let wait = at.saturating_sub(self.io.now);
+            self.io.schedule(wait, TimerKind::UserEvents);
         }
         if parked && !self.unpark_pending && !self.left {
             self.unpark_pending = true;

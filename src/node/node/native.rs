@@ -13,7 +13,8 @@ impl Node {
         let Some(e) = self.native.as_mut() else {
             return self.swim.add_broadcast(bytes).is_ok();
         };
-        let room = self.config.max_datagram_bytes.get() / 2;
+        let datagram = self.config.max_datagram_bytes.get();
+        let room = (datagram - crate::node::config::ITEM_HEADROOM).max(datagram / 2);
         if bytes.len() > room {
             return false;
         }

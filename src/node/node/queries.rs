@@ -154,7 +154,9 @@ impl Node {
         m.suspicion_window_ms = self.timing.suspicion_window.as_millis() as u64;
         m.retransmits = self.timing.retransmits.get();
         m.push_pull_interval_ms = self.timing.sync_interval.as_millis() as u64;
-        let c = self.shared.lock().counters;
+        let s = self.shared.lock();
+        m.user_events = s.user_events.counters;
+        let c = s.counters;
         m.hlc_drift_rejections = c.drift_rejections;
         m.state_forgeries_refuted = c.forgeries_refuted;
         m.stale_own_state_retired = c.stale_own_retired;

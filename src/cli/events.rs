@@ -1,0 +1,42 @@
+//! `roster event`: sends a user event through an agent, like `serf event`.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use super::client::{ClientArgs, api_error, percent_encode, request, run_result};
+
+/// `roster event NAME [PAYLOAD]`: sends a user event to every live member
+/// (the agent's own node included). `PAYLOAD` `-` reads it from standard
+/// input.
+pub fn event(c: &ClientArgs, name: &str, payload: Option<&str>) -> ExitCode {
+    run_result(|| {
+        let body = match payload {
+            Some("-") => {
+                let mut b = Vec::new();
+                std::io::stdin()
+                    .read_to_end(&mut b)
+                    .map_err(|e| format!("cannot read the payload from standard input: {e}"))?;
+                b
+            }
+            Some(p) => p.as_bytes().to_vec(),
+            None => Vec::new(),
+        };
+        let path = format!("/v1/event/{}", percent_encode(name));
+        let (status, v) = request(&c.agent()?, "POST", &path, &body)?;
+        if status != 200 {
+            return Err(api_error(status, &v));
+        }
+        if c.json {
+            println!("{v}");
+        } else {
+            println!(
+                "event {} sent by {} (#{}, {} bytes)",
+                v["name"].as_str().unwrap_or(name),
+                v["sender"].as_str().unwrap_or(""),
+                v["seq"],
+                body.len()
+            );
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,118 @@
+//! `roster agent --event-handler`: runs scripts on user events, like
+//! Serf's event handlers.
+//!
+//! Each user event this node receives (its own included) runs every
+//! handler, one event after another in arrival order, in a task of their
+//! own: a slow or failing handler never holds up gossip. The event's
+//! payload is the handler's standard input; its name, sender and stamps
+//! are in the environment:
+//!
+//! | variable | value |
+//! |---|---|
+//! | `ROSTER_EVENT` | `user` |
+//! | `ROSTER_USER_EVENT` | the event's name |
+//! | `ROSTER_EVENT_SENDER` | the sending member's name |
+//! | `ROSTER_EVENT_SEQ` | its sequence number among the sender's events (this life) |
+//! | `ROSTER_EVENT_STAMP` | its HLC stamp |
+//! | `ROSTER_SELF_NAME` | this node's name |
+//!
+//! A handler that runs past its timeout is killed. Its exit status and the
+//! first 4 KiB of its output and error output are logged. Events arriving
+//! while 1,024 wait are dropped, with a warning.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use roster::node::{Event, UserEvent};
+use roster::runtime::Roster;
+use tokio::io::AsyncWriteExt;
+
+/// Events waiting for the handlers, at most.
+const QUEUE: usize = 1024;
+
+/// Output logged per stream, at most.
+const OUTPUT_LOGGED: usize = 4096;
+
+/// Starts running `handlers` on the user events `roster` receives, each
+/// within `timeout`. Runs until the node stops.
+pub fn start(roster: Arc<Roster>, handlers: Vec<PathBuf>, timeout: Duration) {
+    if handlers.is_empty() {
+        return;
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<UserEvent>(QUEUE);
+    let mut events = roster.subscribe();
+    tokio::spawn(async move {
+        let mut dropped = 0u64;
+        while let Some(e) = events.next().await {
+            let Event::UserEvent(u) = e else { continue };
+            if tx.try_send(u).is_err() {
+                dropped += 1;
+                tracing::warn!(
+                    dropped,
+                    "event handlers are behind: a user event was not handled"
+                );
+            }
+        }
+    });
+    let me = roster.identity().id.to_string();
+    tokio::spawn(async move {
+        while let Some(u) = rx.recv().await {
+            for h in &handlers {
+                run(h, &u, &me, timeout).await;
+            }
+        }
+    });
+}
+
+/// Runs `handler` on `u` and logs how it ended.
+async fn run(handler: &PathBuf, u: &UserEvent, me: &str, timeout: Duration) {
+    let spawned = tokio::process::Command::new(handler)
+        .env("ROSTER_EVENT", "user")
+        .env("ROSTER_USER_EVENT", &u.name)
+        .env("ROSTER_EVENT_SENDER", u.sender.as_str())
+        .env("ROSTER_EVENT_SEQ", u.seq.to_string())
+        .env("ROSTER_EVENT_STAMP", u.hlc.to_string())
+        .env("ROSTER_SELF_NAME", me)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(handler = %handler.display(), error = %e, "cannot start the event handler");
+            return;
+        }
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        // A handler that does not read its input is not an error.
+        let _ = stdin.write_all(&u.payload).await;
+    }
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(Ok(out)) => {
+            let stdout = shown(&out.stdout);
+            let stderr = shown(&out.stderr);
+            if out.status.success() {
+                tracing::info!(handler = %handler.display(), event = %u.name, %stdout, %stderr, "event handler ran");
+            } else {
+                tracing::warn!(handler = %handler.display(), event = %u.name, status = %out.status, %stdout, %stderr, "event handler failed");
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::error!(handler = %handler.display(), error = %e, "event handler could not be waited for")
+        }
+        Err(_) => {
+            // Dropping the child kills it (`kill_on_drop`).
+            tracing::warn!(handler = %handler.display(), event = %u.name, timeout_secs = timeout.as_secs_f64(), "event handler ran past its timeout and was killed");
+        }
+    }
+}
+
+/// The first [`OUTPUT_LOGGED`] bytes of `b` as text.
+fn shown(b: &[u8]) -> String {
+    let end = b.len().min(OUTPUT_LOGGED);
+    String::from_utf8_lossy(&b[..end]).trim_end().to_owned()
+}
