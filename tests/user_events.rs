@@ -165,3 +165,57 @@ fn an_event_runs_every_agents_handler_once_in_order() {
     drop(agents);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn events_of_one_name_within_the_coalescing_window_run_the_handler_once() {
+    let dir = std::env::temp_dir().join(format!("roster-coalesce-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    common::certs(&dir, &["a"]);
+    let handler = dir.join("handler.sh");
+    std::fs::write(
+        &handler,
+        format!(
+            "#!/bin/sh\npayload=$(cat)\necho \"$ROSTER_USER_EVENT $ROSTER_EVENT_SEQ $payload\" >> {}/out\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&handler, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let http = format!("127.0.0.1:{}", common::free_tcp());
+    let _agent = KillOnDrop(
+        roster()
+            .args(["agent", "--profile", "local", "--tls-dir"])
+            .arg(dir.join("a"))
+            .args(["--bind", &format!("127.0.0.1:{}", common::free_tcp())])
+            .args(["--http", &http, "--event-coalesce", "3s", "--event-handler"])
+            .arg(&handler)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    common::wait_until(Duration::from_secs(20), || {
+        common::roster_in(&dir, &["status", "--http", &http])
+            .status
+            .success()
+    })
+    .expect("the agent answers");
+    let start = std::time::Instant::now();
+    for (name, payload) in [
+        ("deploy", "v1"),
+        ("deploy", "v2"),
+        ("restart", "r1"),
+        ("deploy", "v3"),
+    ] {
+        common::roster_ok(&dir, &["event", name, payload, "--http", &http]);
+    }
+    let sent_within = start.elapsed();
+    let out = dir.join("out");
+    common::wait_until(Duration::from_secs(20), || lines(&out).len() >= 2)
+        .expect("the handler ran after the window");
+    // The four were sent within the window (checked: otherwise the
+    // expectation below does not apply).
+    assert!(sent_within < Duration::from_secs(3), "{sent_within:?}");
+    assert_eq!(lines(&out), ["deploy 4 v3", "restart 3 r1"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -164,6 +164,10 @@ pub struct AgentArgs {
     /// How long an event handler may run before it is killed (default 30s).
     #[arg(long, env = "ROSTER_EVENT_HANDLER_TIMEOUT", value_parser = parse_duration)]
     pub event_handler_timeout: Option<Duration>,
+    /// Handle events of one name that arrive within this window of the
+    /// first once, with the last of them (default 0s: every event).
+    #[arg(long, env = "ROSTER_EVENT_COALESCE", value_parser = parse_duration)]
+    pub event_coalesce: Option<Duration>,
 }
 
 /// A duration as `500ms`, `90s`, `30m`, `24h` or `7d`.
@@ -223,6 +227,7 @@ struct FileConfig {
     #[serde(default)]
     event_handler: Vec<PathBuf>,
     event_handler_timeout: Option<String>,
+    event_coalesce: Option<String>,
 }
 
 /// Settings after merging flags, environment and file.
@@ -280,6 +285,8 @@ pub struct Settings {
     pub event_handlers: Vec<PathBuf>,
     /// How long an event handler may run.
     pub event_handler_timeout: Duration,
+    /// The event handlers' coalescing window (zero: none).
+    pub event_coalesce: Duration,
 }
 
 fn positive(flag: &str, n: usize) -> Result<usize, String> {
@@ -426,6 +433,11 @@ pub fn settings(args: AgentArgs) -> Result<Settings, String> {
             }
             (None, None) => Duration::from_secs(30),
         },
+        event_coalesce: match (args.event_coalesce, file.event_coalesce) {
+            (Some(d), _) => d,
+            (None, Some(t)) => parse_duration(&t).map_err(|e| format!("event_coalesce {e}"))?,
+            (None, None) => Duration::ZERO,
+        },
         tags,
     })
 }
@@ -541,8 +553,11 @@ async fn serve(s: Settings, args: AgentArgs, logs: Option<LogHandle>) -> ExitCod
     let _unregister = Unregister(registered);
     super::handlers::start(
         roster.clone(),
-        s.event_handlers.clone(),
-        s.event_handler_timeout,
+        super::handlers::HandlerSettings {
+            handlers: s.event_handlers.clone(),
+            timeout: s.event_handler_timeout,
+            coalesce: s.event_coalesce,
+        },
     );
     let reloader = tokio::spawn(reload_on_sighup(roster.clone(), loaded, args, logs));
     let _reloader = AbortOnDrop(reloader);
@@ -849,7 +864,8 @@ fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
         reap_after,
         max_connections,
         event_handlers,
-        event_handler_timeout
+        event_handler_timeout,
+        event_coalesce
     );
     if old.join.iter().any(|j| !new.join.contains(j)) {
         fixed.push("join (removed targets: members already known stay)");

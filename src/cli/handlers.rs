@@ -19,7 +19,13 @@
 //! A handler that runs past its timeout is killed. Its exit status and the
 //! first 4 KiB of its output and error output are logged. Events arriving
 //! while 1,024 wait are dropped, with a warning.
+//!
+//! With a coalescing window (`--event-coalesce`, as Serf's
+//! `coalesce_period`), events of one name that arrive within the window of
+//! the first are handled once, with the last of them; at the window's end
+//! the names run in name order.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -35,27 +41,30 @@ const QUEUE: usize = 1024;
 /// Output logged per stream, at most.
 const OUTPUT_LOGGED: usize = 4096;
 
-/// Starts running `handlers` on the user events `roster` receives, each
-/// within `timeout`. Runs until the node stops.
-pub fn start(roster: Arc<Roster>, handlers: Vec<PathBuf>, timeout: Duration) {
+/// How handlers run.
+#[derive(Debug, Clone)]
+pub struct HandlerSettings {
+    /// The programs, each run on every event.
+    pub handlers: Vec<PathBuf>,
+    /// How long one may run.
+    pub timeout: Duration,
+    /// The coalescing window (zero: none).
+    pub coalesce: Duration,
+}
+
+/// Starts running the handlers on the user events `roster` receives. Runs
+/// until the node stops.
+pub fn start(roster: Arc<Roster>, s: HandlerSettings) {
+    let HandlerSettings {
+        handlers,
+        timeout,
+        coalesce,
+    } = s;
     if handlers.is_empty() {
         return;
     }
     let (tx, mut rx) = tokio::sync::mpsc::channel::<UserEvent>(QUEUE);
-    let mut events = roster.subscribe();
-    tokio::spawn(async move {
-        let mut dropped = 0u64;
-        while let Some(e) = events.next().await {
-            let Event::UserEvent(u) = e else { continue };
-            if tx.try_send(u).is_err() {
-                dropped += 1;
-                tracing::warn!(
-                    dropped,
-                    "event handlers are behind: a user event was not handled"
-                );
-            }
-        }
-    });
+    tokio::spawn(dispatch(roster.subscribe(), tx, coalesce));
     let me = roster.identity().id.to_string();
     tokio::spawn(async move {
         while let Some(u) = rx.recv().await {
@@ -64,6 +73,53 @@ pub fn start(roster: Arc<Roster>, handlers: Vec<PathBuf>, timeout: Duration) {
             }
         }
     });
+}
+
+/// Hands each user event to the runner, coalescing by name within
+/// `coalesce` when it is not zero.
+async fn dispatch(
+    mut events: roster::runtime::Events,
+    tx: tokio::sync::mpsc::Sender<UserEvent>,
+    coalesce: Duration,
+) {
+    let mut dropped = 0u64;
+    let mut coalesced = 0u64;
+    let mut pending: BTreeMap<String, UserEvent> = BTreeMap::new();
+    let mut flush_at: Option<tokio::time::Instant> = None;
+    let mut send = |u: UserEvent| {
+        if tx.try_send(u).is_err() {
+            dropped += 1;
+            tracing::warn!(
+                dropped,
+                "event handlers are behind: a user event was not handled"
+            );
+        }
+    };
+    loop {
+        let wake =
+            flush_at.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            e = events.next() => {
+                let Some(e) = e else { break };
+                let Event::UserEvent(u) = e else { continue };
+                if coalesce.is_zero() {
+                    send(u);
+                    continue;
+                }
+                if pending.insert(u.name.clone(), u).is_some() {
+                    coalesced += 1;
+                    tracing::debug!(coalesced, "a user event coalesced with a later one of its name");
+                }
+                flush_at.get_or_insert_with(|| tokio::time::Instant::now() + coalesce);
+            }
+            _ = tokio::time::sleep_until(wake), if flush_at.is_some() => {
+                flush_at = None;
+                for (_, u) in std::mem::take(&mut pending) {
+                    send(u);
+                }
+            }
+        }
+    }
 }
 
 /// Runs `handler` on `u` and logs how it ended.
