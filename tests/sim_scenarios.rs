@@ -473,3 +473,35 @@ fn the_readme_lists_every_scenario_of_the_table() {
         "README.md's scenario list and roster-sim's table differ"
     );
 }
+
+#[test]
+fn user_events_reach_every_node_once_in_order_under_loss() {
+    for (seed, loss) in [(1, None), (2, Some(0.05))] {
+        let r = sim("events", 100, seed, None, loss).report;
+        let e = r.user_events.expect("events were sent");
+        assert_eq!(e.events_sent, 120);
+        assert_eq!(e.event_coverage, Some(1.0), "seed {seed}");
+        assert!(
+            e.event_p99_secs.is_some_and(|p| p <= 1.5),
+            "seed {seed}: {e:?}"
+        );
+    }
+}
+
+#[test]
+fn coordinates_estimate_round_trips_across_regions() {
+    let r = sim("coordinates", 100, 1, None, None).report;
+    let (p50, p90) = (
+        r.coord_error_p50.expect("measured"),
+        r.coord_error_p90.expect("measured"),
+    );
+    assert!(
+        p50 <= 0.15 && p90 <= 0.4,
+        "relative error p50 {p50}, p90 {p90}"
+    );
+    let early = r.coord_error_p50_at_30s.expect("measured at 30 s");
+    assert!(
+        early > p50,
+        "the estimates improve: {early} at 30 s, {p50} at the end"
+    );
+}

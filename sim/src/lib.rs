@@ -107,6 +107,7 @@ fn config_for(spec: &RunSpec, sc: &scenario::Scenario) -> Result<Config, SpecErr
     if let Some(v) = sc.voters {
         config.meta.target_voters = v;
     }
+    config.coordinates = sc.coordinates;
     Ok(config)
 }
 

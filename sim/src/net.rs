@@ -39,6 +39,46 @@ pub struct Network {
     pub blocked: BTreeSet<(usize, usize)>,
     /// Partition group per node, while a partition is in force.
     pub partition: Option<Vec<u8>>,
+    /// Regions, when the latency model has them.
+    pub regions: Option<Regions>,
+}
+
+/// A latency model with regions: node `i` is in region `i % k`, and a
+/// message between two regions takes half their round trip on top of the
+/// LAN latency. Regions sit at random points of a square (drawn from the
+/// seed), as sites on a map: the round trip between two is 1 ms plus up to
+/// 149 ms in proportion to their distance (150 ms across the diagonal);
+/// within a region it is drawn from 1-5 ms.
+#[derive(Debug, Clone)]
+pub struct Regions {
+    /// Round trip between regions `a` and `b` (`rtt[a][b]`).
+    pub rtt: Vec<Vec<Nanos>>,
+}
+
+impl Regions {
+    /// `k` regions with round trips drawn from `rng`.
+    pub fn draw(k: usize, rng: &mut Rng) -> Self {
+        let at: Vec<(f64, f64)> = (0..k)
+            .map(|_| (rng.random_range(0.0..1.0), rng.random_range(0.0..1.0)))
+            .collect();
+        let mut rtt = vec![vec![0; k]; k];
+        for a in 0..k {
+            rtt[a][a] = rng.random_range(MS..=5 * MS);
+            for b in a + 1..k {
+                let d = ((at[a].0 - at[b].0).powi(2) + (at[a].1 - at[b].1).powi(2)).sqrt();
+                let r = MS + (149.0 * MS as f64 * d / std::f64::consts::SQRT_2) as Nanos;
+                rtt[a][b] = r;
+                rtt[b][a] = r;
+            }
+        }
+        Regions { rtt }
+    }
+
+    /// The regions' round trip between nodes `a` and `b`.
+    pub fn between(&self, a: usize, b: usize) -> Nanos {
+        let k = self.rtt.len();
+        self.rtt[a % k][b % k]
+    }
 }
 
 /// Retransmission timeout charged per lost attempt of a stream message.
@@ -55,7 +95,15 @@ impl Network {
             deaf: vec![false; nodes],
             blocked: BTreeSet::new(),
             partition: None,
+            regions: None,
         }
+    }
+
+    /// The mean round trip between nodes `a` and `b` the model gives a
+    /// datagram and its answer.
+    pub fn mean_rtt(&self, a: usize, b: usize) -> Nanos {
+        let lan = 2 * (self.base_latency + self.mean_jitter);
+        lan + self.regions.as_ref().map_or(0, |r| r.between(a, b))
     }
 
     /// Makes room for a new node.
@@ -97,7 +145,8 @@ impl Network {
             return None;
         }
         let p_ok = (1.0 - self.loss) * (1.0 - self.node_loss[from]) * (1.0 - self.node_loss[to]);
-        let mut delay = self.latency(rng);
+        let mut delay =
+            self.latency(rng) + self.regions.as_ref().map_or(0, |r| r.between(from, to) / 2);
         if stream {
             // Retransmit until through, as a reliable transport would.
             for _ in 0..16 {

@@ -78,6 +78,16 @@ pub struct Report {
     /// slowest and median time to that, and the refutations counted by the
     /// owners (`roster_state_forgeries_refuted_total`).
     pub forgeries: Option<usize>,
+    /// The coordinates' relative error, median and 90th percentile over all
+    /// pairs, at 30 s and at the end (absent without the regions model).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coord_error_p50_at_30s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coord_error_p90_at_30s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coord_error_p50: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coord_error_p90: Option<f64>,
     /// The `events` scenario's figures (absent when no event was sent).
     #[serde(flatten)]
     pub user_events: Option<crate::checkers::user_events::EventFigures>,
@@ -227,6 +237,10 @@ impl Report {
             pause_declared_down: m.pause.as_ref().map(|p| p.declared_down),
             forgeries: (!m.forgeries.is_empty()).then_some(m.forgeries.len()),
             user_events: w.event_figures(),
+            coord_error_p50_at_30s: coord_at(m, 30 * SEC).map(|e| e.0),
+            coord_error_p90_at_30s: coord_at(m, 30 * SEC).map(|e| e.1),
+            coord_error_p50: m.coord_errors.last().map(|e| round4(e.1)),
+            coord_error_p90: m.coord_errors.last().map(|e| round4(e.2)),
             forgeries_took_hold: (!m.forgeries.is_empty())
                 .then(|| m.forgeries.iter().filter(|f| f.took_hold).count()),
             forgeries_restored: (!m.forgeries.is_empty())
@@ -240,4 +254,16 @@ impl Report {
             pause_dropped: m.pause.as_ref().map(|p| p.dropped),
         }
     }
+}
+
+/// The coordinates' error (median, 90th percentile) measured at `t`.
+fn coord_at(m: &crate::world::Measured, t: Nanos) -> Option<(f64, f64)> {
+    m.coord_errors
+        .iter()
+        .find(|e| e.0 == t)
+        .map(|e| (round4(e.1), round4(e.2)))
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
 }

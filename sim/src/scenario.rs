@@ -23,6 +23,8 @@ pub struct Scenario {
     pub voters: Option<usize>,
     /// Whether it takes `--pause`.
     pub pauses: bool,
+    /// Whether the nodes run network coordinates.
+    pub coordinates: bool,
     /// Schedules its faults, writes and clients.
     pub setup: fn(&mut World, &Setup),
     /// Its own liveness checks, in order, after the ones every scenario has
@@ -64,6 +66,7 @@ pub const SCENARIOS: &[Scenario] = &[
         start_window: SEC,
         voters: None,
         pauses: false,
+        coordinates: false,
         setup: setup_steady,
         checks: &[],
     },
@@ -74,6 +77,7 @@ pub const SCENARIOS: &[Scenario] = &[
         start_window: SEC,
         voters: None,
         pauses: false,
+        coordinates: false,
         setup: setup_crash_one,
         checks: &[crash_detected],
     },
@@ -84,6 +88,7 @@ pub const SCENARIOS: &[Scenario] = &[
         start_window: SEC,
         voters: None,
         pauses: false,
+        coordinates: false,
         setup: setup_crash_many,
         checks: &[crash_detected],
     },
@@ -94,6 +99,7 @@ pub const SCENARIOS: &[Scenario] = &[
         start_window: SEC,
         voters: None,
         pauses: false,
+        coordinates: false,
         setup: setup_loss,
         checks: &[],
     },
@@ -104,6 +110,7 @@ pub const SCENARIOS: &[Scenario] = &[
         start_window: SEC,
         voters: None,
         pauses: false,
+        coordinates: false,
         setup: setup_flaky_node,
         checks: &[],
     },
@@ -114,6 +121,7 @@ pub const SCENARIOS: &[Scenario] = &[
         start_window: SEC,
         voters: None,
         pauses: false,
+        coordinates: false,
         setup: setup_one_way,
         checks: &[],
     },
@@ -124,6 +132,7 @@ pub const SCENARIOS: &[Scenario] = &[
         start_window: SEC,
         voters: None,
         pauses: false,
+        coordinates: false,
         setup: setup_forgery,
         checks: &[forgery_refuted],
     },
@@ -134,6 +143,7 @@ pub const SCENARIOS: &[Scenario] = &[
         start_window: SEC,
         voters: None,
         pauses: true,
+        coordinates: false,
         setup: setup_pause,
         checks: &[pause_liveness],
     },
@@ -144,6 +154,7 @@ pub const SCENARIOS: &[Scenario] = &[
         start_window: SEC,
         voters: None,
         pauses: false,
+        coordinates: false,
         setup: setup_partition_heal,
         checks: &[heal_converged],
     },
@@ -154,6 +165,7 @@ pub const SCENARIOS: &[Scenario] = &[
         start_window: SEC,
         voters: None,
         pauses: false,
+        coordinates: false,
         setup: setup_churn,
         checks: &[],
     },
@@ -164,6 +176,7 @@ pub const SCENARIOS: &[Scenario] = &[
         start_window: SEC,
         voters: None,
         pauses: false,
+        coordinates: false,
         setup: setup_clock_skew,
         checks: &[],
     },
@@ -174,6 +187,7 @@ pub const SCENARIOS: &[Scenario] = &[
         start_window: SEC,
         voters: None,
         pauses: false,
+        coordinates: false,
         setup: setup_delta,
         checks: &[delta_covered],
     },
@@ -184,8 +198,20 @@ pub const SCENARIOS: &[Scenario] = &[
         start_window: SEC,
         voters: None,
         pauses: false,
+        coordinates: false,
         setup: setup_events,
         checks: &[events_covered],
+    },
+    Scenario {
+        name: "coordinates",
+        about: "network coordinates over 5 regions at random points of a map (round trips 1-150 ms between two in proportion to distance, 1-5 ms within one, plus the LAN latency and its jitter); the estimates' relative error over all pairs is reported at 30 s and at the end",
+        default_secs: 120,
+        start_window: SEC,
+        voters: None,
+        pauses: false,
+        coordinates: true,
+        setup: setup_coordinates,
+        checks: &[],
     },
     Scenario {
         name: "bootstrap",
@@ -194,6 +220,7 @@ pub const SCENARIOS: &[Scenario] = &[
         start_window: 10 * SEC,
         voters: None,
         pauses: false,
+        coordinates: false,
         setup: setup_bootstrap,
         checks: &[voters_final],
     },
@@ -204,6 +231,7 @@ pub const SCENARIOS: &[Scenario] = &[
         start_window: SEC,
         voters: None,
         pauses: false,
+        coordinates: false,
         setup: setup_voter_crash,
         checks: &[voters_final, voters_recovered],
     },
@@ -214,6 +242,7 @@ pub const SCENARIOS: &[Scenario] = &[
         start_window: SEC,
         voters: Some(5),
         pauses: false,
+        coordinates: false,
         setup: setup_voter_crash_two_of_five,
         checks: &[voters_final, voters_recovered],
     },
@@ -224,6 +253,7 @@ pub const SCENARIOS: &[Scenario] = &[
         start_window: SEC,
         voters: None,
         pauses: false,
+        coordinates: false,
         setup: setup_placement,
         checks: &[placement_followed, placement_cleared],
     },
@@ -234,6 +264,7 @@ pub const SCENARIOS: &[Scenario] = &[
         start_window: SEC,
         voters: None,
         pauses: false,
+        coordinates: false,
         setup: setup_meta_linearizable,
         checks: &[voters_final, linearizable, history_judged],
     },
@@ -244,6 +275,7 @@ pub const SCENARIOS: &[Scenario] = &[
         start_window: SEC,
         voters: None,
         pauses: false,
+        coordinates: false,
         setup: setup_voter_wipe,
         checks: &[voters_final, linearizable],
     },
@@ -431,6 +463,13 @@ fn setup_events(w: &mut World, s: &Setup) {
         t += SEC / 4;
     }
     w.at(stop, Action::FaultsEnd);
+}
+
+fn setup_coordinates(w: &mut World, s: &Setup) {
+    let regions = crate::net::Regions::draw(5, w.rng());
+    w.net.regions = Some(regions);
+    w.at(30 * SEC, Action::MeasureCoordinates);
+    w.at(s.end.saturating_sub(15 * SEC), Action::FaultsEnd);
 }
 
 fn setup_bootstrap(w: &mut World, s: &Setup) {

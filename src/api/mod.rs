@@ -167,6 +167,8 @@ pub fn router(roster: Arc<Roster>, access: Access) -> Router {
             "/v1/event/{name}",
             axum::routing::post(user_events::event_send),
         )
+        .route("/v1/rtt/{a}", get(user_events::rtt_one))
+        .route("/v1/rtt/{a}/{b}", get(user_events::rtt))
         .route("/metrics", get(metrics_text))
         .route(
             "/v1/state/{*key}",

@@ -1,5 +1,7 @@
-//! The user-event routes: `POST /v1/event/{name}` sends one, and the event
-//! stream (`GET /v1/events/stream`) carries those that arrive.
+//! Serf's orchestration routes: `POST /v1/event/{name}` sends a user event
+//! (the event stream, `GET /v1/events/stream`, carries those that arrive),
+//! and `GET /v1/rtt/{a}[/{b}]` estimates a round trip from network
+//! coordinates.
 
 use super::*;
 use crate::node::{EventError, UserEvent};
@@ -52,4 +54,55 @@ pub(super) fn user_event_json(e: &UserEvent) -> serde_json::Value {
         "payload": payload,
         "encoding": encoding,
     })
+}
+
+/// `GET /v1/rtt/{a}[/{b}]`: the estimated round trip between members `a`
+/// and `b` (default: this node) from their network coordinates:
+/// `{"a", "b", "rtt_ms"}`. 400 `invalid_name`; 404 `no_coordinate` while
+/// one of the two coordinates is unknown to this node (or coordinates are
+/// off: `roster agent --coordinates`).
+pub(super) async fn rtt(
+    State(api): State<Api>,
+    Path(names): Path<Vec<String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let parse = |n: &str| {
+        NodeId::new(n.to_owned())
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_name", e.to_string()))
+    };
+    let (a, b) = match names.as_slice() {
+        [a] => (parse(a)?, api.roster.identity().id.clone()),
+        [a, b] => (parse(a)?, parse(b)?),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "give one or two member names",
+            ));
+        }
+    };
+    let rtt = api
+        .roster
+        .rtt(&a, &b)
+        .await
+        .map_err(|_| ApiError::stopped())?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_coordinate",
+                format!("no coordinate known here for {a} or {b} (is --coordinates on?)"),
+            )
+        })?;
+    Ok(Json(json!({
+        "a": a.as_str(),
+        "b": b.as_str(),
+        "rtt_ms": (rtt.as_secs_f64() * 1_000_000.0).round() / 1000.0,
+    })))
+}
+
+/// `GET /v1/rtt/{a}`: [`rtt`] from this node.
+pub(super) async fn rtt_one(
+    api: State<Api>,
+    Path(a): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    rtt(api, Path(vec![a])).await
 }

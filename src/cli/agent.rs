@@ -168,6 +168,11 @@ pub struct AgentArgs {
     /// first once, with the last of them (default 0s: every event).
     #[arg(long, env = "ROSTER_EVENT_COALESCE", value_parser = parse_duration)]
     pub event_coalesce: Option<Duration>,
+    /// Run network coordinates (Vivaldi): round-trip estimates between
+    /// any two members (`roster rtt`), two datagrams of about 70 bytes per
+    /// probe more.
+    #[arg(long, env = "ROSTER_COORDINATES", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub coordinates: Option<bool>,
 }
 
 /// A duration as `500ms`, `90s`, `30m`, `24h` or `7d`.
@@ -228,6 +233,7 @@ struct FileConfig {
     event_handler: Vec<PathBuf>,
     event_handler_timeout: Option<String>,
     event_coalesce: Option<String>,
+    coordinates: Option<bool>,
 }
 
 /// Settings after merging flags, environment and file.
@@ -287,6 +293,8 @@ pub struct Settings {
     pub event_handler_timeout: Duration,
     /// The event handlers' coalescing window (zero: none).
     pub event_coalesce: Duration,
+    /// Network coordinates on.
+    pub coordinates: bool,
 }
 
 fn positive(flag: &str, n: usize) -> Result<usize, String> {
@@ -438,6 +446,7 @@ pub fn settings(args: AgentArgs) -> Result<Settings, String> {
             (None, Some(t)) => parse_duration(&t).map_err(|e| format!("event_coalesce {e}"))?,
             (None, None) => Duration::ZERO,
         },
+        coordinates: args.coordinates.or(file.coordinates).unwrap_or(false),
         tags,
     })
 }
@@ -598,6 +607,7 @@ fn builder(s: &Settings) -> roster::runtime::Builder {
             engine: s.engine.into(),
             remove_down_after: s.reap_after,
             remove_left_after: s.reap_after,
+            coordinates: s.coordinates,
             ..match s.profile {
                 Profile::Lan => Config::lan(),
                 Profile::Wan => Config::wan(),
@@ -865,7 +875,8 @@ fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
         max_connections,
         event_handlers,
         event_handler_timeout,
-        event_coalesce
+        event_coalesce,
+        coordinates
     );
     if old.join.iter().any(|j| !new.join.contains(j)) {
         fixed.push("join (removed targets: members already known stay)");

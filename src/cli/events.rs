@@ -1,4 +1,6 @@
-//! `roster event`: sends a user event through an agent, like `serf event`.
+//! `roster event` sends a user event through an agent, like `serf event`;
+//! `roster rtt` estimates a round trip from network coordinates, like
+//! `serf rtt`.
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -35,6 +37,32 @@ pub fn event(c: &ClientArgs, name: &str, payload: Option<&str>) -> ExitCode {
                 v["sender"].as_str().unwrap_or(""),
                 v["seq"],
                 body.len()
+            );
+        }
+        Ok(())
+    })
+}
+
+/// `roster rtt A [B]`: the estimated round trip between members `A` and
+/// `B` (default: the agent's node), like `serf rtt`.
+pub fn rtt(c: &ClientArgs, a: &str, b: Option<&str>) -> ExitCode {
+    run_result(|| {
+        let path = match b {
+            Some(b) => format!("/v1/rtt/{}/{}", percent_encode(a), percent_encode(b)),
+            None => format!("/v1/rtt/{}", percent_encode(a)),
+        };
+        let (status, v) = request(&c.agent()?, "GET", &path, b"")?;
+        if status != 200 {
+            return Err(api_error(status, &v));
+        }
+        if c.json {
+            println!("{v}");
+        } else {
+            println!(
+                "estimated round trip {} <-> {}: {:.3} ms",
+                v["a"].as_str().unwrap_or(a),
+                v["b"].as_str().unwrap_or(""),
+                v["rtt_ms"].as_f64().unwrap_or(f64::NAN)
             );
         }
         Ok(())

@@ -84,6 +84,17 @@ pub enum Cmd {
         #[command(flatten)]
         client: client::ClientArgs,
     },
+    /// The estimated round trip between two members from their network
+    /// coordinates, like `serf rtt` (agents run with `--coordinates`).
+    Rtt {
+        /// A member.
+        a: String,
+        /// Another member (default: the agent's own node).
+        b: Option<String>,
+        /// Connection options.
+        #[command(flatten)]
+        client: client::ClientArgs,
+    },
     /// Set or remove the agent's tags at runtime, like `serf tags`.
     Tags {
         /// Connection options.
@@ -270,6 +281,7 @@ pub fn main() -> ExitCode {
             payload,
             client,
         } => events::event(&client, &name, payload.as_deref()),
+        Cmd::Rtt { a, b, client } => events::rtt(&client, &a, b.as_deref()),
         Cmd::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut out = Vec::new();

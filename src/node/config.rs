@@ -92,6 +92,12 @@ pub struct Config {
     /// (the gap skipped). LAN 1 s, WAN 3 s, local 500 ms: a few gossip
     /// rounds, within which a predecessor still on its way arrives.
     pub event_reorder_wait: Duration,
+    /// Network coordinates (Vivaldi, see [`crate::node::coords`]): each
+    /// direct probe's round trip updates this node's coordinate, and the
+    /// probed member and the prober swap coordinates (two datagrams of
+    /// about 70 bytes per probe), which each keeps. Off by default (the
+    /// traffic figures measured so far are without it).
+    pub coordinates: bool,
     /// Which SWIM engine runs membership: [`EngineKind::Foca`] (foca 2.0
     /// with roster's Lifeguard layer) or [`EngineKind::Native`] (roster's
     /// own engine, Lifeguard built in). Members of one cluster must run the
@@ -280,6 +286,7 @@ impl Config {
             max_drift: Duration::from_millis(500),
             max_event_bytes: 512,
             event_reorder_wait: Duration::from_secs(1),
+            coordinates: false,
             engine: EngineKind::Foca,
             lifeguard: true,
             suspicion_min_mult: 2.0,

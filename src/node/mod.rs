@@ -5,6 +5,7 @@
 //! [`Node`] for the driving contract.
 
 pub mod config;
+pub mod coords;
 pub mod delta;
 mod engine;
 mod hash;

@@ -38,6 +38,7 @@ use crate::node::wire::{
     VerifyAck, WireError, WireState,
 };
 
+mod coords;
 mod lifeguard;
 mod membership;
 mod meta;
@@ -149,6 +150,11 @@ pub struct Node {
     user_events_pending: bool,
     /// User events this life of the node has sent.
     events_sent: u64,
+    /// Network coordinates (when `config.coordinates`).
+    coords: coords::Coords,
+    /// The coordinates' own RNG, so that they change no other random
+    /// choice of the node.
+    coord_rng: rand::rngs::Xoshiro256PlusPlus,
     meta: MetaCore,
 }
 
@@ -235,6 +241,8 @@ impl Node {
             unpark_pending: false,
             user_events_pending: false,
             events_sent: 0,
+            coords: coords::Coords::default(),
+            coord_rng: rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x636f_6f72_6473),
             meta: MetaCore::new(config_meta, disk, now.mono),
         };
         node.meta_start();
@@ -419,6 +427,12 @@ impl Node {
                 Ok(())
             }
             Message::Member(p) => self.on_member(p, peer),
+            Message::Coord(m) => {
+                if self.config.coordinates {
+                    self.on_coord(m);
+                }
+                Ok(())
+            }
             // The foca engine's final check: a native node has none.
             Message::Verify(_) | Message::VerifyRelay(_) | Message::VerifyAck(_)
                 if self.native.is_some() =>
@@ -700,6 +714,11 @@ impl Node {
                 "a foca engine packet; this node runs the native engine".into(),
             ));
         }
+        if self.config.coordinates
+            && let Ok((h, _)) = postcard::take_from_bytes::<foca::Header<Identity>>(packet)
+        {
+            self.coord_on_swim(&h.src, &h.dst, &h.message);
+        }
         if self.config.lifeguard {
             let buf = std::mem::take(&mut self.prescan_buf);
             if let Some(p) = swim::prescan(packet, buf) {
@@ -899,6 +918,7 @@ fn new_io(config: &Config, now: Now) -> Io {
         verdict: None,
         probe: None,
         stray_turn_undead: 0,
+        ping_sent: None,
     }
 }
 

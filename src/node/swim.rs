@@ -462,6 +462,9 @@ pub(crate) struct Io {
     /// "You are Down" messages foca tried to send about a verdict it did
     /// not apply, and that were not sent.
     pub(crate) stray_turn_undead: u64,
+    /// The last direct probe foca sent (its number and target), for the
+    /// network coordinates to time.
+    pub(crate) ping_sent: Option<(foca::ProbeNumber, Identity)>,
 }
 
 impl Io {
@@ -525,6 +528,7 @@ impl foca::Runtime<Identity> for Io {
                 match h.message {
                     foca::Message::Ping(n) => {
                         self.probes_sent += 1;
+                        self.ping_sent = Some((n, h.dst.clone()));
                         if self.probe.is_none_or(|(p, _)| p != n) {
                             self.probe = Some((n, false));
                         }

@@ -75,11 +75,14 @@ pub enum Kind {
     /// A packet of roster's native SWIM engine (datagram). A node running
     /// the foca engine refuses it, as a native node refuses [`Kind::Swim`].
     Member = 16,
+    /// A probed member's network coordinate, sent to the prober after
+    /// answering its probe (datagram).
+    Coord = 17,
 }
 
 impl Kind {
     /// Every kind, in number order.
-    pub const ALL: [Kind; 16] = [
+    pub const ALL: [Kind; 17] = [
         Kind::Swim,
         Kind::SyncRequest,
         Kind::SyncReply,
@@ -96,6 +99,7 @@ impl Kind {
         Kind::BootstrapAsk,
         Kind::BootstrapGrant,
         Kind::Member,
+        Kind::Coord,
     ];
 
     /// The kind with this number.
@@ -113,6 +117,7 @@ impl Kind {
                 | Kind::VerifyAck
                 | Kind::Leave
                 | Kind::Member
+                | Kind::Coord
         )
     }
 
@@ -143,6 +148,7 @@ impl Kind {
             Kind::MetaPush => "meta_push",
             Kind::BootstrapAsk => "bootstrap_ask",
             Kind::BootstrapGrant => "bootstrap_grant",
+            Kind::Coord => "coord",
             Kind::Member => "member",
         }
     }
@@ -259,6 +265,19 @@ pub struct VerifyAck {
     pub incarnation: Incarnation,
     /// From the question.
     pub nonce: u64,
+}
+
+/// A probed member's network coordinate (see [`crate::node::coords`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordMsg {
+    /// The probed member.
+    pub from: Identity,
+    /// Its coordinate, packed (see `Coordinate::pack`).
+    pub coord: crate::node::coords::Packed,
+    /// Whether the receiver is to answer with its own coordinate (the
+    /// probed member asks; the prober's answer times a second round trip,
+    /// for the probed member).
+    pub echo: bool,
 }
 
 /// A graceful leave.
@@ -404,6 +423,8 @@ pub enum Message<'a> {
     BootstrapGrant(BootstrapGrant),
     /// [`Kind::Member`]: the native engine's packet, decoded by the engine.
     Member(&'a [u8]),
+    /// [`Kind::Coord`]
+    Coord(CoordMsg),
 }
 
 /// Why bytes could not be decoded (or a message encoded). Nothing is changed
@@ -459,6 +480,7 @@ impl Message<'_> {
             Message::BootstrapAsk(_) => Kind::BootstrapAsk,
             Message::BootstrapGrant(_) => Kind::BootstrapGrant,
             Message::Member(_) => Kind::Member,
+            Message::Coord(_) => Kind::Coord,
         }
     }
 
@@ -484,6 +506,7 @@ impl Message<'_> {
             Message::MetaPush(m) => postcard::to_extend(m, out),
             Message::BootstrapAsk(m) => postcard::to_extend(m, out),
             Message::BootstrapGrant(m) => postcard::to_extend(m, out),
+            Message::Coord(m) => postcard::to_extend(m, out),
         };
         let out = encoded.map_err(|e| WireError::Malformed {
             kind,
@@ -532,6 +555,7 @@ impl Message<'_> {
             Kind::MetaPush => Message::MetaPush(parse(kind, payload)?),
             Kind::BootstrapAsk => Message::BootstrapAsk(parse(kind, payload)?),
             Kind::BootstrapGrant => Message::BootstrapGrant(parse(kind, payload)?),
+            Kind::Coord => Message::Coord(parse(kind, payload)?),
         })
     }
 }
@@ -558,6 +582,7 @@ impl Message<'_> {
             Message::MetaPush(m) => Some(m.from.id.clone()),
             Message::BootstrapAsk(m) => Some(m.from.id.clone()),
             Message::BootstrapGrant(m) => Some(m.from.id.clone()),
+            Message::Coord(m) => Some(m.from.id.clone()),
         }
     }
 }
@@ -642,6 +667,11 @@ mod tests {
         let msgs = vec![
             Message::Swim(&[1, 2, 3]),
             Message::Member(&[4, 5, 6]),
+            Message::Coord(CoordMsg {
+                from: ident("c"),
+                coord: crate::node::coords::Coordinate::default().pack(),
+                echo: true,
+            }),
             Message::SyncRequest(SyncRequest {
                 from: ident("a"),
                 incarnation: 1,

@@ -74,6 +74,15 @@ pub(crate) enum Command {
     Status {
         reply: oneshot::Sender<super::NodeStatus>,
     },
+    Rtt {
+        a: NodeId,
+        b: NodeId,
+        reply: oneshot::Sender<Option<Duration>>,
+    },
+    Nearest {
+        k: usize,
+        reply: oneshot::Sender<Vec<(NodeId, Duration)>>,
+    },
     Tags {
         reply: oneshot::Sender<BTreeMap<NodeId, BTreeMap<String, String>>>,
     },
@@ -393,6 +402,12 @@ impl Driver {
             }
             Command::Metrics { reply } => {
                 let _ = reply.send(self.node.metrics());
+            }
+            Command::Rtt { a, b, reply } => {
+                let _ = reply.send(self.node.rtt_between(&a, &b));
+            }
+            Command::Nearest { k, reply } => {
+                let _ = reply.send(self.node.nearest(k));
             }
             Command::Status { reply } => {
                 let _ = reply.send(super::NodeStatus {

@@ -321,6 +321,25 @@ impl Roster {
             .await??)
     }
 
+    /// The estimated round trip between members `a` and `b` (either may be
+    /// this node) from their network coordinates; `None` while one is
+    /// unknown or when coordinates are off (`Config::coordinates`).
+    pub async fn rtt(&self, a: &NodeId, b: &NodeId) -> Result<Option<Duration>, Stopped> {
+        let (a, b) = (a.clone(), b.clone());
+        self.ask(|reply| Command::Rtt { a, b, reply }).await
+    }
+
+    /// The estimated round trip from this node to `id`.
+    pub async fn rtt_to(&self, id: &NodeId) -> Result<Option<Duration>, Stopped> {
+        self.rtt(&self.identity().id.clone(), id).await
+    }
+
+    /// The `k` active members nearest this node by estimated round trip,
+    /// nearest first.
+    pub async fn nearest(&self, k: usize) -> Result<Vec<(NodeId, Duration)>, Stopped> {
+        self.ask(|reply| Command::Nearest { k, reply }).await
+    }
+
     /// Deletes a key of this node's state; `None` when it did not exist.
     pub async fn delete_state(&self, key: &str) -> Result<Option<Hlc>, WriteError> {
         let key = key.to_owned();

@@ -258,6 +258,34 @@ impl World {
         }
     }
 
+    /// The relative error of the running nodes' coordinate estimates
+    /// against the network model's mean round trip, over all pairs: the
+    /// median and the 90th percentile. `None` without regions.
+    pub(super) fn coord_error(&self) -> Option<(f64, f64)> {
+        self.net.regions.as_ref()?;
+        let running: Vec<(usize, roster::node::coords::Coordinate)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.node.as_ref().map(|n| (i, n.coordinate())))
+            .collect();
+        let mut errors = Vec::new();
+        for (k, (a, ca)) in running.iter().enumerate() {
+            for (b, cb) in &running[k + 1..] {
+                let truth = self.net.mean_rtt(*a, *b) as f64 / SEC as f64;
+                let est = ca.rtt_to(cb).as_secs_f64();
+                errors.push((est - truth).abs() / truth);
+            }
+        }
+        if errors.is_empty() {
+            return None;
+        }
+        errors.sort_by(f64::total_cmp);
+        let at =
+            |q: f64| errors[((errors.len() as f64 * q).ceil() as usize).clamp(1, errors.len()) - 1];
+        Some((at(0.5), at(0.9)))
+    }
+
     /// The `events` scenario's figures over the nodes running at the end.
     pub fn event_figures(&self) -> Option<crate::checkers::user_events::EventFigures> {
         let running = |a: usize| self.slots[a].node.is_some();
@@ -281,6 +309,9 @@ impl World {
         let running = self.running();
         self.m.final_live = running.len();
         self.sum_counters(running.len());
+        if let Some((p50, p90)) = self.coord_error() {
+            self.m.coord_errors.push((self.now, p50, p90));
+        }
         self.delta_spread();
         // Checker: after the faults end, every live node converges (reported
         // below, after the debug output).

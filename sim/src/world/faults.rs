@@ -34,6 +34,11 @@ impl World {
                 self.slots[n].node = None;
             }
             Action::Write(n) => self.write(n),
+            Action::MeasureCoordinates => {
+                if let Some((p50, p90)) = self.coord_error() {
+                    self.m.coord_errors.push((self.now, p50, p90));
+                }
+            }
             Action::EventRandom => {
                 let running = self.running();
                 if !running.is_empty() {

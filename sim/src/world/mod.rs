@@ -102,6 +102,8 @@ pub enum Action {
     StaleRestart,
     /// A random running node sends a user event.
     EventRandom,
+    /// Record the coordinates' error now (see `Measured::coord_errors`).
+    MeasureCoordinates,
     /// A random running node freezes for this long (a GC or VM pause): it
     /// neither sends nor processes; what arrives meanwhile waits in a
     /// bounded receive buffer, and its timers are overdue when it resumes.
@@ -265,6 +267,10 @@ pub struct Measured {
     pub bytes_series: Vec<(Nanos, u64, usize)>,
     /// The pause of the `pause` scenario.
     pub pause: Option<Paused>,
+    /// The coordinates' relative error over all pairs of running nodes
+    /// (median, 90th percentile), at each `MeasureCoordinates` and at the
+    /// end.
+    pub coord_errors: Vec<(Nanos, f64, f64)>,
 }
 
 /// A simulation in progress.

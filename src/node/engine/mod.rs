@@ -100,6 +100,10 @@ pub(crate) enum EngineEvent {
     Alone,
     /// An application item arrived.
     Item { bytes: Vec<u8>, from: Identity },
+    /// A direct probe of `member` was answered after `rtt`.
+    Rtt { member: Identity, rtt: Duration },
+    /// `by` probed this node directly (it was answered).
+    Probed(Identity),
 }
 
 /// The sender a packet claims, read without decoding the rest.
@@ -386,9 +390,11 @@ impl Engine {
                         self.refute(suspected.unwrap_or(0));
                     }
                     self.send(header.from.addr, Body::Ack { seq });
+                    self.events
+                        .push_back(EngineEvent::Probed(header.from.clone()));
                 }
             }
-            Body::Ack { seq } => self.on_ack(seq),
+            Body::Ack { seq } => self.on_ack(seq, &header.from),
             Body::Nack { seq } => {
                 if let Some(p) = &mut self.probe
                     && p.seq == seq
@@ -554,11 +560,20 @@ impl Engine {
         self.timers.insert(self.now + end, Timer::ProbeEnd(seq));
     }
 
-    fn on_ack(&mut self, seq: u32) {
+    fn on_ack(&mut self, seq: u32, from: &Identity) {
         if let Some(p) = &self.probe
             && p.seq == seq
         {
             let start = p.start;
+            // A round trip only from the target's own answer to the first
+            // ping (not through relays, not to the second ping).
+            if p.target == *from && p.relays == 0 {
+                let rtt = self.now.saturating_sub(start);
+                self.events.push_back(EngineEvent::Rtt {
+                    member: from.clone(),
+                    rtt,
+                });
+            }
             self.probe = None;
             self.awareness.apply(-1);
             let next = (start + self.config.probe_period).saturating_sub(self.now);

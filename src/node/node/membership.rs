@@ -29,6 +29,11 @@ impl Node {
     }
 
     pub(in crate::node::node) fn after_swim(&mut self) {
+        if let Some((n, dst)) = self.io.ping_sent.take()
+            && self.config.coordinates
+        {
+            self.coord_probe_sent(n, &dst);
+        }
         self.reassert_own_keys();
         self.drain_native();
         if self.lifeguard.token_changed(self.io.token) {

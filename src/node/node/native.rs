@@ -142,6 +142,11 @@ impl Node {
                 // through the shared state: `after_swim` takes both.
                 self.add_item(&bytes, Some(&from));
             }
+            EngineEvent::Rtt { member, rtt } if self.config.coordinates => {
+                self.coord_rtt(&member, rtt);
+            }
+            EngineEvent::Probed(by) if self.config.coordinates => self.send_coordinate(&by),
+            EngineEvent::Rtt { .. } | EngineEvent::Probed(_) => {}
         }
     }
 
