@@ -462,6 +462,7 @@ async fn members(State(api): State<Api>) -> Result<Json<serde_json::Value>, ApiE
                 "tags": tags.get(&m.id).cloned().unwrap_or_default(),
                 "incarnation": m.incarnation,
                 "rtt_ms": m.rtt.map(|d| (d.as_secs_f64() * 1e4).round() / 10.0),
+                "estimated_rtt_ms": m.estimated_rtt.map(|d| (d.as_secs_f64() * 1e4).round() / 10.0),
                 "build": m.build,
             })
         })

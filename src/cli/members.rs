@@ -137,6 +137,9 @@ pub fn members(a: &MembersArgs) -> ExitCode {
                         m["rtt_ms"]
                             .as_f64()
                             .map_or("-".to_owned(), |ms| format!("{ms:.1} ms")),
+                        m["estimated_rtt_ms"]
+                            .as_f64()
+                            .map_or("-".to_owned(), |ms| format!("{ms:.1} ms")),
                     ]);
                 }
                 row.push(tags);
@@ -153,6 +156,7 @@ pub fn members(a: &MembersArgs) -> ExitCode {
                 "Protocol",
                 "Version",
                 "RTT",
+                "Estimate",
                 "Tags",
             ]
         } else {

@@ -267,11 +267,13 @@ impl Driver {
             state: crate::node::MemberState::Alive,
             incarnation: self.node.incarnation(),
             rtt: None,
+            estimated_rtt: None,
             build: build(&me.id),
         }];
         out.extend(self.node.members().map(|v| {
             let mut m = super::Member::from(&v);
             m.rtt = self.peers.get(&v.identity.addr).map(|p| p.conn.rtt());
+            m.estimated_rtt = self.node.rtt_to(&v.identity.id);
             m.build = build(&v.identity.id);
             m
         }));

@@ -159,6 +159,9 @@ pub struct Member {
     /// Smoothed round-trip time of this node's open QUIC connection to it
     /// (`None`: no connection open, or itself).
     pub rtt: Option<Duration>,
+    /// The round trip estimated from network coordinates (`None`: no
+    /// coordinate known, coordinates off, or itself).
+    pub estimated_rtt: Option<Duration>,
     /// The release and wire protocol version it announced (`0.1.0/1`), if
     /// known here.
     pub build: Option<String>,
@@ -173,6 +176,7 @@ impl From<&MemberView> for Member {
             state: v.state,
             incarnation: v.incarnation,
             rtt: None,
+            estimated_rtt: None,
             build: None,
         }
     }
