@@ -20,8 +20,11 @@
 //!   from a sender whose sequence is past 1 starts that sender's order after
 //!   waiting as above for predecessors.
 //!
-//! Memory: one entry per sender heard from, plus the events waiting (at
-//! most [`MAX_WAITING`] per sender). Each input costs O(log senders).
+//! Memory: one entry per sender heard from within [`FORGET_AFTER`], plus
+//! the events waiting (at most [`MAX_WAITING`] per sender). Each input
+//! costs O(log senders), and once a minute O(senders) to forget the idle
+//! ones: gossip stops carrying an event within seconds, so a copy that
+//! could still arrive after ten minutes does not exist.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -37,6 +40,12 @@ pub const MAX_NAME_BYTES: usize = 128;
 /// Events from one sender waiting for a predecessor, at most: past it, the
 /// oldest wait ends at once.
 pub const MAX_WAITING: usize = 256;
+
+/// A sender nothing arrived from for this long is forgotten.
+pub const FORGET_AFTER: Duration = Duration::from_secs(600);
+
+/// How often idle senders are looked for.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// A user event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +117,8 @@ struct Sender {
     delivered: u64,
     /// Events that arrived ahead of a predecessor, with when they arrived.
     waiting: BTreeMap<u64, (UserEvent, Duration)>,
+    /// When its last event arrived.
+    last: Duration,
 }
 
 /// Counters of the user-event log.
@@ -137,6 +148,8 @@ pub(crate) struct EventLog {
     limit: usize,
     /// Events ready for the application, in delivery order.
     ready: Vec<UserEvent>,
+    /// When idle senders were last looked for.
+    pruned: Duration,
     pub(crate) counters: EventCounters,
 }
 
@@ -149,8 +162,26 @@ impl EventLog {
             since,
             limit,
             ready: Vec::new(),
+            pruned: Duration::ZERO,
             counters: EventCounters::default(),
         }
+    }
+
+    /// Forgets the senders idle for [`FORGET_AFTER`] with nothing waiting,
+    /// at most once per minute.
+    fn prune(&mut self, now: Duration) {
+        if now.saturating_sub(self.pruned) < PRUNE_EVERY {
+            return;
+        }
+        self.pruned = now;
+        self.senders
+            .retain(|_, s| !s.waiting.is_empty() || now.saturating_sub(s.last) < FORGET_AFTER);
+    }
+
+    /// Senders remembered.
+    #[cfg(test)]
+    fn senders(&self) -> usize {
+        self.senders.len()
     }
 
     /// An event arrived at `now` (monotonic).
@@ -163,6 +194,7 @@ impl EventLog {
             self.counters.dropped += 1;
             return Arrival::Dropped;
         }
+        self.prune(now);
         let s = self
             .senders
             .entry(ev.sender.clone())
@@ -170,7 +202,9 @@ impl EventLog {
                 generation: ev.generation,
                 delivered: 0,
                 waiting: BTreeMap::new(),
+                last: now,
             });
+        s.last = now;
         if ev.generation < s.generation {
             self.counters.dropped += 1;
             return Arrival::Dropped;
@@ -347,6 +381,18 @@ mod tests {
         assert_eq!(seqs(&mut log), vec![1]);
         log.receive(ev("a", 1, 1), MS);
         assert_eq!(seqs(&mut log), vec![1, 2]);
+    }
+
+    #[test]
+    fn idle_senders_are_forgotten() {
+        let mut log = EventLog::new(Hlc(0), 512);
+        log.receive(ev("a", 1, 1), MS);
+        log.receive(ev("b", 1, 1), FORGET_AFTER);
+        assert_eq!(log.senders(), 2);
+        let later = MS + FORGET_AFTER + PRUNE_EVERY;
+        log.receive(ev("b", 1, 2), later);
+        assert_eq!(log.senders(), 1, "a was idle for ten minutes");
+        assert_eq!(seqs(&mut log), vec![1, 1, 2]);
     }
 
     #[test]
