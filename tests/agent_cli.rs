@@ -787,6 +787,7 @@ fn agents_join_by_name_and_at_runtime_and_change_tags_live() {
             "Protocol",
             "Version",
             "RTT",
+            "Estimate",
             "Tags"
         ]
     );
@@ -802,6 +803,10 @@ fn agents_join_by_name_and_at_runtime_and_change_tags_live() {
     assert_eq!(row_b[8], "ms", "an RTT in milliseconds: {row_b:?}");
     let rtt: f64 = row_b[7].parse().unwrap();
     assert!(rtt > 0.0 && rtt < 1000.0, "{rtt}");
+    assert_eq!(
+        row_b[9], "-",
+        "no estimate without --coordinates: {row_b:?}"
+    );
 
     // --bind 0.0.0.0: the machine's one private address, or a clear error.
     let pd = free_port();

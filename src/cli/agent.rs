@@ -350,6 +350,22 @@ fn join_targets(join: Vec<String>) -> Result<Vec<String>, String> {
     Ok(join)
 }
 
+/// A duration flag's value, else the file's (parsed; `key` names it in an
+/// error), else `None`.
+fn duration_or(
+    flag: Option<Duration>,
+    file: Option<String>,
+    key: &str,
+) -> Result<Option<Duration>, String> {
+    match (flag, file) {
+        (Some(d), _) => Ok(Some(d)),
+        (None, Some(t)) => parse_duration(&t)
+            .map(Some)
+            .map_err(|e| format!("{key} {e}")),
+        (None, None) => Ok(None),
+    }
+}
+
 /// Event handlers, each checked to be a file.
 fn event_handlers(paths: Vec<PathBuf>) -> Result<Vec<PathBuf>, String> {
     for p in &paths {
@@ -428,24 +444,17 @@ pub fn settings(args: AgentArgs) -> Result<Settings, String> {
                 .or(file.max_connections)
                 .unwrap_or(roster::runtime::DEFAULT_MAX_CONNECTIONS),
         )?,
-        reap_after: match (args.reap_after, file.reap_after) {
-            (Some(d), _) => d,
-            (None, Some(t)) => parse_duration(&t).map_err(|e| format!("reap_after {e}"))?,
-            (None, None) => Config::lan().remove_left_after,
-        },
+        reap_after: duration_or(args.reap_after, file.reap_after, "reap_after")?
+            .unwrap_or(Config::lan().remove_left_after),
         event_handlers: event_handlers(flags_or(args.event_handlers, file.event_handler))?,
-        event_handler_timeout: match (args.event_handler_timeout, file.event_handler_timeout) {
-            (Some(d), _) => d,
-            (None, Some(t)) => {
-                parse_duration(&t).map_err(|e| format!("event_handler_timeout {e}"))?
-            }
-            (None, None) => Duration::from_secs(30),
-        },
-        event_coalesce: match (args.event_coalesce, file.event_coalesce) {
-            (Some(d), _) => d,
-            (None, Some(t)) => parse_duration(&t).map_err(|e| format!("event_coalesce {e}"))?,
-            (None, None) => Duration::ZERO,
-        },
+        event_handler_timeout: duration_or(
+            args.event_handler_timeout,
+            file.event_handler_timeout,
+            "event_handler_timeout",
+        )?
+        .unwrap_or(Duration::from_secs(30)),
+        event_coalesce: duration_or(args.event_coalesce, file.event_coalesce, "event_coalesce")?
+            .unwrap_or(Duration::ZERO),
         coordinates: args.coordinates.or(file.coordinates).unwrap_or(false),
         tags,
     })

@@ -730,13 +730,7 @@ pub fn leave(c: &ClientArgs) -> ExitCode {
 pub fn force_leave(c: &ClientArgs, name: &str) -> ExitCode {
     run_result(|| {
         let path = format!("/v1/force-leave/{}", percent_encode(name));
-        let (status, v) = request(&c.agent()?, "POST", &path, b"")?;
-        if status != 200 {
-            return Err(api_error(status, &v));
-        }
-        if c.json {
-            println!("{v}");
-        } else {
+        if let Some(v) = call(c, "POST", &path, b"")? {
             println!(
                 "{} forced out: every member lists it left and stops trying it",
                 v["left"].as_str().unwrap_or(name)
@@ -744,6 +738,26 @@ pub fn force_leave(c: &ClientArgs, name: &str) -> ExitCode {
         }
         Ok(())
     })
+}
+
+/// Sends one request to the agent: its answer (`200`), or the agent's
+/// error. With `--json` the answer is printed as it came and `None`
+/// returned, so the caller prints nothing more.
+pub(super) fn call(
+    c: &ClientArgs,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<Option<Value>, String> {
+    let (status, v) = request(&c.agent()?, method, path, body)?;
+    if status != 200 {
+        return Err(api_error(status, &v));
+    }
+    if c.json {
+        println!("{v}");
+        return Ok(None);
+    }
+    Ok(Some(v))
 }
 
 /// The voters an agent reports, by name.

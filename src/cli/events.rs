@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use super::client::{ClientArgs, api_error, percent_encode, request, run_result};
+use super::client::{ClientArgs, call, percent_encode, run_result};
 
 /// `roster event NAME [PAYLOAD]`: sends a user event to every live member
 /// (the agent's own node included). `PAYLOAD` `-` reads it from standard
@@ -24,13 +24,7 @@ pub fn event(c: &ClientArgs, name: &str, payload: Option<&str>) -> ExitCode {
             None => Vec::new(),
         };
         let path = format!("/v1/event/{}", percent_encode(name));
-        let (status, v) = request(&c.agent()?, "POST", &path, &body)?;
-        if status != 200 {
-            return Err(api_error(status, &v));
-        }
-        if c.json {
-            println!("{v}");
-        } else {
+        if let Some(v) = call(c, "POST", &path, &body)? {
             println!(
                 "event {} sent by {} (#{}, {} bytes)",
                 v["name"].as_str().unwrap_or(name),
@@ -51,13 +45,7 @@ pub fn rtt(c: &ClientArgs, a: &str, b: Option<&str>) -> ExitCode {
             Some(b) => format!("/v1/rtt/{}/{}", percent_encode(a), percent_encode(b)),
             None => format!("/v1/rtt/{}", percent_encode(a)),
         };
-        let (status, v) = request(&c.agent()?, "GET", &path, b"")?;
-        if status != 200 {
-            return Err(api_error(status, &v));
-        }
-        if c.json {
-            println!("{v}");
-        } else {
+        if let Some(v) = call(c, "GET", &path, b"")? {
             println!(
                 "estimated round trip {} <-> {}: {:.3} ms",
                 v["a"].as_str().unwrap_or(a),
