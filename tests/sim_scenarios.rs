@@ -505,3 +505,14 @@ fn coordinates_estimate_round_trips_across_regions() {
         "the estimates improve: {early} at 30 s, {p50} at the end"
     );
 }
+
+#[test]
+fn queries_are_answered_by_the_selected_members_under_loss() {
+    for (seed, loss) in [(1, None), (2, Some(0.05))] {
+        let r = sim("queries", 100, seed, None, loss).report;
+        let q = r.queries.expect("queries were asked");
+        assert_eq!(q.queries_asked, 8);
+        assert_eq!(q.query_answered, Some(1.0), "seed {seed}: {q:?}");
+        assert_eq!(q.query_tag_answered, Some(1.0), "seed {seed}: {q:?}");
+    }
+}

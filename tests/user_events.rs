@@ -219,3 +219,116 @@ fn events_of_one_name_within_the_coalescing_window_run_the_handler_once() {
     assert_eq!(lines(&out), ["deploy 4 v3", "restart 3 r1"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_query_gathers_an_answer_from_every_selected_agent() {
+    let dir = std::env::temp_dir().join(format!("roster-query-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let names = ["a", "b", "c", "d", "e"];
+    common::certs(&dir, &names);
+    let handler = dir.join("answer.sh");
+    std::fs::write(
+        &handler,
+        "#!/bin/sh\npayload=$(cat)\necho \"$ROSTER_SELF_NAME answers $ROSTER_QUERY_NAME from $ROSTER_QUERY_ASKER: $payload\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&handler, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ports: Vec<u16> = names.iter().map(|_| common::free_tcp()).collect();
+    let http: Vec<String> = names
+        .iter()
+        .map(|_| format!("127.0.0.1:{}", common::free_tcp()))
+        .collect();
+    let join = format!("127.0.0.1:{}", ports[0]);
+    let _agents: Vec<KillOnDrop> = (0..names.len())
+        .map(|i| {
+            let mut c = roster();
+            c.args(["agent", "--profile", "local", "--tls-dir"])
+                .arg(dir.join(names[i]))
+                .args(["--bind", &format!("127.0.0.1:{}", ports[i])])
+                .args(["--http", &http[i], "--query-handler"])
+                .arg(&handler)
+                .stderr(Stdio::null());
+            if i > 0 {
+                c.args(["--join", &join]);
+            }
+            KillOnDrop(c.spawn().unwrap())
+        })
+        .collect();
+    let all_alive = |h: &str| {
+        let out = common::roster_in(&dir, &["members", "--json", "--http", h]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v.as_array()
+            .is_some_and(|a| a.len() == names.len() && a.iter().all(|m| m["state"] == "alive"))
+    };
+    common::wait_until(Duration::from_secs(30), || {
+        http.iter().all(|h| all_alive(h))
+    })
+    .expect("all five agents see each other alive");
+    for h in [&http[1], &http[3]] {
+        common::roster_ok(&dir, &["tags", "set", "role=db", "--http", h]);
+    }
+    // Every agent must see both tags before a filtered query means what
+    // the test expects of it.
+    let tagged = |h: &str| {
+        let out = common::roster_in(
+            &dir,
+            &["members", "--json", "--tag", "role=db", "--http", h],
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v.as_array().is_some_and(|a| a.len() == 2)
+    };
+    common::wait_until(Duration::from_secs(20), || http.iter().all(|h| tagged(h)))
+        .expect("every agent sees b and d tagged");
+    let ask = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let mut args = vec![
+            "query",
+            "uptime",
+            "now?",
+            "--timeout",
+            "5s",
+            "--json",
+            "--http",
+            &http[2],
+        ];
+        args.extend_from_slice(extra);
+        let out = common::roster_ok(&dir, &args);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+            .collect()
+    };
+    let answers = |lines: &[serde_json::Value]| -> Vec<String> {
+        let mut a: Vec<String> = lines
+            .iter()
+            .filter(|l| l["type"] == "answer")
+            .map(|l| l["payload"].as_str().unwrap().trim_end().to_owned())
+            .collect();
+        a.sort();
+        a
+    };
+    let all = ask(&[]);
+    assert_eq!(
+        answers(&all),
+        names
+            .iter()
+            .map(|n| format!("{n} answers uptime from c: now?"))
+            .collect::<Vec<_>>()
+    );
+    let done = all.last().expect("a done line");
+    assert_eq!(done["type"], "done");
+    assert_eq!(
+        (done["acks"].as_u64(), done["answers"].as_u64()),
+        (Some(5), Some(5))
+    );
+    assert_eq!(done["missing"], serde_json::json!([]));
+    let db = ask(&["--tag", "role=db", "--relay", "2"]);
+    assert_eq!(
+        answers(&db),
+        [
+            "b answers uptime from c: now?",
+            "d answers uptime from c: now?"
+        ]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -91,6 +91,10 @@ pub enum Plant {
     /// Observed: a node reports one user event a second time. Guarded by
     /// "a user event is delivered at most once, in its sender's order".
     DuplicateEvent,
+    /// Observed: the asker reports an answer to a tag-filtered query from
+    /// a member the filter did not select. Guarded by "only the members a
+    /// query selects answer it".
+    WrongAnswer,
 }
 
 impl Plant {

@@ -88,6 +88,9 @@ pub struct Report {
     pub coord_error_p50: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub coord_error_p90: Option<f64>,
+    /// The `queries` scenario's figures (absent when no query was asked).
+    #[serde(flatten)]
+    pub queries: Option<crate::checkers::queries::QueryFigures>,
     /// The `events` scenario's figures (absent when no event was sent).
     #[serde(flatten)]
     pub user_events: Option<crate::checkers::user_events::EventFigures>,
@@ -237,6 +240,7 @@ impl Report {
             pause_declared_down: m.pause.as_ref().map(|p| p.declared_down),
             forgeries: (!m.forgeries.is_empty()).then_some(m.forgeries.len()),
             user_events: w.event_figures(),
+            queries: w.query_figures(),
             coord_error_p50_at_30s: coord_at(m, 30 * SEC).map(|e| e.0),
             coord_error_p90_at_30s: coord_at(m, 30 * SEC).map(|e| e.1),
             coord_error_p50: m.coord_errors.last().map(|e| round4(e.1)),

@@ -203,6 +203,17 @@ pub const SCENARIOS: &[Scenario] = &[
         checks: &[events_covered],
     },
     Scenario {
+        name: "queries",
+        about: "every fifth node tags itself role=db at 5 s; from 20 s, every 5 s a random node asks a query, in turn of everyone and of role=db only, with relay factor 0, or 2 under --loss (which applies until 30 s before the end); every selected node answers at once, and at least 99% of the answers must reach the asker before the default deadline, none from an unselected node",
+        default_secs: 90,
+        start_window: SEC,
+        voters: None,
+        pauses: false,
+        coordinates: false,
+        setup: setup_queries,
+        checks: &[queries_answered],
+    },
+    Scenario {
         name: "coordinates",
         about: "network coordinates over 5 regions at random points of a map (round trips 1-150 ms between two in proportion to distance, 1-5 ms within one, plus the LAN latency and its jitter); the estimates' relative error over all pairs is reported at 30 s and at the end",
         default_secs: 120,
@@ -465,6 +476,23 @@ fn setup_events(w: &mut World, s: &Setup) {
     w.at(stop, Action::FaultsEnd);
 }
 
+fn setup_queries(w: &mut World, s: &Setup) {
+    if let Some(p) = s.loss {
+        w.at(0, Action::Loss(p));
+        w.at(s.quiet, Action::Loss(0.0));
+    }
+    w.at(5 * SEC, Action::TagFifth);
+    let relay = if s.loss.is_some() { 2 } else { 0 };
+    let mut t = 20 * SEC;
+    let mut tagged = false;
+    while t < s.quiet {
+        w.at(t, Action::QueryRandom { tagged, relay });
+        tagged = !tagged;
+        t += 5 * SEC;
+    }
+    w.at(s.quiet, Action::FaultsEnd);
+}
+
 fn setup_coordinates(w: &mut World, s: &Setup) {
     let regions = crate::net::Regions::draw(5, w.rng());
     w.net.regions = Some(regions);
@@ -655,6 +683,16 @@ fn delta_covered(r: &Report, _: &Expect) -> Option<String> {
 fn events_covered(r: &Report, _: &Expect) -> Option<String> {
     let coverage = r.user_events.as_ref().and_then(|e| e.event_coverage);
     (coverage != Some(1.0)).then(|| format!("event coverage {coverage:?} is not 1.0"))
+}
+
+/// At least 99% of the selected members' answers reached the asker in time,
+/// with and without a tag filter.
+fn queries_answered(r: &Report, _: &Expect) -> Option<String> {
+    let q = r.queries.as_ref()?;
+    [("all", q.query_answered), ("role=db", q.query_tag_answered)]
+        .into_iter()
+        .find(|(_, share)| share.is_none_or(|s| s < 0.99))
+        .map(|(which, share)| format!("queries of {which}: answered share {share:?} is below 0.99"))
 }
 
 /// The `forgery` scenario's expectations: forged writes were pushed and

@@ -195,3 +195,8 @@ fn an_undelivered_delta_is_caught() {
 fn a_user_event_delivered_twice_is_caught() {
     canary(Plant::DuplicateEvent, "events", 10, "twice");
 }
+
+#[test]
+fn an_answer_from_a_member_a_query_did_not_select_is_caught() {
+    canary(Plant::WrongAnswer, "queries", 10, "did not select it");
+}

@@ -168,6 +168,7 @@ pub fn router(roster: Arc<Roster>, access: Access) -> Router {
             axum::routing::post(user_events::event_send),
         )
         .route("/v1/rtt/{a}", get(user_events::rtt_one))
+        .route("/v1/query/{name}", axum::routing::post(user_events::query))
         .route("/v1/rtt/{a}/{b}", get(user_events::rtt))
         .route("/metrics", get(metrics_text))
         .route(

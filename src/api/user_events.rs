@@ -106,3 +106,135 @@ pub(super) async fn rtt_one(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     rtt(api, Path(vec![a])).await
 }
+
+/// The query string of `POST /v1/query/{name}`.
+#[derive(Debug, Deserialize)]
+pub(super) struct QueryParams {
+    /// Member names, comma-separated.
+    node: Option<String>,
+    /// Tags `k=v`, comma-separated.
+    tag: Option<String>,
+    /// Milliseconds to wait for answers.
+    timeout_ms: Option<u64>,
+    /// Relay factor.
+    #[serde(default)]
+    relay: u8,
+}
+
+/// `POST /v1/query/{name}[?node=A,B][&tag=k=v,...][&timeout_ms=N][&relay=N]`
+/// (body: the payload): asks the members the filter selects, and streams
+/// their acknowledgements and answers as they arrive, one JSON object per
+/// line (`{"type": "ack", "from"}`, `{"type": "answer", "from", "payload",
+/// "encoding"}`), then `{"type": "done", "acks", "answers", "missing"}` at
+/// the deadline (`missing`: the live members the filter selects, as this
+/// node knows them, that did not answer). 400 `invalid_query`.
+pub(super) async fn query(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    Query(p): Query<QueryParams>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    use crate::node::queries::{QueryFilter, QueryOptions};
+    use crate::runtime::{QuerySendError, QueryUpdate};
+    let body = body.map_err(body_error)?;
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", m);
+    let mut filter = QueryFilter::default();
+    for n in p
+        .node
+        .iter()
+        .flat_map(|s| s.split(','))
+        .filter(|s| !s.is_empty())
+    {
+        filter
+            .nodes
+            .push(NodeId::new(n.to_owned()).map_err(|e| bad(format!("node {n:?}: {e}")))?);
+    }
+    for t in p
+        .tag
+        .iter()
+        .flat_map(|s| s.split(','))
+        .filter(|s| !s.is_empty())
+    {
+        let (k, v) = t
+            .split_once('=')
+            .ok_or_else(|| bad(format!("tag {t:?}: expected k=v")))?;
+        filter.tags.push((k.to_owned(), v.to_owned()));
+    }
+    let opts = QueryOptions {
+        filter: filter.clone(),
+        timeout: p.timeout_ms.map(std::time::Duration::from_millis),
+        relay: p.relay,
+    };
+    let stream = api
+        .roster
+        .query(&name, &body, opts)
+        .await
+        .map_err(|e| match e {
+            QuerySendError::Query(e) => bad(e.to_string()),
+            QuerySendError::Stopped(_) => ApiError::stopped(),
+        })?;
+    let start = (
+        stream,
+        std::collections::BTreeSet::new(),
+        api.roster.clone(),
+        filter,
+    );
+    let lines = futures_util::stream::unfold(
+        start,
+        |(mut s, mut answered, roster, filter)| async move {
+            let line = match s.next().await? {
+                QueryUpdate::Ack(from) => json!({"type": "ack", "from": from.as_str()}),
+                QueryUpdate::Answer(from, payload) => {
+                    let (payload, encoding) = value_json(&payload);
+                    let line = json!({"type": "answer", "from": from.as_str(), "payload": payload, "encoding": encoding});
+                    answered.insert(from);
+                    line
+                }
+                QueryUpdate::Done { acks, answers } => {
+                    let missing = unanswered(&roster, &filter, &answered).await;
+                    json!({"type": "done", "acks": acks, "answers": answers, "missing": missing})
+                }
+            };
+            let bytes = Bytes::from(format!("{line}\n"));
+            Some((
+                Ok::<_, std::convert::Infallible>(bytes),
+                (s, answered, roster, filter),
+            ))
+        },
+    );
+    Ok(Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(axum::body::Body::from_stream(lines))
+        .unwrap_or_default())
+}
+
+/// The live members this node knows that `filter` selects and that did not
+/// answer, by name.
+async fn unanswered(
+    roster: &crate::runtime::Roster,
+    filter: &crate::node::queries::QueryFilter,
+    answered: &std::collections::BTreeSet<NodeId>,
+) -> Vec<String> {
+    let (Ok(members), Ok(tags)) = (roster.members().await, roster.tags().await) else {
+        return Vec::new();
+    };
+    members
+        .iter()
+        .filter(|m| {
+            matches!(
+                m.state,
+                crate::node::MemberState::Alive | crate::node::MemberState::Suspect
+            )
+        })
+        .filter(|m| filter.nodes.is_empty() || filter.nodes.contains(&m.id))
+        .filter(|m| {
+            filter.tags.iter().all(|(k, v)| {
+                tags.get(&m.id)
+                    .and_then(|t| t.get(k))
+                    .is_some_and(|held| held == v)
+            })
+        })
+        .filter(|m| !answered.contains(&m.id))
+        .map(|m| m.id.to_string())
+        .collect()
+}

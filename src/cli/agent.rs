@@ -168,6 +168,11 @@ pub struct AgentArgs {
     /// first once, with the last of them (default 0s: every event).
     #[arg(long, env = "ROSTER_EVENT_COALESCE", value_parser = parse_duration)]
     pub event_coalesce: Option<Duration>,
+    /// A program that answers queries (`roster query`): the payload on its
+    /// standard input, the query in `ROSTER_*` environment variables, its
+    /// standard output the answer (see the README's "Queries").
+    #[arg(long = "query-handler", value_name = "PATH")]
+    pub query_handler: Option<PathBuf>,
     /// Run network coordinates (Vivaldi): round-trip estimates between
     /// any two members (`roster rtt`), two datagrams of about 70 bytes per
     /// probe more.
@@ -234,6 +239,7 @@ struct FileConfig {
     event_handler_timeout: Option<String>,
     event_coalesce: Option<String>,
     coordinates: Option<bool>,
+    query_handler: Option<PathBuf>,
 }
 
 /// Settings after merging flags, environment and file.
@@ -295,6 +301,8 @@ pub struct Settings {
     pub event_coalesce: Duration,
     /// Network coordinates on.
     pub coordinates: bool,
+    /// The program answering queries.
+    pub query_handler: Option<PathBuf>,
 }
 
 fn positive(flag: &str, n: usize) -> Result<usize, String> {
@@ -366,11 +374,11 @@ fn duration_or(
     }
 }
 
-/// Event handlers, each checked to be a file.
-fn event_handlers(paths: Vec<PathBuf>) -> Result<Vec<PathBuf>, String> {
+/// Handler programs given with `flag`, each checked to be a file.
+fn handlers(flag: &str, paths: Vec<PathBuf>) -> Result<Vec<PathBuf>, String> {
     for p in &paths {
         if !p.is_file() {
-            return Err(format!("--event-handler {}: no such file", p.display()));
+            return Err(format!("{flag} {}: no such file", p.display()));
         }
     }
     Ok(paths)
@@ -446,7 +454,10 @@ pub fn settings(args: AgentArgs) -> Result<Settings, String> {
         )?,
         reap_after: duration_or(args.reap_after, file.reap_after, "reap_after")?
             .unwrap_or(Config::lan().remove_left_after),
-        event_handlers: event_handlers(flags_or(args.event_handlers, file.event_handler))?,
+        event_handlers: handlers(
+            "--event-handler",
+            flags_or(args.event_handlers, file.event_handler),
+        )?,
         event_handler_timeout: duration_or(
             args.event_handler_timeout,
             file.event_handler_timeout,
@@ -456,6 +467,14 @@ pub fn settings(args: AgentArgs) -> Result<Settings, String> {
         event_coalesce: duration_or(args.event_coalesce, file.event_coalesce, "event_coalesce")?
             .unwrap_or(Duration::ZERO),
         coordinates: args.coordinates.or(file.coordinates).unwrap_or(false),
+        query_handler: handlers(
+            "--query-handler",
+            args.query_handler
+                .or(file.query_handler)
+                .into_iter()
+                .collect(),
+        )?
+        .pop(),
         tags,
     })
 }
@@ -576,6 +595,11 @@ async fn serve(s: Settings, args: AgentArgs, logs: Option<LogHandle>) -> ExitCod
             timeout: s.event_handler_timeout,
             coalesce: s.event_coalesce,
         },
+    );
+    super::handlers::start_queries(
+        roster.clone(),
+        s.query_handler.clone(),
+        s.event_handler_timeout,
     );
     let reloader = tokio::spawn(reload_on_sighup(roster.clone(), loaded, args, logs));
     let _reloader = AbortOnDrop(reloader);
@@ -885,7 +909,8 @@ fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
         event_handlers,
         event_handler_timeout,
         event_coalesce,
-        coordinates
+        coordinates,
+        query_handler
     );
     if old.join.iter().any(|j| !new.join.contains(j)) {
         fixed.push("join (removed targets: members already known stay)");

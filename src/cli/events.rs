@@ -12,17 +12,7 @@ use super::client::{ClientArgs, call, percent_encode, run_result};
 /// input.
 pub fn event(c: &ClientArgs, name: &str, payload: Option<&str>) -> ExitCode {
     run_result(|| {
-        let body = match payload {
-            Some("-") => {
-                let mut b = Vec::new();
-                std::io::stdin()
-                    .read_to_end(&mut b)
-                    .map_err(|e| format!("cannot read the payload from standard input: {e}"))?;
-                b
-            }
-            Some(p) => p.as_bytes().to_vec(),
-            None => Vec::new(),
-        };
+        let body = self::payload(payload)?;
         let path = format!("/v1/event/{}", percent_encode(name));
         if let Some(v) = call(c, "POST", &path, &body)? {
             println!(
@@ -54,5 +44,109 @@ pub fn rtt(c: &ClientArgs, a: &str, b: Option<&str>) -> ExitCode {
             );
         }
         Ok(())
+    })
+}
+
+/// `roster query` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct QueryArgs {
+    /// The query's name.
+    pub name: String,
+    /// The payload; `-` reads it from standard input.
+    pub payload: Option<String>,
+    /// Only this member answers (repeatable).
+    #[arg(long = "node")]
+    pub nodes: Vec<String>,
+    /// Only members with this tag value answer (`k=v`, repeatable).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// How long to wait for answers (default: Serf's, growing with the
+    /// log of the member count).
+    #[arg(long, value_parser = super::agent::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+    /// Also send each answer through this many random members (0-5), for
+    /// lossy paths.
+    #[arg(long, default_value_t = 0)]
+    pub relay: u8,
+    /// Connection options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `roster query NAME [PAYLOAD]`: asks the members the filters select and
+/// prints their acknowledgements and answers as they arrive, then who did
+/// not answer by the deadline, like `serf query`.
+pub fn query(a: &QueryArgs) -> ExitCode {
+    let c = &a.client;
+    run_result(|| {
+        let body = payload(a.payload.as_deref())?;
+        let mut path = format!("/v1/query/{}?relay={}", percent_encode(&a.name), a.relay);
+        if !a.nodes.is_empty() {
+            path += &format!("&node={}", percent_encode(&a.nodes.join(",")));
+        }
+        if !a.tags.is_empty() {
+            path += &format!("&tag={}", percent_encode(&a.tags.join(",")));
+        }
+        if let Some(t) = a.timeout {
+            path += &format!("&timeout_ms={}", t.as_millis());
+        }
+        let agent = c.agent()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the client: {e}"))?;
+        let json = c.json;
+        let on_line = |line: &str| {
+            if json {
+                println!("{line}");
+                return;
+            }
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                return;
+            };
+            let from = v["from"].as_str().unwrap_or("");
+            match v["type"].as_str() {
+                Some("ack") => println!("ack from {from}"),
+                Some("answer") => println!(
+                    "answer from {from}: {}",
+                    v["payload"].as_str().unwrap_or("").trim_end()
+                ),
+                Some("done") => println!(
+                    "done: {} acks, {} answers; missing: {}",
+                    v["acks"],
+                    v["answers"],
+                    v["missing"].as_array().filter(|m| !m.is_empty()).map_or(
+                        "none".to_owned(),
+                        |m| {
+                            m.iter()
+                                .filter_map(|x| x.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
+                    )
+                ),
+                _ => {}
+            }
+        };
+        rt.block_on(super::monitor::stream_lines(
+            &agent,
+            ("POST", &path, body),
+            on_line,
+        ))
+    })
+}
+
+/// A command's payload: the argument, standard input for `-`, or none.
+fn payload(arg: Option<&str>) -> Result<Vec<u8>, String> {
+    Ok(match arg {
+        Some("-") => {
+            let mut b = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut b)
+                .map_err(|e| format!("cannot read the payload from standard input: {e}"))?;
+            b
+        }
+        Some(p) => p.as_bytes().to_vec(),
+        None => Vec::new(),
     })
 }

@@ -124,13 +124,29 @@ async fn dispatch(
 
 /// Runs `handler` on `u` and logs how it ended.
 async fn run(handler: &PathBuf, u: &UserEvent, me: &str, timeout: Duration) {
+    let env = [
+        ("ROSTER_EVENT", "user".to_owned()),
+        ("ROSTER_USER_EVENT", u.name.clone()),
+        ("ROSTER_EVENT_SENDER", u.sender.to_string()),
+        ("ROSTER_EVENT_SEQ", u.seq.to_string()),
+        ("ROSTER_EVENT_STAMP", u.hlc.to_string()),
+        ("ROSTER_SELF_NAME", me.to_owned()),
+    ];
+    run_script(handler, &env, &u.payload, timeout, &u.name).await;
+}
+
+/// Runs `handler` with `env` and `input` on its standard input, within
+/// `timeout`; logs how it ended and returns its standard output when it
+/// succeeded.
+async fn run_script(
+    handler: &PathBuf,
+    env: &[(&str, String)],
+    input: &[u8],
+    timeout: Duration,
+    what: &str,
+) -> Option<Vec<u8>> {
     let spawned = tokio::process::Command::new(handler)
-        .env("ROSTER_EVENT", "user")
-        .env("ROSTER_USER_EVENT", &u.name)
-        .env("ROSTER_EVENT_SENDER", u.sender.as_str())
-        .env("ROSTER_EVENT_SEQ", u.seq.to_string())
-        .env("ROSTER_EVENT_STAMP", u.hlc.to_string())
-        .env("ROSTER_SELF_NAME", me)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -139,32 +155,63 @@ async fn run(handler: &PathBuf, u: &UserEvent, me: &str, timeout: Duration) {
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(handler = %handler.display(), error = %e, "cannot start the event handler");
-            return;
+            tracing::error!(handler = %handler.display(), error = %e, "cannot start the handler");
+            return None;
         }
     };
     if let Some(mut stdin) = child.stdin.take() {
         // A handler that does not read its input is not an error.
-        let _ = stdin.write_all(&u.payload).await;
+        let _ = stdin.write_all(input).await;
     }
     match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(Ok(out)) => {
             let stdout = shown(&out.stdout);
             let stderr = shown(&out.stderr);
             if out.status.success() {
-                tracing::info!(handler = %handler.display(), event = %u.name, %stdout, %stderr, "event handler ran");
-            } else {
-                tracing::warn!(handler = %handler.display(), event = %u.name, status = %out.status, %stdout, %stderr, "event handler failed");
+                tracing::info!(handler = %handler.display(), event = %what, %stdout, %stderr, "handler ran");
+                return Some(out.stdout);
             }
+            tracing::warn!(handler = %handler.display(), event = %what, status = %out.status, %stdout, %stderr, "handler failed");
         }
         Ok(Err(e)) => {
-            tracing::error!(handler = %handler.display(), error = %e, "event handler could not be waited for")
+            tracing::error!(handler = %handler.display(), error = %e, "handler could not be waited for")
         }
         Err(_) => {
             // Dropping the child kills it (`kill_on_drop`).
-            tracing::warn!(handler = %handler.display(), event = %u.name, timeout_secs = timeout.as_secs_f64(), "event handler ran past its timeout and was killed");
+            tracing::warn!(handler = %handler.display(), event = %what, timeout_secs = timeout.as_secs_f64(), "handler ran past its timeout and was killed");
         }
     }
+    None
+}
+
+/// Starts answering the queries `roster` receives with `handler`'s
+/// standard output (queries run one after another; a handler past the
+/// query's deadline or `timeout` is killed and nothing is answered).
+pub fn start_queries(roster: Arc<Roster>, handler: Option<PathBuf>, timeout: Duration) {
+    let Some(handler) = handler else {
+        return;
+    };
+    let mut events = roster.subscribe();
+    let me = roster.identity().id.to_string();
+    tokio::spawn(async move {
+        while let Some(e) = events.next().await {
+            let Event::Query(q) = e else { continue };
+            let wait = timeout.min(Duration::from_millis(u64::from(q.timeout_ms)));
+            let env = [
+                ("ROSTER_EVENT", "query".to_owned()),
+                ("ROSTER_QUERY_NAME", q.name.clone()),
+                ("ROSTER_QUERY_ASKER", q.asker.id.to_string()),
+                ("ROSTER_QUERY_SEQ", q.seq.to_string()),
+                ("ROSTER_SELF_NAME", me.clone()),
+            ];
+            let Some(answer) = run_script(&handler, &env, &q.payload, wait, &q.name).await else {
+                continue;
+            };
+            if let Err(e) = roster.respond(&q.id(), &answer).await {
+                tracing::warn!(query = %q.name, error = %e, "the query handler's answer was not sent");
+            }
+        }
+    });
 }
 
 /// The first [`OUTPUT_LOGGED`] bytes of `b` as text.

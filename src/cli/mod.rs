@@ -84,6 +84,9 @@ pub enum Cmd {
         #[command(flatten)]
         client: client::ClientArgs,
     },
+    /// Ask the members a question and gather their answers, like `serf
+    /// query` (agents answer with their `--query-handler`).
+    Query(events::QueryArgs),
     /// The estimated round trip between two members from their network
     /// coordinates, like `serf rtt` (agents run with `--coordinates`).
     Rtt {
@@ -282,6 +285,7 @@ pub fn main() -> ExitCode {
             client,
         } => events::event(&client, &name, payload.as_deref()),
         Cmd::Rtt { a, b, client } => events::rtt(&client, &a, b.as_deref()),
+        Cmd::Query(q) => events::query(&q),
         Cmd::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut out = Vec::new();

@@ -61,7 +61,7 @@ pub fn monitor(a: &MonitorArgs) -> ExitCode {
                 data.clear();
             }
         };
-        rt.block_on(stream_lines(&agent, &path, on_line))?;
+        rt.block_on(stream_lines(&agent, ("GET", &path, Vec::new()), on_line))?;
         eprintln!("the agent closed the stream (it stopped)");
         Ok(())
     })
@@ -152,17 +152,17 @@ fn stamp(v: &Value) -> String {
         .unwrap_or_default()
 }
 
-/// GETs `path` and hands each line of the answer to `on_line` as it
+/// Sends `method path` with `body` and hands each line of the answer to `on_line` as it
 /// arrives (the connection and the answer's headers within 10 s; the body
 /// for as long as it lasts).
-async fn stream_lines(
+pub(super) async fn stream_lines(
     agent: &Agent,
-    path: &str,
+    (method, path, body): (&str, &str, Vec<u8>),
     mut on_line: impl FnMut(&str),
 ) -> Result<(), String> {
     use http_body_util::BodyExt;
     let addr = agent.addr.as_str();
-    let resp = tokio::time::timeout(TIMEOUT, open(agent, "GET", path, Vec::new()))
+    let resp = tokio::time::timeout(TIMEOUT, open(agent, method, path, body))
         .await
         .map_err(|_| format!("{addr} did not answer within {} s", TIMEOUT.as_secs()))??;
     let status = resp.status().as_u16();

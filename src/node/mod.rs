@@ -16,6 +16,7 @@ pub mod meta;
 pub mod metrics;
 #[allow(clippy::module_inception)]
 mod node;
+pub mod queries;
 mod swim;
 pub mod timers;
 pub mod user_events;
@@ -175,6 +176,34 @@ pub enum Event {
     /// A user event arrived (this node's own included), once, in its
     /// sender's order (see [`user_events`]).
     UserEvent(UserEvent),
+    /// A query for this node arrived (see [`queries`]); answer it with
+    /// [`Node::respond`](crate::node::Node::respond) before its deadline.
+    Query(queries::Query),
+    /// A member acknowledged a query this node asked.
+    QueryAck {
+        /// The query.
+        id: queries::QueryId,
+        /// Who acknowledged.
+        from: NodeId,
+    },
+    /// A member answered a query this node asked (once per member).
+    QueryAnswer {
+        /// The query.
+        id: queries::QueryId,
+        /// Who answered.
+        from: NodeId,
+        /// The answer.
+        payload: Vec<u8>,
+    },
+    /// A query this node asked reached its deadline.
+    QueryDone {
+        /// The query.
+        id: queries::QueryId,
+        /// Members that acknowledged it.
+        acks: usize,
+        /// Members that answered it.
+        answers: usize,
+    },
 }
 
 /// Capacity an output queue keeps once drained. A burst (a push-pull that

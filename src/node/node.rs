@@ -38,6 +38,7 @@ use crate::node::wire::{
     VerifyAck, WireError, WireState,
 };
 
+mod cluster_queries;
 mod coords;
 mod lifeguard;
 mod membership;
@@ -150,6 +151,13 @@ pub struct Node {
     user_events_pending: bool,
     /// User events this life of the node has sent.
     events_sent: u64,
+    /// Queries this life of the node has asked.
+    queries_sent: u64,
+    /// Queries this node asked, until their deadlines, by number.
+    asked: BTreeMap<u64, crate::node::queries::Asked>,
+    /// Queries this node may answer: where the asker listens, its relay
+    /// factor and the deadline.
+    answerable: BTreeMap<crate::node::queries::QueryId, (SocketAddr, u8, Duration)>,
     /// Network coordinates (when `config.coordinates`).
     coords: coords::Coords,
     /// The coordinates' own RNG, so that they change no other random
@@ -241,6 +249,9 @@ impl Node {
             unpark_pending: false,
             user_events_pending: false,
             events_sent: 0,
+            queries_sent: 0,
+            asked: BTreeMap::new(),
+            answerable: BTreeMap::new(),
             coords: coords::Coords::default(),
             coord_rng: rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x636f_6f72_6473),
             meta: MetaCore::new(config_meta, disk, now.mono),
@@ -427,6 +438,10 @@ impl Node {
                 Ok(())
             }
             Message::Member(p) => self.on_member(p, peer),
+            Message::QueryResponse(r) => {
+                self.on_query_response(r);
+                Ok(())
+            }
             Message::Coord(m) => {
                 if self.config.coordinates {
                     self.on_coord(m);
@@ -807,6 +822,7 @@ impl Node {
                         .schedule(wait, TimerKind::CatchUpSync { round: round + 1 });
                 }
             }
+            TimerKind::QueryDeadline(seq) => self.query_deadline(seq),
             TimerKind::UserEvents => {
                 self.user_events_pending = false;
                 let wait = self.config.event_reorder_wait;
@@ -887,6 +903,8 @@ fn new_shared(identity: &Identity, config: &Config, now: Now) -> SharedRef {
         // Events sent before this start are not replayed; the margin of one
         // drift bound keeps those sent after it by a member whose clock
         // lags (by less than the bound).
+        seen_queries: Default::default(),
+        queries_in: Vec::new(),
         user_events: EventLog::new(
             Hlc::new(
                 now.wall_ms

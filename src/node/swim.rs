@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::delta::{Delta, StateStore};
 use super::hlc::HlcClock;
 use super::identity::{Generation, Identity, Incarnation, NodeId};
+use super::queries::{Query, QueryId, SeenQueries};
 use super::timers::TimerTable;
 use super::user_events::{Arrival, EventLog, UserEvent};
 use super::{Event, Transmit};
@@ -96,6 +97,8 @@ pub(crate) enum Item {
     Left(Leave),
     /// A user event.
     Event(UserEvent),
+    /// A query.
+    Query(Query),
 }
 
 /// Dissemination key: a newer item for the same thing replaces an older one
@@ -116,6 +119,7 @@ pub(crate) enum ItemKey {
         generation: Generation,
         seq: u64,
     },
+    Query(QueryId),
 }
 
 impl foca::Invalidates for ItemKey {
@@ -138,6 +142,7 @@ impl foca::Invalidates for ItemKey {
             ) => id == i2 && generation >= g2,
             // Every event is news of its own: only a copy replaces it.
             (a @ ItemKey::Event { .. }, b @ ItemKey::Event { .. }) => a == b,
+            (ItemKey::Query(a), ItemKey::Query(b)) => a == b,
             _ => false,
         }
     }
@@ -193,6 +198,10 @@ pub(crate) struct Shared {
     pub(crate) user_events: EventLog,
     /// Monotonic time of the node's current input.
     pub(crate) mono: Duration,
+    /// The queries seen, until their deadlines.
+    pub(crate) seen_queries: SeenQueries,
+    /// Queries that arrived, for the node to take.
+    pub(crate) queries_in: Vec<Query>,
 }
 
 /// Most deltas parked for drift at once; past it they wait for push-pull.
@@ -384,6 +393,15 @@ impl foca::BroadcastHandler<Identity> for GossipHandler {
                 s.deliver_user_events();
                 new.then_some(key)
             }
+            Item::Query(q) => {
+                let now = s.mono;
+                let first = s.seen_queries.first(&q, now);
+                let key = ItemKey::Query(q.id());
+                if first {
+                    s.queries_in.push(q);
+                }
+                first.then_some(key)
+            }
         })
     }
 }
@@ -412,6 +430,8 @@ pub(crate) enum TimerKind {
     Unpark,
     /// End the waits of user events held for a missing predecessor.
     UserEvents,
+    /// The deadline of a query this node asked (its sequence number).
+    QueryDeadline(u64),
     /// Try to reach one member held Down.
     Reconnect,
     /// Extra push-pull rounds right after joining (see
@@ -643,6 +663,11 @@ pub(crate) fn item_slot(key: &ItemKey) -> [u64; 2] {
         } => {
             let k = sender.key();
             let h = mix64(generation.0 ^ mix64(*seq ^ 0x4556_454e_5453));
+            [mix64(k[0] ^ h), mix64(k[1] ^ mix64(h))]
+        }
+        ItemKey::Query(q) => {
+            let k = q.asker.key();
+            let h = mix64(q.generation.0 ^ mix64(q.seq ^ 0x0051_5545_5259));
             [mix64(k[0] ^ h), mix64(k[1] ^ mix64(h))]
         }
     }

@@ -78,11 +78,14 @@ pub enum Kind {
     /// A probed member's network coordinate, sent to the prober after
     /// answering its probe (datagram).
     Coord = 17,
+    /// A member's acknowledgement of or answer to a query, to the asker or
+    /// through a relay (datagram).
+    QueryResponse = 18,
 }
 
 impl Kind {
     /// Every kind, in number order.
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 18] = [
         Kind::Swim,
         Kind::SyncRequest,
         Kind::SyncReply,
@@ -100,6 +103,7 @@ impl Kind {
         Kind::BootstrapGrant,
         Kind::Member,
         Kind::Coord,
+        Kind::QueryResponse,
     ];
 
     /// The kind with this number.
@@ -118,6 +122,7 @@ impl Kind {
                 | Kind::Leave
                 | Kind::Member
                 | Kind::Coord
+                | Kind::QueryResponse
         )
     }
 
@@ -149,6 +154,7 @@ impl Kind {
             Kind::BootstrapAsk => "bootstrap_ask",
             Kind::BootstrapGrant => "bootstrap_grant",
             Kind::Coord => "coord",
+            Kind::QueryResponse => "query_response",
             Kind::Member => "member",
         }
     }
@@ -278,6 +284,23 @@ pub struct CoordMsg {
     /// probed member asks; the prober's answer times a second round trip,
     /// for the probed member).
     pub echo: bool,
+}
+
+/// An acknowledgement of or answer to a query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryResponse {
+    /// The query.
+    pub id: crate::node::queries::QueryId,
+    /// Where the asker listens.
+    pub asker_addr: std::net::SocketAddr,
+    /// The member acknowledging or answering.
+    pub from: Identity,
+    /// An acknowledgement (no payload) rather than an answer.
+    pub ack: bool,
+    /// The answer.
+    pub payload: Vec<u8>,
+    /// Sent to a relay, which forwards it to the asker.
+    pub relay: bool,
 }
 
 /// A graceful leave.
@@ -425,6 +448,8 @@ pub enum Message<'a> {
     Member(&'a [u8]),
     /// [`Kind::Coord`]
     Coord(CoordMsg),
+    /// [`Kind::QueryResponse`]
+    QueryResponse(QueryResponse),
 }
 
 /// Why bytes could not be decoded (or a message encoded). Nothing is changed
@@ -481,6 +506,7 @@ impl Message<'_> {
             Message::BootstrapGrant(_) => Kind::BootstrapGrant,
             Message::Member(_) => Kind::Member,
             Message::Coord(_) => Kind::Coord,
+            Message::QueryResponse(_) => Kind::QueryResponse,
         }
     }
 
@@ -507,6 +533,7 @@ impl Message<'_> {
             Message::BootstrapAsk(m) => postcard::to_extend(m, out),
             Message::BootstrapGrant(m) => postcard::to_extend(m, out),
             Message::Coord(m) => postcard::to_extend(m, out),
+            Message::QueryResponse(m) => postcard::to_extend(m, out),
         };
         let out = encoded.map_err(|e| WireError::Malformed {
             kind,
@@ -556,6 +583,7 @@ impl Message<'_> {
             Kind::BootstrapAsk => Message::BootstrapAsk(parse(kind, payload)?),
             Kind::BootstrapGrant => Message::BootstrapGrant(parse(kind, payload)?),
             Kind::Coord => Message::Coord(parse(kind, payload)?),
+            Kind::QueryResponse => Message::QueryResponse(parse(kind, payload)?),
         })
     }
 }
@@ -583,6 +611,9 @@ impl Message<'_> {
             Message::BootstrapAsk(m) => Some(m.from.id.clone()),
             Message::BootstrapGrant(m) => Some(m.from.id.clone()),
             Message::Coord(m) => Some(m.from.id.clone()),
+            // A relay forwards another member's answer: the sender is the
+            // relay, not `from`.
+            Message::QueryResponse(_) => None,
         }
     }
 }
@@ -667,6 +698,18 @@ mod tests {
         let msgs = vec![
             Message::Swim(&[1, 2, 3]),
             Message::Member(&[4, 5, 6]),
+            Message::QueryResponse(QueryResponse {
+                id: crate::node::queries::QueryId {
+                    asker: ident("a").id,
+                    generation: crate::node::identity::Generation(2),
+                    seq: 3,
+                },
+                asker_addr: ident("a").addr,
+                from: ident("b"),
+                ack: false,
+                payload: b"up 3 days".to_vec(),
+                relay: true,
+            }),
             Message::Coord(CoordMsg {
                 from: ident("c"),
                 coord: crate::node::coords::Coordinate::default().pack(),

@@ -61,6 +61,19 @@ pub(crate) enum Command {
         payload: Vec<u8>,
         reply: oneshot::Sender<Result<crate::node::UserEvent, crate::node::EventError>>,
     },
+    Query {
+        name: String,
+        payload: Vec<u8>,
+        opts: crate::node::queries::QueryOptions,
+        reply: oneshot::Sender<
+            Result<crate::node::queries::QueryId, crate::node::queries::QueryError>,
+        >,
+    },
+    Respond {
+        id: crate::node::queries::QueryId,
+        payload: Vec<u8>,
+        reply: oneshot::Sender<Result<(), crate::node::queries::QueryError>>,
+    },
     Members {
         reply: oneshot::Sender<Vec<super::Member>>,
     },
@@ -381,6 +394,17 @@ impl Driver {
                 reply,
             } => {
                 let _ = reply.send(self.node.send_event(now, &name, &payload));
+            }
+            Command::Query {
+                name,
+                payload,
+                opts,
+                reply,
+            } => {
+                let _ = reply.send(self.node.query(now, &name, &payload, opts));
+            }
+            Command::Respond { id, payload, reply } => {
+                let _ = reply.send(self.node.respond(now, &id, &payload));
             }
             Command::Join { addrs, reply } => {
                 self.node.join(now, addrs);
@@ -952,6 +976,11 @@ fn log_event(e: &Event) {
             "a write to this node's own key arrived that it did not make; overwritten with the true value"
         ),
         Event::StateChanged { .. } | Event::MetadataChanged { .. } => {}
+        Event::Query(q) => tracing::debug!(name = %q.name, asker = %q.asker, "query"),
+        Event::QueryAck { .. } | Event::QueryAnswer { .. } => {}
+        Event::QueryDone { id, acks, answers } => {
+            tracing::debug!(seq = id.seq, acks, answers, "query done")
+        }
         Event::UserEvent(u) => tracing::info!(
             name = %u.name,
             sender = %u.sender,

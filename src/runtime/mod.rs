@@ -131,6 +131,71 @@ pub enum EventSendError {
     Stopped(#[from] Stopped),
 }
 
+/// Why a query or an answer was not sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuerySendError {
+    /// A bad name or options, a payload over the limit, an unknown or
+    /// expired query, or a node that left.
+    #[error(transparent)]
+    Query(#[from] crate::node::queries::QueryError),
+    /// The node is not running.
+    #[error(transparent)]
+    Stopped(#[from] Stopped),
+}
+
+/// What a query asked through [`Roster::query`] brings back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryUpdate {
+    /// A selected member acknowledged it.
+    Ack(NodeId),
+    /// A member answered it.
+    Answer(NodeId, Vec<u8>),
+    /// The deadline passed: how many acknowledged and answered.
+    Done {
+        /// Acknowledgements.
+        acks: usize,
+        /// Answers.
+        answers: usize,
+    },
+}
+
+/// The acknowledgements and answers of one query, as they arrive.
+pub struct QueryStream {
+    id: crate::node::queries::QueryId,
+    events: Events,
+    done: bool,
+}
+
+impl QueryStream {
+    /// The query.
+    pub fn id(&self) -> &crate::node::queries::QueryId {
+        &self.id
+    }
+
+    /// The next acknowledgement or answer, then [`QueryUpdate::Done`] at
+    /// the deadline, then `None` (also when the node stops).
+    pub async fn next(&mut self) -> Option<QueryUpdate> {
+        if self.done {
+            return None;
+        }
+        loop {
+            match self.events.next().await? {
+                Event::QueryAck { id, from } if id == self.id => {
+                    return Some(QueryUpdate::Ack(from));
+                }
+                Event::QueryAnswer { id, from, payload } if id == self.id => {
+                    return Some(QueryUpdate::Answer(from, payload));
+                }
+                Event::QueryDone { id, acks, answers } if id == self.id => {
+                    self.done = true;
+                    return Some(QueryUpdate::Done { acks, answers });
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 /// Why fault rules were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WriteErrorChaos {
@@ -322,6 +387,45 @@ impl Roster {
                 payload,
                 reply,
             })
+            .await??)
+    }
+
+    /// Asks the members `opts.filter` selects the query `name` with
+    /// `payload` (see [`crate::node::queries`]); the stream brings their
+    /// acknowledgements and answers as they arrive.
+    pub async fn query(
+        &self,
+        name: &str,
+        payload: &[u8],
+        opts: crate::node::queries::QueryOptions,
+    ) -> Result<QueryStream, QuerySendError> {
+        // Subscribed first, so no answer can come before it.
+        let events = self.subscribe();
+        let (name, payload) = (name.to_owned(), payload.to_vec());
+        let id = self
+            .ask(|reply| Command::Query {
+                name,
+                payload,
+                opts,
+                reply,
+            })
+            .await??;
+        Ok(QueryStream {
+            id,
+            events,
+            done: false,
+        })
+    }
+
+    /// Answers query `id` ([`Event::Query`]) with `payload`.
+    pub async fn respond(
+        &self,
+        id: &crate::node::queries::QueryId,
+        payload: &[u8],
+    ) -> Result<(), QuerySendError> {
+        let (id, payload) = (id.clone(), payload.to_vec());
+        Ok(self
+            .ask(|reply| Command::Respond { id, payload, reply })
             .await??)
     }
 

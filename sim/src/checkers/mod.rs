@@ -28,6 +28,7 @@
 //! | no healthy, connected member is declared Down | [`false_downs`] | `FalseDown` |
 //! | every state write reaches every node that ran through it | [`delivery`] | `LostDelta` |
 //! | a user event is delivered at most once, in its sender's order | [`user_events`] | `DuplicateEvent` |
+//! | only the members a query selects answer it | [`queries`] | `WrongAnswer` |
 
 pub mod acked;
 pub mod causality;
@@ -42,6 +43,7 @@ pub mod identity;
 pub mod known_members;
 pub mod leaders;
 pub mod linearizable;
+pub mod queries;
 pub mod user_events;
 pub mod writes;
 
@@ -82,6 +84,7 @@ pub struct Checkers {
     pub false_downs: false_downs::FalseDowns,
     pub delivery: delivery::Delivery,
     pub user_events: user_events::UserEvents,
+    pub queries: queries::Queries,
 }
 
 impl Checkers {

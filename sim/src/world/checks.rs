@@ -286,6 +286,12 @@ impl World {
         Some((at(0.5), at(0.9)))
     }
 
+    /// The `queries` scenario's figures over the nodes running at the end.
+    pub fn query_figures(&self) -> Option<crate::checkers::queries::QueryFigures> {
+        let running = |a: usize| self.slots[a].node.is_some();
+        self.checkers.queries.figures(running)
+    }
+
     /// The `events` scenario's figures over the nodes running at the end.
     pub fn event_figures(&self) -> Option<crate::checkers::user_events::EventFigures> {
         let running = |a: usize| self.slots[a].node.is_some();

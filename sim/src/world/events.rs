@@ -83,6 +83,8 @@ impl World {
                 owner, key, hlc, ..
             } => self.state_changed(n, owner, key, hlc),
             Event::UserEvent(u) => self.user_event(n, &u),
+            Event::Query(q) => self.to_answer.push((n, q.id())),
+            Event::QueryAnswer { id, from, .. } => self.query_answer(n, &id, &from),
             _ => {}
         }
     }
@@ -164,6 +166,29 @@ impl World {
                 }
             }
         }
+    }
+
+    /// The asker `n` got an answer to `id` from `from`.
+    fn query_answer(&mut self, n: usize, id: &roster::node::queries::QueryId, from: &NodeId) {
+        let Some(f) = self.slot_of(from) else {
+            return;
+        };
+        // The planted bug: an answer reported from the first member the
+        // query did not select.
+        let f = if self.planted.armed(Plant::WrongAnswer, self.now) {
+            match (0..self.slots.len()).find(|&m| m % 5 != 0) {
+                Some(m) if self.checkers.queries.is_tagged(n, id.seq) => {
+                    self.planted.fire(Plant::WrongAnswer, self.now);
+                    m
+                }
+                _ => f,
+            }
+        } else {
+            f
+        };
+        let name = self.slots[f].id.to_string();
+        let v = self.checkers.queries.answered(n, id.seq, f, &name);
+        self.record(v);
     }
 
     /// Node `n` delivered user event `u`.

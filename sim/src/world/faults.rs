@@ -34,6 +34,22 @@ impl World {
                 self.slots[n].node = None;
             }
             Action::Write(n) => self.write(n),
+            Action::TagFifth => {
+                for n in self.running().into_iter().filter(|n| n % 5 == 0) {
+                    let now = self.now_of(n);
+                    if let Some(node) = self.slots[n].node.as_mut() {
+                        let _ = node.set_tag(now, "role", "db");
+                    }
+                    self.after(n);
+                }
+            }
+            Action::QueryRandom { tagged, relay } => {
+                let running = self.running();
+                if !running.is_empty() {
+                    let n = running[self.rng.random_range(0..running.len())];
+                    self.ask(n, tagged, relay);
+                }
+            }
             Action::MeasureCoordinates => {
                 if let Some((p50, p90)) = self.coord_error() {
                     self.m.coord_errors.push((self.now, p50, p90));

@@ -104,6 +104,11 @@ pub enum Action {
     EventRandom,
     /// Record the coordinates' error now (see `Measured::coord_errors`).
     MeasureCoordinates,
+    /// Every fifth node tags itself `role=db`.
+    TagFifth,
+    /// A random running node asks a query (filtered by `role=db` when
+    /// `tagged`), with this relay factor.
+    QueryRandom { tagged: bool, relay: u8 },
     /// A random running node freezes for this long (a GC or VM pause): it
     /// neither sends nor processes; what arrives meanwhile waits in a
     /// bounded receive buffer, and its timers are overdue when it resumes.
@@ -303,6 +308,8 @@ pub struct World {
     meta_value_seq: u64,
     /// The bug planted in this run, if any (see [`crate::plant`]).
     pub planted: Planted,
+    /// Queries that arrived at nodes, to answer once their step is done.
+    to_answer: Vec<(usize, roster::node::queries::QueryId)>,
 }
 
 fn addr_of(i: usize) -> SocketAddr {
@@ -339,6 +346,7 @@ impl World {
             topology_changed: None,
             meta_value_seq: 0,
             planted: Planted::default(),
+            to_answer: Vec::new(),
         };
         for _ in 0..nodes {
             w.add_slot();
@@ -565,6 +573,9 @@ impl World {
         }
         for (req, r) in results {
             self.on_meta_result(n, req, r);
+        }
+        for (m, id) in std::mem::take(&mut self.to_answer) {
+            self.answer(m, &id);
         }
         if let Some(d) = deadline {
             // A deadline already past means "now": the wake is recorded at

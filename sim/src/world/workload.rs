@@ -141,6 +141,47 @@ impl World {
         }
     }
 
+    /// Node `n` asks a query, filtered by `role=db` when `tagged`, with
+    /// relay factor `relay`.
+    pub(super) fn ask(&mut self, n: usize, tagged: bool, relay: u8) {
+        let now = self.now_of(n);
+        let audience = self
+            .running()
+            .into_iter()
+            .filter(|m| !tagged || m % 5 == 0)
+            .collect();
+        let Some(node) = self.slots[n].node.as_mut() else {
+            return;
+        };
+        let mut opts = roster::node::queries::QueryOptions {
+            relay,
+            ..Default::default()
+        };
+        if tagged {
+            opts.filter.tags.push(("role".into(), "db".into()));
+        }
+        match node.query(now, "sim", b"?", opts) {
+            Ok(id) => self.checkers.queries.asked(n, id.seq, tagged, audience),
+            Err(e) => self.fail(format!("query refused on n{n}: {e}")),
+        }
+        self.after(n);
+    }
+
+    /// Node `m` answers query `id`.
+    pub(super) fn answer(&mut self, m: usize, id: &roster::node::queries::QueryId) {
+        let now = self.now_of(m);
+        let Some(node) = self.slots[m].node.as_mut() else {
+            return;
+        };
+        if let Err(e) = node.respond(now, id, b"ok") {
+            self.fail(format!(
+                "n{m} could not answer query {}#{}: {e}",
+                id.asker, id.seq
+            ));
+        }
+        self.after(m);
+    }
+
     /// Node `n` sends a user event.
     pub(super) fn send_event(&mut self, n: usize) {
         let now = self.now_of(n);

@@ -36,6 +36,7 @@ impl Node {
         }
         self.reassert_own_keys();
         self.drain_native();
+        self.take_queries();
         if self.lifeguard.token_changed(self.io.token) {
             self.rearm_orphaned_suspicions();
         }
