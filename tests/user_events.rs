@@ -322,7 +322,15 @@ fn a_query_gathers_an_answer_from_every_selected_agent() {
         (Some(5), Some(5))
     );
     assert_eq!(done["missing"], serde_json::json!([]));
-    let db = ask(&["--tag", "role=db", "--relay", "2"]);
+    let ab = ask(&["--node", "[ab]"]);
+    assert_eq!(
+        answers(&ab),
+        [
+            "a answers uptime from c: now?",
+            "b answers uptime from c: now?"
+        ]
+    );
+    let db = ask(&["--tag", "role=d.", "--relay", "2"]);
     assert_eq!(
         answers(&db),
         [

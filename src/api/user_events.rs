@@ -107,21 +107,7 @@ pub(super) async fn rtt_one(
     rtt(api, Path(vec![a])).await
 }
 
-/// The query string of `POST /v1/query/{name}`.
-#[derive(Debug, Deserialize)]
-pub(super) struct QueryParams {
-    /// Member names, comma-separated.
-    node: Option<String>,
-    /// Tags `k=v`, comma-separated.
-    tag: Option<String>,
-    /// Milliseconds to wait for answers.
-    timeout_ms: Option<u64>,
-    /// Relay factor.
-    #[serde(default)]
-    relay: u8,
-}
-
-/// `POST /v1/query/{name}[?node=A,B][&tag=k=v,...][&timeout_ms=N][&relay=N]`
+/// `POST /v1/query/{name}[?node=REGEX][&tag=k=REGEX]...[&timeout_ms=N][&relay=N]`
 /// (body: the payload): asks the members the filter selects, and streams
 /// their acknowledgements and answers as they arrive, one JSON object per
 /// line (`{"type": "ack", "from"}`, `{"type": "answer", "from", "payload",
@@ -131,7 +117,7 @@ pub(super) struct QueryParams {
 pub(super) async fn query(
     State(api): State<Api>,
     Path(name): Path<String>,
-    Query(p): Query<QueryParams>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     use crate::node::queries::{QueryFilter, QueryOptions};
@@ -139,31 +125,27 @@ pub(super) async fn query(
     let body = body.map_err(body_error)?;
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", m);
     let mut filter = QueryFilter::default();
-    for n in p
-        .node
-        .iter()
-        .flat_map(|s| s.split(','))
-        .filter(|s| !s.is_empty())
-    {
-        filter
-            .nodes
-            .push(NodeId::new(n.to_owned()).map_err(|e| bad(format!("node {n:?}: {e}")))?);
-    }
-    for t in p
-        .tag
-        .iter()
-        .flat_map(|s| s.split(','))
-        .filter(|s| !s.is_empty())
-    {
-        let (k, v) = t
-            .split_once('=')
-            .ok_or_else(|| bad(format!("tag {t:?}: expected k=v")))?;
-        filter.tags.push((k.to_owned(), v.to_owned()));
+    let (mut timeout_ms, mut relay) = (None, 0u8);
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "node" => filter.node = Some(v.into_owned()),
+            "tag" => {
+                let (k, v) = v
+                    .split_once('=')
+                    .ok_or_else(|| bad(format!("tag {v:?}: expected k=REGEX")))?;
+                filter.tags.push((k.to_owned(), v.to_owned()));
+            }
+            "timeout_ms" => {
+                timeout_ms = Some(v.parse().map_err(|_| bad(format!("timeout_ms {v:?}")))?)
+            }
+            "relay" => relay = v.parse().map_err(|_| bad(format!("relay {v:?}")))?,
+            other => return Err(bad(format!("unknown parameter {other:?}"))),
+        }
     }
     let opts = QueryOptions {
         filter: filter.clone(),
-        timeout: p.timeout_ms.map(std::time::Duration::from_millis),
-        relay: p.relay,
+        timeout: timeout_ms.map(std::time::Duration::from_millis),
+        relay,
     };
     let stream = api
         .roster
@@ -218,6 +200,9 @@ async fn unanswered(
     let (Ok(members), Ok(tags)) = (roster.members().await, roster.tags().await) else {
         return Vec::new();
     };
+    let Ok(matcher) = crate::node::queries::Matcher::new(filter) else {
+        return Vec::new();
+    };
     members
         .iter()
         .filter(|m| {
@@ -226,12 +211,10 @@ async fn unanswered(
                 crate::node::MemberState::Alive | crate::node::MemberState::Suspect
             )
         })
-        .filter(|m| filter.nodes.is_empty() || filter.nodes.contains(&m.id))
         .filter(|m| {
-            filter.tags.iter().all(|(k, v)| {
-                tags.get(&m.id)
-                    .and_then(|t| t.get(k))
-                    .is_some_and(|held| held == v)
+            let t = tags.get(&m.id);
+            matcher.selects(m.id.as_str(), |k| {
+                t.and_then(|t| t.get(k)).map(String::as_str)
             })
         })
         .filter(|m| !answered.contains(&m.id))

@@ -54,10 +54,12 @@ pub struct QueryArgs {
     pub name: String,
     /// The payload; `-` reads it from standard input.
     pub payload: Option<String>,
-    /// Only this member answers (repeatable).
-    #[arg(long = "node")]
-    pub nodes: Vec<String>,
-    /// Only members with this tag value answer (`k=v`, repeatable).
+    /// Only members whose whole name matches this regular expression
+    /// answer.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Only members whose tag `k` has a value this regular expression
+    /// matches whole answer (`k=REGEX`, repeatable).
     #[arg(long = "tag")]
     pub tags: Vec<String>,
     /// How long to wait for answers (default: Serf's, growing with the
@@ -81,11 +83,11 @@ pub fn query(a: &QueryArgs) -> ExitCode {
     run_result(|| {
         let body = payload(a.payload.as_deref())?;
         let mut path = format!("/v1/query/{}?relay={}", percent_encode(&a.name), a.relay);
-        if !a.nodes.is_empty() {
-            path += &format!("&node={}", percent_encode(&a.nodes.join(",")));
+        if let Some(n) = &a.node {
+            path += &format!("&node={}", percent_encode(n));
         }
-        if !a.tags.is_empty() {
-            path += &format!("&tag={}", percent_encode(&a.tags.join(",")));
+        for t in &a.tags {
+            path += &format!("&tag={}", percent_encode(t));
         }
         if let Some(t) = a.timeout {
             path += &format!("&timeout_ms={}", t.as_millis());

@@ -12,7 +12,10 @@
 //! paths that lose datagrams). The asker reports each acknowledgement and
 //! answer once as it arrives, and at the deadline how many there were.
 //!
-//! Filters match exactly: a member name from a list, a tag's exact value.
+//! Filters are regular expressions that must match a whole value (the
+//! member's name, a tag's value), as in `roster members`; a pattern is at
+//! most [`MAX_PATTERN_BYTES`] and compiles within a fixed size, and a
+//! member that cannot compile a filter it receives does not answer.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -28,14 +31,62 @@ pub const MAX_NAME_BYTES: usize = 128;
 /// Most members a relay factor may ask.
 pub const MAX_RELAY: u8 = 5;
 
-/// Which members a query is for: all, or those named and carrying every
-/// tag given.
+/// Longest filter pattern, in bytes.
+pub const MAX_PATTERN_BYTES: usize = 256;
+
+/// Which members a query is for: all, or those whose name matches `node`
+/// and whose tags match every pattern in `tags`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueryFilter {
-    /// Member names (empty: any).
-    pub nodes: Vec<NodeId>,
-    /// Tags and the exact value each must have.
+    /// A regular expression the member's whole name must match.
+    pub node: Option<String>,
+    /// Tags and a regular expression each one's whole value must match.
     pub tags: Vec<(String, String)>,
+}
+
+/// A [`QueryFilter`] compiled.
+#[derive(Debug)]
+pub struct Matcher {
+    node: Option<regex::Regex>,
+    tags: Vec<(String, regex::Regex)>,
+}
+
+impl Matcher {
+    /// Compiles `f`, or says which pattern is bad.
+    pub fn new(f: &QueryFilter) -> Result<Matcher, QueryError> {
+        Ok(Matcher {
+            node: f.node.as_deref().map(anchored).transpose()?,
+            tags: f
+                .tags
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), anchored(v)?)))
+                .collect::<Result<_, QueryError>>()?,
+        })
+    }
+
+    /// Whether the member `name`, whose tag `k` has the value `tag(k)`,
+    /// is selected.
+    pub fn selects<'a>(&self, name: &str, tag: impl Fn(&str) -> Option<&'a str>) -> bool {
+        self.node.as_ref().is_none_or(|re| re.is_match(name))
+            && self
+                .tags
+                .iter()
+                .all(|(k, re)| tag(k).is_some_and(|v| re.is_match(v)))
+    }
+}
+
+/// `re` matching whole values.
+fn anchored(re: &str) -> Result<regex::Regex, QueryError> {
+    if re.len() > MAX_PATTERN_BYTES {
+        return Err(QueryError::BadFilter(format!(
+            "a pattern of {} bytes is over {MAX_PATTERN_BYTES}",
+            re.len()
+        )));
+    }
+    regex::RegexBuilder::new(&format!("^(?:{re})$"))
+        .size_limit(1 << 16)
+        .build()
+        .map_err(|e| QueryError::BadFilter(format!("{re:?}: {e}")))
 }
 
 /// A query as it travels.
@@ -124,6 +175,13 @@ pub enum QueryError {
     /// The node has left the cluster.
     #[error("this node has left the cluster")]
     Left,
+    /// A filter pattern that does not compile or is too long.
+    #[error("bad filter: {0}")]
+    BadFilter(String),
+    /// An answer to a query this node did not receive or whose deadline
+    /// passed.
+    #[error("no such query to answer (unknown here, or past its deadline)")]
+    NotAnswerable,
 }
 
 /// Checks a query's name and payload against `limit`.
@@ -202,6 +260,36 @@ mod tests {
             seen.first(&q, 4 * s),
             "forgotten after the deadline's margin"
         );
+    }
+
+    #[test]
+    fn filters_match_whole_values() {
+        let f = QueryFilter {
+            node: Some("web-[0-9]+".into()),
+            tags: vec![("zone".into(), "eu-.*".into())],
+        };
+        let m = Matcher::new(&f).expect("compiles");
+        let eu = |k: &str| (k == "zone").then_some("eu-1");
+        let us = |k: &str| (k == "zone").then_some("us-1");
+        assert!(m.selects("web-12", eu));
+        assert!(!m.selects("web-12x", eu), "anchored");
+        assert!(!m.selects("web-12", us));
+        assert!(!m.selects("web-12", |_| None), "a missing tag");
+        assert!(
+            Matcher::new(&QueryFilter::default())
+                .expect("empty")
+                .selects("any", |_| None)
+        );
+        let bad = QueryFilter {
+            node: Some("(".into()),
+            tags: vec![],
+        };
+        assert!(matches!(Matcher::new(&bad), Err(QueryError::BadFilter(_))));
+        let long = QueryFilter {
+            node: Some("a".repeat(MAX_PATTERN_BYTES + 1)),
+            tags: vec![],
+        };
+        assert!(matches!(Matcher::new(&long), Err(QueryError::BadFilter(_))));
     }
 
     #[test]

@@ -36,6 +36,7 @@ impl Node {
         {
             return Err(QueryError::BadOptions);
         }
+        queries::Matcher::new(&opts.filter)?;
         self.queries_sent += 1;
         let hlc = {
             let mut s = self.shared.lock();
@@ -83,11 +84,11 @@ impl Node {
             });
         }
         let Some(&(addr, relay, deadline)) = self.answerable.get(id) else {
-            return Err(QueryError::BadOptions);
+            return Err(QueryError::NotAnswerable);
         };
         if self.io.now >= deadline {
             self.answerable.remove(id);
-            return Err(QueryError::BadOptions);
+            return Err(QueryError::NotAnswerable);
         }
         self.send_response(id.clone(), addr, relay, false, payload.to_vec());
         Ok(())
@@ -118,16 +119,18 @@ impl Node {
         }
     }
 
-    /// Whether this node is one `filter` selects.
+    /// Whether this node is one `filter` selects (a filter it cannot
+    /// compile selects nothing).
     fn selected_by(&self, filter: &queries::QueryFilter) -> bool {
-        if !filter.nodes.is_empty() && !filter.nodes.contains(&self.identity.id) {
+        let Ok(m) = queries::Matcher::new(filter) else {
             return false;
-        }
+        };
         let s = self.shared.lock();
-        filter.tags.iter().all(|(k, v)| {
+        let me = &self.identity.id;
+        m.selects(me.as_str(), |k| {
             s.store
-                .get(&self.identity.id, &format!("{TAG_PREFIX}{k}"))
-                .is_some_and(|held| held == v.as_bytes())
+                .get(me, &format!("{TAG_PREFIX}{k}"))
+                .and_then(|v| std::str::from_utf8(v).ok())
         })
     }
 
