@@ -390,6 +390,8 @@ fn flags_or<T>(flags: Vec<T>, file: Vec<T>) -> Vec<T> {
 }
 
 /// Merges flags/env over the file and checks every value.
+// One field per setting, each a flag over the file over a default: long
+// because the settings are many.
 pub fn settings(args: AgentArgs) -> Result<Settings, String> {
     let file = match &args.config {
         Some(p) => load_file(p)?,
@@ -588,19 +590,7 @@ async fn serve(s: Settings, args: AgentArgs, logs: Option<LogHandle>) -> ExitCod
         None => None,
     };
     let _unregister = Unregister(registered);
-    super::handlers::start(
-        roster.clone(),
-        super::handlers::HandlerSettings {
-            handlers: s.event_handlers.clone(),
-            timeout: s.event_handler_timeout,
-            coalesce: s.event_coalesce,
-        },
-    );
-    super::handlers::start_queries(
-        roster.clone(),
-        s.query_handler.clone(),
-        s.event_handler_timeout,
-    );
+    start_handlers(&roster, &s);
     let reloader = tokio::spawn(reload_on_sighup(roster.clone(), loaded, args, logs));
     let _reloader = AbortOnDrop(reloader);
     tracing::info!(node = %roster.identity(), addr = %roster.local_addr(), "agent running");
@@ -629,6 +619,20 @@ async fn serve(s: Settings, args: AgentArgs, logs: Option<LogHandle>) -> ExitCod
         tracing::warn!("leave did not finish in time; exiting");
     }
     ExitCode::SUCCESS
+}
+
+/// Starts the event and query handlers the settings name.
+fn start_handlers(roster: &std::sync::Arc<Roster>, s: &Settings) {
+    super::handlers::start(
+        roster.clone(),
+        super::handlers::HandlerSettings {
+            handlers: s.event_handlers.clone(),
+            timeout: s.event_handler_timeout,
+            coalesce: s.event_coalesce,
+        },
+    );
+    let timeout = s.event_handler_timeout;
+    super::handlers::start_queries(roster.clone(), s.query_handler.clone(), timeout);
 }
 
 /// The node's builder from the settings.
