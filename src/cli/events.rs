@@ -93,10 +93,6 @@ pub fn query(a: &QueryArgs) -> ExitCode {
             path += &format!("&timeout_ms={}", t.as_millis());
         }
         let agent = c.agent()?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start the client: {e}"))?;
         let json = c.json;
         let on_line = |line: &str| {
             if json {
@@ -130,11 +126,7 @@ pub fn query(a: &QueryArgs) -> ExitCode {
                 _ => {}
             }
         };
-        rt.block_on(super::monitor::stream_lines(
-            &agent,
-            ("POST", &path, body),
-            on_line,
-        ))
+        super::monitor::stream_blocking(&agent, ("POST", &path, body), on_line)
     })
 }
 

@@ -37,10 +37,6 @@ pub fn monitor(a: &MonitorArgs) -> ExitCode {
             None => "/v1/events/stream".to_owned(),
         };
         let agent = c.agent()?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start the client: {e}"))?;
         let json = c.json;
         let mut event = String::new();
         let mut data = String::new();
@@ -61,7 +57,7 @@ pub fn monitor(a: &MonitorArgs) -> ExitCode {
                 data.clear();
             }
         };
-        rt.block_on(stream_lines(&agent, ("GET", &path, Vec::new()), on_line))?;
+        stream_blocking(&agent, ("GET", &path, Vec::new()), on_line)?;
         eprintln!("the agent closed the stream (it stopped)");
         Ok(())
     })
@@ -152,10 +148,23 @@ fn stamp(v: &Value) -> String {
         .unwrap_or_default()
 }
 
+/// [`stream_lines`] on a runtime of its own, for a command.
+pub(super) fn stream_blocking(
+    agent: &Agent,
+    request: (&str, &str, Vec<u8>),
+    on_line: impl FnMut(&str),
+) -> Result<(), String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the client: {e}"))?
+        .block_on(stream_lines(agent, request, on_line))
+}
+
 /// Sends `method path` with `body` and hands each line of the answer to `on_line` as it
 /// arrives (the connection and the answer's headers within 10 s; the body
 /// for as long as it lasts).
-pub(super) async fn stream_lines(
+async fn stream_lines(
     agent: &Agent,
     (method, path, body): (&str, &str, Vec<u8>),
     mut on_line: impl FnMut(&str),

@@ -148,6 +148,8 @@ pub(crate) struct EventLog {
     limit: usize,
     /// Events ready for the application, in delivery order.
     ready: Vec<UserEvent>,
+    /// Events waiting, over all senders (so that finding none is O(1)).
+    waiting: usize,
     /// When idle senders were last looked for.
     pruned: Duration,
     pub(crate) counters: EventCounters,
@@ -162,6 +164,7 @@ impl EventLog {
             since,
             limit,
             ready: Vec::new(),
+            waiting: 0,
             pruned: Duration::ZERO,
             counters: EventCounters::default(),
         }
@@ -217,6 +220,7 @@ impl EventLog {
                 .map(|(e, _)| e)
                 .collect();
             self.counters.delivered += old.len() as u64;
+            self.waiting -= old.len();
             self.ready.extend(old);
             s.generation = ev.generation;
             s.delivered = 0;
@@ -233,13 +237,21 @@ impl EventLog {
         }
         s.waiting.insert(ev.seq, (ev, now));
         let full = s.waiting.len() > MAX_WAITING;
-        Self::release(s, &mut self.ready, &mut self.counters, full);
+        self.waiting += 1;
+        self.waiting -= Self::release(s, &mut self.ready, &mut self.counters, full);
         Arrival::New
     }
 
     /// Delivers what waits for `s` in order: the run that follows the last
-    /// delivered, or (`skip`) everything, skipping the gaps.
-    fn release(s: &mut Sender, ready: &mut Vec<UserEvent>, c: &mut EventCounters, skip: bool) {
+    /// delivered, or (`skip`) everything, skipping the gaps. Returns how
+    /// many it delivered.
+    fn release(
+        s: &mut Sender,
+        ready: &mut Vec<UserEvent>,
+        c: &mut EventCounters,
+        skip: bool,
+    ) -> usize {
+        let before = ready.len();
         while let Some(entry) = s.waiting.first_entry() {
             let seq = *entry.key();
             // A sender's first event past 1 waits too: its predecessors
@@ -256,6 +268,7 @@ impl EventLog {
             c.delivered += 1;
             ready.push(ev);
         }
+        ready.len() - before
     }
 
     /// Ends the waits that began `wait` or longer before `now`: what waits
@@ -269,13 +282,16 @@ impl EventLog {
                 .min()
                 .is_some_and(|at| now >= at + wait);
             if overdue {
-                Self::release(s, &mut self.ready, &mut self.counters, true);
+                self.waiting -= Self::release(s, &mut self.ready, &mut self.counters, true);
             }
         }
     }
 
     /// When the earliest wait ends, given `wait`.
     pub(crate) fn next_expiry(&self, wait: Duration) -> Option<Duration> {
+        if self.waiting == 0 {
+            return None;
+        }
         self.senders
             .values()
             .flat_map(|s| s.waiting.values().map(|(_, at)| *at + wait))

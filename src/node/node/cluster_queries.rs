@@ -94,10 +94,9 @@ impl Node {
         Ok(())
     }
 
-    /// The queries that arrived (through the gossip handler): those for
-    /// this node are acknowledged and handed to the application.
-    pub(super) fn take_queries(&mut self) {
-        let arrived = std::mem::take(&mut self.shared.lock().queries_in);
+    /// Queries that arrived through the gossip handler: those for this node
+    /// are acknowledged and handed to the application.
+    pub(super) fn on_queries(&mut self, arrived: Vec<Query>) {
         for q in arrived {
             if !self.selected_by(&q.filter) {
                 continue;

@@ -36,7 +36,6 @@ impl Node {
         }
         self.reassert_own_keys();
         self.drain_native();
-        self.take_queries();
         if self.lifeguard.token_changed(self.io.token) {
             self.rearm_orphaned_suspicions();
         }
@@ -56,15 +55,22 @@ impl Node {
             }
         }
         self.drain_notifications();
-        let (events, leaves, parked, event_wait) = {
+        let (events, leaves, parked, queries, event_wait) = {
             let mut s = self.shared.lock();
+            // Only when no wait timer is armed: the armed one covers the
+            // earliest wait.
+            let event_wait = (!self.user_events_pending)
+                .then(|| s.user_events.next_expiry(self.config.event_reorder_wait))
+                .flatten();
             (
                 std::mem::take(&mut s.events),
                 std::mem::take(&mut s.pending_leaves),
                 !s.parked.is_empty(),
-                s.user_events.next_expiry(self.config.event_reorder_wait),
+                std::mem::take(&mut s.queries_in),
+                event_wait,
             )
         };
+        self.on_queries(queries);
         let mut adverts = false;
         for e in &events {
             if let Event::StateChanged {
