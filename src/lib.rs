@@ -82,6 +82,8 @@
 #[cfg(feature = "http")]
 pub mod api;
 pub mod node;
+#[cfg(feature = "plan")]
+pub mod plan;
 #[cfg(feature = "runtime")]
 pub mod runtime;
 

@@ -7,6 +7,7 @@
 
 pub mod checkers;
 pub mod net;
+pub mod plan;
 pub mod plant;
 pub mod plot;
 pub mod report;

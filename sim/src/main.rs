@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use roster::node::EngineKind;
+use roster_sim::plan::PlanSpec;
 use roster_sim::{RunSpec, run, scenario::SCENARIOS};
 
 /// Exit code when an invariant was violated.
@@ -56,12 +57,43 @@ enum Cmd {
         #[arg(long)]
         plot: Option<std::path::PathBuf>,
     },
-    /// Run one scenario over many seeds: every failing seed with the command
-    /// that replays it, then median, p99 and max of each figure.
+    /// Run a fault plan (a TOML file; see docs/plans.md): its steps, its
+    /// clients, then the same judgement `roster cluster chaos run` gives
+    /// real agents. Exit code 2 when an invariant broke, 3 when a liveness
+    /// check failed.
+    Plan {
+        /// The plan file.
+        file: std::path::PathBuf,
+        /// Number of nodes.
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        /// Seed; the same seed gives the same run.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The SWIM engine every node runs: `foca` or `native`.
+        #[arg(long, default_value = "foca")]
+        engine: EngineKind,
+        /// Plant a bug to see the checker guarding against it fail.
+        #[arg(long, value_enum)]
+        plant: Option<roster_sim::plant::Plant>,
+        /// Print the report as one JSON object on the last line.
+        #[arg(long)]
+        json: bool,
+        /// Draw the run's timeline into this SVG file.
+        #[arg(long)]
+        plot: Option<std::path::PathBuf>,
+    },
+    /// Run one scenario (or a fault plan) over many seeds: every failing
+    /// seed with the command that replays it, then median, p99 and max of
+    /// each figure.
     Sweep {
         /// Scenario name (see `list`).
+        #[arg(long, required_unless_present = "plan", conflicts_with = "plan")]
+        scenario: Option<String>,
+        /// A fault plan file to sweep instead of a scenario (it takes
+        /// --nodes, --seeds, --jobs, --engine, --plant and --json only).
         #[arg(long)]
-        scenario: String,
+        plan: Option<std::path::PathBuf>,
         /// Number of nodes.
         #[arg(long, default_value_t = 100)]
         nodes: usize,
@@ -553,6 +585,170 @@ fn print_summary(summary: &serde_json::Map<String, serde_json::Value>) {
     }
 }
 
+/// Reads and parses a plan file; the error names the file and the line.
+fn load_plan(file: &std::path::Path) -> Result<roster::plan::Plan, String> {
+    let meta = std::fs::metadata(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    if meta.len() > roster::plan::MAX_PLAN_BYTES as u64 {
+        return Err(format!(
+            "{}: larger than {} bytes",
+            file.display(),
+            roster::plan::MAX_PLAN_BYTES
+        ));
+    }
+    let src = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    roster::plan::Plan::parse(&src).map_err(|e| format!("{}: {e}", file.display()))
+}
+
+/// `roster-sim plan`: one run, its report and optionally its timeline.
+fn plan_one(
+    file: &std::path::Path,
+    nodes: usize,
+    seed: u64,
+    engine: EngineKind,
+    plant: Option<roster_sim::plant::Plant>,
+    json: bool,
+    plot: Option<&std::path::Path>,
+) -> ExitCode {
+    let spec = match load_plan(file).map(|plan| PlanSpec {
+        plan,
+        nodes,
+        seed,
+        engine,
+        plant,
+    }) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    let out = match roster_sim::plan::run_plan(&spec) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {}: {e}", file.display());
+            return ExitCode::from(64);
+        }
+    };
+    let r = &out.report;
+    for v in &r.violations {
+        println!("invariant violated: {v}");
+    }
+    for l in &r.liveness {
+        println!("liveness failed: {l}");
+    }
+    for s in &r.skipped {
+        println!("step skipped: {s}");
+    }
+    if let Some(path) = plot {
+        let title = format!("{} · simulator · {nodes} nodes · seed {seed}", r.plan);
+        if let Err(e) = std::fs::write(path, roster::plan::timeline::svg(&out.record, &title)) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        println!("timeline: {}", path.display());
+    }
+    if json {
+        println!("{}", serde_json::to_string(r).expect("report serialises"));
+    } else {
+        println!("{r:#?}");
+    }
+    ExitCode::from(r.exit_code())
+}
+
+/// `roster-sim sweep --plan`: the plan over many seeds.
+fn plan_sweep(
+    file: &std::path::Path,
+    nodes: usize,
+    seeds: &str,
+    jobs: Option<usize>,
+    knobs: &Knobs,
+    json: bool,
+) -> ExitCode {
+    let Some(range) = parse_seeds(seeds) else {
+        eprintln!("error: --seeds must be A..B with A <= B");
+        return ExitCode::from(64);
+    };
+    if knobs.duration.is_some()
+        || knobs.loss.is_some()
+        || knobs.no_lifeguard
+        || knobs.crash_at.is_some()
+        || knobs.pause.is_some()
+        || knobs.judge_max_health.is_some()
+        || knobs.suspicion_min_mult.is_some()
+    {
+        eprintln!(
+            "error: --plan takes --nodes, --seeds, --jobs, --engine, --plant and --json only"
+        );
+        return ExitCode::from(64);
+    }
+    let spec = match load_plan(file) {
+        Ok(plan) => PlanSpec {
+            plan,
+            nodes,
+            seed: 0,
+            engine: knobs.engine,
+            plant: knobs.plant,
+        },
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    if let Err(e) = spec.plan.check_nodes(nodes) {
+        eprintln!("error: {}: {e}", file.display());
+        return ExitCode::from(64);
+    }
+    let jobs = jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let seeds: Vec<u64> = range.collect();
+    let results = roster_sim::plan::sweep_plan(&spec, &seeds, jobs);
+    let mut failing = Vec::new();
+    for (seed, r) in &results {
+        if r.verdict != "pass" {
+            let why = r
+                .violations
+                .first()
+                .or(r.liveness.first())
+                .cloned()
+                .unwrap_or_default();
+            println!(
+                "FAIL seed {seed}: {}: {why}\n  replay: roster-sim plan {} --nodes {nodes} --seed {seed}{} --json",
+                r.verdict,
+                file.display(),
+                knobs.replay_flags()
+            );
+            failing.push(*seed);
+        }
+    }
+    let reports: Vec<serde_json::Value> = results
+        .iter()
+        .filter_map(|(_, r)| serde_json::to_value(r).ok())
+        .collect();
+    let summary = summarise(&reports);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"plan": spec.plan.name, "engine": knobs.engine.to_string(),
+                "nodes": nodes, "seeds": seeds.len(), "failing": failing,
+                "figures": summary})
+        );
+    } else {
+        println!(
+            "plan {}, {nodes} nodes, {} seeds: {} failing",
+            spec.plan.name,
+            seeds.len(),
+            failing.len()
+        );
+        print_summary(&summary);
+    }
+    if failing.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_LIVENESS)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
@@ -564,12 +760,41 @@ fn main() -> ExitCode {
         }
         Cmd::Sweep {
             scenario,
+            plan: Some(file),
             nodes,
             seeds,
             jobs,
             knobs,
             json,
-        } => sweep(scenario, nodes, &seeds, jobs, &knobs, json),
+        } => {
+            debug_assert!(scenario.is_none());
+            plan_sweep(&file, nodes, &seeds, jobs, &knobs, json)
+        }
+        Cmd::Sweep {
+            scenario,
+            plan: None,
+            nodes,
+            seeds,
+            jobs,
+            knobs,
+            json,
+        } => sweep(
+            scenario.unwrap_or_default(),
+            nodes,
+            &seeds,
+            jobs,
+            &knobs,
+            json,
+        ),
+        Cmd::Plan {
+            file,
+            nodes,
+            seed,
+            engine,
+            plant,
+            json,
+            plot,
+        } => plan_one(&file, nodes, seed, engine, plant, json, plot.as_deref()),
         Cmd::Compare {
             scenario,
             nodes,

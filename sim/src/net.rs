@@ -37,6 +37,9 @@ pub struct Network {
     pub deaf: Vec<bool>,
     /// One-way blocks `(from, to)`.
     pub blocked: BTreeSet<(usize, usize)>,
+    /// Delay and jitter (uniform, up to) added to what a node sends, as a
+    /// fault plan's `impair` step sets them.
+    pub node_delay: Vec<(Nanos, Nanos)>,
     /// Partition group per node, while a partition is in force.
     pub partition: Option<Vec<u8>>,
     /// Regions, when the latency model has them.
@@ -94,6 +97,7 @@ impl Network {
             node_loss: vec![0.0; nodes],
             deaf: vec![false; nodes],
             blocked: BTreeSet::new(),
+            node_delay: vec![(0, 0); nodes],
             partition: None,
             regions: None,
         }
@@ -110,6 +114,7 @@ impl Network {
     pub fn add_node(&mut self) {
         self.node_loss.push(0.0);
         self.deaf.push(false);
+        self.node_delay.push((0, 0));
         if let Some(p) = &mut self.partition {
             p.push(0);
         }
@@ -147,6 +152,10 @@ impl Network {
         let p_ok = (1.0 - self.loss) * (1.0 - self.node_loss[from]) * (1.0 - self.node_loss[to]);
         let mut delay =
             self.latency(rng) + self.regions.as_ref().map_or(0, |r| r.between(from, to) / 2);
+        let (extra, jitter) = self.node_delay[from];
+        if extra > 0 || jitter > 0 {
+            delay += extra + rng.random_range(0..=jitter);
+        }
         if stream {
             // Retransmit until through, as a reliable transport would.
             for _ in 0..16 {

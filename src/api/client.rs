@@ -47,14 +47,25 @@ pub fn request_raw(
     path: &str,
     body: &[u8],
 ) -> Result<(u16, Vec<u8>), String> {
+    request_raw_within(agent, method, path, body, TIMEOUT)
+}
+
+/// [`request_raw`] with its own limit on the wait.
+pub fn request_raw_within(
+    agent: &Agent,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the client: {e}"))?;
     let addr = agent.addr.as_str();
     let exchange = exchange(agent, method, path, body.to_vec());
-    rt.block_on(async { tokio::time::timeout(TIMEOUT, exchange).await })
-        .map_err(|_| format!("{addr} did not answer within {} s", TIMEOUT.as_secs()))?
+    rt.block_on(async { tokio::time::timeout(timeout, exchange).await })
+        .map_err(|_| format!("{addr} did not answer within {:?}", timeout))?
 }
 
 /// Connects (with TLS if the agent is HTTPS), sends one HTTP/1.1 request

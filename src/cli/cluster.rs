@@ -126,6 +126,36 @@ pub enum ClusterChaosCmd {
     /// The per-node commands (`set`, `heal`, `show`), on each chosen node.
     #[command(flatten)]
     Rules(ChaosCmd),
+    /// Run a fault plan (a TOML file; see docs/plans.md) against the
+    /// running cluster: its steps through the chaos API and signals, its
+    /// clients through the HTTP API, every node's view polled; then heal,
+    /// wait for convergence and judge the run as `roster-sim plan` does.
+    /// Exit code 0 pass, 2 an invariant violated, 3 a liveness check failed.
+    Run {
+        /// The plan file.
+        file: PathBuf,
+        /// Seed of the plan's random choices (which node is "random", the
+        /// sides of a partition, the clients' choices).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print the report as one JSON object on the last line.
+        #[arg(long)]
+        json: bool,
+        /// Draw the run's timeline into this SVG file.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// Also write the JSON report to this file.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Canary: the clients read with `stale=true` but record the reads
+        /// as linearizable, so the checker must reject the history.
+        #[arg(long, value_enum)]
+        canary: Option<Canary>,
+        /// Leave nodes the plan killed down after the run (by default they
+        /// are started again).
+        #[arg(long)]
+        leave_killed: bool,
+    },
     /// Cut node I off from every other node (replacing the rules in force on
     /// the nodes it touches).
     Isolate {
@@ -139,6 +169,14 @@ pub enum ClusterChaosCmd {
         #[arg(long = "for")]
         for_secs: Option<f64>,
     },
+}
+
+/// A bug `roster cluster chaos run` plants in its own clients, to show the
+/// checker catches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Canary {
+    /// Reads go out stale but are recorded as linearizable.
+    StaleReads,
 }
 
 /// Which way `roster cluster chaos isolate` cuts.
@@ -352,7 +390,7 @@ pub fn token(dir: &Path) -> Result<roster::api::Token, String> {
 }
 
 /// Node `n`'s API with the cluster's token.
-fn agent(dir: &Path, n: &NodeSpec) -> super::client::Agent {
+pub(crate) fn agent(dir: &Path, n: &NodeSpec) -> super::client::Agent {
     super::client::Agent {
         addr: n.http.to_string(),
         token: token(dir).ok(),
@@ -617,7 +655,7 @@ fn alive(pid: u32) -> bool {
             .unwrap_or(false)
 }
 
-fn read_state(dir: &Path) -> Option<SupervisorState> {
+pub(crate) fn read_state(dir: &Path) -> Option<SupervisorState> {
     let st: SupervisorState =
         serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).ok()?).ok()?;
     alive(st.pid).then_some(st)
@@ -679,6 +717,31 @@ pub fn run(cmd: ClusterCmd) -> ExitCode {
         ClusterCmd::Status { dir, json } => status(&dir, json),
         ClusterCmd::Stop { dir, node } => stop(&dir, node),
         ClusterCmd::Restart { dir, node } => restart(&dir, node),
+        ClusterCmd::Chaos {
+            dir,
+            node: _,
+            cmd:
+                ClusterChaosCmd::Run {
+                    file,
+                    seed,
+                    json,
+                    plot,
+                    report,
+                    canary,
+                    leave_killed,
+                },
+        } => {
+            return super::chaos_run::run(&super::chaos_run::RunArgs {
+                dir,
+                file,
+                seed,
+                json,
+                plot,
+                report,
+                stale_reads: canary == Some(Canary::StaleReads),
+                leave_killed,
+            });
+        }
         ClusterCmd::Chaos { dir, node, cmd } => chaos(&dir, &node, cmd),
         ClusterCmd::Pid { dir, node } => pid(&dir, node),
         ClusterCmd::Destroy { dir } => destroy(&dir),
@@ -955,6 +1018,7 @@ fn chaos(dir: &Path, only: &[usize], cmd: ClusterChaosCmd) -> Result<(), String>
                 Direction::Out => vec![(node, set(vec![], vec![], others))],
             }
         }
+        ClusterChaosCmd::Run { .. } => return Err("`chaos run` takes no --node".into()),
     };
     if calls.is_empty() {
         return Err("no node is running".into());

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod cert;
+pub mod chaos_run;
 pub mod client;
 pub mod cluster;
 pub mod demo;

@@ -1,7 +1,9 @@
 //! The fault filter between a node and its sockets, for chaos experiments
 //! on real agents: drop probability, added delay and jitter (outbound),
-//! peers blocked both ways, inbound-only or outbound-only, each rule set
-//! optionally limited in time. Off unless rules are set (`POST /v1/chaos`,
+//! peers blocked both ways, inbound-only or outbound-only, and an offset
+//! and drift of the wall clock the node reads (its HLC and the wall times
+//! it stamps; its timers run on the monotonic clock and are not moved),
+//! each rule set optionally limited in time. Off unless rules are set (`POST /v1/chaos`,
 //! `roster chaos set`).
 
 use std::time::{Duration, Instant};
@@ -35,6 +37,12 @@ pub struct ChaosRules {
     /// Peers this node's messages to are dropped.
     #[serde(default)]
     pub block_out: Vec<NodeId>,
+    /// Offset added to the wall clock the node reads, ms.
+    #[serde(default)]
+    pub clock_offset_ms: i64,
+    /// Drift of that clock from when the rules are set, parts per million.
+    #[serde(default)]
+    pub clock_drift_ppm: f64,
     /// Lift the rules after this many seconds (none: until healed).
     #[serde(default)]
     pub for_secs: Option<f64>,
@@ -57,6 +65,12 @@ impl ChaosRules {
         {
             return Err("for_secs must be within (0, 86400]".into());
         }
+        if self.clock_offset_ms.abs() > 3_600_000 {
+            return Err("clock_offset_ms must be within ±3600000".into());
+        }
+        if !(self.clock_drift_ppm.is_finite() && self.clock_drift_ppm.abs() <= 10_000.0) {
+            return Err("clock_drift_ppm must be within ±10000".into());
+        }
         Ok(())
     }
 }
@@ -65,6 +79,8 @@ impl ChaosRules {
 #[derive(Debug, Default)]
 pub(crate) struct Chaos {
     rules: Option<(ChaosRules, Option<Instant>)>,
+    /// When the rules in force were set (the clock drift runs from then).
+    set_at: Option<Instant>,
     rng: u64,
     /// Messages dropped by the filter.
     pub(crate) dropped: u64,
@@ -81,6 +97,22 @@ impl Chaos {
             self.rng = 0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id());
         }
         self.rules = Some((rules, until));
+        self.set_at = Some(Instant::now());
+    }
+
+    /// What the rules in force add to the wall clock, ms: the offset and
+    /// the drift since they were set (0 when none are, or they expired).
+    #[allow(clippy::disallowed_methods)]
+    pub(crate) fn wall_skew_ms(&self) -> i64 {
+        let (Some((r, until)), Some(set_at)) = (&self.rules, self.set_at) else {
+            return 0;
+        };
+        let now = Instant::now();
+        if until.is_some_and(|u| now >= u) {
+            return 0;
+        }
+        let drift = set_at.elapsed().as_millis() as f64 * r.clock_drift_ppm / 1e6;
+        r.clock_offset_ms + drift as i64
     }
 
     /// Lifts every rule.
@@ -177,8 +209,15 @@ mod tests {
         });
         let dropped = (0..10_000).filter(|_| c.out(None).is_none()).count();
         assert!((4_000..6_000).contains(&dropped), "{dropped}");
+        assert_eq!(c.wall_skew_ms(), 0);
+        c.set(ChaosRules {
+            clock_offset_ms: -1500,
+            ..Default::default()
+        });
+        assert_eq!(c.wall_skew_ms(), -1500);
         c.heal();
         assert!(c.current().is_none());
+        assert_eq!(c.wall_skew_ms(), 0);
         assert!(
             ChaosRules {
                 drop: 1.5,

@@ -324,7 +324,13 @@ impl Driver {
     /// The runtime is the clock the core is driven by.
     #[allow(clippy::disallowed_methods)]
     fn now(&self) -> Now {
-        now_from(self.started)
+        let mut now = now_from(self.started);
+        // A chaos clock offset moves the wall clock the node reads.
+        let skew = self.chaos.wall_skew_ms();
+        if skew != 0 {
+            now.wall_ms = now.wall_ms.saturating_add_signed(skew);
+        }
+        now
     }
 
     /// Runs until the node has left.

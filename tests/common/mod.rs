@@ -78,6 +78,11 @@ pub fn base_port() -> u16 {
     next_free(6)
 }
 
+/// A first port for a `roster cluster` of `nodes` nodes (two ports each).
+pub fn base_port_for(nodes: u16) -> u16 {
+    next_free(2 * nodes)
+}
+
 /// Writes a cluster CA to `dir/ca` and a certificate for each name to
 /// `dir/NAME`, with `roster cert`.
 pub fn certs(dir: &Path, names: &[&str]) {

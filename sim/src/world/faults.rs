@@ -56,14 +56,14 @@ impl World {
                 }
             }
             Action::EventRandom => {
-                let running = self.running();
+                let running = self.up();
                 if !running.is_empty() {
                     let n = running[self.rng.random_range(0..running.len())];
                     self.send_event(n);
                 }
             }
             Action::WriteRandom => {
-                let running = self.running();
+                let running = self.up();
                 if !running.is_empty() {
                     let n = running[self.rng.random_range(0..running.len())];
                     self.write(n);
@@ -141,9 +141,16 @@ impl World {
             Action::CrashHealthy => self.crash_healthy(),
             Action::PauseRandom(len) => self.pause_random(len),
             Action::Resume(n) => self.resume(n),
+            Action::Freeze(n) => {
+                if self.slots[n].node.is_some() {
+                    self.slots[n].paused = true;
+                }
+            }
+            Action::PlanTick => self.plan_tick(),
+            Action::PlanSample => self.plan_sample(),
             Action::MetaClient { keys } => self.meta_client(keys),
             Action::MetaFinalReads { keys } => {
-                let running = self.running();
+                let running = self.up();
                 if running.is_empty() {
                     return;
                 }

@@ -13,6 +13,7 @@
 mod checks;
 mod events;
 mod faults;
+mod plan;
 mod workload;
 
 use std::cmp::Reverse;
@@ -115,6 +116,13 @@ pub enum Action {
     PauseRandom(Nanos),
     /// A paused node resumes.
     Resume(usize),
+    /// Node `n` freezes until a `Resume` (a fault plan's `pause`).
+    Freeze(usize),
+    /// The fault plan's next steps are due (see [`crate::plan`]).
+    PlanTick,
+    /// Sample every running node's member list and the metadata leader
+    /// for the fault plan's record.
+    PlanSample,
 }
 
 /// Message bytes a paused node's receive buffer holds before it drops
@@ -310,6 +318,8 @@ pub struct World {
     pub planted: Planted,
     /// Queries that arrived at nodes, to answer once their step is done.
     to_answer: Vec<(usize, roster::node::queries::QueryId)>,
+    /// The fault plan being run, if any.
+    pub plan: Option<plan::PlanRun>,
 }
 
 fn addr_of(i: usize) -> SocketAddr {
@@ -347,6 +357,7 @@ impl World {
             meta_value_seq: 0,
             planted: Planted::default(),
             to_answer: Vec::new(),
+            plan: None,
         };
         for _ in 0..nodes {
             w.add_slot();

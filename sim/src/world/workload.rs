@@ -42,7 +42,8 @@ impl World {
     }
 
     pub(super) fn meta_client(&mut self, keys: u64) {
-        let running = self.running();
+        // A frozen node takes no requests (a client would time out).
+        let running = self.up();
         if running.is_empty() {
             return;
         }
@@ -192,6 +193,9 @@ impl World {
         let payload = self.now.to_le_bytes();
         match node.send_event(now, "sim", &payload) {
             Ok(e) => {
+                if let Some(p) = &mut self.plan {
+                    p.record.events_sent += 1;
+                }
                 let events = &mut self.checkers.user_events;
                 events.sent(n, e.generation.0, e.seq, self.now, audience);
             }
@@ -227,6 +231,7 @@ impl World {
                 .causality
                 .wrote(n, &self.slots[n].id, &key, hlc);
             self.record(v);
+            self.plan_wrote(n, &key);
             let audience = self.running().into_iter().filter(|&i| i != n).collect();
             self.checkers
                 .delivery
