@@ -46,24 +46,6 @@ fn healthy(dir: &Path) -> bool {
     })
 }
 
-/// Leader isolation with one key and twice the clients: a stale read on
-/// the cut-off leader is all but certain to contradict a newer write.
-const CANARY_PLAN: &str = r#"
-name = "leader-isolation-one-key"
-settle = 20
-
-[workload]
-start = 3
-meta_rate = 20
-meta_keys = 1
-
-[[step]]
-at = 12
-do = "isolate"
-node = "leader"
-for = 15
-"#;
-
 #[test]
 fn a_plan_runs_on_five_agents_and_the_stale_read_canary_is_caught() {
     let dir = std::env::temp_dir().join(format!("roster-chaos-plan-{}", std::process::id()));
@@ -113,15 +95,19 @@ fn a_plan_runs_on_five_agents_and_the_stale_read_canary_is_caught() {
         "timeline drawn"
     );
 
-    let canary = dir.join("canary.toml");
-    std::fs::write(&canary, CANARY_PLAN).unwrap();
+    // Twice the load on two hot keys: a stale read there is all but certain
+    // to contradict a newer acknowledged write.
+    let canary = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/plans/leader-isolation-hot.toml"
+    );
     let out = roster(
         &dir,
         &[
             "cluster",
             "chaos",
             "run",
-            canary.to_str().unwrap(),
+            canary,
             "--json",
             "--canary",
             "stale-reads",

@@ -533,7 +533,11 @@ impl Driver<'_> {
 
     fn apply(&mut self, d: Do) {
         match d {
-            Do::Net(r) => self.net = r,
+            Do::Net(r) => {
+                let t = self.sh.t();
+                self.sh.lock().record.nets.push((t, r.clone()));
+                self.net = r;
+            }
             Do::Clock {
                 node,
                 offset_ms,

@@ -719,7 +719,7 @@ pub fn run(cmd: ClusterCmd) -> ExitCode {
         ClusterCmd::Restart { dir, node } => restart(&dir, node),
         ClusterCmd::Chaos {
             dir,
-            node: _,
+            node,
             cmd:
                 ClusterChaosCmd::Run {
                     file,
@@ -730,7 +730,7 @@ pub fn run(cmd: ClusterCmd) -> ExitCode {
                     canary,
                     leave_killed,
                 },
-        } => {
+        } if node.is_empty() => {
             return super::chaos_run::run(&super::chaos_run::RunArgs {
                 dir,
                 file,

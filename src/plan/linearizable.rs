@@ -136,10 +136,24 @@ impl History {
         if c.reads + c.writes + c.cas == 0 {
             return None;
         }
-        Some(self.linearizable())
+        Some(self.judge() == Some(true))
     }
 
-    fn linearizable(&self) -> bool {
+    /// Like [`History::check`], but telling a history found not
+    /// linearizable (`Some(Some(false))`) from one whose search ran out of
+    /// its budget of steps before it could decide (`Some(None)`), which
+    /// `check` counts as not linearizable.
+    pub fn check_decided(&self) -> Option<Option<bool>> {
+        let c = self.checked();
+        if c.reads + c.writes + c.cas == 0 {
+            return None;
+        }
+        Some(self.judge())
+    }
+
+    /// Every key's verdict: `Some(false)` if any key is not linearizable,
+    /// `None` if none is but some key's search ran out of budget.
+    fn judge(&self) -> Option<bool> {
         let mut by_key: BTreeMap<&str, Vec<&Entry>> = BTreeMap::new();
         for e in &self.entries {
             if matches!(e.outcome, Outcome::Failed)
@@ -149,8 +163,11 @@ impl History {
             }
             by_key.entry(e.op.key()).or_default().push(e);
         }
-        by_key.iter().all(|(key, ops)| {
-            let ok = check_key(ops);
+        let mut undecided = false;
+        let decided = by_key.iter().all(|(key, ops)| {
+            let verdict = check_key(ops);
+            undecided |= verdict.is_none();
+            let ok = verdict != Some(false);
             if !ok && std::env::var_os("ROSTER_SIM_DEBUG").is_some() {
                 eprintln!("not linearizable: {key}");
                 for e in self
@@ -171,7 +188,14 @@ impl History {
                 }
             }
             ok
-        })
+        });
+        if !decided {
+            Some(false)
+        } else if undecided {
+            None
+        } else {
+            Some(true)
+        }
     }
 }
 
@@ -195,7 +219,8 @@ fn step(s: &State, e: &Entry) -> Option<State> {
     }
 }
 
-fn check_key(ops: &[&Entry]) -> bool {
+/// One key's verdict (`None`: the budget ran out first).
+fn check_key(ops: &[&Entry]) -> Option<bool> {
     let n = ops.len();
     let words = n.div_ceil(64).max(1);
     let required: Vec<bool> = ops.iter().map(|e| e.ret.is_some()).collect();
@@ -237,7 +262,14 @@ fn check_key(ops: &[&Entry]) -> bool {
         false
     }
     let mut done = vec![0u64; words];
-    go(ops, &required, &mut done, None, &mut seen, &mut budget)
+    let found = go(ops, &required, &mut done, None, &mut seen, &mut budget);
+    if found {
+        Some(true)
+    } else if budget == 0 {
+        None
+    } else {
+        Some(false)
+    }
 }
 
 #[cfg(test)]

@@ -13,9 +13,11 @@
 //! - **converged**: from the end of the fault phase, every running node
 //!   holds every other running node Alive and every killed node Down, Left
 //!   or forgotten; `convergence_secs` is how long that took.
-//! - **false Downs**: a running node held Down by a running observer at a
-//!   moment when no fault began or ended within the verdict window before
-//!   (30 s; the subject was neither killed, paused nor restarted in it).
+//! - **false Downs**: a running node held Down by a running observer that
+//!   the network rules in force do not cut it off from (no block either
+//!   way, neither losing half its traffic), at a moment when no fault began
+//!   or ended within the verdict window before (30 s; the subject was
+//!   neither killed, paused nor restarted in it).
 //!   Downs within a window of a change are counted apart as transitions,
 //!   as the simulator's false-Down checker does.
 //! - **detection**: per kill, from the kill until the first and until
@@ -28,7 +30,7 @@
 use serde::Serialize;
 
 use super::linearizable::{Checked, History, Nanos, Outcome};
-use super::run::Band;
+use super::run::{Band, NetRules};
 
 /// One second in [`Nanos`].
 pub const SEC: Nanos = 1_000_000_000;
@@ -95,6 +97,8 @@ pub struct Record {
     pub procs: Vec<(Nanos, usize, Proc)>,
     /// The fault bands, seconds.
     pub bands: Vec<Band>,
+    /// The network rules put in force, with when.
+    pub nets: Vec<(Nanos, NetRules)>,
     /// Changes of the metadata leader.
     pub leaders: Vec<(Nanos, Option<usize>)>,
     /// When the fault phase ended.
@@ -140,7 +144,8 @@ pub struct PlanReport {
     pub meta_unknown: u64,
     /// What the linearizability check judged.
     pub checked: Checked,
-    /// The metadata history is linearizable (`None`: nothing to judge).
+    /// The metadata history is linearizable (`None`: nothing to judge, or
+    /// the search ran out of its budget, which `liveness` then says).
     pub linearizable: Option<bool>,
     /// Membership converged after the fault phase and stayed so.
     pub converged: bool,
@@ -291,6 +296,17 @@ impl Record {
         c
     }
 
+    /// Whether the network rules in force at `t` cut `a` and `b` apart (a
+    /// block either way) or impair either (half its traffic or more lost):
+    /// a Down verdict between them is then what the fault should cause.
+    fn cut(&self, t: Nanos, a: usize, b: usize) -> bool {
+        let Some((_, r)) = self.nets.iter().rev().find(|(at, _)| *at <= t) else {
+            return false;
+        };
+        let lossy = |i: usize| r.loss.get(i).is_some_and(|&l| l >= 0.5);
+        r.blocked.contains(&(a, b)) || r.blocked.contains(&(b, a)) || lossy(a) || lossy(b)
+    }
+
     /// Judges the record.
     pub fn report(&self) -> PlanReport {
         let n = self.names.len();
@@ -302,11 +318,18 @@ impl Record {
                 _ => ok += 1,
             }
         }
-        let linearizable = self.history.check();
+        let judged = self.history.check_decided();
+        let linearizable = judged.flatten();
         let mut violations = self.violations.clone();
         let mut liveness = Vec::new();
         if linearizable == Some(false) {
             violations.push("the metadata history is not linearizable".into());
+        }
+        if judged == Some(None) {
+            // Not a violation found: the check could not finish.
+            liveness.push(
+                "the linearizability search ran out of its step budget before deciding".into(),
+            );
         }
         let changes = self.changes();
         let (mut false_downs, mut transition_downs) = (0u64, 0u64);
@@ -315,7 +338,7 @@ impl Record {
         let replay = Replay::new(self);
         replay.each(|t, procs, views, down| {
             if let Some((o, s)) = down {
-                if procs[o] == Proc::Up && procs[s] == Proc::Up {
+                if procs[o] == Proc::Up && procs[s] == Proc::Up && !self.cut(t, o, s) {
                     let recent = changes.iter().any(|&(c, node)| {
                         c <= t && t - c < VERDICT_WINDOW && node.is_none_or(|x| x == s || x == o)
                     });

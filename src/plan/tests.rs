@@ -197,6 +197,16 @@ fn the_report_judges_detection_convergence_and_false_downs() {
     assert_eq!(rep.false_downs, 1);
     assert!(!rep.converged);
     assert_eq!((rep.verdict.as_str(), rep.exit_code()), ("invariant", 2));
+    // Not when a block between them is in force: that Down is the fault's.
+    let mut cut = bad.clone();
+    cut.nets.push((
+        10 * SEC,
+        run::NetRules {
+            blocked: [(0, 1)].into_iter().collect(),
+            ..Default::default()
+        },
+    ));
+    assert_eq!(cut.report().false_downs, 0);
     // An observer that never sees the kill: undetected, a liveness failure.
     let mut slow = record(3);
     all_alive(&mut slow, SEC);

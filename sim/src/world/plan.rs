@@ -129,6 +129,9 @@ impl World {
     fn plan_do(&mut self, d: Do) {
         match d {
             Do::Net(r) => {
+                if let Some(p) = &mut self.plan {
+                    p.record.nets.push((self.now, r.clone()));
+                }
                 self.net.blocked = r.blocked;
                 for (i, (loss, (delay, jitter))) in r.loss.into_iter().zip(r.delay).enumerate() {
                     self.net.node_loss[i] = loss;
