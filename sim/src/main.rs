@@ -585,20 +585,6 @@ fn print_summary(summary: &serde_json::Map<String, serde_json::Value>) {
     }
 }
 
-/// Reads and parses a plan file; the error names the file and the line.
-fn load_plan(file: &std::path::Path) -> Result<roster::plan::Plan, String> {
-    let meta = std::fs::metadata(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    if meta.len() > roster::plan::MAX_PLAN_BYTES as u64 {
-        return Err(format!(
-            "{}: larger than {} bytes",
-            file.display(),
-            roster::plan::MAX_PLAN_BYTES
-        ));
-    }
-    let src = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    roster::plan::Plan::parse(&src).map_err(|e| format!("{}: {e}", file.display()))
-}
-
 /// `roster-sim plan`: one run, its report and optionally its timeline.
 fn plan_one(
     file: &std::path::Path,
@@ -609,13 +595,15 @@ fn plan_one(
     json: bool,
     plot: Option<&std::path::Path>,
 ) -> ExitCode {
-    let spec = match load_plan(file).map(|plan| PlanSpec {
-        plan,
-        nodes,
-        seed,
-        engine,
-        plant,
-    }) {
+    let spec = match roster::plan::Plan::from_file(file)
+        .map_err(|e| e.to_string())
+        .map(|plan| PlanSpec {
+            plan,
+            nodes,
+            seed,
+            engine,
+            plant,
+        }) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -681,7 +669,7 @@ fn plan_sweep(
         );
         return ExitCode::from(64);
     }
-    let spec = match load_plan(file) {
+    let spec = match roster::plan::Plan::from_file(file).map_err(|e| e.to_string()) {
         Ok(plan) => PlanSpec {
             plan,
             nodes,

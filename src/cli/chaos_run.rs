@@ -33,7 +33,7 @@ use roster::api::client::{Agent, request_raw_within};
 use roster::node::MetaOp;
 use roster::plan::linearizable::Outcome;
 use roster::plan::record::{PlanReport, Proc, Record, Seen};
-use roster::plan::run::{Do, NetRules, Roles, Runner};
+use roster::plan::run::{Do, NetRules, RoleView, Runner};
 use roster::plan::{Plan, timeline};
 use serde_json::{Value, json};
 
@@ -140,24 +140,6 @@ impl Rng {
 
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-struct Snapshot {
-    up: Vec<usize>,
-    leader: Option<usize>,
-    voters: Vec<usize>,
-}
-
-impl Roles for Snapshot {
-    fn up(&self) -> Vec<usize> {
-        self.up.clone()
-    }
-    fn leader(&self) -> Option<usize> {
-        self.leader
-    }
-    fn voters(&self) -> Vec<usize> {
-        self.voters.clone()
     }
 }
 
@@ -531,6 +513,15 @@ impl Driver<'_> {
         }
     }
 
+    /// Sends `sig` to node `i`'s process, if it runs.
+    fn signal(&self, i: usize, sig: &str) {
+        if let Some(pid) = pid_of(self.dir, i)
+            && let Err(e) = signal(pid, sig)
+        {
+            eprintln!("warning: {e}");
+        }
+    }
+
     fn apply(&mut self, d: Do) {
         match d {
             Do::Net(r) => {
@@ -544,12 +535,7 @@ impl Driver<'_> {
                 drift_ppm,
             } => self.clocks[node] = (offset_ms, drift_ppm),
             Do::Kill(i) => {
-                let pid = pid_of(self.dir, i);
-                if let Some(pid) = pid
-                    && let Err(e) = signal(pid, "-KILL")
-                {
-                    eprintln!("warning: {e}");
-                }
+                self.signal(i, "-KILL");
                 // The supervisor checks for the marker before it restarts.
                 self.marker(i, "stop");
                 self.posted[i] = None;
@@ -566,19 +552,11 @@ impl Driver<'_> {
                 self.marker(i, "restart");
             }
             Do::Pause(i) => {
-                if let Some(pid) = pid_of(self.dir, i)
-                    && let Err(e) = signal(pid, "-STOP")
-                {
-                    eprintln!("warning: {e}");
-                }
+                self.signal(i, "-STOP");
                 self.set_proc(i, Proc::Paused);
             }
             Do::Resume(i) => {
-                if let Some(pid) = pid_of(self.dir, i)
-                    && let Err(e) = signal(pid, "-CONT")
-                {
-                    eprintln!("warning: {e}");
-                }
+                self.signal(i, "-CONT");
                 self.set_proc(i, Proc::Up);
             }
         }
@@ -631,15 +609,6 @@ fn wait_ready(sh: &Shared, dir: &Path, need_leader: bool) -> Result<(), String> 
     }
 }
 
-fn load_plan(file: &Path) -> Result<Plan, String> {
-    let meta = std::fs::metadata(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    if meta.len() > roster::plan::MAX_PLAN_BYTES as u64 {
-        return Err(format!("{}: too large", file.display()));
-    }
-    let src = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    Plan::parse(&src).map_err(|e| format!("{}: {e}", file.display()))
-}
-
 /// Runs the command; the exit code is `roster-sim`'s (0, 2, 3), or 1 when
 /// the run could not start.
 pub fn run(args: &RunArgs) -> ExitCode {
@@ -653,7 +622,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
 }
 
 fn run_inner(args: &RunArgs) -> Result<PlanReport, String> {
-    let plan = load_plan(&args.file)?;
+    let plan = Plan::from_file(&args.file).map_err(|e| e.to_string())?;
     let file = cluster::load(&args.dir)?;
     plan.check_nodes(file.nodes)
         .map_err(|e| format!("{}: {e}", args.file.display()))?;
@@ -783,7 +752,7 @@ fn drive(
         let snapshot = {
             let st = sh.lock();
             let (leader, voters) = roles(&st);
-            Snapshot {
+            RoleView {
                 up: (0..n).filter(|&i| st.procs[i] == Proc::Up).collect(),
                 leader,
                 voters,

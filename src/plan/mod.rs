@@ -10,8 +10,9 @@
 //! and how it is judged ([`record`]); the linearizability checker
 //! ([`linearizable`]); and the SVG timeline ([`timeline`]).
 //!
-//! Everything here is pure: time is passed in, randomness comes from the
-//! seed, and nothing touches the network, the disk or the clock.
+//! Everything here is pure but [`Plan::from_file`]: time is passed in,
+//! randomness comes from the seed, and nothing touches the network, the
+//! disk or the clock.
 //!
 //! The format, with every step type, is documented in `docs/plans.md`.
 
@@ -502,6 +503,18 @@ impl Plan {
             },
             steps,
         })
+    }
+
+    /// Reads and parses a plan file (the one function here that touches
+    /// the disk): errors name the file and the line.
+    pub fn from_file(path: &std::path::Path) -> Result<Plan, PlanError> {
+        let at = |e: String| PlanError(format!("{}: {e}", path.display()));
+        let meta = std::fs::metadata(path).map_err(|e| at(e.to_string()))?;
+        if meta.len() > MAX_PLAN_BYTES as u64 {
+            return Err(at(format!("larger than {MAX_PLAN_BYTES} bytes")));
+        }
+        let src = std::fs::read_to_string(path).map_err(|e| at(e.to_string()))?;
+        Plan::parse(&src).map_err(|e| at(e.0))
     }
 
     /// Checks the plan against a cluster of `n` nodes: enough nodes, and

@@ -24,6 +24,29 @@ pub trait Roles {
     fn voters(&self) -> Vec<usize>;
 }
 
+/// Roles as a world saw them at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct RoleView {
+    /// Nodes whose process runs and is not paused.
+    pub up: Vec<usize>,
+    /// The metadata leader, if one is known.
+    pub leader: Option<usize>,
+    /// The metadata voters (the leader included).
+    pub voters: Vec<usize>,
+}
+
+impl Roles for RoleView {
+    fn up(&self) -> Vec<usize> {
+        self.up.clone()
+    }
+    fn leader(&self) -> Option<usize> {
+        self.leader
+    }
+    fn voters(&self) -> Vec<usize> {
+        self.voters.clone()
+    }
+}
+
 /// The network rules in force: blocked directed pairs `(from, to)`, and per
 /// node a drop probability (both ways) and the delay and jitter added to
 /// what it sends, ms.

@@ -1,5 +1,5 @@
 use super::record::{Proc, Record, SEC, Seen};
-use super::run::{Do, Roles, Runner};
+use super::run::{Do, RoleView, Runner};
 use super::*;
 
 const GOOD: &str = r#"
@@ -89,30 +89,14 @@ fn malformed_plans_name_the_line() {
     assert!(err("name = \"x\"\nsettle = [").starts_with("line 2"));
 }
 
-struct Fixed {
-    up: Vec<usize>,
-    leader: Option<usize>,
-}
-
-impl Roles for Fixed {
-    fn up(&self) -> Vec<usize> {
-        self.up.clone()
-    }
-    fn leader(&self) -> Option<usize> {
-        self.leader
-    }
-    fn voters(&self) -> Vec<usize> {
-        vec![0, 1, 2]
-    }
-}
-
 #[test]
 fn the_runner_resolves_roles_composes_faults_and_lifts_them() {
     let p = Plan::parse(GOOD).unwrap();
     let mut r = Runner::new(p, 5, 1);
-    let roles = Fixed {
+    let roles = RoleView {
         up: (0..5).collect(),
         leader: Some(1),
+        voters: vec![0, 1, 2],
     };
     assert_eq!(r.next_at(), Some(20.0));
     assert!(r.due(10.0, &roles).is_empty());
@@ -145,9 +129,10 @@ fn the_runner_resolves_roles_composes_faults_and_lifts_them() {
 fn a_leader_step_without_a_leader_is_skipped_and_said() {
     let p = Plan::parse(GOOD).unwrap();
     let mut r = Runner::new(p, 5, 1);
-    let roles = Fixed {
+    let roles = RoleView {
         up: (0..5).collect(),
         leader: None,
+        voters: vec![0, 1, 2],
     };
     assert!(r.due(20.0, &roles).is_empty());
     assert_eq!(r.skipped.len(), 1);

@@ -4,7 +4,7 @@
 
 use super::*;
 use roster::plan::record::{Proc, Record, Seen};
-use roster::plan::run::{Do, Roles, Runner};
+use roster::plan::run::{Do, RoleView, Runner};
 
 /// How often the record samples the nodes' member lists and the leader,
 /// as `roster cluster chaos run` polls real agents.
@@ -22,24 +22,6 @@ pub struct PlanRun {
     leader: Option<Option<usize>>,
     /// State writes acknowledged: (writer, its generation, key).
     writes: Vec<(usize, u64, String)>,
-}
-
-struct WorldRoles {
-    up: Vec<usize>,
-    leader: Option<usize>,
-    voters: Vec<usize>,
-}
-
-impl Roles for WorldRoles {
-    fn up(&self) -> Vec<usize> {
-        self.up.clone()
-    }
-    fn leader(&self) -> Option<usize> {
-        self.leader
-    }
-    fn voters(&self) -> Vec<usize> {
-        self.voters.clone()
-    }
 }
 
 fn index_of(id: &NodeId) -> Option<usize> {
@@ -77,7 +59,7 @@ impl World {
 
     /// The leader and voters as the up node with the newest term holding a
     /// leader sees them.
-    fn roles(&self) -> WorldRoles {
+    fn roles(&self) -> RoleView {
         let up = self.up();
         let best = up
             .iter()
@@ -91,7 +73,7 @@ impl World {
         let voters = best
             .map(|s| s.voters.iter().filter_map(index_of).collect())
             .unwrap_or_default();
-        WorldRoles { up, leader, voters }
+        RoleView { up, leader, voters }
     }
 
     /// Records that a state write of `key` by `n` was acknowledged.
