@@ -759,7 +759,8 @@ fn drive(
             }
         };
         for action in runner.due(sh.start.elapsed().as_secs_f64(), &snapshot) {
-            eprintln!("{:>7.1} s  {action:?}", sh.start.elapsed().as_secs_f64());
+            let what = describe(&action, &sh.names);
+            eprintln!("{:>7.1} s  {what}", sh.start.elapsed().as_secs_f64());
             d.apply(action);
         }
         d.tend();
@@ -839,6 +840,43 @@ fn drive(
         }
     }
     Ok(report)
+}
+
+/// One line saying what an action does, for the progress log.
+fn describe(d: &Do, names: &[String]) -> String {
+    match d {
+        Do::Net(r) => {
+            let impaired: Vec<&str> = (0..names.len())
+                .filter(|&i| {
+                    r.loss.get(i).is_some_and(|&l| l > 0.0)
+                        || r.delay.get(i).is_some_and(|&x| x != (0, 0))
+                })
+                .map(|i| names[i].as_str())
+                .collect();
+            if r.blocked.is_empty() && impaired.is_empty() {
+                "network healed".into()
+            } else {
+                format!(
+                    "network: {} blocked directions, impaired: [{}]",
+                    r.blocked.len(),
+                    impaired.join(", ")
+                )
+            }
+        }
+        Do::Kill(i) => format!("kill -9 {}", names[*i]),
+        Do::Start(i) => format!("start {}", names[*i]),
+        Do::Restart(i) => format!("restart {} (graceful stop, then start)", names[*i]),
+        Do::Pause(i) => format!("pause {} (SIGSTOP)", names[*i]),
+        Do::Resume(i) => format!("resume {} (SIGCONT)", names[*i]),
+        Do::Clock {
+            node,
+            offset_ms,
+            drift_ppm,
+        } => format!(
+            "clock of {}: {offset_ms:+} ms, {drift_ppm:+} ppm",
+            names[*node]
+        ),
+    }
 }
 
 /// Every acknowledged state write of a writer running at the end (the same
