@@ -426,7 +426,9 @@ struct Driver<'a> {
     file: &'a ClusterFile,
     sh: &'a Shared,
     net: NetRules,
-    clocks: Vec<(i64, f64)>,
+    /// Per node: the plan's clock offset (ms) and drift (ppm), and when the
+    /// step set them.
+    clocks: Vec<(i64, f64, Instant)>,
     /// The rule set last put on each node (`None`: none).
     posted: Vec<Option<Value>>,
     /// Nodes being started: the pid they ran before.
@@ -454,7 +456,7 @@ impl Driver<'_> {
             .collect();
         let loss = self.net.loss.get(i).copied().unwrap_or(0.0);
         let (delay, jitter) = self.net.delay.get(i).copied().unwrap_or((0, 0));
-        let (offset, drift) = self.clocks[i];
+        let (offset, drift, _) = self.clocks[i];
         let clear = block_in.is_empty()
             && block_out.is_empty()
             && loss == 0.0
@@ -483,6 +485,12 @@ impl Driver<'_> {
                     let mut v = v.clone();
                     let left = self.rules_until.saturating_duration_since(Instant::now());
                     v["for_secs"] = json!(left.as_secs_f64().max(1.0));
+                    // The agent's drift runs from when it gets the rules: a
+                    // rule set sent again (another fault changed) carries
+                    // the drift accumulated since the clock step.
+                    let (offset, drift, since) = self.clocks[i];
+                    let drifted = since.elapsed().as_millis() as f64 * drift / 1e6;
+                    v["clock_offset_ms"] = json!(offset + drifted as i64);
                     request_raw_within(
                         agent,
                         "POST",
@@ -533,7 +541,7 @@ impl Driver<'_> {
                 node,
                 offset_ms,
                 drift_ppm,
-            } => self.clocks[node] = (offset_ms, drift_ppm),
+            } => self.clocks[node] = (offset_ms, drift_ppm, Instant::now()),
             Do::Kill(i) => {
                 self.signal(i, "-KILL");
                 // The supervisor checks for the marker before it restarts.
@@ -737,7 +745,7 @@ fn drive(
         file,
         sh,
         net: NetRules::default(),
-        clocks: vec![(0, 0.0); n],
+        clocks: vec![(0, 0.0, Instant::now()); n],
         posted: vec![None; n],
         starting: BTreeMap::new(),
         rules_until: faults_end + Duration::from_secs(5),
