@@ -644,6 +644,8 @@ fn plan_one(
 }
 
 /// `roster-sim sweep --plan`: the plan over many seeds.
+// Long because it checks the flags, runs the seeds and prints both the
+// failing seeds and the summary, as `sweep` does for scenarios.
 fn plan_sweep(
     file: &std::path::Path,
     nodes: usize,
@@ -737,6 +739,7 @@ fn plan_sweep(
     }
 }
 
+// One arm per subcommand.
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {

@@ -629,6 +629,9 @@ pub fn run(args: &RunArgs) -> ExitCode {
     }
 }
 
+// Long because it sets up the shared state and starts every thread (the
+// pollers, the clients, the writers) in one scope; the run itself is
+// `drive`.
 fn run_inner(args: &RunArgs) -> Result<PlanReport, String> {
     let plan = Plan::from_file(&args.file).map_err(|e| e.to_string())?;
     let file = cluster::load(&args.dir)?;
@@ -774,6 +777,35 @@ fn drive(
         d.tend();
     }
     sh.clients_stop.store(true, Ordering::Relaxed);
+    settle(&mut d, plan, faults_end, args);
+    sh.stop.store(true, Ordering::Relaxed);
+    let end = sh.t();
+    let missing = state_missing(sh);
+    let mut record = {
+        let mut st = sh.lock();
+        std::mem::take(&mut st.record)
+    };
+    record.world = "agents".into();
+    record.plan = plan.name.clone();
+    record.seed = args.seed;
+    record.names = sh.names.clone();
+    record.faults_end = (plan.faults_end() * 1e9) as u64;
+    record.end = end;
+    record.bands = runner.bands().to_vec();
+    record.skipped = runner.skipped.clone();
+    record.state_missing = Some(missing);
+    let report = record.report();
+    output(&record, &report, args)?;
+    cleanup(&d, &runner, plan, args);
+    Ok(report)
+}
+
+/// The settle phase: heals take effect, the final reads run once
+/// membership has converged (or half the settle time has passed), and it
+/// ends once the cluster has stayed converged for [`STABLE`] after them, or
+/// at the end of the settle time.
+fn settle(d: &mut Driver<'_>, plan: &Plan, faults_end: Instant, args: &RunArgs) {
+    let sh = d.sh;
     let settle_end = faults_end + Duration::from_secs_f64(plan.settle);
     let reads_by = faults_end + Duration::from_secs_f64(plan.settle / 2.0);
     let mut reads_done = plan.workload.meta_rate == 0.0;
@@ -803,25 +835,12 @@ fn drive(
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    sh.stop.store(true, Ordering::Relaxed);
-    let end = sh.t();
-    let missing = state_missing(sh);
-    let mut record = {
-        let mut st = sh.lock();
-        std::mem::take(&mut st.record)
-    };
-    record.world = "agents".into();
-    record.plan = plan.name.clone();
-    record.seed = args.seed;
-    record.names = sh.names.clone();
-    record.faults_end = (plan.faults_end() * 1e9) as u64;
-    record.end = end;
-    record.bands = runner.bands().to_vec();
-    record.skipped = runner.skipped.clone();
-    record.state_missing = Some(missing);
-    let report = record.report();
-    output(&record, &report, args)?;
-    // The run's keys are not needed any more.
+}
+
+/// After the report: the run's keys are deleted, and killed nodes started
+/// again unless `--leave-killed`.
+fn cleanup(d: &Driver<'_>, runner: &Runner, plan: &Plan, args: &RunArgs) {
+    let sh = d.sh;
     if let Some(&node) = sh.up().first() {
         for k in 0..plan.workload.meta_keys {
             let path = format!(
@@ -847,7 +866,6 @@ fn drive(
             }
         }
     }
-    Ok(report)
 }
 
 /// One line saying what an action does, for the progress log.

@@ -396,6 +396,47 @@ impl RawStep {
     }
 }
 
+/// Checks the `[workload]` table (defaults where it is absent).
+fn workload(w: Option<RawWorkload>) -> Result<Workload, PlanError> {
+    let w = w.unwrap_or(RawWorkload {
+        start: None,
+        meta_rate: 0.0,
+        meta_keys: None,
+        state_rate: 0.0,
+        event_rate: 0.0,
+    });
+    for (name, rate) in [
+        ("meta_rate", w.meta_rate),
+        ("state_rate", w.state_rate),
+        ("event_rate", w.event_rate),
+    ] {
+        if !(rate.is_finite() && (0.0..=1000.0).contains(&rate)) {
+            return Err(PlanError(format!(
+                "workload: {name} must be within [0, 1000] per second"
+            )));
+        }
+    }
+    let meta_keys = w.meta_keys.unwrap_or(3);
+    if !(1..=1000).contains(&meta_keys) {
+        return Err(PlanError(
+            "workload: meta_keys must be within [1, 1000]".into(),
+        ));
+    }
+    let start = w.start.unwrap_or(5.0);
+    if !(start.is_finite() && (0.0..=MAX_AT_SECS).contains(&start)) {
+        return Err(PlanError(
+            "workload: start must be within [0, 86400]".into(),
+        ));
+    }
+    Ok(Workload {
+        start,
+        meta_rate: w.meta_rate,
+        meta_keys,
+        state_rate: w.state_rate,
+        event_rate: w.event_rate,
+    })
+}
+
 impl Plan {
     /// Parses and validates a plan. Errors name the line.
     pub fn parse(src: &str) -> Result<Plan, PlanError> {
@@ -448,37 +489,8 @@ impl Plan {
                 action,
             });
         }
-        let w = raw.workload.unwrap_or(RawWorkload {
-            start: None,
-            meta_rate: 0.0,
-            meta_keys: None,
-            state_rate: 0.0,
-            event_rate: 0.0,
-        });
-        for (name, rate) in [
-            ("meta_rate", w.meta_rate),
-            ("state_rate", w.state_rate),
-            ("event_rate", w.event_rate),
-        ] {
-            if !(rate.is_finite() && (0.0..=1000.0).contains(&rate)) {
-                return Err(PlanError(format!(
-                    "workload: {name} must be within [0, 1000] per second"
-                )));
-            }
-        }
-        let meta_keys = w.meta_keys.unwrap_or(3);
-        if !(1..=1000).contains(&meta_keys) {
-            return Err(PlanError(
-                "workload: meta_keys must be within [1, 1000]".into(),
-            ));
-        }
-        let start = w.start.unwrap_or(5.0);
+        let workload = workload(raw.workload)?;
         let settle = raw.settle.unwrap_or(30.0);
-        if !(start.is_finite() && (0.0..=MAX_AT_SECS).contains(&start)) {
-            return Err(PlanError(
-                "workload: start must be within [0, 86400]".into(),
-            ));
-        }
         if !(settle.is_finite() && (5.0..=3600.0).contains(&settle)) {
             return Err(PlanError("settle must be within [5, 3600] seconds".into()));
         }
@@ -494,13 +506,7 @@ impl Plan {
             about: raw.about,
             min_nodes,
             settle,
-            workload: Workload {
-                start,
-                meta_rate: w.meta_rate,
-                meta_keys,
-                state_rate: w.state_rate,
-                event_rate: w.event_rate,
-            },
+            workload,
             steps,
         })
     }

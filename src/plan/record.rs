@@ -203,6 +203,14 @@ impl PlanReport {
     }
 }
 
+/// What replaying the views found.
+struct Membership {
+    false_downs: u64,
+    transition_downs: u64,
+    converged: bool,
+    since: Option<Nanos>,
+}
+
 fn secs(n: Nanos) -> f64 {
     (n as f64 / SEC as f64 * 1000.0).round() / 1000.0
 }
@@ -307,30 +315,10 @@ impl Record {
         r.blocked.contains(&(a, b)) || r.blocked.contains(&(b, a)) || lossy(a) || lossy(b)
     }
 
-    /// Judges the record.
-    pub fn report(&self) -> PlanReport {
-        let n = self.names.len();
-        let (mut ok, mut failed, mut unknown) = (0, 0, 0);
-        for (_, _, _, o) in self.history.entries() {
-            match o {
-                Outcome::Unknown => unknown += 1,
-                Outcome::Failed => failed += 1,
-                _ => ok += 1,
-            }
-        }
-        let judged = self.history.check_decided();
-        let linearizable = judged.flatten();
-        let mut violations = self.violations.clone();
-        let mut liveness = Vec::new();
-        if linearizable == Some(false) {
-            violations.push("the metadata history is not linearizable".into());
-        }
-        if judged == Some(None) {
-            // Not a violation found: the check could not finish.
-            liveness.push(
-                "the linearizability search ran out of its step budget before deciding".into(),
-            );
-        }
+    /// Replays the views: false and transition Downs (each false one
+    /// described in `violations`, at most 20), and whether and since when
+    /// membership was converged at the end.
+    fn membership(&self, violations: &mut Vec<String>) -> Membership {
         let changes = self.changes();
         let (mut false_downs, mut transition_downs) = (0u64, 0u64);
         let mut conv_since: Option<Nanos> = None;
@@ -366,6 +354,49 @@ impl Record {
                 conv_now = c;
             }
         });
+        Membership {
+            false_downs,
+            transition_downs,
+            converged: conv_now,
+            since: conv_since,
+        }
+    }
+
+    /// Operations acknowledged, refused and of unknown outcome.
+    fn op_counts(&self) -> (u64, u64, u64) {
+        let (mut ok, mut failed, mut unknown) = (0, 0, 0);
+        for (_, _, _, o) in self.history.entries() {
+            match o {
+                Outcome::Unknown => unknown += 1,
+                Outcome::Failed => failed += 1,
+                _ => ok += 1,
+            }
+        }
+        (ok, failed, unknown)
+    }
+
+    /// Judges the record.
+    // Long because it fills every field of the report; the judgements
+    // themselves are `membership`, `detection` and `recovery`.
+    pub fn report(&self) -> PlanReport {
+        let n = self.names.len();
+        let (ok, failed, unknown) = self.op_counts();
+        let judged = self.history.check_decided();
+        let linearizable = judged.flatten();
+        let mut violations = self.violations.clone();
+        let mut liveness = Vec::new();
+        if linearizable == Some(false) {
+            violations.push("the metadata history is not linearizable".into());
+        }
+        if judged == Some(None) {
+            // Not a violation found: the check could not finish.
+            liveness.push(
+                "the linearizability search ran out of its step budget before deciding".into(),
+            );
+        }
+        let m = self.membership(&mut violations);
+        let (false_downs, transition_downs, conv_now, conv_since) =
+            (m.false_downs, m.transition_downs, m.converged, m.since);
         if !conv_now {
             liveness.push("membership had not converged at the end".into());
         }

@@ -49,33 +49,193 @@ fn held(s: usize, procs: &[Proc], views: &[Vec<Option<Seen>>]) -> Option<Seen> {
     (counts[best] > 0).then(|| [Seen::Alive, Seen::Suspect, Seen::Down, Seen::Left][best])
 }
 
-/// Draws `r` as an SVG document.
-pub fn svg(r: &Record, title: &str) -> String {
+/// The picture being drawn: the SVG text and the geometry.
+struct Canvas {
+    o: String,
+    /// Length of the run, ns.
+    end: f64,
+    /// Top of the first lane.
+    top: f64,
+    /// Nodes.
+    n: usize,
+}
+
+impl Canvas {
+    /// The x of a time in ns.
+    fn x(&self, t: u64) -> f64 {
+        LEFT + (WIDTH - LEFT - RIGHT) * (t as f64 / self.end).min(1.0)
+    }
+
+    /// The x of a time in seconds.
+    fn xs(&self, t: f64) -> f64 {
+        self.x((t * SEC as f64) as u64)
+    }
+
+    fn lane_y(&self, i: usize) -> f64 {
+        self.top + i as f64 * (LANE + GAP)
+    }
+
+    fn ops_y(&self) -> f64 {
+        self.lane_y(self.n) + 10.0
+    }
+
+    fn lanes(&mut self, r: &Record, lanes: &[Vec<Segment>]) {
+        for (i, name) in r.names.iter().enumerate() {
+            let y = self.lane_y(i);
+            let label = if *name == format!("n{i}") {
+                name.clone()
+            } else {
+                format!("n{i} {name}")
+            };
+            let _ = write!(
+                self.o,
+                r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
+                LEFT - 6.0,
+                y + LANE * 0.7,
+                esc(&label)
+            );
+            for &(a, b, s, p) in &lanes[i] {
+                let (xa, w) = (self.x(a), (self.x(b) - self.x(a)).max(0.5));
+                let _ = write!(
+                    self.o,
+                    r#"<rect x="{xa:.1}" y="{y}" width="{w:.1}" height="{LANE}" fill="{}"><title>{}: held {:?}, process {:?}</title></rect>"#,
+                    color(s),
+                    esc(name),
+                    s,
+                    p
+                );
+                if p != Proc::Up {
+                    let _ = write!(
+                        self.o,
+                        r##"<rect x="{xa:.1}" y="{:.1}" width="{w:.1}" height="7" fill="#37474f"/>"##,
+                        y + LANE - 7.0
+                    );
+                }
+            }
+        }
+    }
+
+    /// The leader: a gold bar over its lane while it leads.
+    fn leaders(&mut self, r: &Record) {
+        for (k, &(t, l)) in r.leaders.iter().enumerate() {
+            let until = r.leaders.get(k + 1).map_or(r.end, |n| n.0);
+            if let Some(l) = l.filter(|&l| l < self.n) {
+                let (xa, w) = (self.x(t), (self.x(until) - self.x(t)).max(0.5));
+                let _ = write!(
+                    self.o,
+                    r##"<rect x="{xa:.1}" y="{:.1}" width="{w:.1}" height="4" fill="#ffd600"><title>leader {}</title></rect>"##,
+                    self.lane_y(l) - 4.0,
+                    esc(&r.names[l])
+                );
+            }
+        }
+    }
+
+    /// Fault bands: a labelled bar each, and an outline over the lanes
+    /// touched.
+    fn bands(&mut self, r: &Record) {
+        for (k, b) in r.bands.iter().enumerate() {
+            let to = b.to.unwrap_or(r.end as f64 / SEC as f64);
+            let (a, w) = (self.xs(b.from), (self.xs(to) - self.xs(b.from)).max(2.0));
+            let row = 30.0 + 16.0 * (k % 12) as f64;
+            let _ = write!(
+                self.o,
+                r##"<rect x="{a:.1}" y="{row}" width="{w:.1}" height="12" fill="#7e57c2" opacity="0.8"/><text x="{:.1}" y="{:.1}" fill="#311b92">{}</text>"##,
+                a + w + 3.0,
+                row + 10.0,
+                esc(&b.label)
+            );
+            for &i in b.nodes.iter().filter(|&&i| i < self.n) {
+                let _ = write!(
+                    self.o,
+                    r##"<rect x="{a:.1}" y="{}" width="{w:.1}" height="{LANE}" fill="none" stroke="#7e57c2" stroke-width="1.5" stroke-dasharray="4 2"/>"##,
+                    self.lane_y(i)
+                );
+            }
+        }
+    }
+
+    /// Client operations, each a tick where it returned (or was invoked,
+    /// when it never returned).
+    fn ops(&mut self, r: &Record) {
+        let y = self.ops_y();
+        let _ = write!(
+            self.o,
+            r#"<text x="{}" y="{}" text-anchor="end">clients</text>"#,
+            LEFT - 6.0,
+            y + LANE * 0.7
+        );
+        for (_, call, ret, outcome) in r.history.entries() {
+            let (fill, what) = match outcome {
+                Outcome::Failed => (OP_FAILED, "failed"),
+                Outcome::Unknown => (OP_UNKNOWN, "indeterminate"),
+                _ => (OP_OK, "ok"),
+            };
+            let _ = write!(
+                self.o,
+                r#"<rect x="{:.1}" y="{y}" width="1.5" height="{LANE}" fill="{fill}"><title>{what}</title></rect>"#,
+                self.x(ret.unwrap_or(call))
+            );
+        }
+    }
+
+    /// The time axis, the end of the fault phase and the legend.
+    fn axis(&mut self, r: &Record) {
+        let axis_y = self.ops_y() + LANE + 16.0;
+        let step = ((self.end / SEC as f64) / 10.0).ceil().max(1.0) as u64;
+        let mut t = 0;
+        while t * SEC <= r.end {
+            let _ = write!(
+                self.o,
+                r#"<text x="{:.1}" y="{axis_y}" text-anchor="middle">{t} s</text>"#,
+                self.x(t * SEC)
+            );
+            t += step;
+        }
+        let fe = self.x(r.faults_end);
+        let _ = write!(
+            self.o,
+            r##"<line x1="{fe:.1}" x2="{fe:.1}" y1="{}" y2="{:.1}" stroke="#311b92" stroke-dasharray="3 3"/>"##,
+            self.top,
+            self.ops_y() + LANE
+        );
+        let legend = [
+            ("#4caf50", "Alive"),
+            ("#ffb300", "Suspect"),
+            ("#e53935", "Down"),
+            ("#90a4ae", "Left"),
+            ("#37474f", "process down, stopped or frozen (strip)"),
+            ("#ffd600", "leader"),
+            ("#7e57c2", "fault"),
+            (OP_OK, "op ok"),
+            (OP_FAILED, "op failed"),
+            (OP_UNKNOWN, "op indeterminate"),
+        ];
+        let mut lx = LEFT;
+        for (c, label) in legend {
+            let _ = write!(
+                self.o,
+                r#"<rect x="{lx}" y="{}" width="10" height="10" fill="{c}"/><text x="{}" y="{}">{label}</text>"#,
+                axis_y + 14.0,
+                lx + 13.0,
+                axis_y + 23.0
+            );
+            lx += 20.0 + 6.5 * label.len() as f64;
+        }
+    }
+}
+
+const OP_OK: &str = "#43a047";
+const OP_FAILED: &str = "#6a1b9a";
+const OP_UNKNOWN: &str = "#ff9800";
+
+/// Each node's lane: the stretches between changes of how the others hold
+/// it or of its process.
+fn segments(r: &Record) -> Vec<Vec<Segment>> {
     let n = r.names.len();
-    let end = (r.end.max(1)) as f64;
-    let plot_w = WIDTH - LEFT - RIGHT;
-    let x = |t: u64| LEFT + plot_w * (t as f64 / end).min(1.0);
-    let xs = |t: f64| x((t * SEC as f64) as u64);
-    let bands_h = 16.0 * r.bands.len().min(12) as f64;
-    let top = 40.0 + bands_h;
-    let lane_y = |i: usize| top + i as f64 * (LANE + GAP);
-    let ops_y = lane_y(n) + 10.0;
-    let height = ops_y + LANE + 70.0;
-    let mut o = String::new();
-    let _ = write!(
-        o,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif" font-size="11">"#
-    );
-    let _ = write!(
-        o,
-        r#"<rect width="100%" height="100%" fill="white"/><text x="{LEFT}" y="18" font-size="14">{}</text>"#,
-        esc(title)
-    );
-    // Lanes: segments between changes.
     let mut seg: Vec<(u64, Option<Seen>, Proc)> = vec![(0, None, Proc::Up); n];
     let mut lanes: Vec<Vec<Segment>> = vec![Vec::new(); n];
-    let replay = super::record::Replay::new(r);
-    replay.each(|t, procs, views, down| {
+    super::record::Replay::new(r).each(|t, procs, views, down| {
         if down.is_some() {
             return;
         }
@@ -89,134 +249,33 @@ pub fn svg(r: &Record, title: &str) -> String {
             }
         }
     });
-    for (i, name) in r.names.iter().enumerate() {
-        let y = lane_y(i);
-        let _ = write!(
-            o,
-            r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
-            LEFT - 6.0,
-            y + LANE * 0.7,
-            esc(&if *name == format!("n{i}") {
-                name.clone()
-            } else {
-                format!("n{i} {name}")
-            })
-        );
-        for &(a, b, s, p) in &lanes[i] {
-            let w = (x(b) - x(a)).max(0.5);
-            let _ = write!(
-                o,
-                r#"<rect x="{:.1}" y="{y}" width="{w:.1}" height="{LANE}" fill="{}"><title>{}: held {:?}, process {:?}</title></rect>"#,
-                x(a),
-                color(s),
-                esc(name),
-                s,
-                p
-            );
-            if p != Proc::Up {
-                let _ = write!(
-                    o,
-                    r##"<rect x="{:.1}" y="{:.1}" width="{w:.1}" height="7" fill="#37474f"/>"##,
-                    x(a),
-                    y + LANE - 7.0
-                );
-            }
-        }
-    }
-    // The leader: a gold bar over its lane while it leads.
-    for (k, &(t, l)) in r.leaders.iter().enumerate() {
-        let until = r.leaders.get(k + 1).map_or(r.end, |n| n.0);
-        if let Some(l) = l.filter(|&l| l < n) {
-            let _ = write!(
-                o,
-                r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="4" fill="#ffd600"><title>leader {}</title></rect>"##,
-                x(t),
-                lane_y(l) - 4.0,
-                (x(until) - x(t)).max(0.5),
-                esc(&r.names[l])
-            );
-        }
-    }
-    // Fault bands: a labelled bar each, and a shade over the lanes touched.
-    for (k, b) in r.bands.iter().enumerate() {
-        let to = b.to.unwrap_or(r.end as f64 / SEC as f64);
-        let (a, w) = (xs(b.from), (xs(to) - xs(b.from)).max(2.0));
-        let row = 30.0 + 16.0 * (k % 12) as f64;
-        let _ = write!(
-            o,
-            r##"<rect x="{a:.1}" y="{row}" width="{w:.1}" height="12" fill="#7e57c2" opacity="0.8"/><text x="{:.1}" y="{:.1}" fill="#311b92">{}</text>"##,
-            a + w + 3.0,
-            row + 10.0,
-            esc(&b.label)
-        );
-        for &i in b.nodes.iter().filter(|&&i| i < n) {
-            let _ = write!(
-                o,
-                r##"<rect x="{a:.1}" y="{}" width="{w:.1}" height="{LANE}" fill="none" stroke="#7e57c2" stroke-width="1.5" stroke-dasharray="4 2"/>"##,
-                lane_y(i)
-            );
-        }
-    }
-    // Client operations.
+    lanes
+}
+
+/// Draws `r` as an SVG document.
+pub fn svg(r: &Record, title: &str) -> String {
+    let n = r.names.len();
+    let mut c = Canvas {
+        o: String::new(),
+        end: r.end.max(1) as f64,
+        top: 40.0 + 16.0 * r.bands.len().min(12) as f64,
+        n,
+    };
+    let height = c.ops_y() + LANE + 70.0;
     let _ = write!(
-        o,
-        r#"<text x="{}" y="{}" text-anchor="end">clients</text>"#,
-        LEFT - 6.0,
-        ops_y + LANE * 0.7
+        c.o,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif" font-size="11">"#
     );
-    for (_, call, ret, outcome) in r.history.entries() {
-        let (fill, what) = match outcome {
-            Outcome::Failed => ("#e53935", "failed"),
-            Outcome::Unknown => ("#ff9800", "indeterminate"),
-            _ => ("#43a047", "ok"),
-        };
-        let t = ret.unwrap_or(call);
-        let _ = write!(
-            o,
-            r#"<rect x="{:.1}" y="{ops_y}" width="1.5" height="{LANE}" fill="{fill}"><title>{what}</title></rect>"#,
-            x(t)
-        );
-    }
-    // Axis and legend.
-    let axis_y = ops_y + LANE + 16.0;
-    let step = ((end / SEC as f64) / 10.0).ceil().max(1.0) as u64;
-    let mut t = 0;
-    while t * SEC <= r.end {
-        let _ = write!(
-            o,
-            r#"<text x="{:.1}" y="{axis_y}" text-anchor="middle">{t} s</text>"#,
-            x(t * SEC)
-        );
-        t += step;
-    }
-    let fe = x(r.faults_end);
     let _ = write!(
-        o,
-        r##"<line x1="{fe:.1}" x2="{fe:.1}" y1="{top}" y2="{:.1}" stroke="#311b92" stroke-dasharray="3 3"/>"##,
-        ops_y + LANE
+        c.o,
+        r#"<rect width="100%" height="100%" fill="white"/><text x="{LEFT}" y="18" font-size="14">{}</text>"#,
+        esc(title)
     );
-    let legend = [
-        ("#4caf50", "Alive"),
-        ("#ffb300", "Suspect"),
-        ("#e53935", "Down"),
-        ("#90a4ae", "Left"),
-        ("#37474f", "process down, stopped or frozen (strip)"),
-        ("#ffd600", "leader"),
-        ("#7e57c2", "fault"),
-        ("#43a047", "op ok"),
-        ("#ff9800", "op indeterminate"),
-    ];
-    let mut lx = LEFT;
-    for (c, label) in legend {
-        let _ = write!(
-            o,
-            r#"<rect x="{lx}" y="{}" width="10" height="10" fill="{c}"/><text x="{}" y="{}">{label}</text>"#,
-            axis_y + 14.0,
-            lx + 13.0,
-            axis_y + 23.0
-        );
-        lx += 20.0 + 6.5 * label.len() as f64;
-    }
-    o.push_str("</svg>\n");
-    o
+    c.lanes(r, &segments(r));
+    c.leaders(r);
+    c.bands(r);
+    c.ops(r);
+    c.axis(r);
+    c.o.push_str("</svg>\n");
+    c.o
 }
