@@ -33,8 +33,8 @@ use roster::api::client::{Agent, request_raw_within};
 use roster::node::MetaOp;
 use roster::plan::linearizable::Outcome;
 use roster::plan::record::{PlanReport, Proc, Record, Seen};
-use roster::plan::run::{Do, NetRules, RoleView, Runner};
-use roster::plan::{Plan, timeline};
+use roster::plan::run::{Do, NetRules, RoleView, Runner, SeededRng};
+use roster::plan::{Plan, meta_op, timeline};
 use serde_json::{Value, json};
 
 use super::cluster::{self, ClusterFile, ProcState};
@@ -124,22 +124,6 @@ impl Shared {
         (0..self.names.len())
             .filter(|&i| s.procs[i] == Proc::Up)
             .collect()
-    }
-}
-
-/// xorshift64*: the clients' choices need no more.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
     }
 }
 
@@ -312,7 +296,7 @@ fn meta_call(agent: &Agent, op: &MetaOp, stale: bool) -> Outcome {
 
 /// One metadata client: an operation every `every` until told to stop.
 fn meta_client(sh: &Shared, keys: u32, every: Duration, seed: u64, stale: bool) {
-    let mut rng = Rng(seed | 1);
+    let mut rng = SeededRng::new(seed);
     let mut next = Instant::now();
     while !sh.clients_stop.load(Ordering::Relaxed) {
         let up = sh.up();
@@ -323,19 +307,10 @@ fn meta_client(sh: &Shared, keys: u32, every: Duration, seed: u64, stale: bool) 
                 let key = format!("{}key{}", sh.prefix, rng.below(keys as usize));
                 st.value_seq += 1;
                 let fresh = format!("v{}", st.value_seq).into_bytes();
-                match rng.below(10) {
-                    0..=3 => MetaOp::Get { key },
-                    4..=6 => MetaOp::Put { key, value: fresh },
-                    7 => MetaOp::Delete { key },
-                    _ => {
-                        let expect = st.record.history.recent_value(&key);
-                        MetaOp::Cas {
-                            key,
-                            expect,
-                            value: Some(fresh),
-                        }
-                    }
-                }
+                let history = &st.record.history;
+                meta_op(rng.below(10) as u32, key, fresh, |k| {
+                    history.recent_value(k)
+                })
             };
             submit(sh, n, op, stale);
         }
@@ -362,7 +337,7 @@ fn submit(sh: &Shared, n: usize, op: MetaOp, stale: bool) {
 
 /// State writes (and user events) at `rate` per second each.
 fn writer(sh: &Shared, rate: f64, events: bool, seed: u64) {
-    let mut rng = Rng(seed | 1);
+    let mut rng = SeededRng::new(seed);
     let every = Duration::from_secs_f64(1.0 / rate);
     let mut next = Instant::now();
     let mut seq = 0u64;
@@ -440,20 +415,15 @@ struct Driver<'a> {
 impl Driver<'_> {
     fn desired(&self, i: usize) -> Option<Value> {
         let names = &self.sh.names;
-        let block_in: Vec<&String> = self
-            .net
-            .blocked
-            .iter()
-            .filter(|&&(_, b)| b == i)
-            .map(|&(a, _)| &names[a])
-            .collect();
-        let block_out: Vec<&String> = self
-            .net
-            .blocked
-            .iter()
-            .filter(|&&(a, _)| a == i)
-            .map(|&(_, b)| &names[b])
-            .collect();
+        let (mut block_in, mut block_out): (Vec<&String>, Vec<&String>) = (Vec::new(), Vec::new());
+        for &(from, to) in &self.net.blocked {
+            if to == i {
+                block_in.push(&names[from]);
+            }
+            if from == i {
+                block_out.push(&names[to]);
+            }
+        }
         let loss = self.net.loss.get(i).copied().unwrap_or(0.0);
         let (delay, jitter) = self.net.delay.get(i).copied().unwrap_or((0, 0));
         let (offset, drift, _) = self.clocks[i];
@@ -810,7 +780,7 @@ fn settle(d: &mut Driver<'_>, plan: &Plan, faults_end: Instant, args: &RunArgs) 
     let reads_by = faults_end + Duration::from_secs_f64(plan.settle / 2.0);
     let mut reads_done = plan.workload.meta_rate == 0.0;
     let mut stable_since: Option<Instant> = None;
-    let mut rng = Rng(args.seed | 1);
+    let mut rng = SeededRng::new(args.seed);
     while Instant::now() < settle_end {
         d.tend();
         let ok = converged(&sh.lock()) && d.starting.is_empty();

@@ -155,6 +155,28 @@ pub struct Workload {
     pub event_rate: f64,
 }
 
+/// The metadata operation the clients run for `roll` (a draw in `0..10`):
+/// get 40%, put 30%, delete 10%, compare-and-set 20% expecting `expect`
+/// (what some client last read or wrote for the key), in both worlds.
+pub fn meta_op(
+    roll: u32,
+    key: String,
+    fresh: Vec<u8>,
+    expect: impl FnOnce(&str) -> Option<Vec<u8>>,
+) -> crate::node::MetaOp {
+    use crate::node::MetaOp;
+    match roll {
+        0..=3 => MetaOp::Get { key },
+        4..=6 => MetaOp::Put { key, value: fresh },
+        7 => MetaOp::Delete { key },
+        _ => MetaOp::Cas {
+            expect: expect(&key),
+            key,
+            value: Some(fresh),
+        },
+    }
+}
+
 /// A parsed, validated fault plan.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {

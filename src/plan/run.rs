@@ -14,16 +14,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Action, Direction, Group, Plan, Shape, Target};
 
-/// Who holds which role, as the world sees it when a step runs.
-pub trait Roles {
-    /// Nodes whose process runs and is not paused.
-    fn up(&self) -> Vec<usize>;
-    /// The metadata leader, if one is known.
-    fn leader(&self) -> Option<usize>;
-    /// The metadata voters (the leader included).
-    fn voters(&self) -> Vec<usize>;
-}
-
 /// Roles as a world saw them at one moment.
 #[derive(Debug, Clone, Default)]
 pub struct RoleView {
@@ -33,18 +23,6 @@ pub struct RoleView {
     pub leader: Option<usize>,
     /// The metadata voters (the leader included).
     pub voters: Vec<usize>,
-}
-
-impl Roles for RoleView {
-    fn up(&self) -> Vec<usize> {
-        self.up.clone()
-    }
-    fn leader(&self) -> Option<usize> {
-        self.leader
-    }
-    fn voters(&self) -> Vec<usize> {
-        self.voters.clone()
-    }
 }
 
 /// The network rules in force: blocked directed pairs `(from, to)`, and per
@@ -117,6 +95,31 @@ enum Undo {
     Clock(usize),
 }
 
+/// The plans' one generator (xorshift64*): the runner's choices and the
+/// real-agent clients' draw from it, seeded.
+#[derive(Debug, Clone)]
+pub struct SeededRng(u64);
+
+impl SeededRng {
+    /// A generator from `seed` (any value).
+    pub fn new(seed: u64) -> Self {
+        SeededRng(seed | 1)
+    }
+
+    /// The next number.
+    pub fn draw(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.draw() % n.max(1) as u64) as usize
+    }
+}
+
 /// Runs a plan's steps for `n` nodes.
 #[derive(Debug)]
 pub struct Runner {
@@ -125,7 +128,7 @@ pub struct Runner {
     next_step: usize,
     undos: Vec<(f64, u64, Undo)>,
     seq: u64,
-    rng: u64,
+    rng: SeededRng,
     effects: BTreeMap<u64, (Effect, usize)>,
     killed: BTreeMap<usize, usize>,
     paused: BTreeMap<usize, usize>,
@@ -147,7 +150,7 @@ impl Runner {
             next_step: 0,
             undos: Vec::new(),
             seq: 0,
-            rng: seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
+            rng: SeededRng::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
             effects: BTreeMap::new(),
             killed: BTreeMap::new(),
             paused: BTreeMap::new(),
@@ -185,34 +188,25 @@ impl Runner {
         Some([step, undo].into_iter().flatten().fold(end, f64::min))
     }
 
-    fn next(&mut self) -> u64 {
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
     fn pick(&mut self, from: &[usize]) -> Option<usize> {
         if from.is_empty() {
             return None;
         }
-        let i = (self.next() % from.len() as u64) as usize;
+        let i = (self.rng.draw() % from.len() as u64) as usize;
         Some(from[i])
     }
 
     fn shuffled(&mut self) -> Vec<usize> {
         let mut v: Vec<usize> = (0..self.n).collect();
         for i in (1..v.len()).rev() {
-            let j = (self.next() % (i as u64 + 1)) as usize;
+            let j = (self.rng.draw() % (i as u64 + 1)) as usize;
             v.swap(i, j);
         }
         v
     }
 
-    fn resolve(&mut self, t: &Target, roles: &dyn Roles) -> Option<usize> {
-        let voters = roles.voters();
-        let leader = roles.leader();
-        let up = roles.up();
+    fn resolve(&mut self, t: &Target, roles: &RoleView) -> Option<usize> {
+        let (up, leader, voters) = (roles.up.clone(), roles.leader, roles.voters.clone());
         match t {
             Target::Index(i) => Some(*i).filter(|&i| i < self.n),
             Target::Leader => leader,
@@ -236,7 +230,7 @@ impl Runner {
         }
     }
 
-    fn group(&mut self, g: &Group, roles: &dyn Roles) -> Vec<usize> {
+    fn group(&mut self, g: &Group, roles: &RoleView) -> Vec<usize> {
         let mut out: Vec<usize> = match g {
             Group::All => (0..self.n).collect(),
             Group::Majority => self.shuffled()[..self.n / 2 + 1].to_vec(),
@@ -352,7 +346,7 @@ impl Runner {
     /// What to do at `now` (seconds): every undo and step due, in time
     /// order, and at the end of the fault phase the lifting of everything
     /// but kills.
-    pub fn due(&mut self, now: f64, roles: &dyn Roles) -> Vec<Do> {
+    pub fn due(&mut self, now: f64, roles: &RoleView) -> Vec<Do> {
         let mut out = Vec::new();
         let before = self.rules();
         loop {
@@ -448,7 +442,7 @@ impl Runner {
     }
 
     // One arm per step type.
-    fn step(&mut self, s: &super::Step, roles: &dyn Roles, out: &mut Vec<Do>) {
+    fn step(&mut self, s: &super::Step, roles: &RoleView, out: &mut Vec<Do>) {
         let at = s.at;
         match &s.action {
             Action::Partition(shape) => {

@@ -51,20 +51,9 @@ impl World {
         let key = format!("key{}", self.rng.random_range(0..keys));
         self.meta_value_seq += 1;
         let fresh = format!("v{}", self.meta_value_seq).into_bytes();
-        let op = match self.rng.random_range(0..10u32) {
-            0..=3 => MetaOp::Get { key },
-            4..=6 => MetaOp::Put { key, value: fresh },
-            7 => MetaOp::Delete { key },
-            _ => {
-                // Expect a value some node last read or wrote for the key.
-                let expect = self.checkers.history.recent_value(&key);
-                MetaOp::Cas {
-                    key,
-                    expect,
-                    value: Some(fresh),
-                }
-            }
-        };
+        let roll = self.rng.random_range(0..10u32);
+        let history = &self.checkers.history;
+        let op = roster::plan::meta_op(roll, key, fresh, |k| history.recent_value(k));
         self.meta_submit(n, op);
     }
 
