@@ -200,7 +200,9 @@ pub(crate) struct Driver {
     pub(crate) inputs_tx: mpsc::Sender<Input>,
     pub(crate) inputs: mpsc::Receiver<Input>,
     pub(crate) commands: mpsc::Receiver<Command>,
-    pub(crate) events: broadcast::Sender<Event>,
+    /// Events are shared, not copied, into the channel's ring (see
+    /// [`super::EVENT_BUFFER`]).
+    pub(crate) events: broadcast::Sender<Arc<Event>>,
     pub(crate) metrics: Arc<RuntimeMetrics>,
     pub(crate) store: Option<Arc<Store>>,
     pub(crate) max_connections: usize,
@@ -236,7 +238,7 @@ impl Driver {
         started: Instant,
         inputs: (mpsc::Sender<Input>, mpsc::Receiver<Input>),
         commands: mpsc::Receiver<Command>,
-        events: broadcast::Sender<Event>,
+        events: broadcast::Sender<Arc<Event>>,
         metrics: Arc<RuntimeMetrics>,
         store: Option<Arc<Store>>,
         max_connections: usize,
@@ -732,7 +734,7 @@ impl Driver {
                 }
                 _ => {}
             }
-            let _ = self.events.send(e);
+            let _ = self.events.send(Arc::new(e));
         }
     }
 

@@ -34,7 +34,9 @@ pub use metrics::{RuntimeMetrics, RuntimeSnapshot};
 use store::{Store, StoreError};
 use tls::{NodeCert, TlsError};
 
-/// Events kept for a slow subscriber before it starts missing some.
+/// Events kept for a slow subscriber before it starts missing some. The
+/// channel's ring holds a pointer per event (an event itself is a few
+/// hundred bytes, and the ring is allocated whole when the node starts).
 pub const EVENT_BUFFER: usize = 4096;
 /// Default bound on open QUIC connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
@@ -293,7 +295,7 @@ pub struct Roster {
     identity: Identity,
     local_addr: SocketAddr,
     commands: mpsc::Sender<Command>,
-    events: broadcast::Sender<Event>,
+    events: broadcast::Sender<Arc<Event>>,
     metrics: Arc<RuntimeMetrics>,
     endpoint: quinn::Endpoint,
     /// Revoked NodeIds, read by the TLS verifiers.
@@ -312,7 +314,7 @@ pub struct Roster {
 /// [`EVENT_BUFFER`] events) skips the oldest ones.
 #[derive(Debug)]
 pub struct Events {
-    rx: broadcast::Receiver<Event>,
+    rx: broadcast::Receiver<Arc<Event>>,
 }
 
 impl Events {
@@ -320,7 +322,7 @@ impl Events {
     pub async fn next(&mut self) -> Option<Event> {
         loop {
             match self.rx.recv().await {
-                Ok(e) => return Some(e),
+                Ok(e) => return Some(Arc::unwrap_or_clone(e)),
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(skipped = n, "event subscriber fell behind");
                 }
