@@ -202,7 +202,8 @@ pub struct SyncRequest {
     /// [`ENGINE_NATIVE`]): push-pull between engines is refused, so a
     /// mixed cluster never forms.
     pub engine: u8,
-    /// Whether the sender is joining (it then carries its full view).
+    /// Whether the sender is joining (it then carries its state digests,
+    /// and its member list while it knows no live member).
     pub join: bool,
     /// Hash of the sender's active members.
     pub members_hash: u64,

@@ -80,6 +80,21 @@ impl Node {
         }
     }
 
+    /// What a join carries: this node's state digests, and its member list
+    /// while it is alone (itself, and members it holds Down). A node that
+    /// knows members already sends them after the answer instead, cut to
+    /// what the peer lacks (see [`members_unlike`]): at scale, a join retry
+    /// used to carry thousands of entries the peer held already.
+    fn join_view(&self) -> SyncFull {
+        if self.active_members() == 0 {
+            return self.full_view();
+        }
+        SyncFull {
+            members: Vec::new(),
+            state: self.shared.lock().store.digest(),
+        }
+    }
+
     pub(super) fn sync_request(&self, join: bool) -> SyncRequest {
         let (state_hash, hlc) = {
             let s = self.shared.lock();
@@ -92,7 +107,7 @@ impl Node {
             join,
             members_hash: self.members_hash(),
             state_hash,
-            full: join.then(|| self.full_view()),
+            full: join.then(|| self.join_view()),
             hlc,
         }
     }
@@ -234,7 +249,7 @@ impl Node {
             let msg = SyncDeltas {
                 from: self.identity.clone(),
                 deltas,
-                members: self.full_view().members,
+                members: members_unlike(self.full_view().members, &full.members),
                 state,
                 hlc: self.shared.lock().hlc.last(),
             };
@@ -426,6 +441,23 @@ impl Node {
     }
 }
 
+/// The entries of `mine` that `theirs` (a peer's full view) does not hold
+/// exactly so: what the peer lacks or holds otherwise. The rest would be
+/// no news to it, and at scale they are nearly all of a view (a joining
+/// node's answer to a seed used to carry the seed's whole list back).
+/// O(n log n).
+fn members_unlike(mine: Vec<MemberDigest>, theirs: &[MemberDigest]) -> Vec<MemberDigest> {
+    let mut index: Vec<&MemberDigest> = theirs.iter().collect();
+    index.sort_unstable_by(|a, b| a.identity.id.cmp(&b.identity.id));
+    mine.into_iter()
+        .filter(|m| {
+            index
+                .binary_search_by(|t| t.identity.id.cmp(&m.identity.id))
+                .map_or(true, |i| index[i] != m)
+        })
+        .collect()
+}
+
 /// Whether foca, holding a member's identity in `held` at `held_inc`,
 /// changes on hearing `claim` at `inc` about the same identity.
 fn news_to_foca(held: State, held_inc: Incarnation, claim: State, inc: Incarnation) -> bool {
@@ -434,5 +466,59 @@ fn news_to_foca(held: State, held_inc: Incarnation, claim: State, inc: Incarnati
         (_, State::Down) => true,
         (State::Alive, State::Suspect) => inc >= held_inc,
         _ => inc > held_inc,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::identity::Generation;
+
+    fn digest(name: &str, generation: u64, incarnation: u32, state: WireState) -> MemberDigest {
+        let addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        MemberDigest {
+            identity: Identity::new(NodeId::new(name).unwrap(), addr, Generation(generation)),
+            incarnation,
+            state,
+        }
+    }
+
+    #[test]
+    fn a_peer_is_sent_only_the_members_it_lacks_or_holds_otherwise() {
+        use WireState::{Alive, Down, Suspect};
+        let mine = vec![
+            digest("same", 1, 3, Alive),
+            digest("missing", 1, 0, Alive),
+            digest("newer-incarnation", 1, 5, Alive),
+            digest("other-state", 1, 2, Down),
+            digest("new-generation", 2, 0, Alive),
+            digest("a-long-name-that-is-hashed-not-packed", 1, 1, Suspect),
+        ];
+        let theirs = vec![
+            digest("new-generation", 1, 9, Alive),
+            digest("other-state", 1, 2, Alive),
+            digest("a-long-name-that-is-hashed-not-packed", 1, 1, Suspect),
+            digest("newer-incarnation", 1, 4, Alive),
+            digest("same", 1, 3, Alive),
+            digest("only-theirs", 1, 0, Alive),
+        ];
+        let names: Vec<String> = members_unlike(mine, &theirs)
+            .iter()
+            .map(|m| m.identity.id.as_str().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "missing",
+                "newer-incarnation",
+                "other-state",
+                "new-generation"
+            ]
+        );
+        // Nothing is left out against an empty view, and nothing is sent
+        // to a peer that holds everything alike.
+        let all = vec![digest("x", 1, 0, Alive), digest("y", 1, 0, Down)];
+        assert_eq!(members_unlike(all.clone(), &[]), all);
+        assert!(members_unlike(all.clone(), &all).is_empty());
     }
 }
