@@ -1,6 +1,8 @@
 //! Real agents at scale on one machine: starts N `roster agent` processes on
 //! loopback (profile `lan`), and reports as JSON
 //!
+//! - `apis_answer_s`: from the last agent's start until every agent's HTTP
+//!   API answers (the earliest `all_see_all_s` can be measured);
 //! - `all_see_all_s`: from the last agent's start until every agent sees
 //!   every other Alive;
 //! - over `idle_s` idle seconds: per-agent RSS and CPU% (median and max),
@@ -17,6 +19,7 @@
 //! ```sh
 //! cargo bench --bench agents -- 100 200      # N values; default 20
 //! ROSTER_SCALE_IDLE_S=60 cargo bench --bench agents -- 200
+//! ROSTER_SCALE_TRACE=1 cargo bench --bench agents -- 200   # a line per poll sweep
 //! ```
 //!
 //! Each run also writes `target/scale-agents-N.json`.
@@ -184,21 +187,38 @@ fn wait_all(
     let mut reached = vec![false; agents.len()];
     // The most Downs beyond those expected that each agent showed.
     let mut worst = vec![0u64; agents.len()];
+    // ROSTER_SCALE_TRACE=1: one line per sweep on stderr (when, how many
+    // agents are done, the fewest Alive any agent not yet done counted, and
+    // how long the sweep of HTTP polls took).
+    let trace = std::env::var_os("ROSTER_SCALE_TRACE").is_some();
     let result = loop {
         if since.elapsed() >= limit {
             break None;
         }
+        let sweep = Instant::now();
+        let mut fewest_alive = u64::MAX;
         for (i, a) in agents.iter().enumerate() {
             if reached[i] {
                 continue;
             }
             if let Some(c) = counts(a) {
                 worst[i] = worst[i].max(c.2.saturating_sub(expected_down));
+                fewest_alive = fewest_alive.min(c.0);
                 if done(c) {
                     reached[i] = true;
                     first.get_or_insert(since.elapsed().as_secs_f64());
                 }
             }
+        }
+        if trace {
+            eprintln!(
+                "trace t={:.2}s done={}/{} fewest_alive={} sweep_ms={}",
+                since.elapsed().as_secs_f64(),
+                reached.iter().filter(|r| **r).count(),
+                agents.len(),
+                fewest_alive,
+                sweep.elapsed().as_millis()
+            );
         }
         if reached.iter().all(|r| *r) {
             break Some((first.unwrap_or(0.0), since.elapsed().as_secs_f64()));
@@ -299,25 +319,32 @@ fn run(n: usize, idle: Duration) -> Value {
     }
     let started = t0.elapsed().as_secs_f64();
     let last_start = Instant::now();
-    // Wait for every API to answer (tokens recorded).
+    // Wait for every API to answer (tokens recorded), trying each agent in
+    // turn so that one slow start holds up no other.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut agents: Vec<Agent> = Vec::new();
-    for p in &procs {
-        loop {
-            let a = agent(p, &runtime);
-            if a.token.is_some() && counts(&a).is_some() {
-                agents.push(a);
-                break;
+    let mut slots: Vec<Option<Agent>> = procs.iter().map(|_| None).collect();
+    loop {
+        for (p, slot) in procs.iter().zip(slots.iter_mut()) {
+            if slot.is_none() {
+                let a = agent(p, &runtime);
+                if a.token.is_some() && counts(&a).is_some() {
+                    *slot = Some(a);
+                }
             }
-            assert!(
-                Instant::now() < deadline,
-                "{} never answered (see its log in {})",
-                p.name,
-                dir.display()
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
+        let Some(late) = slots.iter().position(Option::is_none) else {
+            break;
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{} never answered (see its log in {})",
+            procs[late].name,
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
+    let apis_answer_s = last_start.elapsed().as_secs_f64();
+    let mut agents: Vec<Agent> = slots.into_iter().flatten().collect();
     let mut false_downs = 0;
     let all = wait_all(
         &agents,
@@ -400,6 +427,7 @@ fn run(n: usize, idle: Duration) -> Value {
         "agents": n,
         "profile": "lan",
         "start_s": round(started, 2),
+        "apis_answer_s": round(apis_answer_s, 2),
         "all_see_all_s": all_see_all_s,
         "idle_s": round(secs, 1),
         "rss_mb_median": round(rss_med, 1),
