@@ -564,6 +564,8 @@ async fn metrics_parse_and_hold_the_documented_names_and_types() {
         ("roster_hlc_drift_rejections", "counter"),
         ("roster_tls_refusals", "counter"),
         ("roster_open_connections", "gauge"),
+        ("roster_connections_opened", "counter"),
+        ("roster_connections_accepted", "counter"),
         ("roster_raft_term", "gauge"),
         ("roster_raft_role", "gauge"),
         ("roster_raft_commit_index", "gauge"),
@@ -586,6 +588,16 @@ async fn metrics_parse_and_hold_the_documented_names_and_types() {
         "{text}"
     );
     assert!(!text.contains("roster_probes_sent_total 0"), "{text}");
+    // The two nodes talk over a connection this one opened or accepted.
+    let count = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        count("roster_connections_opened_total") + count("roster_connections_accepted_total") >= 1,
+        "{text}"
+    );
     server.stop().await;
     b.leave().await;
     a.leave().await;

@@ -305,6 +305,18 @@ fn register_transport(r: &mut Registry, rt: &RuntimeSnapshot) {
     );
     counter(
         r,
+        "roster_connections_opened",
+        "Outgoing QUIC connections established (a TLS handshake each)",
+        rt.connections_opened,
+    );
+    counter(
+        r,
+        "roster_connections_accepted",
+        "Incoming QUIC connections accepted (a TLS handshake each)",
+        rt.connections_accepted,
+    );
+    counter(
+        r,
         "roster_connect_failures",
         "Outgoing QUIC connection attempts that failed",
         rt.connect_failures,
