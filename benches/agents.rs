@@ -4,7 +4,9 @@
 //! - `apis_answer_s`: from the last agent's start until every agent's HTTP
 //!   API answers (the earliest `all_see_all_s` can be measured);
 //! - `all_see_all_s`: from the last agent's start until every agent sees
-//!   every other Alive;
+//!   every other Alive; by then, `handshakes_until_all_see_all` (QUIC
+//!   connections the agents opened, a TLS handshake each) and
+//!   `agents_cpu_s_until_all_see_all` (CPU seconds all agents used);
 //! - over `idle_s` idle seconds: per-agent RSS and CPU% (median and max),
 //!   messages and bytes sent per agent per second (`roster_messages_total`, `roster_bytes_total`, direction tx);
 //! - after `kill -9` of one agent: until the first and the last survivor
@@ -151,9 +153,13 @@ fn metric_sum(text: &str, name: &str, label: &str) -> f64 {
         .sum()
 }
 
-fn sent(a: &Agent) -> Option<(f64, f64)> {
+fn metrics_text(a: &Agent) -> Option<String> {
     let (_, raw) = roster::api::client::request_raw(a, "GET", "/metrics", b"").ok()?;
-    let text = String::from_utf8(raw).ok()?;
+    String::from_utf8(raw).ok()
+}
+
+fn sent(a: &Agent) -> Option<(f64, f64)> {
+    let text = metrics_text(a)?;
     Some((
         metric_sum(&text, "roster_messages_total", "direction=\"tx\""),
         metric_sum(&text, "roster_bytes_total", "direction=\"tx\""),
@@ -356,9 +362,26 @@ fn run(n: usize, idle: Duration) -> Value {
     );
     let all_see_all_s = all.map(|(_, last)| round(last, 2));
     eprintln!("{n} agents: all see all after {all_see_all_s:?} s");
+    // What forming the cluster cost until then: the QUIC connections the
+    // agents opened (a TLS handshake each) and the CPU time they used.
+    let tck = clock_ticks() as f64;
+    let handshakes: f64 = agents
+        .iter()
+        .filter_map(|a| {
+            Some(metric_sum(
+                &metrics_text(a)?,
+                "roster_connections_opened_total",
+                "",
+            ))
+        })
+        .sum();
+    let start_cpu_s: f64 = procs
+        .iter()
+        .filter_map(|p| proc_usage(p.child.id()))
+        .map(|(_, ticks)| ticks as f64 / tck)
+        .sum();
 
     // Idle: RSS, CPU and traffic over `idle`.
-    let tck = clock_ticks() as f64;
     let before: Vec<Option<(u64, u64)>> = procs.iter().map(|p| proc_usage(p.child.id())).collect();
     let sent_before: Vec<Option<(f64, f64)>> = agents.iter().map(sent).collect();
     let idle_start = Instant::now();
@@ -429,6 +452,8 @@ fn run(n: usize, idle: Duration) -> Value {
         "start_s": round(started, 2),
         "apis_answer_s": round(apis_answer_s, 2),
         "all_see_all_s": all_see_all_s,
+        "handshakes_until_all_see_all": handshakes,
+        "agents_cpu_s_until_all_see_all": round(start_cpu_s, 1),
         "idle_s": round(secs, 1),
         "rss_mb_median": round(rss_med, 1),
         "rss_mb_max": round(rss_max, 1),
