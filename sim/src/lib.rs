@@ -112,6 +112,34 @@ fn config_for(spec: &RunSpec, sc: &scenario::Scenario) -> Result<Config, SpecErr
     Ok(config)
 }
 
+/// Runs `one` for every seed on `jobs` threads (at least one), each taking
+/// the next seed left; the results that came back, in seed order.
+pub fn for_seeds<T: Send>(
+    seeds: &[u64],
+    jobs: usize,
+    one: impl Fn(u64) -> Option<T> + Sync,
+) -> Vec<(u64, T)> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, seeds.len().max(1)) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(&seed) = seeds.get(i) else { break };
+                    if let Some(out) = one(seed) {
+                        let mut r = results.lock().unwrap_or_else(|e| e.into_inner());
+                        r.push((seed, out));
+                    }
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    results.sort_by_key(|r| r.0);
+    results
+}
+
 /// Runs one simulation.
 pub fn run(spec: &RunSpec) -> Result<Outcome, SpecError> {
     let sc = scenario::find(&spec.scenario)

@@ -515,25 +515,7 @@ fn run_seeds(
     jobs: usize,
     spec: impl Fn(u64) -> RunSpec + Sync,
 ) -> Vec<(u64, roster_sim::Outcome)> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results = std::sync::Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..jobs.min(seeds.len()) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(&seed) = seeds.get(i) else { break };
-                    if let Ok(out) = run(&spec(seed)) {
-                        let mut r = results.lock().unwrap_or_else(|e| e.into_inner());
-                        r.push((seed, out));
-                    }
-                }
-            });
-        }
-    });
-    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
-    results.sort_by_key(|r| r.0);
-    results
+    roster_sim::for_seeds(seeds, jobs, |seed| run(&spec(seed)).ok())
 }
 
 /// The seeds whose run broke an invariant or missed its liveness check,

@@ -102,27 +102,11 @@ pub fn run_plan(spec: &PlanSpec) -> Result<PlanOutcome, String> {
 
 /// Runs `spec` for every seed on `jobs` threads: the reports, by seed.
 pub fn sweep_plan(spec: &PlanSpec, seeds: &[u64], jobs: usize) -> Vec<(u64, PlanReport)> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results = std::sync::Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..jobs.clamp(1, seeds.len().max(1)) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(&seed) = seeds.get(i) else { break };
-                    let one = PlanSpec {
-                        seed,
-                        ..spec.clone()
-                    };
-                    if let Ok(out) = run_plan(&one) {
-                        let mut r = results.lock().unwrap_or_else(|e| e.into_inner());
-                        r.push((seed, out.report));
-                    }
-                }
-            });
-        }
-    });
-    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
-    results.sort_by_key(|r| r.0);
-    results
+    crate::for_seeds(seeds, jobs, |seed| {
+        let one = PlanSpec {
+            seed,
+            ..spec.clone()
+        };
+        run_plan(&one).ok().map(|out| out.report)
+    })
 }
