@@ -297,22 +297,31 @@ fn meta_call(agent: &Agent, op: &MetaOp, stale: bool) -> Outcome {
 /// One metadata client: an operation every `every` until told to stop.
 fn meta_client(sh: &Shared, keys: u32, every: Duration, seed: u64, stale: bool) {
     let mut rng = SeededRng::new(seed);
+    paced(sh, every, |up| {
+        let n = up[rng.below(up.len())];
+        let op = {
+            let mut st = sh.lock();
+            let key = format!("{}key{}", sh.prefix, rng.below(keys as usize));
+            st.value_seq += 1;
+            let fresh = format!("v{}", st.value_seq).into_bytes();
+            let history = &st.record.history;
+            meta_op(rng.below(10) as u32, key, fresh, |k| {
+                history.recent_value(k)
+            })
+        };
+        submit(sh, n, op, stale);
+    });
+}
+
+/// Calls `step` with the nodes up (at a moment when some are) every
+/// `every` until the clients are told to stop; a late step is not made up
+/// for.
+fn paced(sh: &Shared, every: Duration, mut step: impl FnMut(&[usize])) {
     let mut next = Instant::now();
     while !sh.clients_stop.load(Ordering::Relaxed) {
         let up = sh.up();
         if !up.is_empty() {
-            let n = up[rng.below(up.len())];
-            let op = {
-                let mut st = sh.lock();
-                let key = format!("{}key{}", sh.prefix, rng.below(keys as usize));
-                st.value_seq += 1;
-                let fresh = format!("v{}", st.value_seq).into_bytes();
-                let history = &st.record.history;
-                meta_op(rng.below(10) as u32, key, fresh, |k| {
-                    history.recent_value(k)
-                })
-            };
-            submit(sh, n, op, stale);
+            step(&up);
         }
         next += every;
         let now = Instant::now();
@@ -339,39 +348,28 @@ fn submit(sh: &Shared, n: usize, op: MetaOp, stale: bool) {
 fn writer(sh: &Shared, rate: f64, events: bool, seed: u64) {
     let mut rng = SeededRng::new(seed);
     let every = Duration::from_secs_f64(1.0 / rate);
-    let mut next = Instant::now();
     let mut seq = 0u64;
-    while !sh.clients_stop.load(Ordering::Relaxed) {
-        let up = sh.up();
-        if !up.is_empty() {
-            let n = up[rng.below(up.len())];
-            seq += 1;
-            let agent = &sh.agents[n];
-            if events {
-                let r = request_raw_within(agent, "POST", "/v1/event/plan", b"x", OP_TIMEOUT);
-                if r.is_ok_and(|(s, _)| (200..300).contains(&s)) {
-                    sh.lock().record.events_sent += 1;
-                }
-            } else {
-                let key = format!("plan-{seq}");
-                let gen_before = sh.lock().generation[n];
-                let path = format!("/v1/state/{key}");
-                let r = request_raw_within(agent, "PUT", &path, b"value", OP_TIMEOUT);
-                if r.is_ok_and(|(s, _)| s == 200) {
-                    let mut st = sh.lock();
-                    st.writes.push((n, gen_before, key));
-                    st.record.state_writes += 1;
-                }
+    paced(sh, every, |up| {
+        let n = up[rng.below(up.len())];
+        seq += 1;
+        let agent = &sh.agents[n];
+        if events {
+            let r = request_raw_within(agent, "POST", "/v1/event/plan", b"x", OP_TIMEOUT);
+            if r.is_ok_and(|(s, _)| (200..300).contains(&s)) {
+                sh.lock().record.events_sent += 1;
+            }
+        } else {
+            let key = format!("plan-{seq}");
+            let gen_before = sh.lock().generation[n];
+            let path = format!("/v1/state/{key}");
+            let r = request_raw_within(agent, "PUT", &path, b"value", OP_TIMEOUT);
+            if r.is_ok_and(|(s, _)| s == 200) {
+                let mut st = sh.lock();
+                st.writes.push((n, gen_before, key));
+                st.record.state_writes += 1;
             }
         }
-        next += every;
-        let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
-        } else {
-            next = now;
-        }
-    }
+    });
 }
 
 fn signal(pid: u32, sig: &str) -> Result<(), String> {
