@@ -202,14 +202,14 @@ fn wait_all(
             break None;
         }
         let sweep = Instant::now();
-        let mut fewest_alive = u64::MAX;
+        let mut fewest_alive: Option<u64> = None;
         for (i, a) in agents.iter().enumerate() {
             if reached[i] {
                 continue;
             }
             if let Some(c) = counts(a) {
                 worst[i] = worst[i].max(c.2.saturating_sub(expected_down));
-                fewest_alive = fewest_alive.min(c.0);
+                fewest_alive = Some(fewest_alive.map_or(c.0, |f| f.min(c.0)));
                 if done(c) {
                     reached[i] = true;
                     first.get_or_insert(since.elapsed().as_secs_f64());
@@ -218,7 +218,7 @@ fn wait_all(
         }
         if trace {
             eprintln!(
-                "trace t={:.2}s done={}/{} fewest_alive={} sweep_ms={}",
+                "trace t={:.2}s done={}/{} fewest_alive={:?} sweep_ms={}",
                 since.elapsed().as_secs_f64(),
                 reached.iter().filter(|r| **r).count(),
                 agents.len(),
