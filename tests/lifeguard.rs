@@ -4,7 +4,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use roster::node::{Config, Generation, Identity, MemberState, Node, NodeId, Now};
+use roster::node::{
+    Config, EngineKind, Generation, Identity, MemberCounts, MemberState, Node, NodeId, Now,
+};
 use roster::wire::{Kind, Message};
 
 fn now(ms: u64) -> Now {
@@ -237,4 +239,50 @@ fn a_node_too_unhealthy_to_judge_adopts_a_gossiped_down() {
         assert_eq!(net.state_of(deaf, i), Some(MemberState::Alive));
     }
     assert_eq!(net.nodes[deaf].metrics().downs_declared, 1);
+}
+
+/// `member_counts` (what `/v1/status` reports) agrees with the listing it
+/// summarises at every step, through a suspicion, a Down and a leave, with
+/// both engines.
+#[test]
+fn member_counts_agree_with_the_listing_throughout() {
+    for engine in [EngineKind::Foca, EngineKind::Native] {
+        let mut net = Net::new(
+            5,
+            Config {
+                engine,
+                ..Config::local()
+            },
+        );
+        let agree = |net: &Net| {
+            net.nodes.iter().all(|n| {
+                let mut c = MemberCounts {
+                    alive: 1,
+                    ..MemberCounts::default()
+                };
+                n.members().for_each(|m| c.add(m.state));
+                c == n.member_counts()
+            })
+        };
+        net.run_until(20_000, &all_links, joined);
+        assert!(agree(&net), "{engine:?}: after joining");
+        assert_eq!(net.nodes[0].member_counts().alive, 5, "{engine:?}");
+        let (crashed, leaver) = (4, 3);
+        let start = net.t;
+        let links = move |_: u64, from: usize, to: usize| from != crashed && to != crashed;
+        let done = net.run_until(start + 30_000, &links, |n| {
+            assert!(agree(n), "{engine:?}: at {} ms", n.t);
+            n.state_of(0, crashed) == Some(MemberState::Down)
+        });
+        assert!(done < start + 30_000, "{engine:?}: never Down");
+        assert_eq!(net.nodes[0].member_counts().down, 1, "{engine:?}");
+        let t = net.t;
+        net.nodes[leaver].leave(now(t));
+        net.run_until(t + 10_000, &links, |n| {
+            assert!(agree(n), "{engine:?}: at {} ms", n.t);
+            n.state_of(0, leaver) == Some(MemberState::Left)
+        });
+        let c = net.nodes[0].member_counts();
+        assert_eq!((c.alive, c.down, c.left), (3, 1, 1), "{engine:?}: {c:?}");
+    }
 }

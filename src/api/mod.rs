@@ -393,12 +393,11 @@ async fn health(State(api): State<Api>) -> Result<Json<serde_json::Value>, ApiEr
 
 async fn status(State(api): State<Api>) -> Result<Json<serde_json::Value>, ApiError> {
     let s = api.roster.status().await.map_err(|_| ApiError::stopped())?;
-    let members = api
+    let counts = api
         .roster
-        .members()
+        .member_counts()
         .await
         .map_err(|_| ApiError::stopped())?;
-    let count = |st| members.iter().filter(|m| m.state == st).count();
     let meta = api
         .roster
         .meta_status()
@@ -415,10 +414,10 @@ async fn status(State(api): State<Api>) -> Result<Json<serde_json::Value>, ApiEr
             "engine": s.engine.to_string(),
         },
         "members": {
-            "alive": count(MemberState::Alive),
-            "suspect": count(MemberState::Suspect),
-            "down": count(MemberState::Down),
-            "left": count(MemberState::Left),
+            "alive": counts.alive,
+            "suspect": counts.suspect,
+            "down": counts.down,
+            "left": counts.left,
         },
         "timing": {
             "live_members": s.timing.members,

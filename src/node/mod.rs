@@ -70,6 +70,31 @@ pub enum MemberState {
     Left,
 }
 
+/// How many members a node lists in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemberCounts {
+    /// Alive.
+    pub alive: usize,
+    /// Suspect.
+    pub suspect: usize,
+    /// Down.
+    pub down: usize,
+    /// Left.
+    pub left: usize,
+}
+
+impl MemberCounts {
+    /// Counts one more member in `state`.
+    pub fn add(&mut self, state: MemberState) {
+        match state {
+            MemberState::Alive => self.alive += 1,
+            MemberState::Suspect => self.suspect += 1,
+            MemberState::Down => self.down += 1,
+            MemberState::Left => self.left += 1,
+        }
+    }
+}
+
 /// One member in this node's view.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberView {
@@ -245,6 +270,14 @@ impl<'a> Members<'a> {
         match self.native {
             None => Box::new(self.members.values().cloned()),
             Some(e) => Box::new(e.views()),
+        }
+    }
+
+    /// The state of every member listed (no copies of identities).
+    pub(crate) fn states(&self) -> Box<dyn Iterator<Item = MemberState> + 'a> {
+        match self.native {
+            None => Box::new(self.members.values().map(|v| v.state)),
+            Some(e) => Box::new(e.states()),
         }
     }
 }

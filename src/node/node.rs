@@ -32,7 +32,7 @@ use super::metrics::Metrics;
 use super::swim::{self, GossipHandler, Io, Item, RosterCodec, Shared, SharedRef, Swim, TimerKind};
 use super::timers::TimerTable;
 use super::user_events::{self, EventError, EventLog, UserEvent};
-use super::{Event, MemberState, MemberView, Members, Now, Transmit};
+use super::{Event, MemberCounts, MemberState, MemberView, Members, Now, Transmit};
 use crate::node::wire::{
     self, Kind, Leave, MemberDigest, Message, SyncDeltas, SyncFull, SyncReply, SyncRequest, Verify,
     VerifyAck, WireError, WireState,

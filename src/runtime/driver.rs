@@ -77,6 +77,9 @@ pub(crate) enum Command {
     Members {
         reply: oneshot::Sender<Vec<super::Member>>,
     },
+    MemberCounts {
+        reply: oneshot::Sender<crate::node::MemberCounts>,
+    },
     StateOf {
         node: NodeId,
         reply: oneshot::Sender<Vec<(String, Vec<u8>)>>,
@@ -430,6 +433,9 @@ impl Driver {
             }
             Command::Members { reply } => {
                 let _ = reply.send(self.member_list());
+            }
+            Command::MemberCounts { reply } => {
+                let _ = reply.send(self.node.member_counts());
             }
             Command::StateOf { node, reply } => {
                 let _ = reply.send(self.node.state_of(&node));

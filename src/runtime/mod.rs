@@ -359,6 +359,13 @@ impl Roster {
         self.ask(|reply| Command::Members { reply }).await
     }
 
+    /// How many members this node lists in each state, itself included
+    /// (Alive): the counts of [`Roster::members`], without building the
+    /// list.
+    pub async fn member_counts(&self) -> Result<crate::node::MemberCounts, Stopped> {
+        self.ask(|reply| Command::MemberCounts { reply }).await
+    }
+
     /// Events from now on.
     pub fn subscribe(&self) -> Events {
         Events {

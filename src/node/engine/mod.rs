@@ -55,10 +55,10 @@ use self::packet::{Body, Update, WireState};
 use self::queue::{Queue, Topic};
 use self::suspicion::Suspicion;
 use self::table::{Row, State, Table};
-use super::MemberView;
 use super::config::{Config, Timing};
 use super::identity::{Identity, NodeId};
 use super::timers::TimerTable;
+use super::{MemberState, MemberView};
 
 /// One piece of piggybacked news.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -315,6 +315,11 @@ impl Engine {
     /// first heard of).
     pub(crate) fn views(&self) -> impl Iterator<Item = MemberView> + '_ {
         self.table.iter().filter_map(table::Entry::view)
+    }
+
+    /// The listed state of every member the node lists, in row order.
+    pub(crate) fn states(&self) -> impl Iterator<Item = MemberState> + '_ {
+        self.table.iter().filter_map(|e| e.listing.map(|l| l.state))
     }
 
     /// The node's listing of `id` (with the identity its row holds).

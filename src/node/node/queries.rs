@@ -74,6 +74,19 @@ impl Node {
         }
     }
 
+    /// How many members this node lists in each state, itself counted as
+    /// Alive: what [`Node::members`] would show, without copying it.
+    pub fn member_counts(&self) -> MemberCounts {
+        let mut c = MemberCounts {
+            alive: 1,
+            ..MemberCounts::default()
+        };
+        for s in self.listing().states() {
+            c.add(s);
+        }
+        c
+    }
+
     /// Members the SWIM engine counts as active (Alive or Suspect).
     pub fn active_members(&self) -> usize {
         match &self.native {
