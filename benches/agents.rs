@@ -9,6 +9,9 @@
 //!   `agents_cpu_s_until_all_see_all` (CPU seconds all agents used);
 //! - over `idle_s` idle seconds: per-agent RSS and CPU% (median and max),
 //!   messages and bytes sent per agent per second (`roster_messages_total`, `roster_bytes_total`, direction tx);
+//!   QUIC connections opened per agent per second
+//!   (`handshakes_per_agent_s_idle`: a connection idle for
+//!   `CONNECTION_IDLE_TIMEOUT` closes, and the next message opens another);
 //! - after `kill -9` of one agent: until the first and the last survivor
 //!   see it Down (`detect_first_s`, `detect_last_s`);
 //! - after SIGTERM of another: until every survivor sees it Left
@@ -86,6 +89,42 @@ fn agent(p: &Proc, runtime: &Path) -> Agent {
     }
 }
 
+/// Threads that poll the agents' APIs. One poller, asking each agent in
+/// turn, needed 12 s for one sweep of 200 agents while they formed (each
+/// answer waits for CPU on a saturated machine), so a sweep, not the
+/// cluster, set the measured time.
+const POLLERS: usize = 8;
+
+/// `f(i)` for every `i` in `0..n` where `want(i)`, spread over [`POLLERS`]
+/// threads; the results in index order (`None` where not wanted).
+fn poll_each<T: Send>(
+    n: usize,
+    want: impl Fn(usize) -> bool + Sync,
+    f: impl Fn(usize) -> T + Sync,
+) -> Vec<Option<T>> {
+    let mut out: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..POLLERS)
+            .map(|t| {
+                let (want, f) = (&want, &f);
+                scope.spawn(move || {
+                    (t..n)
+                        .step_by(POLLERS)
+                        .filter(|i| want(*i))
+                        .map(|i| (i, f(i)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            for (i, v) in h.join().expect("poller thread") {
+                out[i] = Some(v);
+            }
+        }
+    });
+    out
+}
+
 /// `/v1/status` members counts of one agent: (alive, suspect, down, left).
 fn counts(a: &Agent) -> Option<(u64, u64, u64, u64)> {
     let (s, v) = request(a, "GET", "/v1/status", b"").ok()?;
@@ -158,11 +197,13 @@ fn metrics_text(a: &Agent) -> Option<String> {
     String::from_utf8(raw).ok()
 }
 
-fn sent(a: &Agent) -> Option<(f64, f64)> {
+/// Messages and bytes sent, and QUIC connections opened, so far.
+fn sent(a: &Agent) -> Option<(f64, f64, f64)> {
     let text = metrics_text(a)?;
     Some((
         metric_sum(&text, "roster_messages_total", "direction=\"tx\""),
         metric_sum(&text, "roster_bytes_total", "direction=\"tx\""),
+        metric_sum(&text, "roster_connections_opened_total", ""),
     ))
 }
 
@@ -203,11 +244,9 @@ fn wait_all(
         }
         let sweep = Instant::now();
         let mut fewest_alive: Option<u64> = None;
-        for (i, a) in agents.iter().enumerate() {
-            if reached[i] {
-                continue;
-            }
-            if let Some(c) = counts(a) {
+        let polled = poll_each(agents.len(), |i| !reached[i], |i| counts(&agents[i]));
+        for (i, c) in polled.into_iter().enumerate() {
+            if let Some(Some(c)) = c {
                 worst[i] = worst[i].max(c.2.saturating_sub(expected_down));
                 fewest_alive = Some(fewest_alive.map_or(c.0, |f| f.min(c.0)));
                 if done(c) {
@@ -330,13 +369,26 @@ fn run(n: usize, idle: Duration) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut slots: Vec<Option<Agent>> = procs.iter().map(|_| None).collect();
     loop {
-        for (p, slot) in procs.iter().zip(slots.iter_mut()) {
-            if slot.is_none() {
-                let a = agent(p, &runtime);
-                if a.token.is_some() && counts(&a).is_some() {
-                    *slot = Some(a);
-                }
+        let answered = poll_each(
+            procs.len(),
+            |i| slots[i].is_none(),
+            |i| {
+                let a = agent(&procs[i], &runtime);
+                (a.token.is_some() && counts(&a).is_some()).then_some(a)
+            },
+        );
+        for (slot, a) in slots.iter_mut().zip(answered) {
+            if let Some(Some(a)) = a {
+                *slot = Some(a);
             }
+        }
+        if std::env::var_os("ROSTER_SCALE_TRACE").is_some() {
+            eprintln!(
+                "trace t={:.2}s apis answered={}/{}",
+                last_start.elapsed().as_secs_f64(),
+                slots.iter().filter(|s| s.is_some()).count(),
+                slots.len()
+            );
         }
         let Some(late) = slots.iter().position(Option::is_none) else {
             break;
@@ -383,11 +435,11 @@ fn run(n: usize, idle: Duration) -> Value {
 
     // Idle: RSS, CPU and traffic over `idle`.
     let before: Vec<Option<(u64, u64)>> = procs.iter().map(|p| proc_usage(p.child.id())).collect();
-    let sent_before: Vec<Option<(f64, f64)>> = agents.iter().map(sent).collect();
+    let sent_before: Vec<Option<(f64, f64, f64)>> = agents.iter().map(sent).collect();
     let idle_start = Instant::now();
     std::thread::sleep(idle);
     let secs = idle_start.elapsed().as_secs_f64();
-    let sent_after: Vec<Option<(f64, f64)>> = agents.iter().map(sent).collect();
+    let sent_after: Vec<Option<(f64, f64, f64)>> = agents.iter().map(sent).collect();
     let after: Vec<Option<(u64, u64)>> = procs.iter().map(|p| proc_usage(p.child.id())).collect();
     let mut rss_mb = Vec::new();
     let mut cpu = Vec::new();
@@ -399,10 +451,12 @@ fn run(n: usize, idle: Duration) -> Value {
     }
     let mut dgrams = Vec::new();
     let mut bytes = Vec::new();
+    let mut opened = 0.0;
     for (b, a) in sent_before.iter().zip(&sent_after) {
         if let (Some(b), Some(a)) = (b, a) {
             dgrams.push((a.0 - b.0) / secs);
             bytes.push((a.1 - b.1) / secs);
+            opened += a.2 - b.2;
         }
     }
     let private: Vec<(u64, u64)> = procs
@@ -465,6 +519,7 @@ fn run(n: usize, idle: Duration) -> Value {
         "cpu_pct_all_agents": round(total_cpu, 1),
         "messages_out_per_agent_s_median": round(dg_med, 1),
         "bytes_out_per_agent_s_median": round(by_med, 0),
+        "handshakes_per_agent_s_idle": round(opened / n as f64 / secs, 3),
         "detect_first_s": detect.map(|d| round(d.0, 2)),
         "detect_last_s": detect.map(|d| round(d.1, 2)),
         "leave_all_s": leave.map(|d| round(d.1, 2)),
