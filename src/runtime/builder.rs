@@ -395,8 +395,15 @@ pub(super) async fn rejoin_by_name(commands: mpsc::Sender<Command>, names: Vec<S
     }
 }
 
-/// The QUIC server and client configurations for a certificate.
-pub(super) fn quic_configs(
+/// Bidirectional streams a peer may have open at once on a connection.
+const MAX_BIDI_STREAMS: u32 = 16;
+/// Unidirectional streams a peer may have open at once on a connection.
+const MAX_UNI_STREAMS: u32 = 32;
+
+/// The QUIC server and client configurations a node runs with its
+/// certificate, refusing the peers named in `revoked` (the node's transport
+/// settings included).
+pub fn quic_configs(
     cert: &NodeCert,
     revoked: &tls::Revoked,
 ) -> Result<(quinn::ServerConfig, quinn::ClientConfig), StartError> {
@@ -407,6 +414,17 @@ pub(super) fn quic_configs(
             .try_into()
             .expect("30 s fits a QUIC idle timeout"),
     ));
+    // Datagrams are at most QUIC's minimum size (`max_datagram_bytes`), so
+    // the path MTU probes quinn sends after each handshake buy them nothing
+    // (only large messages on streams would use fewer packets).
+    transport.mtu_discovery_config(None);
+    // quinn keeps a table entry per stream the peer may open, made when the
+    // connection opens: at its defaults (100 + 100) about 8 KB of every
+    // connection. Nodes open a unidirectional stream per large message and
+    // a bidirectional one per forwarded metadata request; more wait for
+    // one to close.
+    transport.max_concurrent_bidi_streams(MAX_BIDI_STREAMS.into());
+    transport.max_concurrent_uni_streams(MAX_UNI_STREAMS.into());
     let transport = Arc::new(transport);
     server.transport_config(transport.clone());
     let mut client = cert.client_config_refusing(revoked)?;

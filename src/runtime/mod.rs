@@ -27,8 +27,8 @@ use crate::node::{
     MemberView, MetaError, MetaOp, MetaReply, MetaStatus, Metrics, Node, NodeId, ReadMode,
     StateError,
 };
-pub use builder::{Builder, warn_if_expiring};
-use builder::{note_expiry, quic_configs};
+use builder::note_expiry;
+pub use builder::{Builder, quic_configs, warn_if_expiring};
 use driver::{Command, Driver};
 pub use metrics::{RuntimeMetrics, RuntimeSnapshot};
 use store::{Store, StoreError};
