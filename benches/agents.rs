@@ -25,9 +25,12 @@
 //! cargo bench --bench agents -- 100 200      # N values; default 20
 //! ROSTER_SCALE_IDLE_S=60 cargo bench --bench agents -- 200
 //! ROSTER_SCALE_TRACE=1 cargo bench --bench agents -- 200   # a line per poll sweep
+//! ROSTER_SCALE_LOG=info cargo bench --bench agents -- 20   # the agents' log level (warn)
 //! ```
 //!
-//! Each run also writes `target/scale-agents-N.json`.
+//! Each run also writes `target/scale-agents-N.json`. A run with false
+//! Downs, or a phase that never ended, keeps its directory (the agents'
+//! logs) and says where.
 #![allow(clippy::disallowed_methods)] // measures real processes: real clock
 
 use std::collections::BTreeMap;
@@ -341,7 +344,10 @@ fn run(n: usize, idle: Duration) -> Value {
         .arg(dir.join(name))
         .args(["--http", &http])
         .env("ROSTER_RUNTIME_DIR", &runtime)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("ROSTER_SCALE_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(
             std::fs::File::create(dir.join(format!("{name}.log")))
@@ -499,7 +505,15 @@ fn run(n: usize, idle: Duration) -> Value {
         |c| c.3 >= 1,
     );
     drop(procs);
-    let _ = std::fs::remove_dir_all(&dir);
+    if false_downs == 0 && detect.is_some() && leave.is_some() {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        // Kept for a look at what went wrong: the agents' logs are there.
+        eprintln!(
+            "{n} agents: kept {} (false Downs or a phase that never ended)",
+            dir.display()
+        );
+    }
     json!({
         "agents": n,
         "profile": "lan",
