@@ -128,6 +128,11 @@ fn poll_each<T: Send>(
     out
 }
 
+/// Whether `ROSTER_SCALE_TRACE` asks for a line per poll sweep.
+fn tracing() -> bool {
+    std::env::var_os("ROSTER_SCALE_TRACE").is_some()
+}
+
 /// `/v1/status` members counts of one agent: (alive, suspect, down, left).
 fn counts(a: &Agent) -> Option<(u64, u64, u64, u64)> {
     let (s, v) = request(a, "GET", "/v1/status", b"").ok()?;
@@ -240,7 +245,7 @@ fn wait_all(
     // ROSTER_SCALE_TRACE=1: one line per sweep on stderr (when, how many
     // agents are done, the fewest Alive any agent not yet done counted, and
     // how long the sweep of HTTP polls took).
-    let trace = std::env::var_os("ROSTER_SCALE_TRACE").is_some();
+    let trace = tracing();
     let result = loop {
         if since.elapsed() >= limit {
             break None;
@@ -388,7 +393,7 @@ fn run(n: usize, idle: Duration) -> Value {
                 *slot = Some(a);
             }
         }
-        if std::env::var_os("ROSTER_SCALE_TRACE").is_some() {
+        if tracing() {
             eprintln!(
                 "trace t={:.2}s apis answered={}/{}",
                 last_start.elapsed().as_secs_f64(),

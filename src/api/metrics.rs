@@ -9,8 +9,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::node::wire::Kind;
-use crate::node::{MemberState, MetaCounters, MetaStatus, Metrics, RaftRole};
-use crate::runtime::{Member, RuntimeSnapshot};
+use crate::node::{MemberCounts, MetaCounters, MetaStatus, Metrics, RaftRole};
+use crate::runtime::RuntimeSnapshot;
 
 /// Content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -48,7 +48,7 @@ pub struct RaftFigures {
 pub fn render(
     node: &Metrics,
     rt: &RuntimeSnapshot,
-    members: &[Member],
+    members: &MemberCounts,
     raft: &RaftFigures,
 ) -> String {
     let mut r = Registry::default();
@@ -68,15 +68,14 @@ pub fn render(
 }
 
 /// Members by state and messages by kind and direction.
-fn register_members(r: &mut Registry, node: &Metrics, members: &[Member]) {
+fn register_members(r: &mut Registry, node: &Metrics, members: &MemberCounts) {
     let by_state = Family::<Labels, Gauge<i64>>::default();
-    for (state, name) in [
-        (MemberState::Alive, "alive"),
-        (MemberState::Suspect, "suspect"),
-        (MemberState::Down, "down"),
-        (MemberState::Left, "left"),
+    for (n, name) in [
+        (members.alive, "alive"),
+        (members.suspect, "suspect"),
+        (members.down, "down"),
+        (members.left, "left"),
     ] {
-        let n = members.iter().filter(|m| m.state == state).count();
         by_state
             .get_or_create(&vec![("state".to_owned(), name.to_owned())])
             .set(n as i64);

@@ -476,9 +476,9 @@ async fn metrics_text(State(api): State<Api>) -> Result<Response, ApiError> {
         .node_metrics()
         .await
         .map_err(|_| ApiError::stopped())?;
-    let members = api
+    let counts = api
         .roster
-        .members()
+        .member_counts()
         .await
         .map_err(|_| ApiError::stopped())?;
     let raft = metrics::RaftFigures {
@@ -493,7 +493,7 @@ async fn metrics_text(State(api): State<Api>) -> Result<Response, ApiError> {
             .await
             .map_err(|_| ApiError::stopped())?,
     };
-    let text = metrics::render(&node, &api.roster.runtime_metrics(), &members, &raft);
+    let text = metrics::render(&node, &api.roster.runtime_metrics(), &counts, &raft);
     Ok((
         [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         text,
