@@ -43,6 +43,9 @@ pub struct RunSpec {
     /// Overrides `Config::suspicion_min_mult` (the native engine's shortest
     /// suspicion window, in probe periods per decade of members).
     pub suspicion_min_mult: Option<f64>,
+    /// Overrides `Config::suspicion_confirmations` (the native engine's
+    /// confirmations that bring a suspicion down to its shortest window).
+    pub suspicion_confirmations: Option<u8>,
     /// How long the `pause` scenario freezes its node.
     pub pause: Option<Duration>,
     /// The SWIM engine every node runs.
@@ -104,6 +107,9 @@ fn config_for(spec: &RunSpec, sc: &scenario::Scenario) -> Result<Config, SpecErr
             return Err(SpecError::BadSuspicionMult);
         }
         config.suspicion_min_mult = m;
+    }
+    if let Some(k) = spec.suspicion_confirmations {
+        config.suspicion_confirmations = k;
     }
     if let Some(v) = sc.voters {
         config.meta.target_voters = v;

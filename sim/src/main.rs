@@ -159,6 +159,10 @@ struct Knobs {
     /// decade of members (`Config::suspicion_min_mult`).
     #[arg(long)]
     suspicion_min_mult: Option<f64>,
+    /// Native engine: independent confirmations that bring a suspicion down
+    /// to its shortest window (`Config::suspicion_confirmations`).
+    #[arg(long)]
+    suspicion_confirmations: Option<u8>,
     /// How long the `pause` scenario freezes its node, in seconds (default
     /// 15).
     #[arg(long)]
@@ -185,6 +189,7 @@ impl Knobs {
             crash_at: secs("--crash-at", self.crash_at)?,
             judge_max_health: self.judge_max_health,
             suspicion_min_mult: self.suspicion_min_mult,
+            suspicion_confirmations: self.suspicion_confirmations,
             pause: secs("--pause", self.pause)?,
             engine: self.engine,
             plant: self.plant,
@@ -214,6 +219,9 @@ impl Knobs {
         }
         if let Some(m) = self.suspicion_min_mult {
             extra += &format!(" --suspicion-min-mult {m}");
+        }
+        if let Some(k) = self.suspicion_confirmations {
+            extra += &format!(" --suspicion-confirmations {k}");
         }
         if self.engine != EngineKind::Foca {
             extra += &format!(" --engine {}", self.engine);
@@ -647,6 +655,7 @@ fn plan_sweep(
         || knobs.pause.is_some()
         || knobs.judge_max_health.is_some()
         || knobs.suspicion_min_mult.is_some()
+        || knobs.suspicion_confirmations.is_some()
     {
         eprintln!(
             "error: --plan takes --nodes, --seeds, --jobs, --engine, --plant and --json only"
