@@ -273,6 +273,21 @@ impl<'a> Members<'a> {
         }
     }
 
+    /// Every member listed as `(identity, state, since)`, borrowed: what
+    /// [`Members::views`] gives without copying an identity.
+    pub(crate) fn listed(
+        &self,
+    ) -> Box<dyn Iterator<Item = (&'a Identity, MemberState, std::time::Duration)> + 'a> {
+        match self.native {
+            None => Box::new(
+                self.members
+                    .values()
+                    .map(|v| (&v.identity, v.state, v.since)),
+            ),
+            Some(e) => Box::new(e.listed()),
+        }
+    }
+
     /// The state of every member listed (no copies of identities).
     pub(crate) fn states(&self) -> Box<dyn Iterator<Item = MemberState> + 'a> {
         match self.native {

@@ -203,6 +203,17 @@ pub(crate) struct Engine {
     quiet_inserts: bool,
 }
 
+/// A member state as a push-pull list carries it (`Left` never appears in
+/// one).
+fn wire_state(s: State) -> WireState {
+    match s {
+        State::Alive => WireState::Alive,
+        State::Suspect => WireState::Suspect,
+        State::Down => WireState::Down,
+        State::Left => WireState::Left,
+    }
+}
+
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
@@ -315,6 +326,14 @@ impl Engine {
     /// first heard of).
     pub(crate) fn views(&self) -> impl Iterator<Item = MemberView> + '_ {
         self.table.iter().filter_map(table::Entry::view)
+    }
+
+    /// Every member the node lists as `(identity, state, since)`, in row
+    /// order, borrowed: no identity is copied.
+    pub(crate) fn listed(&self) -> impl Iterator<Item = (&Identity, MemberState, Duration)> + '_ {
+        self.table
+            .iter()
+            .filter_map(|e| e.listing.map(|l| (&*e.identity, l.state, l.since())))
     }
 
     /// The listed state of every member the node lists, in row order.
@@ -454,6 +473,81 @@ impl Engine {
             });
         }
         self.quiet_inserts = false;
+    }
+
+    /// [`Engine::merge`] of a peer's member list, borrowed, that also
+    /// remembers which members the peer holds exactly as this node does
+    /// after the merge (same identity, incarnation and state): what
+    /// [`Engine::unlike`] leaves out. A claim that changes nothing (the
+    /// member Alive or Down here already, as claimed) costs one lookup.
+    /// Returns whether the list holds this node as it is now.
+    pub(crate) fn merge_marked<'a>(
+        &mut self,
+        now: Duration,
+        list: impl IntoIterator<Item = (&'a Identity, u32, WireState)>,
+    ) -> bool {
+        self.now = self.now.max(now);
+        self.table.new_mark();
+        self.quiet_inserts = true;
+        let me = self.me.id.clone();
+        let mut me_held = false;
+        for (id, incarnation, claimed) in list {
+            // As `merge` takes a claim.
+            let state = match claimed {
+                WireState::Down => WireState::Suspect,
+                s => s,
+            };
+            let by = (state == WireState::Suspect).then(|| me.clone());
+            if id.id == me {
+                self.on_update(Update {
+                    member: id.clone(),
+                    incarnation,
+                    state,
+                    by,
+                });
+                me_held = *id == self.me
+                    && incarnation == self.incarnation
+                    && claimed == WireState::Alive;
+                continue;
+            }
+            let same = |t: &Table| {
+                let r = t.find(&id.id)?;
+                let e = t.get(r);
+                (*e.identity == *id
+                    && e.incarnation == incarnation
+                    && wire_state(e.state) == claimed)
+                    .then_some(r)
+            };
+            if let Some(r) = same(&self.table) {
+                self.table.set_mark(r);
+                // A Suspect claim still counts as this node's confirmation
+                // (as in `merge`); the row does not change.
+                if claimed != WireState::Suspect {
+                    continue;
+                }
+            }
+            self.on_update(Update {
+                member: id.clone(),
+                incarnation,
+                state,
+                by,
+            });
+            if let Some(r) = same(&self.table) {
+                self.table.set_mark(r);
+            }
+        }
+        self.quiet_inserts = false;
+        me_held
+    }
+
+    /// The members, Left ones aside, that the peer whose list the last
+    /// [`Engine::merge_marked`] merged does not hold exactly so, in row
+    /// order.
+    pub(crate) fn unlike(&self) -> impl Iterator<Item = (&Identity, u32, State)> {
+        self.table
+            .unmarked()
+            .filter(|e| e.state != State::Left)
+            .map(|e| (&*e.identity, e.incarnation, e.state))
     }
 
     /// Queues an application item (`slot`: a newer item with the same slot

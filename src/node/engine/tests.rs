@@ -382,3 +382,54 @@ fn malformed_packets_are_refused() {
     assert_eq!(e.incarnation(), 0);
     assert!(e.poll_timeout().is_some());
 }
+
+/// After `merge_marked` of a peer's list, `unlike` gives exactly the
+/// members (Left ones aside) the peer does not hold as this engine now
+/// does: a missing one, one at another incarnation or state, one of another
+/// generation, one the merge changed to something else than the claim; and
+/// the return value says whether the peer holds this engine as it is.
+#[test]
+fn a_marked_merge_leaves_out_exactly_what_the_peer_holds_alike() {
+    let config = Config::lan();
+    let mut e = Engine::new(ident(0), &config, 1, Duration::ZERO, 1200);
+    let now = Duration::from_secs(1);
+    let alive = |i: usize, inc: u32| (ident(i), inc, WireState::Alive);
+    // This engine holds n1..n6 Alive at incarnation 1, n7 Left.
+    e.merge(now, (1..=7).map(|i| alive(i, 1)), false);
+    e.merge(now, [(ident(7), 1, WireState::Left)], false);
+    let newer_gen = Identity::new(ident(5).id, ident(5).addr, Generation(2));
+    let peer: Vec<(Identity, u32, WireState)> = vec![
+        alive(1, 1),                              // alike
+        alive(2, 1),                              // alike
+        alive(3, 0),                              // older incarnation: differs
+        (ident(4), 1, WireState::Down),           // another state: differs
+        (newer_gen.clone(), 0, WireState::Alive), // replaces n5 here: then alike
+        alive(8, 1),                              // new here: inserted, then alike
+        (ident(0), 0, WireState::Alive),          // this engine, as it is
+                                                  // n6 missing: differs; n7 Left: never sent
+    ];
+    let me_held = e.merge_marked(now, peer.iter().map(|(i, n, s)| (i, *n, *s)));
+    assert!(me_held, "the peer holds this engine at its incarnation");
+    let unlike: BTreeSet<String> = e
+        .unlike()
+        .map(|(id, inc, st)| format!("{}:{}:{inc}:{st:?}", id.id, id.generation.0))
+        .collect();
+    let want: BTreeSet<String> = [
+        "n3:1:1:Alive",
+        // A remote Down is a suspicion here, raised at incarnation 1.
+        "n4:1:1:Suspect",
+        "n6:1:1:Alive",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(unlike, want);
+    assert!(
+        e.member(&newer_gen.id)
+            .is_some_and(|(i, _, _)| *i == newer_gen)
+    );
+    // A second merge starts afresh: a peer that holds nothing alike.
+    let me_held = e.merge_marked(now, std::iter::empty());
+    assert!(!me_held);
+    assert_eq!(e.unlike().count(), 7, "n1..n6 and n8, Left n7 aside");
+}

@@ -166,9 +166,10 @@ impl Node {
     /// them depend on the order).
     fn held_down(&self) -> Vec<Identity> {
         let mut down: Vec<Identity> = self
-            .views()
-            .filter(|m| m.state == MemberState::Down)
-            .map(|m| m.identity)
+            .listing()
+            .listed()
+            .filter(|(_, state, _)| *state == MemberState::Down)
+            .map(|(identity, _, _)| identity.clone())
             .collect();
         down.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         down
@@ -238,7 +239,7 @@ impl Node {
         self.merge_deltas(&r.deltas, spread, Some(&r.from.id));
         self.shared.lock().synced = true;
         if let Some(full) = r.full {
-            self.merge_members(&full.members);
+            let me_held = self.merge_members(&full.members);
             let (deltas, state) = {
                 let s = self.shared.lock();
                 let mine = s.store.digest();
@@ -249,7 +250,7 @@ impl Node {
             let msg = SyncDeltas {
                 from: self.identity.clone(),
                 deltas,
-                members: members_unlike(self.full_view().members, &full.members),
+                members: self.members_unlike_merged(&full.members, me_held),
                 state,
                 hlc: self.shared.lock().hlc.last(),
             };
@@ -304,8 +305,10 @@ impl Node {
 
     /// Merges a remote member list. A remote `Down` is a suspicion here
     /// (this node confirms failures itself); a claim about this node that it
-    /// is not alive is refuted.
-    pub(super) fn merge_members(&mut self, list: &[MemberDigest]) {
+    /// is not alive is refuted. Returns whether the list holds this node as
+    /// it is now (native engine; `false` with foca), for
+    /// [`Node::members_unlike_merged`].
+    pub(super) fn merge_members(&mut self, list: &[MemberDigest]) -> bool {
         if let Some(e) = self.native.as_mut() {
             use crate::node::engine::packet::WireState as W;
             let claims = list.iter().map(|m| {
@@ -314,13 +317,47 @@ impl Node {
                     WireState::Suspect => W::Suspect,
                     WireState::Down => W::Down,
                 };
-                (m.identity.clone(), m.incarnation, state)
+                (&m.identity, m.incarnation, state)
             });
-            e.merge(self.io.now, claims, false);
+            let me_held = e.merge_marked(self.io.now, claims);
             self.drain_native();
-            return;
+            return me_held;
         }
         self.merge_members_foca(list);
+        false
+    }
+
+    /// Right after [`Node::merge_members`] of `theirs` (which returned
+    /// `me_held`): the entries of this node's full view that `theirs` does
+    /// not hold exactly so (see [`members_unlike`]). With the native engine
+    /// the merge marked the rows the peer holds alike, so this is one pass
+    /// over the rows, with no lookups and no copy of the whole view.
+    fn members_unlike_merged(&self, theirs: &[MemberDigest], me_held: bool) -> Vec<MemberDigest> {
+        let Some(e) = &self.native else {
+            return members_unlike(self.full_view().members, theirs);
+        };
+        use crate::node::engine::table::State as Native;
+        let mut out: Vec<MemberDigest> = e
+            .unlike()
+            .map(|(id, incarnation, st)| MemberDigest {
+                identity: id.clone(),
+                incarnation,
+                state: match st {
+                    Native::Alive => WireState::Alive,
+                    Native::Suspect => WireState::Suspect,
+                    // `unlike` leaves Left members out.
+                    Native::Down | Native::Left => WireState::Down,
+                },
+            })
+            .collect();
+        if !me_held {
+            out.push(MemberDigest {
+                identity: self.identity.clone(),
+                incarnation: self.incarnation(),
+                state: WireState::Alive,
+            });
+        }
+        out
     }
 
     /// [`Node::merge_members`] on the foca engine.

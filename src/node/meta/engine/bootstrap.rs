@@ -23,13 +23,13 @@ impl MetaCore {
         // exists: fingerprint the live set first (no allocation), build the
         // list only once it has settled.
         let mut fingerprint = h.identity.id.fingerprint();
-        for m in h.members.views() {
-            match m.state {
+        for (identity, state, since) in h.members.listed() {
+            match state {
                 MemberState::Alive => {
-                    fingerprint = fingerprint.wrapping_add(m.identity.id.fingerprint());
+                    fingerprint = fingerprint.wrapping_add(identity.id.fingerprint());
                 }
                 MemberState::Suspect => return None,
-                MemberState::Down if now < m.since + grace => return None,
+                MemberState::Down if now < since + grace => return None,
                 MemberState::Down | MemberState::Left => {}
             }
         }
@@ -37,8 +37,8 @@ impl MetaCore {
             || h.seeds.iter().all(|s| {
                 h.answered_seeds.contains(s)
                     || h.members
-                        .views()
-                        .any(|m| m.identity.addr == *s && m.state == MemberState::Alive)
+                        .listed()
+                        .any(|(id, state, _)| id.addr == *s && state == MemberState::Alive)
             });
         if !seeds_ok {
             return None;
@@ -53,9 +53,9 @@ impl MetaCore {
         let mut alive: Vec<NodeId> = std::iter::once(h.identity.id.clone())
             .chain(
                 h.members
-                    .views()
-                    .filter(|m| m.state == MemberState::Alive)
-                    .map(|m| m.identity.id.clone()),
+                    .listed()
+                    .filter(|(_, state, _)| *state == MemberState::Alive)
+                    .map(|(identity, _, _)| identity.id.clone()),
             )
             .collect();
         alive.sort();
