@@ -273,6 +273,15 @@ impl<'a> Members<'a> {
         }
     }
 
+    /// The listing of `id` as `(identity, state)`, borrowed: what
+    /// [`Members::member`] gives without copying the identity.
+    pub(crate) fn listed_one(&self, id: &NodeId) -> Option<(&'a Identity, MemberState)> {
+        match self.native {
+            None => self.members.get(id).map(|v| (&v.identity, v.state)),
+            Some(e) => e.listed_one(id),
+        }
+    }
+
     /// Every member listed as `(identity, state, since)`, borrowed: what
     /// [`Members::views`] gives without copying an identity.
     pub(crate) fn listed(

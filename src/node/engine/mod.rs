@@ -328,6 +328,12 @@ impl Engine {
         self.table.iter().filter_map(table::Entry::view)
     }
 
+    /// The node's listing of `id` as `(identity, state)`, borrowed.
+    pub(crate) fn listed_one(&self, id: &NodeId) -> Option<(&Identity, MemberState)> {
+        let e = self.table.entry(id)?;
+        e.listing.map(|l| (&*e.identity, l.state))
+    }
+
     /// Every member the node lists as `(identity, state, since)`, in row
     /// order, borrowed: no identity is copied.
     pub(crate) fn listed(&self) -> impl Iterator<Item = (&Identity, MemberState, Duration)> + '_ {

@@ -19,11 +19,20 @@ impl MetaCore {
     }
 
     pub(super) fn adverts(&self, h: &View<'_>) -> Vec<(NodeId, Advert)> {
-        self.adverts
-            .iter()
-            .filter(|(id, _)| h.members.member(id).is_some())
+        self.listed_adverts(h)
             .map(|(id, a)| (id.clone(), a.clone()))
             .collect()
+    }
+
+    /// The adverts of the members this node lists, borrowed: no copies,
+    /// one lookup per advert.
+    fn listed_adverts<'s>(
+        &'s self,
+        h: &'s View<'_>,
+    ) -> impl Iterator<Item = (&'s NodeId, &'s Advert)> + 's {
+        self.adverts
+            .iter()
+            .filter(|(id, _)| h.members.listed_one(id).is_some())
     }
 
     /// The cluster this node belongs to or follows, if any.
@@ -34,8 +43,7 @@ impl MetaCore {
         if self.copy.cluster != 0 {
             return Some(self.copy.cluster);
         }
-        self.adverts(h)
-            .into_iter()
+        self.listed_adverts(h)
             .filter(|(_, a)| a.voter)
             .max_by_key(|(_, a)| (a.applied, a.term))
             .map(|(_, a)| a.cluster)
@@ -107,21 +115,20 @@ impl MetaCore {
         } else {
             0
         };
-        let ahead: Vec<(NodeId, std::net::SocketAddr)> = self
-            .adverts(h)
-            .into_iter()
+        let ahead: Vec<std::net::SocketAddr> = self
+            .listed_adverts(h)
             .filter(|(_, a)| a.cluster == cluster && a.voter && a.applied > have)
             .filter_map(|(id, _)| {
                 h.members
-                    .member(&id)
-                    .filter(|m| m.state == MemberState::Alive)
-                    .map(|m| (id, m.identity.addr))
+                    .listed_one(id)
+                    .filter(|(_, state)| *state == MemberState::Alive)
+                    .map(|(identity, _)| identity.addr)
             })
             .collect();
         if ahead.is_empty() {
             return;
         }
-        let (_, addr) = ahead[h.rng.random_range(0..ahead.len())].clone();
+        let addr = ahead[h.rng.random_range(0..ahead.len())];
         self.pull_deadline = Some(now + PULL_TIMEOUT);
         self.counters.pulls += 1;
         let from = h.identity.clone();
