@@ -464,21 +464,26 @@ impl Engine {
     ) {
         self.now = self.now.max(now);
         self.quiet_inserts = !gossip_new;
-        let me = self.me.id.clone();
         for (id, incarnation, state) in list {
-            let state = match state {
-                WireState::Down => WireState::Suspect,
-                s => s,
-            };
-            let by = (state == WireState::Suspect).then(|| me.clone());
-            self.on_update(Update {
-                member: id,
-                incarnation,
-                state,
-                by,
-            });
+            self.take_claim(id, incarnation, state);
         }
         self.quiet_inserts = false;
+    }
+
+    /// One push-pull claim, as [`Engine::merge`] takes it: a remote Suspect
+    /// or Down is a suspicion raised by this node.
+    fn take_claim(&mut self, member: Identity, incarnation: u32, claimed: WireState) {
+        let state = match claimed {
+            WireState::Down => WireState::Suspect,
+            s => s,
+        };
+        let by = (state == WireState::Suspect).then(|| self.me.id.clone());
+        self.on_update(Update {
+            member,
+            incarnation,
+            state,
+            by,
+        });
     }
 
     /// [`Engine::merge`] of a peer's member list, borrowed, that also
@@ -495,22 +500,10 @@ impl Engine {
         self.now = self.now.max(now);
         self.table.new_mark();
         self.quiet_inserts = true;
-        let me = self.me.id.clone();
         let mut me_held = false;
         for (id, incarnation, claimed) in list {
-            // As `merge` takes a claim.
-            let state = match claimed {
-                WireState::Down => WireState::Suspect,
-                s => s,
-            };
-            let by = (state == WireState::Suspect).then(|| me.clone());
-            if id.id == me {
-                self.on_update(Update {
-                    member: id.clone(),
-                    incarnation,
-                    state,
-                    by,
-                });
+            if id.id == self.me.id {
+                self.take_claim(id.clone(), incarnation, claimed);
                 me_held = *id == self.me
                     && incarnation == self.incarnation
                     && claimed == WireState::Alive;
@@ -532,12 +525,7 @@ impl Engine {
                     continue;
                 }
             }
-            self.on_update(Update {
-                member: id.clone(),
-                incarnation,
-                state,
-                by,
-            });
+            self.take_claim(id.clone(), incarnation, claimed);
             if let Some(r) = same(&self.table) {
                 self.table.set_mark(r);
             }
