@@ -246,7 +246,7 @@ impl Table {
     /// Starts a new mark (for one push-pull merge): rows marked with it
     /// are those a peer holds exactly so. Amortised O(1): the marks are
     /// cleared once every 65,535 merges.
-    pub(crate) fn new_mark(&mut self) -> u16 {
+    pub(crate) fn new_mark(&mut self) {
         self.mark = self.mark.wrapping_add(1);
         if self.mark == 0 {
             for e in &mut self.rows {
@@ -254,7 +254,6 @@ impl Table {
             }
             self.mark = 1;
         }
-        self.mark
     }
 
     /// Marks `row` with the current mark.

@@ -30,25 +30,8 @@ impl Node {
     }
 
     pub(super) fn full_view(&self) -> SyncFull {
-        use crate::node::engine::table::State as Native;
         let mut members: Vec<MemberDigest> = match &self.native {
-            // Left members stay out: Left is terminal, nobody needs news of it.
-            Some(e) => e
-                .members()
-                .filter_map(|(id, incarnation, st)| {
-                    let state = match st {
-                        Native::Alive => WireState::Alive,
-                        Native::Suspect => WireState::Suspect,
-                        Native::Down => WireState::Down,
-                        Native::Left => return None,
-                    };
-                    Some(MemberDigest {
-                        identity: id.clone(),
-                        incarnation,
-                        state,
-                    })
-                })
-                .collect(),
+            Some(e) => native_digests(e.members()).collect(),
             None => self
                 .swim
                 .iter_membership_state()
@@ -63,11 +46,7 @@ impl Node {
                 })
                 .collect(),
         };
-        members.push(MemberDigest {
-            identity: self.identity.clone(),
-            incarnation: self.incarnation(),
-            state: WireState::Alive,
-        });
+        members.push(self.own_digest());
         // foca's table is in random order: sort it (one entry per NodeId, so
         // an unstable sort gives the one order). The native engine's rows
         // are in a deterministic order already, and its merge takes any.
@@ -336,28 +315,20 @@ impl Node {
         let Some(e) = &self.native else {
             return members_unlike(self.full_view().members, theirs);
         };
-        use crate::node::engine::table::State as Native;
-        let mut out: Vec<MemberDigest> = e
-            .unlike()
-            .map(|(id, incarnation, st)| MemberDigest {
-                identity: id.clone(),
-                incarnation,
-                state: match st {
-                    Native::Alive => WireState::Alive,
-                    Native::Suspect => WireState::Suspect,
-                    // `unlike` leaves Left members out.
-                    Native::Down | Native::Left => WireState::Down,
-                },
-            })
-            .collect();
+        let mut out: Vec<MemberDigest> = native_digests(e.unlike()).collect();
         if !me_held {
-            out.push(MemberDigest {
-                identity: self.identity.clone(),
-                incarnation: self.incarnation(),
-                state: WireState::Alive,
-            });
+            out.push(self.own_digest());
         }
         out
+    }
+
+    /// This node's own entry in a member list.
+    fn own_digest(&self) -> MemberDigest {
+        MemberDigest {
+            identity: self.identity.clone(),
+            incarnation: self.incarnation(),
+            state: WireState::Alive,
+        }
     }
 
     /// [`Node::merge_members`] on the foca engine.
@@ -476,6 +447,27 @@ impl Node {
         }
         self.shared.lock().relay = None;
     }
+}
+
+/// The native engine's members as a push-pull list carries them. Left
+/// members stay out: Left is terminal, nobody needs news of it.
+fn native_digests<'a>(
+    rows: impl Iterator<Item = (&'a Identity, Incarnation, crate::node::engine::table::State)>,
+) -> impl Iterator<Item = MemberDigest> {
+    use crate::node::engine::table::State as Native;
+    rows.filter_map(|(id, incarnation, st)| {
+        let state = match st {
+            Native::Alive => WireState::Alive,
+            Native::Suspect => WireState::Suspect,
+            Native::Down => WireState::Down,
+            Native::Left => return None,
+        };
+        Some(MemberDigest {
+            identity: id.clone(),
+            incarnation,
+            state,
+        })
+    })
 }
 
 /// The entries of `mine` that `theirs` (a peer's full view) does not hold
