@@ -516,3 +516,45 @@ fn queries_are_answered_by_the_selected_members_under_loss() {
         assert_eq!(q.query_tag_answered, Some(1.0), "seed {seed}: {q:?}");
     }
 }
+
+/// A follower voter that restarts on an empty Raft disk while the cluster
+/// is idle catches up with no further writes: the leader, which still
+/// counts the follower's old acknowledgements, hears from it that it
+/// lacks them and sends it a snapshot.
+#[test]
+fn an_emptied_follower_catches_up_on_an_idle_cluster() {
+    use roster::node::Config;
+    use roster::node::meta::RaftRole;
+    use roster_sim::net::{MS, SEC};
+    use roster_sim::world::{Action, World};
+
+    for seed in 1..=3 {
+        let mut w = World::new(3, seed, Config::lan(), 120 * SEC);
+        for i in 0..3 {
+            w.at(i as u64 * 50 * MS, Action::Start(i));
+        }
+        for k in 0..100 {
+            w.at(10 * SEC + k * 100 * MS, Action::MetaClient { keys: 3 });
+        }
+        w.run_until(30 * SEC);
+        let role = |w: &World, i: usize| w.node(i).map(|n| n.meta_status().role);
+        let leader = (0..3)
+            .find(|&i| role(&w, i) == Some(RaftRole::Leader))
+            .expect("a leader");
+        let follower = (0..3)
+            .find(|&i| role(&w, i) == Some(RaftRole::Follower))
+            .expect("a follower");
+        let commit = w.node(leader).unwrap().meta_status().commit_index;
+        assert!(commit > 20, "seed {seed}: commit {commit}");
+        w.at(30 * SEC, Action::Crash(follower));
+        w.at(30 * SEC, Action::WipeDisk(follower));
+        w.at(30 * SEC, Action::Start(follower));
+        w.run_until(45 * SEC);
+        let s = w.node(follower).expect("restarted").meta_status();
+        assert!(
+            s.applied_index >= commit,
+            "seed {seed}: the emptied follower holds {} of {commit}: {s:?}",
+            s.applied_index
+        );
+    }
+}

@@ -30,14 +30,19 @@ impl MetaCore {
             let mut msg = msg;
             // A leader that still counts this voter's acknowledgements from
             // before it lost its log sends a commit index past its last
-            // entry; raft-rs would panic. Commit only what is held: the
-            // leader then finds the gap and sends the rest.
+            // entry; raft-rs would panic. Commit only what is held, and
+            // tell the leader what is missing (below).
             let last = raw.raft.raft_log.last_index();
+            let mut lacking = None;
             if msg.get_msg_type() == raft::eraftpb::MessageType::MsgHeartbeat && msg.commit > last {
                 self.counters.raft_refused += 1;
+                lacking = Some((msg.from, msg.commit));
                 msg.commit = last;
             }
             let _ = raw.step(msg);
+            if let Some((leader, commit)) = lacking {
+                self.ask_for_snapshot(leader, commit);
+            }
             self.after_raft(h);
         }
         if let (Some(c), Some(raw)) = (self.catching_up, self.raw.as_ref())
@@ -51,6 +56,37 @@ impl MetaCore {
                 "metadata voter caught up with the leader; it votes again"
             );
         }
+    }
+
+    /// Tells `leader`, whose heartbeat carried commit index `commit` past
+    /// this voter's log, that the voter lacks it. Such a leader still
+    /// counts the voter as holding up to `commit` (acknowledged before the
+    /// voter lost its log): it would only ever send heartbeats, and it
+    /// takes an ordinary append rejection at that index for a stale one. A
+    /// rejection that asks for a snapshot at `commit` is not stale to it:
+    /// it probes again and sends its snapshot, and the voter catches up
+    /// with no further writes needed.
+    fn ask_for_snapshot(&mut self, leader: RaftId, commit: u64) {
+        let Some(raw) = self.raw.as_mut() else {
+            return;
+        };
+        let r = &mut raw.raft;
+        if r.state != raft::StateRole::Follower || r.leader_id != leader {
+            return;
+        }
+        let hint = r.raft_log.last_index();
+        let mut m = RaftMessage::default();
+        m.set_msg_type(raft::eraftpb::MessageType::MsgAppendResponse);
+        m.to = leader;
+        m.from = r.id;
+        m.term = r.term;
+        m.index = commit;
+        m.reject = true;
+        m.reject_hint = hint;
+        m.log_term = r.raft_log.term(hint).unwrap_or(0);
+        m.commit = r.raft_log.committed;
+        m.request_snapshot = commit;
+        r.msgs.push(m);
     }
 
     /// A leader is adding this node: it joins as an empty voter and catches
