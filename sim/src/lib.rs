@@ -193,10 +193,13 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, SpecError> {
     w.run();
     let wall = started.elapsed().as_secs_f64();
     if std::env::var_os("ROSTER_SIM_DEBUG").is_some() {
-        let t = w.traffic();
+        let (t, win) = (w.traffic(), w.window_traffic());
         for (i, k) in roster::wire::Kind::ALL.iter().enumerate() {
             if t.msgs[i] > 0 {
-                eprintln!("sent {k:?}: {} messages, {} bytes", t.msgs[i], t.bytes[i]);
+                eprintln!(
+                    "sent {k:?}: {} messages, {} bytes; in the measurement window {} messages, {} bytes",
+                    t.msgs[i], t.bytes[i], win.msgs[i], win.bytes[i]
+                );
             }
         }
     }

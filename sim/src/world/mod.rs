@@ -309,6 +309,9 @@ pub struct World {
     heal_at: Option<Nanos>,
     split_at: Option<Nanos>,
     window_start: Option<(Nanos, u64, u64)>,
+    /// What the nodes had sent, by kind, when the measurement window
+    /// started (see [`World::window_traffic`]).
+    window_traffic: Option<roster::node::metrics::Traffic>,
     jumper: Option<usize>,
     end: Nanos,
     /// When partitions or blocks last changed.
@@ -351,6 +354,7 @@ impl World {
             heal_at: None,
             split_at: None,
             window_start: None,
+            window_traffic: None,
             jumper: None,
             end,
             topology_changed: None,
@@ -657,6 +661,20 @@ impl World {
         t
     }
 
+    /// What the nodes running now sent over the measurement window, by
+    /// kind (the window of `bytes_per_node_per_sec`; like it, a node
+    /// crashed in the window takes its counters along).
+    pub fn window_traffic(&self) -> roster::node::metrics::Traffic {
+        let mut t = self.traffic();
+        if let Some(t0) = &self.window_traffic {
+            for i in 0..t.msgs.len() {
+                t.msgs[i] = t.msgs[i].saturating_sub(t0.msgs[i]);
+                t.bytes[i] = t.bytes[i].saturating_sub(t0.bytes[i]);
+            }
+        }
+        t
+    }
+
     fn totals(&self) -> (u64, u64) {
         let mut b = 0;
         let mut m = 0;
@@ -674,6 +692,7 @@ impl World {
         if self.window_start.is_none() {
             let (b, m) = self.totals();
             self.window_start = Some((self.now, b, m));
+            self.window_traffic = Some(self.traffic());
         }
     }
 }
