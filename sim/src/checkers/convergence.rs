@@ -74,6 +74,48 @@ pub fn divergence(running: &[&Node], with_state: bool, plant: Option<Plant>) -> 
     None
 }
 
+/// Whether `running` have converged: [`divergence`] (without a plant)
+/// finds nothing. One pass over each node's listing against the running
+/// identities, instead of a lookup per pair of nodes: the check runs many
+/// times while thousands of nodes join.
+pub fn converged(running: &[&Node], with_state: bool) -> bool {
+    let live = running.len();
+    if running.iter().any(|node| node.active_members() != live - 1) {
+        return false;
+    }
+    // Looked up only, never iterated.
+    let truth: std::collections::HashMap<&roster::node::NodeId, &roster::node::Identity> = running
+        .iter()
+        .map(|n| (&n.identity().id, n.identity()))
+        .collect();
+    let mut hash = None;
+    for node in running {
+        let me = &node.identity().id;
+        let mut alike = 0;
+        for (id, state) in node.listed() {
+            if id.id == *me {
+                continue;
+            }
+            if let Some(t) = truth.get(&id.id) {
+                // A running member listed at another identity or state.
+                if *t != id || state != MemberState::Alive {
+                    return false;
+                }
+                alike += 1;
+            }
+        }
+        // A listing names each member once: every other running node is
+        // listed alike exactly when `live - 1` are.
+        if alike != live - 1 {
+            return false;
+        }
+        if with_state && *hash.get_or_insert(node.state_hash()) != node.state_hash() {
+            return false;
+        }
+    }
+    true
+}
+
 /// How many of `running` list a wrong number of members active, with an
 /// example: members it holds active that run under no such identity
 /// (ghosts), and running members it holds Down.

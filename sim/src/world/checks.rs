@@ -72,7 +72,7 @@ impl World {
     /// the identity it runs with and no other member active, and (with
     /// `with_state`) all hold the same state.
     pub(super) fn converged(&self, with_state: bool) -> bool {
-        self.divergence(with_state, None).is_none()
+        convergence::converged(&self.running_nodes(), with_state)
     }
 
     /// What keeps the running nodes from having converged (see

@@ -60,6 +60,14 @@ impl Node {
         self.listing().member(id)
     }
 
+    /// Every member this node lists, as `(identity, state)`, borrowed and
+    /// in no particular (but deterministic) order: what [`Node::members`]
+    /// gives without a copy of each identity or a sort, for callers that
+    /// read every member often (the simulator's convergence check).
+    pub fn listed(&self) -> impl Iterator<Item = (&Identity, MemberState)> + '_ {
+        self.listing().listed().map(|(id, state, _)| (id, state))
+    }
+
     /// Every member this node lists, in no particular (but deterministic)
     /// order.
     pub(in crate::node) fn views(&self) -> Box<dyn Iterator<Item = MemberView> + '_> {
