@@ -48,13 +48,33 @@ pub enum VoterChange {
     Remove(NodeId),
 }
 
-/// The initial voters: the `target` lowest `NodeId`s of the eligible view.
-pub fn bootstrap_set(eligible: &[NodeId], target: usize) -> Vec<NodeId> {
-    let mut v = eligible.to_vec();
-    v.sort();
-    v.dedup();
-    v.truncate(target.max(1));
-    v
+/// The initial voters: the `target` lowest `NodeId`s among `ids` that are
+/// `eligible`, or `None` while fewer than `expect` are. One pass that asks
+/// `eligible` only of the ids that would enter the lowest so far (a few
+/// dozen of thousands), with no sort and no copy of the view: every node
+/// runs this on every metadata tick until a metadata cluster forms.
+pub fn initial_voters<'a>(
+    ids: impl IntoIterator<Item = &'a NodeId>,
+    target: usize,
+    expect: usize,
+    mut eligible: impl FnMut(&NodeId) -> bool,
+) -> Option<Vec<NodeId>> {
+    let (target, expect) = (target.max(1), expect.max(1));
+    // The lowest `keep` eligible ids so far, in order: enough to tell
+    // whether `expect` are eligible as well as to pick `target`.
+    let keep = target.max(expect);
+    let mut low: Vec<&NodeId> = Vec::with_capacity(keep + 1);
+    for id in ids {
+        let Err(at) = low.binary_search(&id) else {
+            continue;
+        };
+        if at >= keep || !eligible(id) {
+            continue;
+        }
+        low.insert(at, id);
+        low.truncate(keep);
+    }
+    (low.len() >= expect).then(|| low.into_iter().take(target).cloned().collect())
 }
 
 /// The best candidate: one in a zone no healthy voter covers, then the
@@ -123,10 +143,66 @@ mod tests {
     }
 
     #[test]
-    fn bootstrap_takes_the_lowest_ids() {
-        let v = bootstrap_set(&[id("n5"), id("n1"), id("n3"), id("n2")], 3);
-        assert_eq!(v, vec![id("n1"), id("n2"), id("n3")]);
-        assert_eq!(bootstrap_set(&[id("a")], 3), vec![id("a")]);
+    fn bootstrap_takes_the_lowest_eligible_ids() {
+        let all = |_: &NodeId| true;
+        let ids = [id("n5"), id("n1"), id("n3"), id("n2")];
+        let v = initial_voters(&ids, 3, 3, all);
+        assert_eq!(v, Some(vec![id("n1"), id("n2"), id("n3")]));
+        assert_eq!(initial_voters(&[id("a")], 3, 1, all), Some(vec![id("a")]));
+        // Too few eligible for the expected count.
+        assert_eq!(initial_voters(&[id("a")], 3, 3, all), None);
+        let not_n1 = |x: &NodeId| *x != id("n1");
+        assert_eq!(
+            initial_voters(&ids, 3, 3, not_n1),
+            Some(vec![id("n2"), id("n3"), id("n5")])
+        );
+        assert_eq!(initial_voters(&ids, 3, 4, not_n1), None);
+        // Fewer voters than expected members: the expected count still
+        // has to be eligible.
+        assert_eq!(initial_voters(&ids, 1, 4, all), Some(vec![id("n1")]));
+        assert_eq!(initial_voters(&ids, 1, 4, not_n1), None);
+        // A repeated id counts once.
+        let twice = [id("b"), id("a"), id("b")];
+        assert_eq!(initial_voters(&twice, 3, 3, all), None);
+        assert_eq!(
+            initial_voters(&twice, 3, 2, all),
+            Some(vec![id("a"), id("b")])
+        );
+    }
+
+    /// The one-pass choice equals sorting the eligible view and taking the
+    /// lowest, on views of many sizes, orders and eligibilities; it asks
+    /// for the eligibility of few ids.
+    #[test]
+    fn the_one_pass_choice_equals_sorting_the_view() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for round in 0..200 {
+            let n = rng.random_range(0..300usize);
+            let ids: Vec<NodeId> = (0..n)
+                .map(|_| id(&format!("m{}", rng.random_range(0..1000u32))))
+                .collect();
+            let banned: Vec<bool> = (0..1000).map(|_| rng.random_bool(0.2)).collect();
+            let ok = |x: &NodeId| !banned[x.as_str()[1..].parse::<usize>().unwrap()];
+            let (target, expect) = (rng.random_range(1..6), rng.random_range(0..8));
+            let mut sorted: Vec<NodeId> = ids.iter().filter(|x| ok(x)).cloned().collect();
+            sorted.sort();
+            sorted.dedup();
+            let want = (sorted.len() >= expect.max(1)).then(|| {
+                sorted.truncate(target);
+                sorted
+            });
+            let mut asked = 0;
+            let got = initial_voters(&ids, target, expect, |x| {
+                asked += 1;
+                ok(x)
+            });
+            assert_eq!(got, want, "round {round}");
+            assert!(
+                n < 100 || asked < n / 2,
+                "round {round}: asked {asked} of {n}"
+            );
+        }
     }
 
     #[test]

@@ -4,10 +4,12 @@
 use super::*;
 
 impl MetaCore {
-    /// The live eligible view for a bootstrap, or `None` when the view is
-    /// not clean and settled (a member suspected or recently Down, a join
-    /// address that never answered, members still coming).
-    pub(super) fn bootstrap_view(&mut self, h: &mut Host<'_>) -> Option<Vec<NodeId>> {
+    /// The initial voters this node's view gives (see
+    /// [`policy::initial_voters`]), or `None` when the view is not clean and
+    /// settled (a member suspected or recently Down, a join address that
+    /// never answered, members still coming) or holds too few eligible
+    /// members.
+    pub(super) fn bootstrap_voters(&mut self, h: &mut Host<'_>) -> Option<Vec<NodeId>> {
         // A node that expects to bootstrap alone and has no one to join need
         // not wait to have joined anyone.
         let alone = self.cfg.bootstrap_expect <= 1 && h.seeds.is_empty();
@@ -50,20 +52,19 @@ impl MetaCore {
         if now < self.alive_changed + self.cfg.bootstrap_settle {
             return None;
         }
-        let mut alive: Vec<NodeId> = std::iter::once(h.identity.id.clone())
-            .chain(
-                h.members
-                    .listed()
-                    .filter(|(_, state, _)| *state == MemberState::Alive)
-                    .map(|(identity, _, _)| identity.id.clone()),
-            )
-            .collect();
-        alive.sort();
-        let eligible: Vec<NodeId> = alive
-            .into_iter()
-            .filter(|id| *id == h.identity.id || self.eligible(h, id))
-            .collect();
-        (eligible.len() >= self.cfg.bootstrap_expect.max(1)).then_some(eligible)
+        let me = &h.identity.id;
+        let alive = std::iter::once(me).chain(
+            h.members
+                .listed()
+                .filter(|(_, state, _)| *state == MemberState::Alive)
+                .map(|(identity, _, _)| &identity.id),
+        );
+        policy::initial_voters(
+            alive,
+            self.cfg.target_voters,
+            self.cfg.bootstrap_expect,
+            |id| id == me || self.eligible(h, id),
+        )
     }
 
     /// Whether a member may be a voter (its `voter` tag is not "false").
@@ -85,10 +86,9 @@ impl MetaCore {
         if self.asking.is_some() {
             return;
         }
-        let Some(eligible) = self.bootstrap_view(h) else {
+        let Some(set) = self.bootstrap_voters(h) else {
             return;
         };
-        let set = policy::bootstrap_set(&eligible, self.cfg.target_voters);
         if set.first() != Some(&h.identity.id) {
             return;
         }
@@ -134,9 +134,9 @@ impl MetaCore {
 
     pub(crate) fn on_bootstrap_ask(&mut self, h: &mut Host<'_>, a: BootstrapAsk) {
         let now = h.io.now;
-        let view = self.bootstrap_view(h);
-        let agrees = view.is_some_and(|v| {
-            policy::bootstrap_set(&v, self.cfg.target_voters) == a.voters
+        let set = self.bootstrap_voters(h);
+        let agrees = set.is_some_and(|set| {
+            set == a.voters
                 && a.voters.first() == Some(&a.from.id)
                 && a.voters.contains(&h.identity.id)
         });
