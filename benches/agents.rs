@@ -26,6 +26,7 @@
 //! ROSTER_SCALE_IDLE_S=60 cargo bench --bench agents -- 200
 //! ROSTER_SCALE_TRACE=1 cargo bench --bench agents -- 200   # a line per poll sweep
 //! ROSTER_SCALE_LOG=info cargo bench --bench agents -- 20   # the agents' log level (warn)
+//! ROSTER_SCALE_BIN=target/dist/roster cargo bench --bench agents -- 20   # another agent binary
 //! ```
 //!
 //! Each run also writes `target/scale-agents-N.json`. A run with false
@@ -331,13 +332,16 @@ fn run(n: usize, idle: Duration) -> Value {
         .iter()
         .map(|(g, _)| format!("127.0.0.1:{g}"))
         .collect();
-    let exe = env!("CARGO_BIN_EXE_roster");
+    // The agent binary: this build's, or another (`ROSTER_SCALE_BIN`, for
+    // example the `dist` profile's `target/dist/roster`).
+    let exe =
+        std::env::var("ROSTER_SCALE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_roster").into());
     let mut procs = Vec::new();
     let t0 = Instant::now();
     for (i, name) in names.iter().enumerate() {
         let (g, h) = ports[i];
         let http = format!("127.0.0.1:{h}");
-        let mut c = Command::new(exe);
+        let mut c = Command::new(&exe);
         c.args([
             "agent",
             "--profile",
@@ -522,6 +526,8 @@ fn run(n: usize, idle: Duration) -> Value {
     json!({
         "agents": n,
         "profile": "lan",
+        "binary": exe,
+        "binary_bytes": std::fs::metadata(&exe).map(|m| m.len()).ok(),
         "start_s": round(started, 2),
         "apis_answer_s": round(apis_answer_s, 2),
         "all_see_all_s": all_see_all_s,
