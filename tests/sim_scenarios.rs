@@ -556,5 +556,22 @@ fn an_emptied_follower_catches_up_on_an_idle_cluster() {
             "seed {seed}: the emptied follower holds {} of {commit}: {s:?}",
             s.applied_index
         );
+        // And it gets what is written next: the leader does not keep it
+        // waiting for a snapshot, nor send it one snapshot after another.
+        for k in 0..50 {
+            w.at(46 * SEC + k * 100 * MS, Action::MetaClient { keys: 3 });
+        }
+        w.run_until(60 * SEC);
+        let leader = (0..3)
+            .find(|&i| role(&w, i) == Some(RaftRole::Leader))
+            .expect("a leader");
+        let now = w.node(leader).unwrap().meta_status().commit_index;
+        assert!(now > commit + 20, "seed {seed}: commit {now}");
+        let s = w.node(follower).expect("running").meta_status();
+        assert!(
+            s.applied_index >= now,
+            "seed {seed}: the emptied follower holds {} of {now} after later writes: {s:?}",
+            s.applied_index
+        );
     }
 }

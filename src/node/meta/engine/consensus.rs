@@ -63,9 +63,11 @@ impl MetaCore {
     /// counts the voter as holding up to `commit` (acknowledged before the
     /// voter lost its log): it would only ever send heartbeats, and it
     /// takes an ordinary append rejection at that index for a stale one. A
-    /// rejection that asks for a snapshot at `commit` is not stale to it:
-    /// it probes again and sends its snapshot, and the voter catches up
-    /// with no further writes needed.
+    /// rejection that asks for a snapshot at `commit` is not stale to it
+    /// (the heartbeat's commit is what it counts the voter as holding,
+    /// unless it holds acknowledged entries not yet committed: then the
+    /// next heartbeat asks again): it probes again and sends its snapshot,
+    /// and the voter catches up with no further writes needed.
     fn ask_for_snapshot(&mut self, leader: RaftId, commit: u64) {
         let Some(raw) = self.raw.as_mut() else {
             return;
@@ -223,6 +225,15 @@ impl MetaCore {
                 Ok(_) => {}
                 Err(e) => return self.disk_failed(h, e),
             }
+            // A snapshot handed to the transport is reported sent, as
+            // raft-rs asks of its transport: the voter's progress then
+            // leaves the snapshot state (it would stay there, and get no
+            // entry again, when the snapshot is no newer than what the
+            // leader thought it held) and a snapshot it asked for is no
+            // longer pending (it would be sent again on every append).
+            for to in std::mem::take(&mut self.snapshots_sent) {
+                raw.report_snapshot(to, raft::SnapshotStatus::Finish);
+            }
         }
         self.serve_reads(h);
         self.track_role(h);
@@ -234,6 +245,9 @@ impl MetaCore {
             let Some(to) = self.raft_peer_addr(h, m.to) else {
                 continue;
             };
+            if m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
+                self.snapshots_sent.push(m.to);
+            }
             let msg = RaftMsg {
                 from: h.identity.clone(),
                 cluster,

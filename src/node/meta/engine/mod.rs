@@ -201,6 +201,9 @@ pub(crate) struct MetaCore {
     disk: Option<Box<dyn RaftDisk>>,
     /// Set while a voter that started empty catches up (see [`CatchUp`]).
     catching_up: Option<CatchUp>,
+    /// Voters this leader handed a snapshot to since the last `Ready` was
+    /// advanced: reported to raft-rs as sent (see `after_raft`).
+    snapshots_sent: Vec<RaftId>,
     /// The copy of a non-voter.
     copy: Machine,
     cluster: u64,
@@ -267,6 +270,7 @@ impl MetaCore {
             raw: None,
             disk: Some(disk),
             catching_up: None,
+            snapshots_sent: Vec::new(),
             copy: Machine::default(),
             cluster: 0,
             logger: slog::Logger::root(TracingDrain, slog::o!()),
