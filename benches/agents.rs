@@ -16,6 +16,7 @@
 //!   see it Down (`detect_first_s`, `detect_last_s`);
 //! - after SIGTERM of another: until every survivor sees it Left
 //!   (`leave_all_s`);
+//! - `binary`, `binary_bytes`: the agent binary run and its size;
 //! - `false_downs`: Downs of any other member seen by any agent, sampled
 //!   throughout.
 //!

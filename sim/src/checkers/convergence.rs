@@ -109,8 +109,11 @@ pub fn converged(running: &[&Node], with_state: bool) -> bool {
         if alike != live - 1 {
             return false;
         }
-        if with_state && *hash.get_or_insert(node.state_hash()) != node.state_hash() {
-            return false;
+        if with_state {
+            let h = node.state_hash();
+            if *hash.get_or_insert(h) != h {
+                return false;
+            }
         }
     }
     true
