@@ -228,7 +228,9 @@ impl World {
         // Bandwidth over the measurement window, counted on nodes that ran
         // through it (a crashed node's counters leave with it, so crash
         // scenarios slightly undercount).
-        if let Some((t0, b0, m0)) = self.window_start {
+        if let Some((t0, start)) = &self.window_start {
+            let t0 = *t0;
+            let (b0, m0) = (start.total_bytes(), start.total_msgs());
             let (b, m) = self.totals();
             self.m.window_bytes = b.saturating_sub(b0);
             self.m.window_msgs = m.saturating_sub(m0);

@@ -308,10 +308,9 @@ pub struct World {
     faults_end: Option<Nanos>,
     heal_at: Option<Nanos>,
     split_at: Option<Nanos>,
-    window_start: Option<(Nanos, u64, u64)>,
-    /// What the nodes had sent, by kind, when the measurement window
-    /// started (see [`World::window_traffic`]).
-    window_traffic: Option<roster::node::metrics::Traffic>,
+    /// When the measurement window started, and what the nodes had sent
+    /// by then, by kind (see [`World::window_traffic`]).
+    window_start: Option<(Nanos, roster::node::metrics::Traffic)>,
     jumper: Option<usize>,
     end: Nanos,
     /// When partitions or blocks last changed.
@@ -354,7 +353,6 @@ impl World {
             heal_at: None,
             split_at: None,
             window_start: None,
-            window_traffic: None,
             jumper: None,
             end,
             topology_changed: None,
@@ -666,7 +664,7 @@ impl World {
     /// crashed in the window takes its counters along).
     pub fn window_traffic(&self) -> roster::node::metrics::Traffic {
         let mut t = self.traffic();
-        if let Some(t0) = &self.window_traffic {
+        if let Some((_, t0)) = &self.window_start {
             for i in 0..t.msgs.len() {
                 t.msgs[i] = t.msgs[i].saturating_sub(t0.msgs[i]);
                 t.bytes[i] = t.bytes[i].saturating_sub(t0.bytes[i]);
@@ -676,23 +674,13 @@ impl World {
     }
 
     fn totals(&self) -> (u64, u64) {
-        let mut b = 0;
-        let mut m = 0;
-        for s in &self.slots {
-            if let Some(n) = &s.node {
-                let x = n.metrics();
-                b += x.tx.total_bytes();
-                m += x.tx.total_msgs();
-            }
-        }
-        (b, m)
+        let t = self.traffic();
+        (t.total_bytes(), t.total_msgs())
     }
 
     fn start_window(&mut self) {
         if self.window_start.is_none() {
-            let (b, m) = self.totals();
-            self.window_start = Some((self.now, b, m));
-            self.window_traffic = Some(self.traffic());
+            self.window_start = Some((self.now, self.traffic()));
         }
     }
 }
