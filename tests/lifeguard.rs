@@ -1,5 +1,6 @@
-//! Lifeguard at the level of `Node`: a few nodes wired together by a
-//! hand-driven network, so a test decides exactly which datagrams are lost.
+//! Lifeguard and push-pull at the level of `Node`: a few nodes wired
+//! together by a hand-driven network, so a test decides exactly which
+//! datagrams are lost and reads every message sent.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -27,6 +28,8 @@ struct Net {
     flight: Vec<(u64, usize, usize, bool, Vec<u8>)>,
     /// Every SWIM packet sent: (time, from, to, packet).
     swim_log: Vec<(u64, usize, usize, Vec<u8>)>,
+    /// Every stream message sent, in order: (from, to, message).
+    stream_log: Vec<(usize, usize, Vec<u8>)>,
 }
 
 impl Net {
@@ -43,6 +46,7 @@ impl Net {
             t: 0,
             flight: Vec::new(),
             swim_log: Vec::new(),
+            stream_log: Vec::new(),
         };
         let first = net.nodes[0].identity().addr;
         for i in 1..n {
@@ -105,6 +109,9 @@ impl Net {
                     && let Ok(Message::Swim(p)) = Message::decode(&tx.bytes)
                 {
                     self.swim_log.push((t, i, to, p.to_vec()));
+                }
+                if stream {
+                    self.stream_log.push((i, to, tx.bytes.clone()));
                 }
                 // `links` cuts streams and datagrams alike (streams are
                 // reliable against loss, not against a cut).
@@ -285,4 +292,78 @@ fn member_counts_agree_with_the_listing_throughout() {
         let c = net.nodes[0].member_counts();
         assert_eq!((c.alive, c.down, c.left), (3, 1, 1), "{engine:?}: {c:?}");
     }
+}
+
+/// The native engine's catch-up push-pulls after joining: the opening
+/// carries a summary of the asker's member list, the answer leaves out
+/// every entry the summary holds (Suspect ones aside), and the closing leg
+/// leaves out every entry the answer's own summary holds. The views still
+/// form completely.
+#[test]
+fn catch_up_answers_leave_out_what_the_asker_holds() {
+    use roster::wire::{MemberDigest, ViewFilter, WireState};
+    let n = 30;
+    let mut net = Net::new(
+        n,
+        Config {
+            engine: EngineKind::Native,
+            ..Config::local()
+        },
+    );
+    net.run_until(20_000, &all_links, joined);
+    // Let every catch-up round run.
+    net.run_for(10_000, &all_links);
+    let held = |f: &ViewFilter, m: &MemberDigest| {
+        f.contains(ViewFilter::print(&m.identity, m.incarnation, m.state))
+    };
+    // The last summary each pair sent the other: (from, to) -> summary.
+    let mut asked = std::collections::BTreeMap::new();
+    let mut answered = std::collections::BTreeMap::new();
+    let (mut asks, mut answer_entries, mut closing_entries) = (0, 0, 0);
+    for (from, to, bytes) in &net.stream_log {
+        match Message::decode(bytes).unwrap() {
+            Message::SyncAsk(a) => {
+                asks += 1;
+                asked.insert((*from, *to), a.have);
+            }
+            Message::SyncAnswer(a) => {
+                let have = asked.get(&(*to, *from)).expect("an answer follows an ask");
+                let list = a.reply.full.map(|f| f.members).unwrap_or_default();
+                for m in &list {
+                    answer_entries += 1;
+                    assert!(
+                        m.state == WireState::Suspect || !held(have, m),
+                        "n{from} answered n{to} with {} that n{to} holds",
+                        m.identity
+                    );
+                }
+                if let Some(h) = a.have {
+                    answered.insert((*from, *to), h);
+                }
+            }
+            Message::SyncDeltas(d) => {
+                // The closing leg of an ask this node made of `to`.
+                if let Some(have) = answered.remove(&(*to, *from)) {
+                    for m in &d.members {
+                        closing_entries += 1;
+                        assert!(
+                            !held(&have, m),
+                            "n{from} sent back {} that n{to} holds",
+                            m.identity
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // Every node but the seed asks at least once (its first round), and
+    // the answers carry a small part of what full lists would have.
+    assert!(asks >= n - 1, "{asks} catch-up asks");
+    assert!(
+        answer_entries * 4 < asks * n,
+        "{answer_entries} entries in {asks} answers of up to {n}"
+    );
+    assert!(joined(&net));
+    eprintln!("{asks} asks, {answer_entries} answered entries, {closing_entries} sent back");
 }

@@ -352,3 +352,45 @@ fn a_restarted_node_retires_its_earlier_lifes_state() {
     });
     assert_eq!(nodes[0].metrics().state_forgeries_refuted, 0);
 }
+
+/// A push-pull opening whose member summary is malformed (no words, not a
+/// power of two of them, or over the limit) is refused and counted: no
+/// answer, and nothing learned from it. A well-formed one is answered.
+#[test]
+fn a_malformed_member_summary_is_refused_and_counted() {
+    use roster::wire::{ENGINE_NATIVE, Message, SyncAsk, SyncRequest, ViewFilter};
+    let mut a = node_with(EngineKind::Native, "a", 7000);
+    let b = node_with(EngineKind::Native, "b", 7001);
+    let ask = |words: usize| {
+        Message::SyncAsk(SyncAsk {
+            request: SyncRequest {
+                from: b.identity().clone(),
+                incarnation: 0,
+                engine: ENGINE_NATIVE,
+                join: false,
+                members_hash: 1,
+                state_hash: 1,
+                full: None,
+                hlc: roster::node::Hlc(0),
+            },
+            have: ViewFilter {
+                salt: 1,
+                words: vec![0; words],
+            },
+        })
+        .encode()
+        .unwrap()
+    };
+    let from = b.identity().addr;
+    for words in [0, 3, ViewFilter::MAX_WORDS * 2] {
+        let before = a.metrics().malformed_dropped;
+        let _ = a.handle_message(now(0), from, &ask(words));
+        assert_eq!(a.metrics().malformed_dropped, before + 1, "{words} words");
+        assert!(a.poll_transmit().is_none(), "{words} words: answered");
+        assert_eq!(a.active_members(), 0, "{words} words: learned from it");
+    }
+    let _ = a.handle_message(now(0), from, &ask(4));
+    let answer = std::iter::from_fn(|| a.poll_transmit()).find(|tx| tx.kind == Kind::SyncAnswer);
+    assert!(answer.is_some_and(|tx| tx.dst == from));
+    assert_eq!(a.active_members(), 1);
+}

@@ -34,8 +34,8 @@ use super::timers::TimerTable;
 use super::user_events::{self, EventError, EventLog, UserEvent};
 use super::{Event, MemberCounts, MemberState, MemberView, Members, Now, Transmit};
 use crate::node::wire::{
-    self, Kind, Leave, MemberDigest, Message, SyncDeltas, SyncFull, SyncReply, SyncRequest, Verify,
-    VerifyAck, WireError, WireState,
+    self, Kind, Leave, MemberDigest, Message, SyncAnswer, SyncAsk, SyncDeltas, SyncFull, SyncReply,
+    SyncRequest, Verify, VerifyAck, ViewFilter, WireError, WireState,
 };
 
 mod cluster_queries;
@@ -140,6 +140,9 @@ pub struct Node {
     seeds: Vec<SocketAddr>,
     /// Seeds that answered a join request.
     answered_seeds: Vec<SocketAddr>,
+    /// The member-list hash at the last catch-up round (see
+    /// [`Node::start_catch_up`]).
+    catch_up_hash: Option<u64>,
     joined: bool,
     join_retry_pending: bool,
     left: bool,
@@ -240,6 +243,7 @@ impl Node {
             lifeguard: Lifeguard::default(),
             seeds: Vec::new(),
             answered_seeds: Vec::new(),
+            catch_up_hash: None,
             joined: false,
             join_retry_pending: false,
             left: false,
@@ -435,6 +439,14 @@ impl Node {
             }
             Message::SyncDeltas(d) => {
                 self.on_sync_deltas(d);
+                Ok(())
+            }
+            Message::SyncAsk(a) => {
+                self.on_sync_ask(from, a);
+                Ok(())
+            }
+            Message::SyncAnswer(a) => {
+                self.on_sync_answer(from, a);
                 Ok(())
             }
             Message::Member(p) => self.on_member(p, peer),
@@ -815,7 +827,7 @@ impl Node {
                 nonce,
             } => self.on_verify_timeout(member, incarnation, token, nonce),
             TimerKind::CatchUpSync { round } => {
-                self.start_sync();
+                self.start_catch_up();
                 if round < CATCH_UP_SYNCS {
                     let wait = self.config.gossip_interval * 2u32.pow(round);
                     self.io

@@ -81,11 +81,18 @@ pub enum Kind {
     /// A member's acknowledgement of or answer to a query, to the asker or
     /// through a relay (datagram).
     QueryResponse = 18,
+    /// Push-pull opening that carries a summary of the sender's member list
+    /// (a [`ViewFilter`]), so the answer leaves out what it holds already
+    /// (stream; the native engine's catch-up rounds after joining).
+    SyncAsk = 19,
+    /// The answer to a [`Kind::SyncAsk`]: a push-pull answer cut by the
+    /// asker's summary, with the answering side's own summary (stream).
+    SyncAnswer = 20,
 }
 
 impl Kind {
     /// Every kind, in number order.
-    pub const ALL: [Kind; 18] = [
+    pub const ALL: [Kind; 20] = [
         Kind::Swim,
         Kind::SyncRequest,
         Kind::SyncReply,
@@ -104,6 +111,8 @@ impl Kind {
         Kind::Member,
         Kind::Coord,
         Kind::QueryResponse,
+        Kind::SyncAsk,
+        Kind::SyncAnswer,
     ];
 
     /// The kind with this number.
@@ -156,6 +165,8 @@ impl Kind {
             Kind::Coord => "coord",
             Kind::QueryResponse => "query_response",
             Kind::Member => "member",
+            Kind::SyncAsk => "sync_ask",
+            Kind::SyncAnswer => "sync_answer",
         }
     }
 }
@@ -247,6 +258,101 @@ pub struct SyncDeltas {
     pub state: Option<Vec<(NodeId, OwnerDigest)>>,
     /// The sender's HLC.
     pub hlc: Hlc,
+}
+
+/// A summary of a member list: a Bloom filter of its entries' prints
+/// (identity, generation, incarnation and state, see
+/// [`ViewFilter::print`]). A member list cut by it leaves out the entries
+/// the filter holds; about one entry in a hundred that it does not hold is
+/// left out as well (a false positive), and since every filter has its own
+/// salt a later exchange brings those.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewFilter {
+    /// Mixed into every print, so two filters miss different entries.
+    pub salt: u64,
+    /// The bits: a power of two of words, at most [`ViewFilter::MAX_WORDS`].
+    pub words: Vec<u64>,
+}
+
+impl ViewFilter {
+    /// Largest filter accepted (64 KiB: 52,000 entries at ten bits each).
+    pub const MAX_WORDS: usize = 8192;
+    /// Bits set per entry: at ten bits per entry, about one entry in a
+    /// hundred not held tests as held; at twenty (the most the size's
+    /// rounding to a power of two gives), about three in 10,000.
+    const PROBES: u64 = 5;
+
+    /// An empty filter sized for `entries` (about ten to twenty bits each,
+    /// capped at [`ViewFilter::MAX_WORDS`]).
+    pub fn with_capacity(salt: u64, entries: usize) -> Self {
+        let words = (entries.saturating_mul(10) / 64 + 1)
+            .next_power_of_two()
+            .min(Self::MAX_WORDS);
+        Self {
+            salt,
+            words: vec![0; words],
+        }
+    }
+
+    /// Whether a received filter is well formed (else it is ignored).
+    pub fn is_valid(&self) -> bool {
+        !self.words.is_empty()
+            && self.words.len() <= Self::MAX_WORDS
+            && self.words.len().is_power_of_two()
+    }
+
+    /// The print of one member-list entry.
+    pub fn print(identity: &Identity, incarnation: Incarnation, state: WireState) -> u64 {
+        let f = identity.id.fingerprint();
+        let g = crate::node::identity::mix64(identity.generation.0 ^ ((state as u64) << 56));
+        crate::node::identity::mix64(f ^ g ^ u64::from(incarnation).rotate_left(24))
+    }
+
+    /// The bit positions of `print` in a filter of `words` words (double
+    /// hashing over the salted print).
+    fn probes(salt: u64, words: usize, print: u64) -> impl Iterator<Item = usize> {
+        let h = crate::node::identity::mix64(print ^ salt);
+        let step = (h >> 32) | 1;
+        let mask = (words as u64 * 64).wrapping_sub(1);
+        (0..Self::PROBES).map(move |i| (h.wrapping_add(i.wrapping_mul(step)) & mask) as usize)
+    }
+
+    /// Adds an entry.
+    pub fn insert(&mut self, print: u64) {
+        if self.words.is_empty() {
+            return;
+        }
+        for b in Self::probes(self.salt, self.words.len(), print) {
+            self.words[b / 64] |= 1 << (b % 64);
+        }
+    }
+
+    /// Whether the entry is (probably) held.
+    pub fn contains(&self, print: u64) -> bool {
+        !self.words.is_empty()
+            && Self::probes(self.salt, self.words.len(), print)
+                .all(|b| self.words[b / 64] & (1 << (b % 64)) != 0)
+    }
+}
+
+/// A push-pull opening with a summary of the sender's member list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncAsk {
+    /// The opening itself.
+    pub request: SyncRequest,
+    /// The sender's member list, itself included.
+    pub have: ViewFilter,
+}
+
+/// The answer to a [`SyncAsk`]: its member list leaves out what the asker
+/// holds (Suspect entries aside: they count as confirmations).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncAnswer {
+    /// The answer itself.
+    pub reply: SyncReply,
+    /// The answering side's member list, itself included, when the answer
+    /// carries a member list: the asker sends back what it lacks.
+    pub have: Option<ViewFilter>,
 }
 
 /// A final check on a suspect (both [`Kind::Verify`] and
@@ -451,6 +557,10 @@ pub enum Message<'a> {
     Coord(CoordMsg),
     /// [`Kind::QueryResponse`]
     QueryResponse(QueryResponse),
+    /// [`Kind::SyncAsk`]
+    SyncAsk(SyncAsk),
+    /// [`Kind::SyncAnswer`]
+    SyncAnswer(SyncAnswer),
 }
 
 /// Why bytes could not be decoded (or a message encoded). Nothing is changed
@@ -508,6 +618,8 @@ impl Message<'_> {
             Message::Member(_) => Kind::Member,
             Message::Coord(_) => Kind::Coord,
             Message::QueryResponse(_) => Kind::QueryResponse,
+            Message::SyncAsk(_) => Kind::SyncAsk,
+            Message::SyncAnswer(_) => Kind::SyncAnswer,
         }
     }
 
@@ -535,6 +647,8 @@ impl Message<'_> {
             Message::BootstrapGrant(m) => postcard::to_extend(m, out),
             Message::Coord(m) => postcard::to_extend(m, out),
             Message::QueryResponse(m) => postcard::to_extend(m, out),
+            Message::SyncAsk(m) => postcard::to_extend(m, out),
+            Message::SyncAnswer(m) => postcard::to_extend(m, out),
         };
         let out = encoded.map_err(|e| WireError::Malformed {
             kind,
@@ -585,6 +699,8 @@ impl Message<'_> {
             Kind::BootstrapGrant => Message::BootstrapGrant(parse(kind, payload)?),
             Kind::Coord => Message::Coord(parse(kind, payload)?),
             Kind::QueryResponse => Message::QueryResponse(parse(kind, payload)?),
+            Kind::SyncAsk => Message::SyncAsk(parse(kind, payload)?),
+            Kind::SyncAnswer => Message::SyncAnswer(parse(kind, payload)?),
         })
     }
 }
@@ -615,6 +731,8 @@ impl Message<'_> {
             // A relay forwards another member's answer: the sender is the
             // relay, not `from`.
             Message::QueryResponse(_) => None,
+            Message::SyncAsk(a) => Some(a.request.from.id.clone()),
+            Message::SyncAnswer(a) => Some(a.reply.from.id.clone()),
         }
     }
 }
@@ -811,12 +929,115 @@ mod tests {
                 cluster: 9,
                 granted: true,
             }),
+            Message::SyncAsk(SyncAsk {
+                request: SyncRequest {
+                    from: ident("a"),
+                    incarnation: 1,
+                    engine: ENGINE_NATIVE,
+                    join: false,
+                    members_hash: 5,
+                    state_hash: 6,
+                    full: None,
+                    hlc: Hlc(78),
+                },
+                have: ViewFilter::with_capacity(11, 100),
+            }),
+            Message::SyncAnswer(SyncAnswer {
+                reply: SyncReply {
+                    from: ident("b"),
+                    incarnation: 2,
+                    engine: ENGINE_NATIVE,
+                    full: Some(SyncFull {
+                        members: vec![],
+                        state: vec![],
+                    }),
+                    deltas: vec![],
+                    hlc: Hlc(79),
+                },
+                have: Some(ViewFilter::with_capacity(12, 3)),
+            }),
         ];
+        let mut seen = std::collections::BTreeSet::new();
         for m in msgs {
             let bytes = m.encode().unwrap();
             assert_eq!(bytes[0], VERSION);
             assert_eq!(Message::decode(&bytes).unwrap(), m);
+            seen.insert(m.kind());
         }
+        let missing: Vec<Kind> = Kind::ALL
+            .into_iter()
+            .filter(|k| !seen.contains(k))
+            .collect();
+        assert!(missing.is_empty(), "kinds not round-tripped: {missing:?}");
+    }
+
+    #[test]
+    fn a_view_filter_holds_every_entry_and_few_others() {
+        let entry = |i: u64| {
+            let id = Identity::new(
+                NodeId::new(format!("node-{i}")).unwrap(),
+                "127.0.0.1:7946".parse().unwrap(),
+                crate::node::identity::Generation(i % 3 + 1),
+            );
+            (id, (i % 5) as u32)
+        };
+        for n in [1u64, 10, 1000, 5000] {
+            let mut f = ViewFilter::with_capacity(n, n as usize);
+            assert!(f.is_valid());
+            for i in 0..n {
+                let (id, inc) = entry(i);
+                f.insert(ViewFilter::print(&id, inc, WireState::Alive));
+            }
+            // No entry held tests as missing.
+            for i in 0..n {
+                let (id, inc) = entry(i);
+                assert!(f.contains(ViewFilter::print(&id, inc, WireState::Alive)));
+            }
+            // Entries not held: other members, and the same members at
+            // another incarnation or in another state.
+            let mut false_hits = 0;
+            let tries = 20_000u64;
+            for i in 0..tries {
+                let (id, inc) = entry(n + i);
+                let (held, held_inc) = entry(i % n);
+                let other = match i % 3 {
+                    0 => ViewFilter::print(&id, inc, WireState::Alive),
+                    1 => ViewFilter::print(&held, held_inc + 1, WireState::Alive),
+                    _ => ViewFilter::print(&held, held_inc, WireState::Suspect),
+                };
+                false_hits += u64::from(f.contains(other));
+            }
+            assert!(
+                false_hits * 100 < tries * 2,
+                "{n} entries: {false_hits} of {tries} entries not held test as held"
+            );
+        }
+    }
+
+    #[test]
+    fn a_malformed_view_filter_is_refused_and_never_panics() {
+        let bad = [
+            ViewFilter {
+                salt: 1,
+                words: vec![],
+            },
+            ViewFilter {
+                salt: 1,
+                words: vec![0; 3],
+            },
+            ViewFilter {
+                salt: 1,
+                words: vec![0; ViewFilter::MAX_WORDS * 2],
+            },
+        ];
+        for mut f in bad {
+            assert!(!f.is_valid(), "{} words accepted", f.words.len());
+            // Used anyway, it answers without panicking.
+            f.insert(7);
+            let _ = f.contains(7);
+        }
+        // The largest filter made is still accepted.
+        assert!(ViewFilter::with_capacity(0, usize::MAX / 2).is_valid());
     }
 
     #[test]

@@ -92,8 +92,18 @@ impl Node {
     }
 
     pub(super) fn send_join(&mut self) {
-        let req = Message::SyncRequest(self.sync_request(true));
         let alone = self.active_members() == 0;
+        // A node that knows members already asks with a summary of its
+        // list, so the answers leave out what it holds (see
+        // `start_catch_up`).
+        let req = if alone || self.native.is_none() {
+            Message::SyncRequest(self.sync_request(true))
+        } else {
+            Message::SyncAsk(SyncAsk {
+                request: self.sync_request(true),
+                have: self.view_filter(),
+            })
+        };
         let mut targets: Vec<SocketAddr> = self
             .seeds
             .iter()
@@ -112,19 +122,114 @@ impl Node {
     }
 
     pub(super) fn start_sync(&mut self) {
-        // Now and then reach for a member held Down: that is how two sides of
-        // a healed partition find each other again.
+        let Some(peer) = self.sync_peer() else { return };
+        self.metrics.syncs_started += 1;
+        let req = Message::SyncRequest(self.sync_request(false));
+        self.io.send_msg(peer.addr, &req);
+    }
+
+    /// Who a push-pull goes to: a random member, and now and then one held
+    /// Down (that is how two sides of a healed partition find each other
+    /// again).
+    fn sync_peer(&mut self) -> Option<Identity> {
         let down = self.held_down();
-        let peer = if !down.is_empty() && self.rng.random_bool(0.5) {
+        if !down.is_empty() && self.rng.random_bool(0.5) {
             let i = self.rng.random_range(0..down.len());
             Some(down[i].clone())
         } else {
             self.random_members(1, |_| true).pop()
-        };
-        let Some(peer) = peer else { return };
+        }
+    }
+
+    /// One of the push-pull rounds right after joining. With the native
+    /// engine its opening carries a summary of this node's member list
+    /// ([`ViewFilter`]) and the answer leaves out what this node holds:
+    /// while a large cluster forms, most of a peer's list is no news (at
+    /// 5,000 nodes four entries in five), and decoding and merging those
+    /// entries was most of the work of forming it. A node whose list has
+    /// not changed since its last round sends the plain opening instead:
+    /// its view has most likely formed, and then the peer's answer is only
+    /// that the two hashes agree.
+    pub(super) fn start_catch_up(&mut self) {
+        let hash = self.members_hash();
+        let settled = self.catch_up_hash.replace(hash) == Some(hash);
+        if self.native.is_none() || settled {
+            return self.start_sync();
+        }
+        let Some(peer) = self.sync_peer() else { return };
         self.metrics.syncs_started += 1;
-        let req = Message::SyncRequest(self.sync_request(false));
-        self.io.send_msg(peer.addr, &req);
+        let ask = SyncAsk {
+            request: self.sync_request(false),
+            have: self.view_filter(),
+        };
+        self.io.send_msg(peer.addr, &Message::SyncAsk(ask));
+    }
+
+    /// A summary of this node's member list, itself included (native
+    /// engine; empty with foca, which never sends one).
+    fn view_filter(&mut self) -> ViewFilter {
+        let salt = self.rng.random::<u64>();
+        let Some(e) = &self.native else {
+            return ViewFilter::with_capacity(salt, 0);
+        };
+        let mut f = ViewFilter::with_capacity(salt, e.members().count() + 1);
+        for (id, incarnation, state) in wire_rows(e.members()) {
+            f.insert(ViewFilter::print(id, incarnation, state));
+        }
+        let own = self.own_digest();
+        f.insert(ViewFilter::print(&own.identity, own.incarnation, own.state));
+        f
+    }
+
+    /// This node's member list cut by a peer's summary: the entries `have`
+    /// does not hold, and every Suspect entry (each counts as a
+    /// confirmation of the suspicion).
+    fn view_cut(&self, have: &ViewFilter) -> SyncFull {
+        let Some(e) = &self.native else {
+            return self.full_view();
+        };
+        let lacks = |id: &Identity, incarnation: Incarnation, state: WireState| {
+            state == WireState::Suspect || !have.contains(ViewFilter::print(id, incarnation, state))
+        };
+        let mut members: Vec<MemberDigest> = wire_rows(e.members())
+            .filter(|&(id, incarnation, state)| lacks(id, incarnation, state))
+            .map(|(id, incarnation, state)| MemberDigest {
+                identity: id.clone(),
+                incarnation,
+                state,
+            })
+            .collect();
+        let own = self.own_digest();
+        if lacks(&own.identity, own.incarnation, own.state) {
+            members.push(own);
+        }
+        SyncFull {
+            members,
+            state: self.shared.lock().store.digest(),
+        }
+    }
+
+    /// The entries of this node's member list that a peer's summary does
+    /// not hold (sent back after merging the peer's cut list).
+    fn members_not_in(&self, have: &ViewFilter) -> Vec<MemberDigest> {
+        let Some(e) = &self.native else {
+            return Vec::new();
+        };
+        let mut out: Vec<MemberDigest> = wire_rows(e.members())
+            .filter(|&(id, incarnation, state)| {
+                !have.contains(ViewFilter::print(id, incarnation, state))
+            })
+            .map(|(id, incarnation, state)| MemberDigest {
+                identity: id.clone(),
+                incarnation,
+                state,
+            })
+            .collect();
+        let own = self.own_digest();
+        if !have.contains(ViewFilter::print(&own.identity, own.incarnation, own.state)) {
+            out.push(own);
+        }
+        out
     }
 
     /// Sends a push-pull opening to one random member held Down. If it is
@@ -173,6 +278,20 @@ impl Node {
     }
 
     pub(super) fn on_sync_request(&mut self, from: SocketAddr, r: SyncRequest) {
+        self.answer_sync(from, r, None);
+    }
+
+    /// A push-pull opening with a summary of the sender's list: answered
+    /// with this node's list cut by it, and this node's own summary.
+    pub(super) fn on_sync_ask(&mut self, from: SocketAddr, a: SyncAsk) {
+        if !a.have.is_valid() {
+            self.metrics.malformed_dropped += 1;
+            return;
+        }
+        self.answer_sync(from, a.request, Some(&a.have));
+    }
+
+    fn answer_sync(&mut self, from: SocketAddr, r: SyncRequest, have: Option<&ViewFilter>) {
         if r.from.id == self.identity.id || self.other_engine(r.engine) {
             return;
         }
@@ -193,20 +312,48 @@ impl Node {
         if in_sync {
             self.metrics.syncs_in_sync += 1;
         }
+        let full = match (in_sync, have) {
+            (true, _) => None,
+            (false, Some(have)) => Some(self.view_cut(have)),
+            (false, None) => Some(self.full_view()),
+        };
         let reply = SyncReply {
             from: self.identity.clone(),
             incarnation: self.incarnation(),
             engine: self.engine_byte(),
-            full: (!in_sync).then(|| self.full_view()),
+            full,
             deltas,
             hlc: self.shared.lock().hlc.last(),
         };
         // Reply to the address the request came from: the requester may not
         // be in the member table yet.
-        self.io.send_msg(from, &Message::SyncReply(reply));
+        let msg = match have {
+            None => Message::SyncReply(reply),
+            Some(_) => {
+                let have = reply.full.is_some().then(|| self.view_filter());
+                Message::SyncAnswer(SyncAnswer { reply, have })
+            }
+        };
+        self.io.send_msg(from, &msg);
+    }
+
+    /// The answer to this node's [`SyncAsk`]: its list is cut by this
+    /// node's summary, so what goes back is what the peer's summary lacks.
+    pub(super) fn on_sync_answer(&mut self, from: SocketAddr, a: SyncAnswer) {
+        if a.have.as_ref().is_some_and(|h| !h.is_valid()) {
+            self.metrics.malformed_dropped += 1;
+            return;
+        }
+        self.take_reply(from, a.reply, Some(a.have.as_ref()));
     }
 
     pub(super) fn on_sync_reply(&mut self, from: SocketAddr, r: SyncReply) {
+        self.take_reply(from, r, None);
+    }
+
+    /// A push-pull answer. `cut` is `Some` for the answer to a
+    /// [`SyncAsk`], holding the peer's summary if it sent one.
+    fn take_reply(&mut self, from: SocketAddr, r: SyncReply, cut: Option<Option<&ViewFilter>>) {
         if r.from.id == self.identity.id || self.other_engine(r.engine) {
             return;
         }
@@ -229,7 +376,11 @@ impl Node {
             let msg = SyncDeltas {
                 from: self.identity.clone(),
                 deltas,
-                members: self.members_unlike_merged(&full.members, me_held),
+                members: match cut {
+                    None => self.members_unlike_merged(&full.members, me_held),
+                    Some(Some(have)) => self.members_not_in(have),
+                    Some(None) => Vec::new(),
+                },
                 state,
                 hlc: self.shared.lock().hlc.last(),
             };
@@ -454,6 +605,18 @@ impl Node {
 fn native_digests<'a>(
     rows: impl Iterator<Item = (&'a Identity, Incarnation, crate::node::engine::table::State)>,
 ) -> impl Iterator<Item = MemberDigest> {
+    wire_rows(rows).map(|(id, incarnation, state)| MemberDigest {
+        identity: id.clone(),
+        incarnation,
+        state,
+    })
+}
+
+/// The native engine's rows as a member list holds them: Left ones left
+/// out (a graceful leave spreads by itself), nothing copied.
+fn wire_rows<'a>(
+    rows: impl Iterator<Item = (&'a Identity, Incarnation, crate::node::engine::table::State)>,
+) -> impl Iterator<Item = (&'a Identity, Incarnation, WireState)> {
     use crate::node::engine::table::State as Native;
     rows.filter_map(|(id, incarnation, st)| {
         let state = match st {
@@ -462,11 +625,7 @@ fn native_digests<'a>(
             Native::Down => WireState::Down,
             Native::Left => return None,
         };
-        Some(MemberDigest {
-            identity: id.clone(),
-            incarnation,
-            state,
-        })
+        Some((id, incarnation, state))
     })
 }
 
