@@ -827,7 +827,7 @@ impl Node {
                 nonce,
             } => self.on_verify_timeout(member, incarnation, token, nonce),
             TimerKind::CatchUpSync { round } => {
-                self.start_catch_up();
+                self.start_catch_up(round == CATCH_UP_SYNCS);
                 if round < CATCH_UP_SYNCS {
                     let wait = self.config.gossip_interval * 2u32.pow(round);
                     self.io

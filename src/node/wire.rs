@@ -263,9 +263,9 @@ pub struct SyncDeltas {
 /// A summary of a member list: a Bloom filter of its entries' prints
 /// (identity, generation, incarnation and state, see
 /// [`ViewFilter::print`]). A member list cut by it leaves out the entries
-/// the filter holds; about one entry in a hundred that it does not hold is
-/// left out as well (a false positive), and since every filter has its own
-/// salt a later exchange brings those.
+/// the filter holds; at most about seven in 10,000 that it does not hold
+/// are left out as well (false positives), and since every filter has its
+/// own salt a later exchange brings those.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ViewFilter {
     /// Mixed into every print, so two filters miss different entries.
@@ -275,17 +275,18 @@ pub struct ViewFilter {
 }
 
 impl ViewFilter {
-    /// Largest filter accepted (64 KiB: 52,000 entries at ten bits each).
+    /// Largest filter accepted (64 KiB: 32,768 entries at sixteen bits
+    /// each).
     pub const MAX_WORDS: usize = 8192;
-    /// Bits set per entry: at ten bits per entry, about one entry in a
-    /// hundred not held tests as held; at twenty (the most the size's
-    /// rounding to a power of two gives), about three in 10,000.
-    const PROBES: u64 = 5;
+    /// Bits set per entry: at sixteen bits per entry, about seven entries
+    /// in 10,000 not held test as held; at 32 (the most the size's rounding
+    /// to a power of two gives), about one in a million.
+    const PROBES: u64 = 7;
 
-    /// An empty filter sized for `entries` (about ten to twenty bits each,
-    /// capped at [`ViewFilter::MAX_WORDS`]).
+    /// An empty filter sized for `entries` (16 to 32 bits each, capped at
+    /// [`ViewFilter::MAX_WORDS`]).
     pub fn with_capacity(salt: u64, entries: usize) -> Self {
-        let words = (entries.saturating_mul(10) / 64 + 1)
+        let words = (entries.saturating_mul(16) / 64 + 1)
             .next_power_of_two()
             .min(Self::MAX_WORDS);
         Self {
@@ -1008,7 +1009,7 @@ mod tests {
                 false_hits += u64::from(f.contains(other));
             }
             assert!(
-                false_hits * 100 < tries * 2,
+                false_hits * 1000 < tries * 2,
                 "{n} entries: {false_hits} of {tries} entries not held test as held"
             );
         }

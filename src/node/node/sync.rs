@@ -149,11 +149,13 @@ impl Node {
     /// entries was most of the work of forming it. A node whose list has
     /// not changed since its last round sends the plain opening instead:
     /// its view has most likely formed, and then the peer's answer is only
-    /// that the two hashes agree.
-    pub(super) fn start_catch_up(&mut self) {
+    /// that the two hashes agree. So does the `last` round: if the views
+    /// still differ, the peer answers with its whole list, which no false
+    /// positive of a summary can cut.
+    pub(super) fn start_catch_up(&mut self, last: bool) {
         let hash = self.members_hash();
         let settled = self.catch_up_hash.replace(hash) == Some(hash);
-        if self.native.is_none() || settled {
+        if self.native.is_none() || settled || last {
             return self.start_sync();
         }
         let Some(peer) = self.sync_peer() else { return };
