@@ -98,8 +98,10 @@ impl World {
     /// Node `n` reports member `id` up.
     fn member_up(&mut self, n: usize, id: Identity) {
         let observer = &self.slots[n].id;
-        let v = known_members::check(observer, &id.id, self.slot_of(&id.id))
-            .and_then(|m| self.checkers.generations.up(n, observer, m, &id));
+        let v = known_members::check(observer, &id.id, self.slot_of(&id.id)).and_then(|m| {
+            let slots = self.slots.len();
+            self.checkers.generations.up(n, observer, (m, slots), &id)
+        });
         self.record(v);
     }
 

@@ -37,8 +37,11 @@ impl State {
 /// What the node lists for a member: its state as the application sees
 /// it, and since when. It lives in the member's row, so a member costs one
 /// row, not a row here and an entry in a second map. The engine never
-/// reads it.
+/// reads it. Packed (13 bytes, alignment 1): with it a row is 32 bytes
+/// instead of 40, and a node holds a row per member (its fields are only
+/// ever read and written by value).
 #[derive(Debug, Clone, Copy)]
+#[repr(C, packed)]
 pub(crate) struct Listing {
     pub(crate) state: MemberState,
     /// Incarnation under suspicion; meaningful while `state` is Suspect.
@@ -434,6 +437,14 @@ mod tests {
             SocketAddr::from((Ipv4Addr::LOCALHOST, 7000)),
             Generation(generation),
         )
+    }
+
+    /// A node holds one row per member: at 10,000 simulated nodes every
+    /// byte of it is 100 MB.
+    #[test]
+    fn a_row_is_32_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 32);
+        assert_eq!(std::mem::size_of::<Option<Listing>>(), 13);
     }
 
     #[test]
