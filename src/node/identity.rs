@@ -138,7 +138,7 @@ fn key_of(name: &str) -> [u64; 2] {
 /// freed; the map is pruned as it grows. What it holds, and its order,
 /// never reach any output (it only decides which allocation equal values
 /// share).
-struct Interner<K, T: ?Sized> {
+pub(crate) struct Interner<K, T: ?Sized> {
     held: std::collections::HashMap<K, std::sync::Weak<T>, KeyHash>,
     /// Size of `held` after the last prune.
     kept: usize,
@@ -175,7 +175,7 @@ impl std::hash::Hasher for KeyHasher {
 }
 
 impl<K: std::hash::Hash + Eq, T: ?Sized + PartialEq> Interner<K, T> {
-    const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Self {
             held: std::collections::HashMap::with_hasher(KeyHash),
             kept: 0,
@@ -184,7 +184,7 @@ impl<K: std::hash::Hash + Eq, T: ?Sized + PartialEq> Interner<K, T> {
 
     /// The shared copy of `value` (whose key is `key`), made by `make` when
     /// none is held.
-    fn share(&mut self, key: K, value: &T, make: impl FnOnce() -> Arc<T>) -> Arc<T> {
+    pub(crate) fn share(&mut self, key: K, value: &T, make: impl FnOnce() -> Arc<T>) -> Arc<T> {
         if let Some(held) = self.held.get(&key).and_then(std::sync::Weak::upgrade)
             && *held == *value
         {

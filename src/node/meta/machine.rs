@@ -128,8 +128,11 @@ pub struct Machine {
     pub partition_count: u32,
     /// Slots per partition (fixed at bootstrap).
     pub replication_factor: u32,
-    /// The committed placement, once the leader made one.
-    pub placement: Option<Table>,
+    /// The committed placement, once the leader made one: shared by every
+    /// copy of the process that holds the same table (see
+    /// [`super::placement::share`]), so the nodes of a simulated cluster
+    /// hold one table, not one each (it lists every eligible member).
+    pub placement: Option<std::sync::Arc<Table>>,
 }
 
 /// The quota prefix of a key: up to and including its first `/`, or empty
@@ -316,7 +319,7 @@ impl Machine {
             LogEntry::Op(op) => Some(self.apply(op, index, term)),
             LogEntry::Placement(t) => {
                 self.skip(index, term);
-                self.placement = Some(t.clone());
+                self.placement = Some(super::placement::share(t));
                 None
             }
         }
@@ -366,7 +369,9 @@ impl Machine {
 
     /// Reads a snapshot.
     pub fn decode(b: &[u8]) -> Option<Self> {
-        postcard::from_bytes(b).ok()
+        let mut m: Self = postcard::from_bytes(b).ok()?;
+        m.placement = m.placement.map(|t| super::placement::share(&t));
+        Some(m)
     }
 }
 
@@ -425,6 +430,36 @@ mod tests {
         );
         assert_eq!(m.bytes, "a/1".len() + 1 + "b/1".len() + 1);
         assert_eq!(Machine::decode(&m.encode()), Some(m));
+    }
+
+    /// Every copy of the process that applies (or decodes from a snapshot)
+    /// the same placement holds one table; another table is its own.
+    #[test]
+    fn copies_of_one_placement_share_it() {
+        let table = |nodes: &[&str]| Table {
+            partition_count: 2,
+            replication_factor: 1,
+            owners: vec![vec![NodeId::new(nodes[0]).unwrap()]; 2],
+            nodes: nodes.iter().map(|n| NodeId::new(*n).unwrap()).collect(),
+        };
+        let entry = LogEntry::Placement(table(&["a", "b"]));
+        let (mut x, mut y) = (Machine::default(), Machine::default());
+        x.apply_entry(&entry, 1, 1);
+        y.apply_entry(&entry, 1, 1);
+        let z = Machine::decode(&x.encode()).unwrap();
+        let (px, py, pz) = (
+            x.placement.unwrap(),
+            y.placement.unwrap(),
+            z.placement.unwrap(),
+        );
+        assert!(std::sync::Arc::ptr_eq(&px, &py));
+        assert!(std::sync::Arc::ptr_eq(&px, &pz));
+        assert_eq!(*px, table(&["a", "b"]));
+        let mut w = Machine::default();
+        w.apply_entry(&LogEntry::Placement(table(&["a", "c"])), 1, 1);
+        let pw = w.placement.unwrap();
+        assert!(!std::sync::Arc::ptr_eq(&px, &pw));
+        assert_eq!(*pw, table(&["a", "c"]));
     }
 
     #[test]

@@ -70,6 +70,20 @@ pub struct Table {
     pub nodes: Vec<NodeId>,
 }
 
+static TABLES: std::sync::Mutex<crate::node::identity::Interner<u64, Table>> =
+    std::sync::Mutex::new(crate::node::identity::Interner::new());
+
+/// The process's shared copy of `table`, held weakly by its hash (equal
+/// tables are checked equal before one is shared). What is held never
+/// reaches any output.
+pub fn share(table: &Table) -> std::sync::Arc<Table> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    table.hash(&mut h);
+    let mut held = TABLES.lock().unwrap_or_else(|e| e.into_inner());
+    held.share(h.finish(), table, || std::sync::Arc::new(table.clone()))
+}
+
 impl Table {
     /// The owners of partition `p` (primary first).
     pub fn owners_of(&self, p: u32) -> &[NodeId] {

@@ -2,6 +2,7 @@
 //! committed entries applied, reads served and roles tracked.
 
 use super::*;
+use std::sync::Arc;
 
 impl MetaCore {
     pub(crate) fn on_raft_msg(&mut self, h: &mut Host<'_>, m: RaftMsg) {
@@ -332,14 +333,14 @@ impl MetaCore {
         &mut self,
         h: &mut Host<'_>,
         e: &LogEntry,
-        before: Option<Table>,
+        before: Option<Arc<Table>>,
         index: u64,
     ) {
         match e {
             LogEntry::Op(op) => self.meta_changed(h, op, index),
             LogEntry::Placement(t) => {
                 self.placement_proposed = None;
-                let diff = t.diff(before.as_ref());
+                let diff = t.diff(before.as_deref());
                 if !diff.is_empty() {
                     h.events.push_back(Event::PlacementChanged(diff));
                 }
@@ -348,9 +349,9 @@ impl MetaCore {
     }
 
     /// A `PlacementChanged` event when a snapshot replaced the table.
-    pub(super) fn placement_replaced(&mut self, h: &mut Host<'_>, before: Option<Table>) {
+    pub(super) fn placement_replaced(&mut self, h: &mut Host<'_>, before: Option<Arc<Table>>) {
         if let Some(t) = &self.machine().placement {
-            let diff = t.diff(before.as_ref());
+            let diff = t.diff(before.as_deref());
             if !diff.is_empty() {
                 h.events.push_back(Event::PlacementChanged(diff));
             }
@@ -447,7 +448,7 @@ pub(crate) fn apply_normal_entry(
     data: &[u8],
     index: u64,
     term: u64,
-) -> Option<(LogEntry, Option<Table>, Option<MetaReply>)> {
+) -> Option<(LogEntry, Option<Arc<Table>>, Option<MetaReply>)> {
     let Some(entry) = (!data.is_empty())
         .then(|| postcard::from_bytes::<LogEntry>(data).ok())
         .flatten()

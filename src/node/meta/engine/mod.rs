@@ -590,7 +590,7 @@ impl MetaCore {
 
     /// The committed partition placement in this node's copy.
     pub(crate) fn partitions(&self) -> Option<&Table> {
-        self.machine().placement.as_ref()
+        self.machine().placement.as_deref()
     }
 
     /// The partition of `key` (`None` before a cluster formed).

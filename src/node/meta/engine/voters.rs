@@ -150,7 +150,7 @@ impl MetaCore {
         }
         owners.sort_by(|a, b| a.id.cmp(&b.id));
         let ids: Vec<NodeId> = owners.iter().map(|o| o.id.clone()).collect();
-        let prev = machine.placement.as_ref();
+        let prev = machine.placement.as_deref();
         if prev.is_some_and(|t| t.nodes == ids) {
             return;
         }
