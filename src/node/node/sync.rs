@@ -187,26 +187,14 @@ impl Node {
     /// does not hold, and every Suspect entry (each counts as a
     /// confirmation of the suspicion).
     fn view_cut(&self, have: &ViewFilter) -> SyncFull {
-        let Some(e) = &self.native else {
+        if self.native.is_none() {
             return self.full_view();
-        };
-        let lacks = |id: &Identity, incarnation: Incarnation, state: WireState| {
-            state == WireState::Suspect || !have.contains(ViewFilter::print(id, incarnation, state))
-        };
-        let mut members: Vec<MemberDigest> = wire_rows(e.members())
-            .filter(|&(id, incarnation, state)| lacks(id, incarnation, state))
-            .map(|(id, incarnation, state)| MemberDigest {
-                identity: id.clone(),
-                incarnation,
-                state,
-            })
-            .collect();
-        let own = self.own_digest();
-        if lacks(&own.identity, own.incarnation, own.state) {
-            members.push(own);
         }
         SyncFull {
-            members,
+            members: self.members_where(|id, incarnation, state| {
+                state == WireState::Suspect
+                    || !have.contains(ViewFilter::print(id, incarnation, state))
+            }),
             state: self.shared.lock().store.digest(),
         }
     }
@@ -214,13 +202,22 @@ impl Node {
     /// The entries of this node's member list that a peer's summary does
     /// not hold (sent back after merging the peer's cut list).
     fn members_not_in(&self, have: &ViewFilter) -> Vec<MemberDigest> {
+        self.members_where(|id, incarnation, state| {
+            !have.contains(ViewFilter::print(id, incarnation, state))
+        })
+    }
+
+    /// The entries of this node's member list, itself included, that
+    /// `keep` keeps (native engine; none with foca).
+    fn members_where(
+        &self,
+        keep: impl Fn(&Identity, Incarnation, WireState) -> bool,
+    ) -> Vec<MemberDigest> {
         let Some(e) = &self.native else {
             return Vec::new();
         };
         let mut out: Vec<MemberDigest> = wire_rows(e.members())
-            .filter(|&(id, incarnation, state)| {
-                !have.contains(ViewFilter::print(id, incarnation, state))
-            })
+            .filter(|&(id, incarnation, state)| keep(id, incarnation, state))
             .map(|(id, incarnation, state)| MemberDigest {
                 identity: id.clone(),
                 incarnation,
@@ -228,7 +225,7 @@ impl Node {
             })
             .collect();
         let own = self.own_digest();
-        if !have.contains(ViewFilter::print(&own.identity, own.incarnation, own.state)) {
+        if keep(&own.identity, own.incarnation, own.state) {
             out.push(own);
         }
         out
