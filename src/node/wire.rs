@@ -83,7 +83,8 @@ pub enum Kind {
     QueryResponse = 18,
     /// Push-pull opening that carries a summary of the sender's member list
     /// (a [`ViewFilter`]), so the answer leaves out what it holds already
-    /// (stream; the native engine's catch-up rounds after joining).
+    /// (stream; the native engine's catch-up rounds after joining and its
+    /// join retries once it knows members).
     SyncAsk = 19,
     /// The answer to a [`Kind::SyncAsk`]: a push-pull answer cut by the
     /// asker's summary, with the answering side's own summary (stream).
@@ -278,9 +279,13 @@ impl ViewFilter {
     /// Largest filter accepted (64 KiB: 32,768 entries at sixteen bits
     /// each).
     pub const MAX_WORDS: usize = 8192;
+    /// Most entries a summary is made for: past it a filter capped at
+    /// [`ViewFilter::MAX_WORDS`] would hold fewer than 16 bits each, and a
+    /// node sends the plain push-pull opening instead.
+    pub const MAX_ENTRIES: usize = Self::MAX_WORDS * 4;
     /// Bits set per entry: at sixteen bits per entry, about seven entries
     /// in 10,000 not held test as held; at 32 (the most the size's rounding
-    /// to a power of two gives), about one in a million.
+    /// to a power of two gives), about one in 90,000.
     const PROBES: u64 = 7;
 
     /// An empty filter sized for `entries` (16 to 32 bits each, capped at

@@ -442,6 +442,7 @@ mod tests {
     /// A node holds one row per member: at 10,000 simulated nodes every
     /// byte of it is 100 MB.
     #[test]
+    #[cfg(target_pointer_width = "64")]
     fn a_row_is_32_bytes() {
         assert_eq!(std::mem::size_of::<Entry>(), 32);
         assert_eq!(std::mem::size_of::<Option<Listing>>(), 13);

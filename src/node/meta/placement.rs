@@ -76,7 +76,7 @@ static TABLES: std::sync::Mutex<crate::node::identity::Interner<u64, Table>> =
 /// The process's shared copy of `table`, held weakly by its hash (equal
 /// tables are checked equal before one is shared). What is held never
 /// reaches any output.
-pub fn share(table: &Table) -> std::sync::Arc<Table> {
+pub(crate) fn share(table: &Table) -> std::sync::Arc<Table> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     table.hash(&mut h);

@@ -10,6 +10,7 @@ impl Node {
             return;
         }
         self.joined = true;
+        self.catch_up_hash = None;
         self.events.push_back(Event::Joined);
         // Gossip alone leaves a few members unknown to a few nodes when many
         // join at once: a few quick push-pulls right after joining close

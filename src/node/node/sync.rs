@@ -1,5 +1,7 @@
-//! Push-pull anti-entropy and joining: hashes first, full member lists and
-//! per-owner state digests only when they differ.
+//! Push-pull anti-entropy and joining: hashes first, member lists and
+//! per-owner state digests only when they differ (with the native engine,
+//! right after joining, member lists cut by a summary of what the other
+//! side holds: [`SyncAsk`]).
 
 use super::*;
 
@@ -62,8 +64,9 @@ impl Node {
     /// What a join carries: this node's state digests, and its member list
     /// while it is alone (itself, and members it holds Down). A node that
     /// knows members already sends them after the answer instead, cut to
-    /// what the peer lacks (see [`members_unlike`]): at scale, a join retry
-    /// used to carry thousands of entries the peer held already.
+    /// what the peer lacks (see [`members_unlike`], and with the native
+    /// engine [`Node::members_not_in`]): at scale, a join retry used to
+    /// carry thousands of entries the peer held already.
     fn join_view(&self) -> SyncFull {
         if self.active_members() == 0 {
             return self.full_view();
@@ -96,13 +99,10 @@ impl Node {
         // A node that knows members already asks with a summary of its
         // list, so the answers leave out what it holds (see
         // `start_catch_up`).
-        let req = if alone || self.native.is_none() {
+        let req = if alone {
             Message::SyncRequest(self.sync_request(true))
         } else {
-            Message::SyncAsk(SyncAsk {
-                request: self.sync_request(true),
-                have: self.view_filter(),
-            })
+            self.sync_ask(true)
         };
         let mut targets: Vec<SocketAddr> = self
             .seeds
@@ -153,18 +153,33 @@ impl Node {
     /// still differ, the peer answers with its whole list, which no false
     /// positive of a summary can cut.
     pub(super) fn start_catch_up(&mut self, last: bool) {
+        if self.native.is_none() {
+            return self.start_sync();
+        }
         let hash = self.members_hash();
         let settled = self.catch_up_hash.replace(hash) == Some(hash);
-        if self.native.is_none() || settled || last {
+        if settled || last {
             return self.start_sync();
         }
         let Some(peer) = self.sync_peer() else { return };
         self.metrics.syncs_started += 1;
-        let ask = SyncAsk {
-            request: self.sync_request(false),
-            have: self.view_filter(),
-        };
-        self.io.send_msg(peer.addr, &Message::SyncAsk(ask));
+        let ask = self.sync_ask(false);
+        self.io.send_msg(peer.addr, &ask);
+    }
+
+    /// A push-pull opening with a summary of this node's list ([`SyncAsk`])
+    /// with the native engine; the plain opening with foca, and past
+    /// [`ViewFilter::MAX_ENTRIES`] members (a summary capped in size would
+    /// leave out too many entries by false positives).
+    fn sync_ask(&mut self, join: bool) -> Message<'static> {
+        let request = self.sync_request(join);
+        match &self.native {
+            Some(e) if e.members().count() < ViewFilter::MAX_ENTRIES => Message::SyncAsk(SyncAsk {
+                request,
+                have: self.view_filter(),
+            }),
+            _ => Message::SyncRequest(request),
+        }
     }
 
     /// A summary of this node's member list, itself included (native
@@ -186,13 +201,25 @@ impl Node {
     /// This node's member list cut by a peer's summary: the entries `have`
     /// does not hold, and every Suspect entry (each counts as a
     /// confirmation of the suspicion).
-    fn view_cut(&self, have: &ViewFilter) -> SyncFull {
+    ///
+    /// The entry about the asker itself is kept too unless it holds the
+    /// asker Alive at `asker_incarnation` or later: a false positive must
+    /// not hide from a member that it is held Down (it would not refute).
+    fn view_cut(
+        &self,
+        have: &ViewFilter,
+        asker: &NodeId,
+        asker_incarnation: Incarnation,
+    ) -> SyncFull {
         if self.native.is_none() {
             return self.full_view();
         }
         SyncFull {
             members: self.members_where(|id, incarnation, state| {
+                let about_asker = id.id == *asker
+                    && !(state == WireState::Alive && incarnation >= asker_incarnation);
                 state == WireState::Suspect
+                    || about_asker
                     || !have.contains(ViewFilter::print(id, incarnation, state))
             }),
             state: self.shared.lock().store.digest(),
@@ -313,7 +340,7 @@ impl Node {
         }
         let full = match (in_sync, have) {
             (true, _) => None,
-            (false, Some(have)) => Some(self.view_cut(have)),
+            (false, Some(have)) => Some(self.view_cut(have, &r.from.id, r.incarnation)),
             (false, None) => Some(self.full_view()),
         };
         let reply = SyncReply {
