@@ -130,7 +130,7 @@ pub struct Machine {
     pub replication_factor: u32,
     /// The committed placement, once the leader made one: shared by every
     /// copy of the process that holds the same table (see
-    /// [`super::placement::share`]), so the nodes of a simulated cluster
+    /// `placement::share`), so the nodes of a simulated cluster
     /// hold one table, not one each (it lists every eligible member).
     pub placement: Option<std::sync::Arc<Table>>,
 }
