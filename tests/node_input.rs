@@ -394,3 +394,92 @@ fn a_malformed_member_summary_is_refused_and_counted() {
     assert!(answer.is_some_and(|tx| tx.dst == from));
     assert_eq!(a.active_members(), 1);
 }
+
+/// A member held Down asks with a summary that claims to hold everything
+/// (every bit set: what a false positive does to one entry). The answer
+/// still carries the entry about the asker, so the asker learns it is
+/// held Down, refutes it, and comes back Alive with the same identity.
+#[test]
+fn a_summary_never_hides_a_down_from_the_member_it_concerns() {
+    use roster::node::MemberState;
+    use roster::wire::{ENGINE_NATIVE, Message, SyncAsk, SyncRequest, ViewFilter, WireState};
+    // `a` judges with every probe failing (`b` is its only member).
+    let mut config = Config::local();
+    config.engine = EngineKind::Native;
+    config.judge_max_health = config.max_health_score;
+    let a_id = Identity::new(
+        NodeId::new("a").unwrap(),
+        "127.0.0.1:7000".parse().unwrap(),
+        Generation(1),
+    );
+    let mut a = Node::new(a_id, config, 1, now(0)).unwrap();
+    let mut b = node_with(EngineKind::Native, "b", 7001);
+    let (a_addr, b_addr, b_id) = (
+        a.identity().addr,
+        b.identity().addr,
+        b.identity().id.clone(),
+    );
+    let ask = |b: &Node, word: u64| {
+        Message::SyncAsk(SyncAsk {
+            request: SyncRequest {
+                from: b.identity().clone(),
+                incarnation: b.incarnation(),
+                engine: ENGINE_NATIVE,
+                join: false,
+                members_hash: 1,
+                state_hash: 1,
+                full: None,
+                hlc: roster::node::Hlc(0),
+            },
+            have: ViewFilter {
+                salt: 7,
+                words: vec![word; 4],
+            },
+        })
+        .encode()
+        .unwrap()
+    };
+    // `a` learns of `b`, then `b` falls silent until `a` holds it Down.
+    let _ = a.handle_message(now(0), b_addr, &ask(&b, 0));
+    let held_down = |a: &Node| {
+        a.member(&b_id)
+            .is_some_and(|m| m.state == MemberState::Down)
+    };
+    let mut t = 0;
+    while !held_down(&a) && t < 60_000 {
+        t += 10;
+        a.handle_timeout(now(t));
+        while a.poll_transmit().is_some() {}
+    }
+    assert!(held_down(&a), "a never held b Down: {:?}", a.member(&b_id));
+    let before = b.incarnation();
+    let _ = a.handle_message(now(t), b_addr, &ask(&b, u64::MAX));
+    let answer = std::iter::from_fn(|| a.poll_transmit())
+        .find(|tx| tx.kind == Kind::SyncAnswer && tx.dst == b_addr)
+        .expect("a answers b's summary");
+    let Ok(Message::SyncAnswer(decoded)) = Message::decode(&answer.bytes) else {
+        panic!("not a SyncAnswer");
+    };
+    let listed: Vec<_> = decoded.reply.full.expect("a list").members;
+    assert!(
+        listed
+            .iter()
+            .any(|m| m.identity.id == b_id && m.state == WireState::Down),
+        "the answer hid b's Down from b: {listed:?}"
+    );
+    let _ = if answer.kind.is_stream() {
+        b.handle_message(now(t), a_addr, &answer.bytes)
+    } else {
+        b.handle_datagram(now(t), a_addr, &answer.bytes)
+    };
+    assert!(b.incarnation() > before, "b did not refute");
+    shuttle(&mut b, &mut a, t);
+    let seen = a.member(&b_id).expect("a lists b");
+    assert_eq!(seen.state, MemberState::Alive, "{seen:?}");
+    assert_eq!(seen.incarnation, b.incarnation());
+    assert_eq!(
+        seen.identity,
+        *b.identity(),
+        "b came back with another identity"
+    );
+}
