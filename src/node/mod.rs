@@ -282,6 +282,13 @@ impl<'a> Members<'a> {
         }
     }
 
+    /// A version of the listing that changes whenever it does (native
+    /// engine; `None` with foca, whose listing has none): a reader can keep
+    /// what it read from [`Members::listed`] while it stays the same.
+    pub(crate) fn listed_version(&self) -> Option<u64> {
+        self.native.map(engine::Engine::listed_version)
+    }
+
     /// Every member listed as `(identity, state, since)`, borrowed: what
     /// [`Members::views`] gives without copying an identity.
     pub(crate) fn listed(

@@ -204,6 +204,18 @@ pub(crate) struct Table {
     fingerprint: u64,
     /// The current mark (see [`Table::new_mark`]).
     mark: u16,
+    /// Changes with every change to what [`Table::iter`] gives the node's
+    /// listing (a new row, a row's identity, a listing borrowed mutably):
+    /// a reader can keep what it computed from the listing until then.
+    /// Unique in the process (see [`next_version`]).
+    version: u64,
+}
+
+/// A listing version no table in the process has had: a reader keyed by it
+/// cannot mistake another table (or a table made again) for the one it read.
+fn next_version() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// A member's part of [`Table::fingerprint`].
@@ -232,6 +244,7 @@ impl Table {
     /// The node's listing of `id`, if `id` has a row.
     pub(crate) fn listing_mut(&mut self, id: &NodeId) -> Option<(&Identity, &mut Option<Listing>)> {
         let r = self.find(id)?;
+        self.version = next_version();
         let e = &mut self.rows[r as usize];
         Some((&e.identity, &mut e.listing))
     }
@@ -275,6 +288,12 @@ impl Table {
         self.fingerprint
     }
 
+    /// The listing's version (see the field): equal versions, equal
+    /// listings.
+    pub(crate) fn version(&self) -> u64 {
+        self.version
+    }
+
     /// Adds a member never seen before, or replaces the row of an older
     /// generation of the same node. A new member goes to a random place in
     /// what remains of this probe round (memberlist does the same), so it
@@ -286,6 +305,7 @@ impl Table {
         state: State,
         rng: &mut impl rand::Rng,
     ) -> Row {
+        self.version = next_version();
         if let Some(r) = self.index.get(&identity.id, &self.rows) {
             self.set_state(r, State::Left);
             let e = &mut self.rows[r as usize];
@@ -478,6 +498,35 @@ mod tests {
         assert!(t.index.len * 4 <= t.index.slots.len() * 3);
         // A vector that grows with the cluster keeps its unused tail small.
         assert!(t.rows.capacity() <= t.rows.len() + t.rows.len() / 4 + 16);
+    }
+
+    /// A reader that keeps what it read from the listing while the version
+    /// stays the same (the metadata bootstrap) sees every change: a new row,
+    /// a new generation in a row, a listing changed; and no other table has
+    /// a version it read.
+    #[test]
+    fn the_version_changes_with_what_the_listing_gives() {
+        let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(3);
+        let mut t = Table::default();
+        let mut seen = vec![t.version()];
+        let a = ident("n1", 1);
+        let r = t.insert(a.clone(), 0, State::Alive, &mut rng);
+        seen.push(t.version());
+        let (_, listing) = t.listing_mut(&a.id).unwrap();
+        *listing = Some(Listing::new(MemberState::Alive, None, Duration::ZERO));
+        seen.push(t.version());
+        t.insert(ident("n1", 2), 0, State::Alive, &mut rng);
+        seen.push(t.version());
+        t.insert(ident("n2", 1), 0, State::Alive, &mut rng);
+        seen.push(t.version());
+        // The engine's own state of a member is not part of the listing.
+        t.update(r, 4, State::Suspect);
+        assert_eq!(t.version(), *seen.last().unwrap());
+        let mut other = Table::default();
+        other.insert(ident("n3", 1), 0, State::Alive, &mut rng);
+        seen.push(other.version());
+        let distinct: std::collections::BTreeSet<u64> = seen.iter().copied().collect();
+        assert_eq!(distinct.len(), seen.len(), "{seen:?}");
     }
 
     #[test]

@@ -221,6 +221,9 @@ pub(crate) struct MetaCore {
     /// Order-independent fingerprint of the live set last seen.
     alive_view: u64,
     alive_changed: Duration,
+    /// What the bootstrap last read from the listing, with the listing's
+    /// version (native engine): read again only once the listing changed.
+    listed: Option<(u64, bootstrap::Listed)>,
     started: Duration,
     pull_deadline: Option<Duration>,
     advert_dirty: bool,
@@ -286,6 +289,7 @@ impl MetaCore {
             asking: None,
             alive_view: 0,
             alive_changed: now,
+            listed: None,
             started: now,
             pull_deadline: None,
             advert_dirty: false,
