@@ -467,6 +467,12 @@ fn a_summary_never_hides_a_down_from_the_member_it_concerns() {
             .any(|m| m.identity.id == b_id && m.state == WireState::Down),
         "the answer hid b's Down from b: {listed:?}"
     );
+    // The summary did cut the answer: `a`'s own entry, which it claims to
+    // hold, is left out.
+    assert!(
+        listed.iter().all(|m| m.identity.id != a.identity().id),
+        "the answer ignored the summary: {listed:?}"
+    );
     let _ = if answer.kind.is_stream() {
         b.handle_message(now(t), a_addr, &answer.bytes)
     } else {

@@ -334,14 +334,14 @@ impl Engine {
         e.listing.map(|l| (&*e.identity, l.state))
     }
 
-    /// Every member the node lists as `(identity, state, since)`, in row
-    /// order, borrowed: no identity is copied.
     /// The version of what [`Engine::listed`] gives: while it stays the
     /// same, so does the listing.
     pub(crate) fn listed_version(&self) -> u64 {
         self.table.version()
     }
 
+    /// Every member the node lists as `(identity, state, since)`, in row
+    /// order, borrowed: no identity is copied.
     pub(crate) fn listed(&self) -> impl Iterator<Item = (&Identity, MemberState, Duration)> + '_ {
         self.table
             .iter()

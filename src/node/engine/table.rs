@@ -207,12 +207,15 @@ pub(crate) struct Table {
     /// Changes with every change to what [`Table::iter`] gives the node's
     /// listing (a new row, a row's identity, a listing borrowed mutably):
     /// a reader can keep what it computed from the listing until then.
-    /// Unique in the process (see [`next_version`]).
+    /// 0 in a new table, whose listing is empty; every later version is
+    /// unique in the process (see [`next_version`]).
     version: u64,
 }
 
-/// A listing version no table in the process has had: a reader keyed by it
-/// cannot mistake another table (or a table made again) for the one it read.
+/// A listing version no table in the process has had (they start at 0, an
+/// empty listing, and move only to versions from here): a reader keyed by
+/// it cannot mistake another table (or a table made again) for the one it
+/// read.
 fn next_version() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
