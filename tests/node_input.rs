@@ -356,31 +356,33 @@ fn a_restarted_node_retires_its_earlier_lifes_state() {
 /// A push-pull opening whose member summary is malformed (no words, not a
 /// power of two of them, or over the limit) is refused and counted: no
 /// answer, and nothing learned from it. A well-formed one is answered.
+/// A push-pull opening from `from` (native engine, at its incarnation)
+/// with a summary of the given words, encoded.
+fn summary_ask(from: &Node, words: Vec<u64>) -> Vec<u8> {
+    use roster::wire::{ENGINE_NATIVE, Message, SyncAsk, SyncRequest, ViewFilter};
+    Message::SyncAsk(SyncAsk {
+        request: SyncRequest {
+            from: from.identity().clone(),
+            incarnation: from.incarnation(),
+            engine: ENGINE_NATIVE,
+            join: false,
+            members_hash: 1,
+            state_hash: 1,
+            full: None,
+            hlc: roster::node::Hlc(0),
+        },
+        have: ViewFilter { salt: 7, words },
+    })
+    .encode()
+    .unwrap()
+}
+
 #[test]
 fn a_malformed_member_summary_is_refused_and_counted() {
-    use roster::wire::{ENGINE_NATIVE, Message, SyncAsk, SyncRequest, ViewFilter};
+    use roster::wire::ViewFilter;
     let mut a = node_with(EngineKind::Native, "a", 7000);
     let b = node_with(EngineKind::Native, "b", 7001);
-    let ask = |words: usize| {
-        Message::SyncAsk(SyncAsk {
-            request: SyncRequest {
-                from: b.identity().clone(),
-                incarnation: 0,
-                engine: ENGINE_NATIVE,
-                join: false,
-                members_hash: 1,
-                state_hash: 1,
-                full: None,
-                hlc: roster::node::Hlc(0),
-            },
-            have: ViewFilter {
-                salt: 1,
-                words: vec![0; words],
-            },
-        })
-        .encode()
-        .unwrap()
-    };
+    let ask = |words: usize| summary_ask(&b, vec![0; words]);
     let from = b.identity().addr;
     for words in [0, 3, ViewFilter::MAX_WORDS * 2] {
         let before = a.metrics().malformed_dropped;
@@ -402,7 +404,7 @@ fn a_malformed_member_summary_is_refused_and_counted() {
 #[test]
 fn a_summary_never_hides_a_down_from_the_member_it_concerns() {
     use roster::node::MemberState;
-    use roster::wire::{ENGINE_NATIVE, Message, SyncAsk, SyncRequest, ViewFilter, WireState};
+    use roster::wire::{Message, WireState};
     // `a` judges with every probe failing (`b` is its only member).
     let mut config = Config::local();
     config.engine = EngineKind::Native;
@@ -419,26 +421,7 @@ fn a_summary_never_hides_a_down_from_the_member_it_concerns() {
         b.identity().addr,
         b.identity().id.clone(),
     );
-    let ask = |b: &Node, word: u64| {
-        Message::SyncAsk(SyncAsk {
-            request: SyncRequest {
-                from: b.identity().clone(),
-                incarnation: b.incarnation(),
-                engine: ENGINE_NATIVE,
-                join: false,
-                members_hash: 1,
-                state_hash: 1,
-                full: None,
-                hlc: roster::node::Hlc(0),
-            },
-            have: ViewFilter {
-                salt: 7,
-                words: vec![word; 4],
-            },
-        })
-        .encode()
-        .unwrap()
-    };
+    let ask = |b: &Node, word: u64| summary_ask(b, vec![word; 4]);
     // `a` learns of `b`, then `b` falls silent until `a` holds it Down.
     let _ = a.handle_message(now(0), b_addr, &ask(&b, 0));
     let held_down = |a: &Node| {
