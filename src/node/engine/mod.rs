@@ -286,6 +286,11 @@ impl Engine {
         self.counters
     }
 
+    /// How many [`Engine::members`] gives, without passing over them.
+    pub(crate) fn members_len(&self) -> usize {
+        self.table.len()
+    }
+
     /// Every member known, Down and Left ones included:
     /// `(identity, incarnation, state)`.
     pub(crate) fn members(&self) -> impl Iterator<Item = (&Identity, u32, State)> {

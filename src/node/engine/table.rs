@@ -252,6 +252,11 @@ impl Table {
         Some((&e.identity, &mut e.listing))
     }
 
+    /// Rows: every member, Down and Left ones included.
+    pub(crate) fn len(&self) -> usize {
+        self.rows.len()
+    }
+
     /// Active members (Alive or Suspect).
     pub(crate) fn active_len(&self) -> usize {
         self.active.len()

@@ -174,7 +174,7 @@ impl Node {
     fn sync_ask(&mut self, join: bool) -> Message<'static> {
         let request = self.sync_request(join);
         match &self.native {
-            Some(e) if e.members().count() < ViewFilter::MAX_ENTRIES => Message::SyncAsk(SyncAsk {
+            Some(e) if e.members_len() < ViewFilter::MAX_ENTRIES => Message::SyncAsk(SyncAsk {
                 request,
                 have: self.view_filter(),
             }),
@@ -189,7 +189,7 @@ impl Node {
         let Some(e) = &self.native else {
             return ViewFilter::with_capacity(salt, 0);
         };
-        let mut f = ViewFilter::with_capacity(salt, e.members().count() + 1);
+        let mut f = ViewFilter::with_capacity(salt, e.members_len() + 1);
         for (id, incarnation, state) in wire_rows(e.members()) {
             f.insert(ViewFilter::print(id, incarnation, state));
         }
