@@ -593,6 +593,7 @@ async fn serve(s: Settings, args: AgentArgs, logs: Option<LogHandle>) -> ExitCod
     start_handlers(&roster, &s);
     let reloader = tokio::spawn(reload_on_sighup(roster.clone(), loaded, args, logs));
     let _reloader = AbortOnDrop(reloader);
+    let _release = AbortOnDrop(tokio::spawn(super::resident::release_periodically()));
     tracing::info!(node = %roster.identity(), addr = %roster.local_addr(), "agent running");
     tokio::select! {
         _ = &mut signal => {}

@@ -11,6 +11,7 @@ pub mod events;
 pub mod handlers;
 pub mod members;
 pub mod monitor;
+pub mod resident;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
