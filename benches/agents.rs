@@ -19,6 +19,8 @@
 //! - `binary`, `binary_bytes`: the agent binary run and its size;
 //! - `false_downs`: Downs of any other member seen by any agent, sampled
 //!   throughout.
+//! - `open_connections_median`, `open_connections_max`: QUIC connections
+//!   an agent holds open at the end of the idle time.
 //!
 //! Not part of the test run. Usage (Linux):
 //!
@@ -28,11 +30,16 @@
 //! ROSTER_SCALE_TRACE=1 cargo bench --bench agents -- 200   # a line per poll sweep
 //! ROSTER_SCALE_LOG=info cargo bench --bench agents -- 20   # the agents' log level (warn)
 //! ROSTER_SCALE_BIN=target/dist/roster cargo bench --bench agents -- 20   # another agent binary
+//! ROSTER_SCALE_KEEP=1 cargo bench --bench agents -- 20   # keep the directory (logs)
 //! ```
 //!
 //! Each run also writes `target/scale-agents-N.json`. A run with false
 //! Downs, or a phase that never ended, keeps its directory (the agents'
-//! logs) and says where.
+//! logs) and says where. With the agents logging at `info` or more
+//! (`ROSTER_SCALE_LOG`), the report also counts the suspicions they logged
+//! until all saw all (`suspicions_until_all_see_all`, and how many
+//! distinct members they concerned): false ones, since every agent was
+//! alive.
 #![allow(clippy::disallowed_methods)] // measures real processes: real clock
 
 use std::collections::BTreeMap;
@@ -313,6 +320,33 @@ fn stop_last(
     r
 }
 
+/// The agents' log level (`ROSTER_SCALE_LOG`, default `warn`).
+fn log_level() -> String {
+    std::env::var("ROSTER_SCALE_LOG").unwrap_or_else(|_| "warn".into())
+}
+
+/// The `member suspected` lines the agents in `dir` logged so far, and the
+/// distinct members they name; `None` unless the agents log at `info` or
+/// more verbose (suspicions are logged at `info`).
+fn suspicions(dir: &Path, names: &[String]) -> Option<(u64, usize)> {
+    let level = log_level().to_lowercase();
+    if !["info", "debug", "trace"].iter().any(|l| level.contains(l)) {
+        return None;
+    }
+    let mut lines = 0;
+    let mut members = std::collections::BTreeSet::new();
+    for name in names {
+        let text = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+        for line in text.lines().filter(|l| l.contains("member suspected")) {
+            lines += 1;
+            if let Some(m) = line.split("member=").nth(1) {
+                members.insert(m.split('#').next().unwrap_or(m).to_owned());
+            }
+        }
+    }
+    Some((lines, members.len()))
+}
+
 fn run(n: usize, idle: Duration) -> Value {
     let dir: PathBuf =
         std::env::temp_dir().join(format!("roster-scale-{n}-{}", std::process::id()));
@@ -354,10 +388,7 @@ fn run(n: usize, idle: Duration) -> Value {
         .arg(dir.join(name))
         .args(["--http", &http])
         .env("ROSTER_RUNTIME_DIR", &runtime)
-        .env(
-            "RUST_LOG",
-            std::env::var("ROSTER_SCALE_LOG").unwrap_or_else(|_| "warn".into()),
-        )
+        .env("RUST_LOG", log_level())
         .stdout(Stdio::null())
         .stderr(
             std::fs::File::create(dir.join(format!("{name}.log")))
@@ -429,6 +460,7 @@ fn run(n: usize, idle: Duration) -> Value {
         |c| c.0 == n as u64,
     );
     let all_see_all_s = all.map(|(_, last)| round(last, 2));
+    let suspected = suspicions(&dir, &names);
     eprintln!("{n} agents: all see all after {all_see_all_s:?} s");
     // What forming the cluster cost until then: the QUIC connections the
     // agents opened (a TLS handshake each) and the CPU time they used.
@@ -456,6 +488,11 @@ fn run(n: usize, idle: Duration) -> Value {
     std::thread::sleep(idle);
     let secs = idle_start.elapsed().as_secs_f64();
     let sent_after: Vec<Option<(f64, f64, f64)>> = agents.iter().map(sent).collect();
+    // QUIC connections each agent holds open at the end of the idle time.
+    let open: Vec<f64> = agents
+        .iter()
+        .filter_map(|a| Some(metric_sum(&metrics_text(a)?, "roster_open_connections", "")))
+        .collect();
     let after: Vec<Option<(u64, u64)>> = procs.iter().map(|p| proc_usage(p.child.id())).collect();
     let mut rss_mb = Vec::new();
     let mut cpu = Vec::new();
@@ -485,6 +522,7 @@ fn run(n: usize, idle: Duration) -> Value {
     let (cpu_med, cpu_max) = median_max(cpu);
     let (dg_med, _) = median_max(dgrams);
     let (by_med, _) = median_max(bytes);
+    let (open_med, open_max) = median_max(open);
     let total_cpu: f64 = {
         let mut t = 0.0;
         for (b, a) in before.iter().zip(&after) {
@@ -515,7 +553,10 @@ fn run(n: usize, idle: Duration) -> Value {
         |c| c.3 >= 1,
     );
     drop(procs);
-    if false_downs == 0 && detect.is_some() && leave.is_some() {
+    let keep = std::env::var_os("ROSTER_SCALE_KEEP").is_some();
+    if keep {
+        eprintln!("{n} agents: kept {} (ROSTER_SCALE_KEEP)", dir.display());
+    } else if false_downs == 0 && detect.is_some() && leave.is_some() {
         let _ = std::fs::remove_dir_all(&dir);
     } else {
         // Kept for a look at what went wrong: the agents' logs are there.
@@ -546,10 +587,14 @@ fn run(n: usize, idle: Duration) -> Value {
         "messages_out_per_agent_s_median": round(dg_med, 1),
         "bytes_out_per_agent_s_median": round(by_med, 0),
         "handshakes_per_agent_s_idle": round(opened / n as f64 / secs, 3),
+        "open_connections_median": open_med,
+        "open_connections_max": open_max,
         "detect_first_s": detect.map(|d| round(d.0, 2)),
         "detect_last_s": detect.map(|d| round(d.1, 2)),
         "leave_all_s": leave.map(|d| round(d.1, 2)),
         "false_downs": false_downs,
+        "suspicions_until_all_see_all": suspected.map(|s| s.0),
+        "members_suspected_until_all_see_all": suspected.map(|s| s.1),
         "machine_cores": std::thread::available_parallelism().map_or(0, |p| p.get()),
     })
 }

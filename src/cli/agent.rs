@@ -156,6 +156,13 @@ pub struct AgentArgs {
     /// are opened again (a TLS handshake each) as gossip picks peers.
     #[arg(long, env = "ROSTER_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Keep every code page the agent once ran resident. By default (on
+    /// Linux) the agent releases, 10 s after it starts and every minute
+    /// after that, its mapping of the unmodified file-backed pages it holds:
+    /// they stay in the page cache, and what it runs comes back with minor
+    /// faults, so its RSS holds what it runs rather than what it ran once.
+    #[arg(long, env = "ROSTER_KEEP_CODE_RESIDENT")]
+    pub keep_code_resident: bool,
     /// A program to run on each user event (repeatable): the payload on
     /// its standard input, the event in `ROSTER_*` environment variables
     /// (see the README's "User events").
@@ -591,9 +598,10 @@ async fn serve(s: Settings, args: AgentArgs, logs: Option<LogHandle>) -> ExitCod
     };
     let _unregister = Unregister(registered);
     start_handlers(&roster, &s);
+    let _release = (!args.keep_code_resident)
+        .then(|| AbortOnDrop(tokio::spawn(super::resident::release_periodically())));
     let reloader = tokio::spawn(reload_on_sighup(roster.clone(), loaded, args, logs));
     let _reloader = AbortOnDrop(reloader);
-    let _release = AbortOnDrop(tokio::spawn(super::resident::release_periodically()));
     tracing::info!(node = %roster.identity(), addr = %roster.local_addr(), "agent running");
     tokio::select! {
         _ = &mut signal => {}
