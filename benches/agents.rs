@@ -30,16 +30,18 @@
 //! ROSTER_SCALE_TRACE=1 cargo bench --bench agents -- 200   # a line per poll sweep
 //! ROSTER_SCALE_LOG=info cargo bench --bench agents -- 20   # the agents' log level (warn)
 //! ROSTER_SCALE_BIN=target/dist/roster cargo bench --bench agents -- 20   # another agent binary
-//! ROSTER_SCALE_KEEP=1 cargo bench --bench agents -- 20   # keep the directory (logs)
+//! ROSTER_SCALE_KEEP=1 cargo bench --bench agents -- 20   # keep the directory (agents' logs)
 //! ```
 //!
 //! Each run also writes `target/scale-agents-N.json`. A run with false
 //! Downs, or a phase that never ended, keeps its directory (the agents'
-//! logs) and says where. With the agents logging at `info` or more
-//! (`ROSTER_SCALE_LOG`), the report also counts the suspicions they logged
-//! until all saw all (`suspicions_until_all_see_all`, and how many
-//! distinct members they concerned): false ones, since every agent was
-//! alive.
+//! logs) and says where. When `ROSTER_SCALE_LOG` names `info`, `debug` or
+//! `trace`, the report also counts the `member suspected` lines the agents
+//! logged until all saw all (`suspect_lines_until_all_see_all`: one per
+//! agent that came to hold a member Suspect) and the distinct members they
+//! name (`members_suspected_until_all_see_all`); every agent was alive, so
+//! each was a false suspicion. Both are `null` otherwise, or when all never
+//! saw all.
 #![allow(clippy::disallowed_methods)] // measures real processes: real clock
 
 use std::collections::BTreeMap;
@@ -460,7 +462,7 @@ fn run(n: usize, idle: Duration) -> Value {
         |c| c.0 == n as u64,
     );
     let all_see_all_s = all.map(|(_, last)| round(last, 2));
-    let suspected = suspicions(&dir, &names);
+    let suspected = all.and_then(|_| suspicions(&dir, &names));
     eprintln!("{n} agents: all see all after {all_see_all_s:?} s");
     // What forming the cluster cost until then: the QUIC connections the
     // agents opened (a TLS handshake each) and the CPU time they used.
@@ -553,10 +555,14 @@ fn run(n: usize, idle: Duration) -> Value {
         |c| c.3 >= 1,
     );
     drop(procs);
-    let keep = std::env::var_os("ROSTER_SCALE_KEEP").is_some();
-    if keep {
+    let keep = matches!(
+        std::env::var("ROSTER_SCALE_KEEP").as_deref(),
+        Ok("1" | "true")
+    );
+    let clean = false_downs == 0 && detect.is_some() && leave.is_some();
+    if keep && clean {
         eprintln!("{n} agents: kept {} (ROSTER_SCALE_KEEP)", dir.display());
-    } else if false_downs == 0 && detect.is_some() && leave.is_some() {
+    } else if clean {
         let _ = std::fs::remove_dir_all(&dir);
     } else {
         // Kept for a look at what went wrong: the agents' logs are there.
@@ -593,7 +599,7 @@ fn run(n: usize, idle: Duration) -> Value {
         "detect_last_s": detect.map(|d| round(d.1, 2)),
         "leave_all_s": leave.map(|d| round(d.1, 2)),
         "false_downs": false_downs,
-        "suspicions_until_all_see_all": suspected.map(|s| s.0),
+        "suspect_lines_until_all_see_all": suspected.map(|s| s.0),
         "members_suspected_until_all_see_all": suspected.map(|s| s.1),
         "machine_cores": std::thread::available_parallelism().map_or(0, |p| p.get()),
     })

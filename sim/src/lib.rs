@@ -4,6 +4,7 @@
 //! per-node loss, one-way blocks, partitions), a clock model per node
 //! (offset, drift, jumps), crash/restart/leave/join events and checkers that
 //! observe every step. The same seed always gives the same run.
+#![forbid(unsafe_code)]
 
 pub mod checkers;
 pub mod net;

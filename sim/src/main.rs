@@ -1,4 +1,5 @@
 //! `roster-sim`: run simulator scenarios from the command line.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 use std::time::Duration;

@@ -158,9 +158,10 @@ pub struct AgentArgs {
     pub max_connections: Option<usize>,
     /// Keep every code page the agent once ran resident. By default (on
     /// Linux) the agent releases, 10 s after it starts and every minute
-    /// after that, its mapping of the unmodified file-backed pages it holds:
-    /// they stay in the page cache, and what it runs comes back with minor
-    /// faults, so its RSS holds what it runs rather than what it ran once.
+    /// after that, its mapping of the unmodified file-backed pages it holds
+    /// (they stay in the page cache, and what it runs comes back with minor
+    /// faults, so its RSS holds what it runs rather than what it ran once),
+    /// and gives the free pages of its heap back to the system.
     #[arg(long, env = "ROSTER_KEEP_CODE_RESIDENT")]
     pub keep_code_resident: bool,
     /// A program to run on each user event (repeatable): the payload on
@@ -241,6 +242,7 @@ struct FileConfig {
     owner: Option<bool>,
     reap_after: Option<String>,
     max_connections: Option<usize>,
+    keep_code_resident: Option<bool>,
     #[serde(default)]
     event_handler: Vec<PathBuf>,
     event_handler_timeout: Option<String>,
@@ -300,6 +302,8 @@ pub struct Settings {
     pub reap_after: Duration,
     /// Most QUIC connections kept open.
     pub max_connections: usize,
+    /// Keep code pages resident (no periodic release).
+    pub keep_code_resident: bool,
     /// Programs run on each user event.
     pub event_handlers: Vec<PathBuf>,
     /// How long an event handler may run.
@@ -461,6 +465,7 @@ pub fn settings(args: AgentArgs) -> Result<Settings, String> {
                 .or(file.max_connections)
                 .unwrap_or(roster::runtime::DEFAULT_MAX_CONNECTIONS),
         )?,
+        keep_code_resident: args.keep_code_resident || file.keep_code_resident.unwrap_or(false),
         reap_after: duration_or(args.reap_after, file.reap_after, "reap_after")?
             .unwrap_or(Config::lan().remove_left_after),
         event_handlers: handlers(
@@ -598,7 +603,7 @@ async fn serve(s: Settings, args: AgentArgs, logs: Option<LogHandle>) -> ExitCod
     };
     let _unregister = Unregister(registered);
     start_handlers(&roster, &s);
-    let _release = (!args.keep_code_resident)
+    let _release = (!s.keep_code_resident)
         .then(|| AbortOnDrop(tokio::spawn(super::resident::release_periodically())));
     let reloader = tokio::spawn(reload_on_sighup(roster.clone(), loaded, args, logs));
     let _reloader = AbortOnDrop(reloader);
@@ -919,6 +924,7 @@ fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
         owner,
         reap_after,
         max_connections,
+        keep_code_resident,
         event_handlers,
         event_handler_timeout,
         event_coalesce,

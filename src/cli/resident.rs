@@ -24,8 +24,9 @@
 
 use std::time::Duration;
 
-/// When the first release happens after the agent starts: a start, the
-/// join and the first push-pull are over by then in a healthy cluster.
+/// When the first release happens after the agent starts: by then a small
+/// cluster has formed; the releases after it catch what the formation of a
+/// larger one ran.
 pub const FIRST_RELEASE: Duration = Duration::from_secs(10);
 
 /// How often the release is repeated afterwards, so code run only now and
@@ -49,81 +50,118 @@ pub struct Released {
     pub mappings: usize,
     /// Their resident kB just before the release.
     pub kb: u64,
+    /// Mappings the kernel refused to release (locked, sealed or gone):
+    /// left as they were.
+    pub refused: usize,
 }
 
-/// The mappings of `smaps` text that [`release`] may drop: backed by a
-/// regular file (a path), private, not writable, with no anonymous page and
-/// some page resident.
-fn releasable(smaps: &str) -> Vec<Mapping> {
-    let mut out = Vec::new();
-    // The header of the mapping being read, if it qualifies so far.
-    let mut current: Option<Mapping> = None;
-    let mut anonymous: Option<u64> = None;
-    fn finish(m: Option<Mapping>, anon: Option<u64>, out: &mut Vec<Mapping>) {
-        if let Some(m) = m
-            && anon == Some(0)
-            && m.rss_kb > 0
+/// Whether `path` names a shared object the dynamic loader maps for the
+/// process's life (`libc.so.6`, `ld-linux-x86-64.so.2`, `libfoo.so`), not
+/// a file some library maps for a moment (`/etc/ld.so.cache`).
+fn is_shared_object(path: &str) -> bool {
+    let path = path.strip_suffix(" (deleted)").unwrap_or(path);
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let Some(at) = name.find(".so") else {
+        return false;
+    };
+    let rest = &name[at + 3..];
+    rest.is_empty()
+        || rest.strip_prefix('.').is_some_and(|versions| {
+            versions
+                .split('.')
+                .all(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        })
+}
+
+/// The mappings of `smaps` text that [`release`] may drop: private, not
+/// writable, of the program itself (`exe`, as `/proc/self/exe` names it) or
+/// of a shared object, with some page resident and none of the process's
+/// own, in memory or in swap (`Anonymous:` and `Swap:` both present and 0).
+/// Those files stay mapped for the process's life, so no other mapping can
+/// take their place between the reading of `smaps` and the release.
+fn releasable(smaps: &str, exe: &str) -> Vec<Mapping> {
+    /// The mapping being read, if its header qualifies, with its
+    /// `Anonymous:` and `Swap:` values once read.
+    struct Reading {
+        mapping: Mapping,
+        anonymous: Option<u64>,
+        swap: Option<u64>,
+    }
+    fn finish(r: Option<Reading>, out: &mut Vec<Mapping>) {
+        if let Some(r) = r
+            && r.anonymous == Some(0)
+            && r.swap == Some(0)
+            && r.mapping.rss_kb > 0
         {
-            out.push(m);
+            out.push(r.mapping);
         }
     }
+    let mut out = Vec::new();
+    let mut current: Option<Reading> = None;
     for line in smaps.lines() {
         let mut fields = line.split_whitespace();
         let Some(first) = fields.next() else {
             continue;
         };
-        if let Some((lo, hi)) = first.split_once('-') {
-            // A mapping's header: "start-end perms offset dev inode path".
-            if let (Ok(start), Ok(end)) =
+        if let Some((lo, hi)) = first.split_once('-')
+            && let (Ok(start), Ok(end)) =
                 (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
-            {
-                finish(current.take(), anonymous.take(), &mut out);
-                let perms = fields.next().unwrap_or("");
-                let path = fields.nth(3);
-                let file_backed = path.is_some_and(|p| p.starts_with('/'));
-                let read_only_private =
-                    perms.len() == 4 && perms.as_bytes()[1] == b'-' && perms.as_bytes()[3] == b'p';
-                if file_backed && read_only_private && end > start {
-                    current = Some(Mapping {
+        {
+            // A mapping's header: "start-end perms offset dev inode [path]",
+            // the path (which may hold spaces) from the first '/' on.
+            finish(current.take(), &mut out);
+            let perms = fields.next().unwrap_or("");
+            let path = line.find(" /").map(|at| line[at + 1..].trim_end());
+            let ours = path.is_some_and(|p| p == exe || is_shared_object(p));
+            let read_only_private =
+                perms.len() == 4 && perms.as_bytes()[1] == b'-' && perms.as_bytes()[3] == b'p';
+            if ours && read_only_private && end > start {
+                current = Some(Reading {
+                    mapping: Mapping {
                         start,
                         end,
                         rss_kb: 0,
-                    });
-                }
-                continue;
+                    },
+                    anonymous: None,
+                    swap: None,
+                });
             }
+            continue;
         }
+        let Some(r) = current.as_mut() else {
+            continue;
+        };
         let value = fields.next().and_then(|v| v.parse::<u64>().ok());
         match first {
-            "Rss:" => {
-                if let (Some(m), Some(kb)) = (current.as_mut(), value) {
-                    m.rss_kb = kb;
-                }
-            }
-            "Anonymous:" => anonymous = value,
+            "Rss:" => r.mapping.rss_kb = value.unwrap_or(0),
+            "Anonymous:" => r.anonymous = value,
+            "Swap:" => r.swap = value,
             _ => {}
         }
     }
-    finish(current, anonymous, &mut out);
+    finish(current, &mut out);
     out
 }
 
 /// Drops this process's mapping of the file-backed, unmodified, read-only
-/// pages it holds (see the module's docs). Linux only; elsewhere it does
-/// nothing.
+/// pages it holds (see the module's docs), then returns the heap's free
+/// pages (glibc). Linux only; elsewhere it does nothing. An error only when
+/// the process's own maps cannot be read.
 #[allow(unsafe_code)]
 pub fn release() -> std::io::Result<Released> {
     #[cfg(target_os = "linux")]
     {
+        let exe = std::fs::read_link("/proc/self/exe")?;
         let smaps = std::fs::read_to_string("/proc/self/smaps")?;
         let mut done = Released::default();
-        for m in releasable(&smaps) {
-            // SAFETY: `m` is a private, read-only mapping of a file that
-            // holds no page of its own (it was never written: no anonymous
-            // page), so MADV_DONTNEED only unmaps page-cache pages, and any
-            // later access maps the same file contents again. No Rust object
-            // lives in such a mapping. The range is exactly one mapping's,
-            // page aligned as the kernel reported it.
+        for m in releasable(&smaps, &exe.to_string_lossy()) {
+            // SAFETY: `m` is a private, read-only mapping of the program
+            // or of a shared object, which stay mapped for the process's
+            // life, and it holds no page of its own, in memory or in swap
+            // (never written), so MADV_DONTNEED only unmaps page-cache
+            // pages, and any later access maps the same file contents
+            // again. The range is exactly one mapping's, page aligned as
+            // the kernel reported it.
             let rc = unsafe {
                 libc::madvise(
                     m.start as *mut libc::c_void,
@@ -131,11 +169,12 @@ pub fn release() -> std::io::Result<Released> {
                     libc::MADV_DONTNEED,
                 )
             };
-            if rc != 0 {
-                return Err(std::io::Error::last_os_error());
+            if rc == 0 {
+                done.mappings += 1;
+                done.kb += m.rss_kb;
+            } else {
+                done.refused += 1;
             }
-            done.mappings += 1;
-            done.kb += m.rss_kb;
         }
         #[cfg(target_env = "gnu")]
         {
@@ -152,7 +191,8 @@ pub fn release() -> std::io::Result<Released> {
 }
 
 /// Releases after [`FIRST_RELEASE`], then every [`RELEASE_EVERY`], logging
-/// what each release dropped; stops at the first error (logged once).
+/// what each release dropped; stops if the process's maps cannot be read
+/// (logged once).
 pub async fn release_periodically() {
     let mut wait = FIRST_RELEASE;
     loop {
@@ -162,10 +202,11 @@ pub async fn release_periodically() {
             Ok(Ok(r)) => tracing::debug!(
                 mappings = r.mappings,
                 kb = r.kb,
+                refused = r.refused,
                 "released resident code pages"
             ),
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot release resident code pages; keeping them");
+                tracing::warn!(error = %e, "cannot read this process's maps; keeping its code pages resident");
                 return;
             }
             Err(_) => return,
@@ -177,70 +218,171 @@ pub async fn release_periodically() {
 mod tests {
     use super::*;
 
+    const EXE: &str = "/usr/bin/roster";
+
+    /// One mapping of each kind; those marked `yes` may be released.
     const SMAPS: &str = "\
-5555aaaa0000-5555aaab0000 r--p 00000000 fd:01 123 /usr/bin/roster
+5555aaaa0000-5555aaab0000 r--p 00000000 fd:01 123                        /usr/bin/roster
 Rss:                  48 kB
 Anonymous:             0 kB
-5555aaab0000-5555aacb0000 r-xp 00010000 fd:01 123 /usr/bin/roster
+Swap:                  0 kB
+5555aaab0000-5555aacb0000 r-xp 00010000 fd:01 123                        /usr/bin/roster
 Rss:                1900 kB
 Anonymous:             0 kB
-5555aacb0000-5555aacc0000 r--p 00210000 fd:01 123 /usr/bin/roster
+Swap:                  0 kB
+VmFlags: rd ex mr mw me
+5555aacb0000-5555aacc0000 r--p 00210000 fd:01 123                        /usr/bin/roster
 Rss:                  64 kB
 Anonymous:            64 kB
-5555aacc0000-5555aacd0000 rw-p 00220000 fd:01 123 /usr/bin/roster
-Rss:                  16 kB
-Anonymous:            16 kB
-5555aacd0000-5555aace0000 rw-p 00000000 00:00 0 [heap]
-Rss:                  32 kB
-Anonymous:            32 kB
-7f0000000000-7f0000010000 r-xp 00000000 fd:01 77 /usr/lib/libc.so.6
-Rss:                   0 kB
-Anonymous:             0 kB
-7f0000010000-7f0000020000 r-xp 00000000 fd:01 78 /usr/lib/libm.so.6
+Swap:                  0 kB
+5555aacc0000-5555aacd0000 r--p 00220000 fd:01 123                        /usr/bin/roster
 Rss:                  12 kB
 Anonymous:             0 kB
-7f0000020000-7f0000030000 rw-s 00000000 fd:01 79 /dev/shm/x
+Swap:                  8 kB
+5555aacd0000-5555aace0000 rw-p 00230000 fd:01 123                        /usr/bin/roster
+Rss:                  16 kB
+Anonymous:             0 kB
+Swap:                  0 kB
+5555aace0000-5555aacf0000 rw-p 00000000 00:00 0                          [heap]
+Rss:                  32 kB
+Anonymous:            32 kB
+Swap:                  0 kB
+7f0000000000-7f0000010000 r-xp 00000000 fd:01 77                         /usr/lib/libc.so.6
+Rss:                   0 kB
+Anonymous:             0 kB
+Swap:                  0 kB
+7f0000010000-7f0000020000 r-xp 00000000 fd:01 78                         /usr/lib/libm.so.6
+Rss:                  12 kB
+Anonymous:             0 kB
+Swap:                  0 kB
+7f0000020000-7f0000030000 r--s 00000000 fd:01 80                         /usr/lib/libshared.so
 Rss:                   4 kB
 Anonymous:             0 kB
-7ffd00000000-7ffd00002000 r-xp 00000000 00:00 0 [vdso]
+Swap:                  0 kB
+7f0000030000-7f0000040000 rw-s 00000000 fd:01 79                         /dev/shm/x
+Rss:                   4 kB
+Anonymous:             0 kB
+Swap:                  0 kB
+7f0000040000-7f0000050000 r--p 00000000 fd:01 81                         /etc/ld.so.cache
+Rss:                  20 kB
+Anonymous:             0 kB
+Swap:                  0 kB
+7f0000050000-7f0000060000 r-xp 00000000 fd:01 82                         /opt/my app/lib/libx.so
 Rss:                   8 kB
 Anonymous:             0 kB
+Swap:                  0 kB
+7f0000060000-7f0000070000 r-xp 00000000 fd:01 83                         /usr/lib/libold.so.1.2 (deleted)
+Rss:                   4 kB
+Anonymous:             0 kB
+Swap:                  0 kB
+7f0000070000-7f0000080000 r-xp 00000000 00:00 0 
+Rss:                   4 kB
+Anonymous:             0 kB
+Swap:                  0 kB
+7ffd00000000-7ffd00002000 r-xp 00000000 00:00 0                          [vdso]
+Rss:                   8 kB
+Anonymous:             0 kB
+Swap:                  0 kB
 ";
 
     #[test]
-    fn only_unmodified_read_only_file_pages_are_released() {
-        let got = releasable(SMAPS);
+    fn only_unmodified_read_only_pages_of_the_program_and_its_libraries_are_released() {
+        let got = releasable(SMAPS, EXE);
         let starts: Vec<usize> = got.iter().map(|m| m.start).collect();
         assert_eq!(
             starts,
-            vec![0x5555aaaa0000, 0x5555aaab0000, 0x7f0000010000],
+            vec![
+                0x5555aaaa0000, // the program's read-only data
+                0x5555aaab0000, // the program's code
+                0x7f0000010000, // libm's code
+                0x7f0000050000, // a library whose path holds a space
+                0x7f0000060000, // a library replaced on disk since it was mapped
+            ],
             "{got:?}"
         );
         assert_eq!(got[1].end - got[1].start, 0x200000);
-        assert_eq!(got.iter().map(|m| m.rss_kb).sum::<u64>(), 48 + 1900 + 12);
+        assert_eq!(
+            got.iter().map(|m| m.rss_kb).sum::<u64>(),
+            48 + 1900 + 12 + 8 + 4
+        );
+        // Another program's mappings of the same files are not its own.
+        let others: Vec<usize> = releasable(SMAPS, "/usr/bin/other")
+            .iter()
+            .map(|m| m.start)
+            .collect();
+        assert_eq!(others, vec![0x7f0000010000, 0x7f0000050000, 0x7f0000060000]);
     }
 
     #[test]
-    fn a_mapping_without_its_anonymous_line_is_kept() {
-        // Without the kernel's word that no page is the process's own, the
-        // mapping is not touched.
-        let text =
+    fn a_mapping_without_its_anonymous_or_swap_line_is_kept() {
+        // Without the kernel's word that no page is the process's own, in
+        // memory or in swap, the mapping is not touched.
+        let header =
             "5555aaab0000-5555aacb0000 r-xp 00010000 fd:01 123 /usr/bin/roster\nRss: 1900 kB\n";
-        assert!(releasable(text).is_empty());
+        assert!(releasable(header, EXE).is_empty());
+        assert!(releasable(&format!("{header}Anonymous: 0 kB\n"), EXE).is_empty());
+        assert!(releasable(&format!("{header}Swap: 0 kB\n"), EXE).is_empty());
+        assert_eq!(
+            releasable(&format!("{header}Anonymous: 0 kB\nSwap: 0 kB\n"), EXE).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn shared_objects_are_told_from_other_files() {
+        for yes in [
+            "/lib/libc.so.6",
+            "/lib64/ld-linux-x86-64.so.2",
+            "/x/libfoo.so",
+            "/x/liba.so.1.2.3",
+        ] {
+            assert!(is_shared_object(yes), "{yes}");
+        }
+        for no in [
+            "/etc/ld.so.cache",
+            "/x/libfoo.so.bak",
+            "/x/notes.sox",
+            "/x/a.so.",
+            "/usr/bin/roster",
+        ] {
+            assert!(!is_shared_object(no), "{no}");
+        }
+    }
+
+    /// Data in the test program's read-only pages, released with its code.
+    static TABLE: [u64; 1024] = {
+        let mut t = [0u64; 1024];
+        let mut i = 0;
+        while i < t.len() {
+            t[i] = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            i += 1;
+        }
+        t
+    };
+
+    fn digest() -> u64 {
+        TABLE.iter().fold(0, |a, x| a.rotate_left(7) ^ x)
     }
 
     #[cfg(target_os = "linux")]
     #[test]
     fn releasing_leaves_the_process_running_its_code() {
         // A real release of this test process's own code and libraries:
-        // everything after it runs from pages mapped back in.
+        // everything after it runs from pages mapped back in, and reads
+        // the same data.
+        let before = digest();
         let first = release().expect("release");
         assert!(first.mappings > 0 && first.kb > 0, "{first:?}");
-        let v: Vec<u64> = (1..=1000).collect();
-        assert_eq!(v.iter().sum::<u64>(), 500_500);
+        assert_eq!(digest(), before);
+        let f: Box<dyn Fn(u64) -> u64> = Box::new(|x| x * 3);
+        assert_eq!(f(7), 21);
         // Only what ran since is resident again: far less than before.
+        let exe = std::fs::read_link("/proc/self/exe").expect("exe");
         let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
-        let back: u64 = releasable(&smaps).iter().map(|m| m.rss_kb).sum();
+        let back: u64 = releasable(&smaps, &exe.to_string_lossy())
+            .iter()
+            .map(|m| m.rss_kb)
+            .sum();
         assert!(
             back < first.kb,
             "{back} kB back of {} kB released",
