@@ -220,7 +220,8 @@ mod tests {
 
     const EXE: &str = "/usr/bin/roster";
 
-    /// One mapping of each kind; those marked `yes` may be released.
+    /// One mapping of each kind; the first test names those that may be
+    /// released.
     const SMAPS: &str = "\
 5555aaaa0000-5555aaab0000 r--p 00000000 fd:01 123                        /usr/bin/roster
 Rss:                  48 kB
