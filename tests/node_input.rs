@@ -353,9 +353,6 @@ fn a_restarted_node_retires_its_earlier_lifes_state() {
     assert_eq!(nodes[0].metrics().state_forgeries_refuted, 0);
 }
 
-/// A push-pull opening whose member summary is malformed (no words, not a
-/// power of two of them, or over the limit) is refused and counted: no
-/// answer, and nothing learned from it. A well-formed one is answered.
 /// A push-pull opening from `from` (native engine, at its incarnation)
 /// with a summary of the given words, encoded.
 fn summary_ask(from: &Node, words: Vec<u64>) -> Vec<u8> {
@@ -377,6 +374,9 @@ fn summary_ask(from: &Node, words: Vec<u64>) -> Vec<u8> {
     .unwrap()
 }
 
+/// A push-pull opening whose member summary is malformed (no words, not a
+/// power of two of them, or over the limit) is refused and counted: no
+/// answer, and nothing learned from it. A well-formed one is answered.
 #[test]
 fn a_malformed_member_summary_is_refused_and_counted() {
     use roster::wire::ViewFilter;

@@ -220,75 +220,91 @@ mod tests {
 
     const EXE: &str = "/usr/bin/roster";
 
+    /// One mapping as `/proc/self/smaps` prints it: its header, then the
+    /// lines the parser reads among others.
+    fn mapping(range: &str, perms: &str, path: &str, rss: u64, anon: u64, swap: u64) -> String {
+        let (dev, inode) = if path.starts_with('/') {
+            ("fd:01", "77")
+        } else {
+            ("00:00", "0")
+        };
+        format!(
+            "{range} {perms} 00000000 {dev} {inode}                        {path}\n\
+             Rss: {rss:>20} kB\nPss: {rss:>20} kB\nAnonymous: {anon:>14} kB\n\
+             Swap: {swap:>19} kB\nVmFlags: rd mr mw me\n"
+        )
+    }
+
     /// One mapping of each kind; the first test names those that may be
     /// released.
-    const SMAPS: &str = "\
-5555aaaa0000-5555aaab0000 r--p 00000000 fd:01 123                        /usr/bin/roster
-Rss:                  48 kB
-Anonymous:             0 kB
-Swap:                  0 kB
-5555aaab0000-5555aacb0000 r-xp 00010000 fd:01 123                        /usr/bin/roster
-Rss:                1900 kB
-Anonymous:             0 kB
-Swap:                  0 kB
-VmFlags: rd ex mr mw me
-5555aacb0000-5555aacc0000 r--p 00210000 fd:01 123                        /usr/bin/roster
-Rss:                  64 kB
-Anonymous:            64 kB
-Swap:                  0 kB
-5555aacc0000-5555aacd0000 r--p 00220000 fd:01 123                        /usr/bin/roster
-Rss:                  12 kB
-Anonymous:             0 kB
-Swap:                  8 kB
-5555aacd0000-5555aace0000 rw-p 00230000 fd:01 123                        /usr/bin/roster
-Rss:                  16 kB
-Anonymous:             0 kB
-Swap:                  0 kB
-5555aace0000-5555aacf0000 rw-p 00000000 00:00 0                          [heap]
-Rss:                  32 kB
-Anonymous:            32 kB
-Swap:                  0 kB
-7f0000000000-7f0000010000 r-xp 00000000 fd:01 77                         /usr/lib/libc.so.6
-Rss:                   0 kB
-Anonymous:             0 kB
-Swap:                  0 kB
-7f0000010000-7f0000020000 r-xp 00000000 fd:01 78                         /usr/lib/libm.so.6
-Rss:                  12 kB
-Anonymous:             0 kB
-Swap:                  0 kB
-7f0000020000-7f0000030000 r--s 00000000 fd:01 80                         /usr/lib/libshared.so
-Rss:                   4 kB
-Anonymous:             0 kB
-Swap:                  0 kB
-7f0000030000-7f0000040000 rw-s 00000000 fd:01 79                         /dev/shm/x
-Rss:                   4 kB
-Anonymous:             0 kB
-Swap:                  0 kB
-7f0000040000-7f0000050000 r--p 00000000 fd:01 81                         /etc/ld.so.cache
-Rss:                  20 kB
-Anonymous:             0 kB
-Swap:                  0 kB
-7f0000050000-7f0000060000 r-xp 00000000 fd:01 82                         /opt/my app/lib/libx.so
-Rss:                   8 kB
-Anonymous:             0 kB
-Swap:                  0 kB
-7f0000060000-7f0000070000 r-xp 00000000 fd:01 83                         /usr/lib/libold.so.1.2 (deleted)
-Rss:                   4 kB
-Anonymous:             0 kB
-Swap:                  0 kB
-7f0000070000-7f0000080000 r-xp 00000000 00:00 0 
-Rss:                   4 kB
-Anonymous:             0 kB
-Swap:                  0 kB
-7ffd00000000-7ffd00002000 r-xp 00000000 00:00 0                          [vdso]
-Rss:                   8 kB
-Anonymous:             0 kB
-Swap:                  0 kB
-";
+    fn smaps() -> String {
+        [
+            ("5555aaaa0000-5555aaab0000", "r--p", EXE, 48, 0, 0),
+            ("5555aaab0000-5555aacb0000", "r-xp", EXE, 1900, 0, 0),
+            ("5555aacb0000-5555aacc0000", "r--p", EXE, 64, 64, 0),
+            ("5555aacc0000-5555aacd0000", "r--p", EXE, 12, 0, 8),
+            ("5555aacd0000-5555aace0000", "rw-p", EXE, 16, 0, 0),
+            ("5555aace0000-5555aacf0000", "rw-p", "[heap]", 32, 32, 0),
+            (
+                "7f0000000000-7f0000010000",
+                "r-xp",
+                "/usr/lib/libc.so.6",
+                0,
+                0,
+                0,
+            ),
+            (
+                "7f0000010000-7f0000020000",
+                "r-xp",
+                "/usr/lib/libm.so.6",
+                12,
+                0,
+                0,
+            ),
+            (
+                "7f0000020000-7f0000030000",
+                "r--s",
+                "/usr/lib/libshared.so",
+                4,
+                0,
+                0,
+            ),
+            ("7f0000030000-7f0000040000", "rw-s", "/dev/shm/x", 4, 0, 0),
+            (
+                "7f0000040000-7f0000050000",
+                "r--p",
+                "/etc/ld.so.cache",
+                20,
+                0,
+                0,
+            ),
+            (
+                "7f0000050000-7f0000060000",
+                "r-xp",
+                "/opt/my app/lib/libx.so",
+                8,
+                0,
+                0,
+            ),
+            (
+                "7f0000060000-7f0000070000",
+                "r-xp",
+                "/usr/lib/libold.so.1.2 (deleted)",
+                4,
+                0,
+                0,
+            ),
+            ("7f0000070000-7f0000080000", "r-xp", "", 4, 0, 0),
+            ("7ffd00000000-7ffd00002000", "r-xp", "[vdso]", 8, 0, 0),
+        ]
+        .into_iter()
+        .map(|(range, perms, path, rss, anon, swap)| mapping(range, perms, path, rss, anon, swap))
+        .collect()
+    }
 
     #[test]
     fn only_unmodified_read_only_pages_of_the_program_and_its_libraries_are_released() {
-        let got = releasable(SMAPS, EXE);
+        let got = releasable(&smaps(), EXE);
         let starts: Vec<usize> = got.iter().map(|m| m.start).collect();
         assert_eq!(
             starts,
@@ -307,7 +323,7 @@ Swap:                  0 kB
             48 + 1900 + 12 + 8 + 4
         );
         // Another program's mappings of the same files are not its own.
-        let others: Vec<usize> = releasable(SMAPS, "/usr/bin/other")
+        let others: Vec<usize> = releasable(&smaps(), "/usr/bin/other")
             .iter()
             .map(|m| m.start)
             .collect();
